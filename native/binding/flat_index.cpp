@@ -1,0 +1,251 @@
+// JavaScript class FlatIndex over ebrix::FlatIndex. lib/index/flat.ts validates and
+// normalises arguments; this layer re-checks what memory safety depends on (types, lengths)
+// and pins or copies inputs on the main thread before any work leaves it.
+#include "flat_index.h"
+
+#include <memory>
+#include <string>
+
+#include "../core/flat.h"
+#include "../core/simd/dispatch.h"
+#include "errors.h"
+
+namespace ebrix::binding {
+namespace {
+
+Napi::Float32Array requireFloat32(const Napi::Value& v, const char* name) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    throwInvalid(v.Env(), std::string("Expected a Float32Array for ") + name);
+  }
+  return v.As<Napi::Float32Array>();
+}
+
+Napi::BigUint64Array requireBigUint64(const Napi::Value& v, const char* name) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array) {
+    throwInvalid(v.Env(), std::string("Expected a BigUint64Array for ") + name);
+  }
+  return v.As<Napi::TypedArray>().As<Napi::BigUint64Array>();
+}
+
+size_t requireCount(const Napi::Value& v, const char* name) {
+  if (!v.IsNumber()) throwInvalid(v.Env(), std::string("Expected a number for ") + name);
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d != static_cast<double>(static_cast<size_t>(d))) {
+    throwInvalid(v.Env(), std::string("Expected a non-negative integer for ") + name);
+  }
+  return static_cast<size_t>(d);
+}
+
+Napi::Object resultObject(Napi::Env env, const SearchOutput& out) {
+  const size_t n = out.ids.size();
+  auto ids = Napi::BigUint64Array::New(env, n);
+  auto scores = Napi::Float32Array::New(env, n);
+  if (n > 0) {
+    std::memcpy(ids.Data(), out.ids.data(), n * sizeof(uint64_t));
+    std::memcpy(scores.Data(), out.scores.data(), n * sizeof(float));
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("ids", ids);
+  result.Set("scores", scores);
+  return result;
+}
+
+class AddWorker : public PromiseWorker {
+ public:
+  AddWorker(Napi::Env env, std::shared_ptr<FlatIndex> index, Napi::BigUint64Array ids,
+            Napi::Float32Array vectors, size_t count)
+      : PromiseWorker(env),
+        index_(std::move(index)),
+        idsRef_(Napi::Persistent(ids)),
+        vectorsRef_(Napi::Persistent(vectors)),
+        ids_(ids.Data()),
+        vectors_(vectors.Data()),
+        count_(count) {}
+
+ protected:
+  void Run() override { index_->add(ids_, vectors_, count_); }
+  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  std::shared_ptr<FlatIndex> index_;
+  // The references keep the caller's buffers alive (pinned) until the worker is destroyed.
+  Napi::Reference<Napi::BigUint64Array> idsRef_;
+  Napi::Reference<Napi::Float32Array> vectorsRef_;
+  const uint64_t* ids_;
+  const float* vectors_;
+  size_t count_;
+};
+
+class SearchWorker : public PromiseWorker {
+ public:
+  SearchWorker(Napi::Env env, std::shared_ptr<FlatIndex> index, Napi::Float32Array queries,
+               size_t count, size_t k, unsigned threads)
+      : PromiseWorker(env),
+        index_(std::move(index)),
+        queries_(queries.Data(), queries.Data() + queries.ElementLength()),
+        count_(count),
+        k_(k),
+        threads_(threads) {}
+
+ protected:
+  void Run() override { out_ = index_->search(queries_.data(), count_, k_, threads_); }
+  Napi::Value Resolve(Napi::Env env) override { return resultObject(env, out_); }
+
+ private:
+  std::shared_ptr<FlatIndex> index_;
+  std::vector<float> queries_;  // copied: queries are small next to the index
+  size_t count_, k_;
+  unsigned threads_;
+  SearchOutput out_;
+};
+
+class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "FlatIndex",
+                       {
+                           InstanceMethod<&FlatIndexWrap::add>("add"),
+                           InstanceMethod<&FlatIndexWrap::addAsync>("addAsync"),
+                           InstanceMethod<&FlatIndexWrap::search>("search"),
+                           InstanceMethod<&FlatIndexWrap::searchAsync>("searchAsync"),
+                           InstanceMethod<&FlatIndexWrap::size>("size"),
+                           InstanceMethod<&FlatIndexWrap::memoryBytes>("memoryBytes"),
+                           InstanceMethod<&FlatIndexWrap::simdLevel>("simdLevel"),
+                           InstanceMethod<&FlatIndexWrap::threads>("threads"),
+                           InstanceMethod<&FlatIndexWrap::dispose>("dispose"),
+                       });
+  }
+
+  // new FlatIndex(dim, metric, simd | undefined, threads)
+  explicit FlatIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FlatIndexWrap>(info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      const size_t dim = requireCount(info[0], "dim");
+      if (!info[1].IsString()) throwInvalid(env, "Expected a string for metric");
+      Metric metric;
+      const std::string metricName = info[1].As<Napi::String>().Utf8Value();
+      if (!parseMetric(metricName, &metric)) {
+        throwInvalid(env, "Expected 'ip', 'cosine' or 'l2' for metric but received " + metricName);
+      }
+      simd::Level level = simd::defaultLevel();
+      if (info[2].IsString()) {
+        const std::string name = info[2].As<Napi::String>().Utf8Value();
+        if (!simd::parseLevel(name, &level)) {
+          throwInvalid(env, "Expected 'scalar', 'avx2', 'avx512' or 'neon' for simd but received " + name);
+        }
+      }
+      const unsigned threads = static_cast<unsigned>(requireCount(info[3], "threads"));
+      index_ = std::make_shared<FlatIndex>(dim, metric, level, threads);
+    })
+  }
+
+ private:
+  std::shared_ptr<FlatIndex> live(Napi::Env env) {
+    if (!index_) throw makeError(env, {"EBRIX_DISPOSED", "The index has been disposed"});
+    return index_;
+  }
+
+  // Checks the add arguments; returns the row count.
+  size_t checkAdd(const Napi::CallbackInfo& info, const FlatIndex& index) {
+    Napi::Env env = info.Env();
+    auto ids = requireBigUint64(info[0], "ids");
+    auto vectors = requireFloat32(info[1], "vectors");
+    if (vectors.ElementLength() != ids.ElementLength() * index.dim()) {
+      throw makeError(env, {"EBRIX_DIM_MISMATCH",
+                            "Expected " + std::to_string(ids.ElementLength() * index.dim()) +
+                                " floats for vectors (" + std::to_string(ids.ElementLength()) + " ids × dim " +
+                                std::to_string(index.dim()) + ") but received " +
+                                std::to_string(vectors.ElementLength())});
+    }
+    return ids.ElementLength();
+  }
+
+  size_t checkQueries(const Napi::CallbackInfo& info, const FlatIndex& index) {
+    Napi::Env env = info.Env();
+    auto queries = requireFloat32(info[0], "queries");
+    if (queries.ElementLength() == 0 || queries.ElementLength() % index.dim() != 0) {
+      throw makeError(env, {"EBRIX_DIM_MISMATCH", "Expected a multiple of dim " + std::to_string(index.dim()) +
+                                                      " floats for queries but received " +
+                                                      std::to_string(queries.ElementLength())});
+    }
+    return queries.ElementLength() / index.dim();
+  }
+
+  Napi::Value add(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const size_t count = checkAdd(info, *index);
+      index->add(info[0].As<Napi::TypedArray>().As<Napi::BigUint64Array>().Data(),
+                 info[1].As<Napi::Float32Array>().Data(), count);
+      return env.Undefined();
+    })
+  }
+
+  Napi::Value addAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const size_t count = checkAdd(info, *index);
+      auto* worker = new AddWorker(env, index, info[0].As<Napi::TypedArray>().As<Napi::BigUint64Array>(),
+                                   info[1].As<Napi::Float32Array>(), count);
+      Napi::Promise promise = worker->Promise();
+      worker->Queue();
+      return promise;
+    })
+  }
+
+  Napi::Value search(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const size_t count = checkQueries(info, *index);
+      const size_t k = requireCount(info[1], "k");
+      const unsigned threads = static_cast<unsigned>(requireCount(info[2], "threads"));
+      const SearchOutput out = index->search(info[0].As<Napi::Float32Array>().Data(), count, k, threads);
+      return resultObject(env, out);
+    })
+  }
+
+  Napi::Value searchAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const size_t count = checkQueries(info, *index);
+      const size_t k = requireCount(info[1], "k");
+      const unsigned threads = static_cast<unsigned>(requireCount(info[2], "threads"));
+      auto* worker = new SearchWorker(env, index, info[0].As<Napi::Float32Array>(), count, k, threads);
+      Napi::Promise promise = worker->Promise();
+      worker->Queue();
+      return promise;
+    })
+  }
+
+  Napi::Value size(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->size()));
+  }
+  Napi::Value memoryBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->memoryBytes()));
+  }
+  Napi::Value simdLevel(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), simd::levelName(live(info.Env())->level()));
+  }
+  Napi::Value threads(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), live(info.Env())->threads());
+  }
+  // Drops this handle's reference; searches or adds in flight keep the data until they end.
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    index_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<FlatIndex> index_;
+};
+
+}  // namespace
+
+void initFlatIndex(Napi::Env env, Napi::Object exports) {
+  exports.Set("FlatIndex", FlatIndexWrap::define(env));
+}
+
+}  // namespace ebrix::binding

@@ -1,0 +1,32 @@
+// Errors raised by the core. The core never includes Node headers; the binding turns an
+// ebrix::Error into a JavaScript error whose `code` property is the code string below.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace ebrix {
+
+enum class ErrorCode {
+  InvalidArgument,   // EBRIX_INVALID_ARGUMENT
+  DimMismatch,       // EBRIX_DIM_MISMATCH
+  InvalidVector,     // EBRIX_INVALID_VECTOR (NaN or Infinity)
+  DuplicateId,       // EBRIX_DUPLICATE_ID
+  UnsupportedSimd,   // EBRIX_UNSUPPORTED_SIMD
+  OutOfMemory,       // EBRIX_OUT_OF_MEMORY
+  Internal,          // EBRIX_INTERNAL
+};
+
+const char* errorCodeName(ErrorCode code);
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  ErrorCode code() const { return code_; }
+  const char* codeName() const { return errorCodeName(code_); }
+
+ private:
+  ErrorCode code_;
+};
+
+}  // namespace ebrix

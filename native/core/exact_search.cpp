@@ -1,0 +1,214 @@
+#include "exact_search.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "aligned_buffer.h"
+#include "topk.h"
+
+namespace ebrix {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// Rows scored per streaming step: the block's scores stay in L1 while they are filtered.
+constexpr size_t kScanBlock = 256;
+// Bytes of per-thread collectors one query chunk may hold.
+constexpr size_t kCollectorBudget = size_t{128} << 20;
+
+// Row ranges handed to threads: enough tasks to balance, each big enough to amortise setup.
+size_t rowsPerTask(size_t count, unsigned slots, size_t granule) {
+  const size_t target = std::max<size_t>(1, count / (size_t{slots} * 8));
+  const size_t minimum = granule * 16;
+  size_t rows = std::max(target, minimum);
+  rows = (rows + granule - 1) / granule * granule;
+  return rows;
+}
+
+// Per-thread collectors for a chunk of queries.
+struct SlotCollectors {
+  std::vector<TopKCollector> perQuery;
+};
+
+void prepareSlots(std::vector<SlotCollectors>& slots, size_t queries, size_t k) {
+  for (auto& slot : slots) {
+    if (slot.perQuery.size() < queries) slot.perQuery.resize(queries);
+    for (size_t q = 0; q < queries; ++q) slot.perQuery[q].reset(k);
+  }
+}
+
+void streamingScan(const RowSet& rows, const float* queries, size_t queryCount,
+                   const float* bias, const simd::Kernels& kernels, ThreadPool& pool,
+                   unsigned slots, std::vector<SlotCollectors>& collectors) {
+  const size_t dim = rows.dim;
+  const size_t perTask = rowsPerTask(rows.count, slots, kScanBlock);
+  const size_t tasks = (rows.count + perTask - 1) / perTask;
+  pool.parallelFor(tasks, slots, [&](size_t task, unsigned slot) {
+    float scores[kScanBlock];
+    auto& mine = collectors[slot].perQuery;
+    const size_t begin = task * perTask;
+    const size_t end = std::min(rows.count, begin + perTask);
+    for (size_t r0 = begin; r0 < end; r0 += kScanBlock) {
+      const size_t n = std::min(kScanBlock, end - r0);
+      for (size_t q = 0; q < queryCount; ++q) {
+        kernels.scanRows(queries + q * dim, rows.vectors + r0 * dim, n, dim,
+                         bias ? bias + r0 : nullptr, scores);
+        TopKCollector& collector = mine[q];
+        float threshold = collector.threshold();
+        for (size_t j = 0; j < n; ++j) {
+          if (scores[j] >= threshold) {
+            collector.offer(scores[j], static_cast<uint32_t>(r0 + j), rows.ids[r0 + j]);
+            threshold = collector.threshold();
+          }
+        }
+      }
+    }
+  });
+}
+
+// Queries of a chunk, packed for the tile kernel: panel p holds queries [p*MR, p*MR+MR) as
+// dim steps of MR floats (zero where the last panel runs short).
+AlignedBuffer<float> packQueries(const float* queries, size_t queryCount, size_t dim, int mr) {
+  const size_t panels = (queryCount + mr - 1) / mr;
+  AlignedBuffer<float> packed(panels * dim * mr);
+  std::fill(packed.data(), packed.data() + packed.size(), 0.0f);
+  for (size_t q = 0; q < queryCount; ++q) {
+    float* panel = packed.data() + (q / mr) * dim * mr;
+    const size_t lane = q % mr;
+    const float* src = queries + q * dim;
+    for (size_t k = 0; k < dim; ++k) panel[k * mr + lane] = src[k];
+  }
+  return packed;
+}
+
+// Transposes up to NR rows into dim steps of NR floats, followed by NR biases. Missing rows
+// get zero vectors and a -inf bias, so they can never pass a threshold.
+void packRows(const RowSet& rows, size_t first, size_t n, const float* bias, int nr, float* out) {
+  const size_t dim = rows.dim;
+  for (size_t j = 0; j < n; ++j) {
+    const float* src = rows.vectors + (first + j) * dim;
+    for (size_t k = 0; k < dim; ++k) out[k * nr + j] = src[k];
+  }
+  for (size_t j = n; j < static_cast<size_t>(nr); ++j) {
+    for (size_t k = 0; k < dim; ++k) out[k * nr + j] = 0.0f;
+  }
+  float* biasOut = out + dim * nr;
+  for (size_t j = 0; j < static_cast<size_t>(nr); ++j) {
+    biasOut[j] = j < n ? (bias ? bias[first + j] : 0.0f) : kNegInf;
+  }
+}
+
+void tiledScan(const RowSet& rows, const float* queries, size_t queryCount, const float* bias,
+               const simd::Kernels& kernels, ThreadPool& pool, unsigned slots,
+               std::vector<SlotCollectors>& collectors) {
+  const size_t dim = rows.dim;
+  const int mr = kernels.tileRows;
+  const int nr = kernels.tileCols;
+  const size_t panels = (queryCount + mr - 1) / mr;
+  const AlignedBuffer<float> packedQueries = packQueries(queries, queryCount, dim, mr);
+
+  const size_t perTask = rowsPerTask(rows.count, slots, nr);
+  const size_t tasks = (rows.count + perTask - 1) / perTask;
+  pool.parallelFor(tasks, slots, [&](size_t task, unsigned slot) {
+    AlignedBuffer<float> packedRows(dim * nr + nr);
+    alignas(64) float tileScores[simd::kMaxTileRows * simd::kMaxTileCols];
+    float thresholds[simd::kMaxTileRows];
+    uint32_t masks[simd::kMaxTileRows];
+    auto& mine = collectors[slot].perQuery;
+    const size_t begin = task * perTask;
+    const size_t end = std::min(rows.count, begin + perTask);
+    for (size_t r0 = begin; r0 < end; r0 += nr) {
+      const size_t n = std::min<size_t>(nr, end - r0);
+      packRows(rows, r0, n, bias, nr, packedRows.data());
+      for (size_t p = 0; p < panels; ++p) {
+        const size_t q0 = p * mr;
+        const int count = static_cast<int>(std::min<size_t>(mr, queryCount - q0));
+        for (int i = 0; i < count; ++i) thresholds[i] = mine[q0 + i].threshold();
+        kernels.tile(packedQueries.data() + p * dim * mr, count, packedRows.data(), dim,
+                     thresholds, tileScores, masks);
+        for (int i = 0; i < count; ++i) {
+          uint32_t mask = masks[i];
+          if (mask == 0) continue;
+          TopKCollector& collector = mine[q0 + i];
+          const float* s = tileScores + i * nr;
+          while (mask != 0) {
+            const int j = __builtin_ctz(mask);
+            mask &= mask - 1;
+            collector.offer(s[j], static_cast<uint32_t>(r0 + j), rows.ids[r0 + j]);
+          }
+        }
+      }
+    }
+  });
+}
+
+float exactScore(Metric metric, const simd::Kernels& kernels, const float* q, const float* x,
+                 size_t dim) {
+  return metric == Metric::L2 ? -kernels.l2sq(q, x, dim) : kernels.dot(q, x, dim);
+}
+
+}  // namespace
+
+SearchOutput exactSearch(const RowSet& rows, const float* queries, size_t queryCount,
+                         const SearchParams& params, const simd::Kernels& kernels,
+                         ThreadPool& pool) {
+  SearchOutput out;
+  out.queries = queryCount;
+  out.k = params.k;
+  out.ids.assign(queryCount * params.k, kNoId);
+  out.scores.assign(queryCount * params.k, kNegInf);
+  if (rows.count == 0 || queryCount == 0) return out;
+
+  const size_t dim = rows.dim;
+  const size_t keep = std::min(params.k, rows.count);
+  const float* bias = params.metric == Metric::L2 ? rows.l2Bias : nullptr;
+
+  const bool streaming = queryCount <= kStreamingMaxQueries;
+  const size_t granule = streaming ? kScanBlock : static_cast<size_t>(kernels.tileCols);
+  const size_t maxTasks = (rows.count + granule * 16 - 1) / (granule * 16);
+  const unsigned slots = static_cast<unsigned>(
+      std::max<size_t>(1, std::min<size_t>(params.threads, maxTasks)));
+
+  // Chunk the queries so that per-thread collectors stay within budget.
+  const size_t collectorBytes = std::max<size_t>(2 * keep, keep + 64) * sizeof(Candidate);
+  size_t chunk = std::max<size_t>(1, kCollectorBudget / (collectorBytes * slots));
+  chunk = std::min(chunk, queryCount);
+  if (!streaming) chunk = std::max<size_t>(chunk, std::min<size_t>(queryCount, kernels.tileRows));
+
+  std::vector<SlotCollectors> collectors(slots);
+  std::vector<std::vector<Candidate>> merged(slots);
+  for (size_t q0 = 0; q0 < queryCount; q0 += chunk) {
+    const size_t n = std::min(chunk, queryCount - q0);
+    const float* chunkQueries = queries + q0 * dim;
+    prepareSlots(collectors, n, keep);
+    if (streaming) {
+      streamingScan(rows, chunkQueries, n, bias, kernels, pool, slots, collectors);
+    } else {
+      tiledScan(rows, chunkQueries, n, bias, kernels, pool, slots, collectors);
+    }
+    // Merge the threads' collectors and re-score the winners exactly, in parallel by query.
+    constexpr size_t kMergeBlock = 32;
+    pool.parallelFor((n + kMergeBlock - 1) / kMergeBlock, slots, [&](size_t block, unsigned slot) {
+      std::vector<Candidate>& best = merged[slot];
+      const size_t end = std::min(n, (block + 1) * kMergeBlock);
+      for (size_t q = block * kMergeBlock; q < end; ++q) {
+        best.clear();
+        for (auto& other : collectors) other.perQuery[q].drainInto(best);
+        selectBest(best, keep);
+        const float* query = chunkQueries + q * dim;
+        for (auto& c : best) {
+          c.score = exactScore(params.metric, kernels, query, rows.vectors + size_t{c.row} * dim, dim);
+        }
+        std::sort(best.begin(), best.end(), ranksBefore);
+        const size_t base = (q0 + q) * params.k;
+        for (size_t i = 0; i < best.size(); ++i) {
+          out.ids[base + i] = best[i].id;
+          out.scores[base + i] = best[i].score;
+        }
+      }
+    });
+  }
+  return out;
+}
+
+}  // namespace ebrix

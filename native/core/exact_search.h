@@ -1,0 +1,55 @@
+// Exact top-k over row-major float32 vectors, fused: scores are produced a register tile at
+// a time and filtered against each query's running threshold at once, so the queries ×
+// rows score matrix never exists.
+//
+// Two paths:
+//  - few queries: a streaming scan (rows read once, at memory bandwidth), split over threads
+//    by row ranges;
+//  - many queries: GEMM-like register tiles (tileRows queries × tileCols rows) over packed
+//    panels: a panel of rows is transposed once into L1 and scored against every query.
+// Either way each thread keeps its own collectors and they are merged at the end; the final
+// scores of the k winners are recomputed with the plain dot / l2 kernel, so they do not
+// depend on which path or tile produced them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "metric.h"
+#include "simd/kernels.h"
+#include "thread_pool.h"
+
+namespace ebrix {
+
+struct RowSet {
+  const float* vectors = nullptr;  // count × dim, row-major
+  const uint64_t* ids = nullptr;   // count
+  // For l2 only: -0.5 * |x|^2 per row. Ranking by q·x - 0.5|x|^2 equals ranking by -|q-x|^2,
+  // so l2 runs on the inner-product kernels with this per-row bias.
+  const float* l2Bias = nullptr;
+  size_t count = 0;
+  size_t dim = 0;
+};
+
+struct SearchParams {
+  size_t k = 10;
+  Metric metric = Metric::InnerProduct;  // cosine expects rows and queries already normalised
+  unsigned threads = 1;
+};
+
+struct SearchOutput {
+  size_t queries = 0;
+  size_t k = 0;
+  std::vector<uint64_t> ids;  // queries × k, best first, padded with kNoId
+  std::vector<float> scores;  // queries × k, padded with -inf
+};
+
+// Batches of at most this many queries take the streaming path.
+constexpr size_t kStreamingMaxQueries = 8;
+
+SearchOutput exactSearch(const RowSet& rows, const float* queries, size_t queryCount,
+                         const SearchParams& params, const simd::Kernels& kernels,
+                         ThreadPool& pool);
+
+}  // namespace ebrix

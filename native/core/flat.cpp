@@ -1,0 +1,167 @@
+#include "flat.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <unordered_set>
+
+#include "error.h"
+#include "simd/dispatch.h"
+#include "thread_pool.h"
+#include "topk.h"
+
+namespace ebrix {
+namespace {
+
+constexpr size_t kMinCapacity = 1024;
+
+void normalizeInto(const float* src, float* dst, size_t dim) {
+  double sum = 0.0;
+  for (size_t i = 0; i < dim; ++i) sum += static_cast<double>(src[i]) * src[i];
+  // A zero vector stays zero: its cosine with anything is scored 0.
+  const float scale = sum > 0.0 ? static_cast<float>(1.0 / std::sqrt(sum)) : 0.0f;
+  for (size_t i = 0; i < dim; ++i) dst[i] = src[i] * scale;
+}
+
+float halfSquaredNorm(const float* x, size_t dim) {
+  double sum = 0.0;
+  for (size_t i = 0; i < dim; ++i) sum += static_cast<double>(x[i]) * x[i];
+  return static_cast<float>(0.5 * sum);
+}
+
+}  // namespace
+
+void requireFinite(const float* vectors, size_t count, size_t dim, const char* what) {
+  for (size_t r = 0; r < count; ++r) {
+    const float* row = vectors + r * dim;
+    for (size_t i = 0; i < dim; ++i) {
+      if (!std::isfinite(row[i])) {
+        throw Error(ErrorCode::InvalidVector,
+                    std::string("Expected finite values for ") + what + " but received " +
+                        (std::isnan(row[i]) ? "NaN" : (row[i] > 0 ? "Infinity" : "-Infinity")) +
+                        " at row " + std::to_string(r) + ", column " + std::to_string(i));
+      }
+    }
+  }
+}
+
+FlatIndex::Storage::Storage(size_t cap, size_t dim)
+    : capacity(cap), vectors(cap * dim), l2Bias(cap), ids(cap) {}
+
+FlatIndex::FlatIndex(size_t dim, Metric metric, simd::Level level, unsigned threads)
+    : dim_(dim),
+      metric_(metric),
+      kernels_(&simd::kernelsFor(level)),
+      threads_(threads == 0 ? ThreadPool::hardwareThreads() : threads) {
+  if (dim == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for dim but received 0");
+}
+
+FlatIndex::Snapshot FlatIndex::snapshot() const {
+  std::lock_guard<std::mutex> lock(snapshotMutex_);
+  return current_;
+}
+
+size_t FlatIndex::size() const { return snapshot().count; }
+
+size_t FlatIndex::memoryBytes() const {
+  const Snapshot snap = snapshot();
+  if (!snap.storage) return 0;
+  return snap.storage->capacity * (dim_ * sizeof(float) + sizeof(float) + sizeof(uint64_t));
+}
+
+void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
+  if (count == 0) return;
+  std::lock_guard<std::mutex> writeLock(writeMutex_);
+  const Snapshot snap = snapshot();
+
+  // Validate everything before touching the index.
+  requireFinite(vectors, count, dim_, "vectors");
+  std::unordered_set<uint64_t> batch;
+  batch.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    if (ids[i] == kNoId) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "Expected ids below 2^64-1 (reserved for padding) but received 18446744073709551615");
+    }
+    if (!batch.insert(ids[i]).second || rowOfId_.count(ids[i]) != 0) {
+      throw Error(ErrorCode::DuplicateId,
+                  "Expected unique ids but received duplicate id " + std::to_string(ids[i]) +
+                      (rowOfId_.count(ids[i]) != 0 ? " (already in the index)" : " (twice in this add)"));
+    }
+  }
+  const size_t newCount = snap.count + count;
+  if (newCount > kMaxRows) {
+    throw Error(ErrorCode::InvalidArgument,
+                "A flat index holds at most " + std::to_string(kMaxRows) + " vectors");
+  }
+
+  std::shared_ptr<Storage> target = snap.storage;
+  try {
+    rowOfId_.reserve(newCount);
+    if (!target || target->capacity < newCount) {
+      const size_t oldCapacity = target ? target->capacity : 0;
+      const size_t capacity = std::max({newCount, oldCapacity + oldCapacity / 2, kMinCapacity});
+      auto grown = std::make_shared<Storage>(capacity, dim_);
+      if (snap.count > 0) {
+        std::memcpy(grown->vectors.data(), target->vectors.data(), snap.count * dim_ * sizeof(float));
+        std::memcpy(grown->l2Bias.data(), target->l2Bias.data(), snap.count * sizeof(float));
+        std::memcpy(grown->ids.data(), target->ids.data(), snap.count * sizeof(uint64_t));
+      }
+      target = std::move(grown);
+    }
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OutOfMemory,
+                "Out of memory growing the index to " + std::to_string(newCount) + " vectors");
+  }
+
+  // Rows past snap.count are invisible to every reader until the snapshot below is published.
+  for (size_t i = 0; i < count; ++i) {
+    const size_t row = snap.count + i;
+    float* dst = target->vectors.data() + row * dim_;
+    const float* src = vectors + i * dim_;
+    if (metric_ == Metric::Cosine) {
+      normalizeInto(src, dst, dim_);
+    } else {
+      std::memcpy(dst, src, dim_ * sizeof(float));
+    }
+    target->l2Bias[row] = -halfSquaredNorm(dst, dim_);
+    target->ids[row] = ids[i];
+    rowOfId_.emplace(ids[i], static_cast<uint32_t>(row));
+  }
+
+  std::lock_guard<std::mutex> lock(snapshotMutex_);
+  current_ = Snapshot{std::move(target), newCount};
+}
+
+SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k,
+                               unsigned threads) const {
+  if (k == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for k but received 0");
+  requireFinite(queries, queryCount, dim_, "queries");
+  const Snapshot snap = snapshot();
+
+  std::vector<float> normalized;
+  const float* prepared = queries;
+  if (metric_ == Metric::Cosine) {
+    normalized.resize(queryCount * dim_);
+    for (size_t q = 0; q < queryCount; ++q) normalizeInto(queries + q * dim_, normalized.data() + q * dim_, dim_);
+    prepared = normalized.data();
+  }
+
+  RowSet rows;
+  if (snap.storage) {
+    rows.vectors = snap.storage->vectors.data();
+    rows.ids = snap.storage->ids.data();
+    rows.l2Bias = snap.storage->l2Bias.data();
+  }
+  rows.count = snap.count;
+  rows.dim = dim_;
+
+  SearchParams params;
+  params.k = k;
+  params.metric = metric_;
+  params.threads = threads == 0 ? threads_ : threads;
+  return exactSearch(rows, prepared, queryCount, params, *kernels_, ThreadPool::shared());
+}
+
+}  // namespace ebrix

@@ -1,0 +1,154 @@
+// AVX2 + FMA kernels. Compiled with -mavx2 -mfma; only ever called after dispatch.cpp has
+// confirmed the CPU and the OS support them.
+#include <immintrin.h>
+
+#include "kernels.h"
+
+namespace ebrix::simd {
+namespace {
+
+constexpr int kRows = 6;  // 6 queries × 2 registers = 12 accumulators of 16
+constexpr int kCols = 16;
+
+// Lane masks for _mm256_maskload_ps: entry n enables the first n lanes.
+alignas(32) const int32_t kTailMasks[9][8] = {
+    {0, 0, 0, 0, 0, 0, 0, 0},         {-1, 0, 0, 0, 0, 0, 0, 0},
+    {-1, -1, 0, 0, 0, 0, 0, 0},       {-1, -1, -1, 0, 0, 0, 0, 0},
+    {-1, -1, -1, -1, 0, 0, 0, 0},     {-1, -1, -1, -1, -1, 0, 0, 0},
+    {-1, -1, -1, -1, -1, -1, 0, 0},   {-1, -1, -1, -1, -1, -1, -1, 0},
+    {-1, -1, -1, -1, -1, -1, -1, -1},
+};
+
+inline __m256i tailMask(size_t remaining) {
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(kTailMasks[remaining]));
+}
+
+inline float horizontalSum(__m256 v) {
+  const __m128 lo = _mm256_castps256_ps128(v);
+  const __m128 hi = _mm256_extractf128_ps(v, 1);
+  __m128 s = _mm_add_ps(lo, hi);
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+float dot(const float* a, const float* b, size_t dim) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= dim; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  for (; i < dim; i += 8) {
+    const __m256i m = tailMask(dim - i >= 8 ? 8 : dim - i);
+    acc0 = _mm256_fmadd_ps(_mm256_maskload_ps(a + i, m), _mm256_maskload_ps(b + i, m), acc0);
+  }
+  return horizontalSum(_mm256_add_ps(acc0, acc1));
+}
+
+float l2sq(const float* a, const float* b, size_t dim) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= dim; i += 16) {
+    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+    const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
+    acc0 = _mm256_fmadd_ps(d0, d0, acc0);
+    acc1 = _mm256_fmadd_ps(d1, d1, acc1);
+  }
+  for (; i < dim; i += 8) {
+    const __m256i m = tailMask(dim - i >= 8 ? 8 : dim - i);
+    const __m256 d0 = _mm256_sub_ps(_mm256_maskload_ps(a + i, m), _mm256_maskload_ps(b + i, m));
+    acc0 = _mm256_fmadd_ps(d0, d0, acc0);
+  }
+  return horizontalSum(_mm256_add_ps(acc0, acc1));
+}
+
+void scanRows(const float* query, const float* rows, size_t count, size_t dim,
+              const float* bias, float* scores) {
+  size_t r = 0;
+  for (; r + 4 <= count; r += 4) {
+    const float* x0 = rows + r * dim;
+    const float* x1 = x0 + dim;
+    const float* x2 = x1 + dim;
+    const float* x3 = x2 + dim;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= dim; i += 8) {
+      const __m256 q = _mm256_loadu_ps(query + i);
+      a0 = _mm256_fmadd_ps(q, _mm256_loadu_ps(x0 + i), a0);
+      a1 = _mm256_fmadd_ps(q, _mm256_loadu_ps(x1 + i), a1);
+      a2 = _mm256_fmadd_ps(q, _mm256_loadu_ps(x2 + i), a2);
+      a3 = _mm256_fmadd_ps(q, _mm256_loadu_ps(x3 + i), a3);
+    }
+    if (i < dim) {
+      const __m256i m = tailMask(dim - i);
+      const __m256 q = _mm256_maskload_ps(query + i, m);
+      a0 = _mm256_fmadd_ps(q, _mm256_maskload_ps(x0 + i, m), a0);
+      a1 = _mm256_fmadd_ps(q, _mm256_maskload_ps(x1 + i, m), a1);
+      a2 = _mm256_fmadd_ps(q, _mm256_maskload_ps(x2 + i, m), a2);
+      a3 = _mm256_fmadd_ps(q, _mm256_maskload_ps(x3 + i, m), a3);
+    }
+    scores[r + 0] = horizontalSum(a0) + (bias ? bias[r + 0] : 0.0f);
+    scores[r + 1] = horizontalSum(a1) + (bias ? bias[r + 1] : 0.0f);
+    scores[r + 2] = horizontalSum(a2) + (bias ? bias[r + 2] : 0.0f);
+    scores[r + 3] = horizontalSum(a3) + (bias ? bias[r + 3] : 0.0f);
+  }
+  for (; r < count; ++r) {
+    scores[r] = dot(query, rows + r * dim, dim) + (bias ? bias[r] : 0.0f);
+  }
+}
+
+template <int MR>
+void tileFixed(const float* packedQueries, const float* packedRows, size_t dim,
+               const float* thresholds, float* out, uint32_t* masks) {
+  __m256 c0[MR], c1[MR];
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
+  const float* q = packedQueries;
+  const float* x = packedRows;
+  for (size_t k = 0; k < dim; ++k, q += kRows, x += kCols) {
+    const __m256 b0 = _mm256_loadu_ps(x);
+    const __m256 b1 = _mm256_loadu_ps(x + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const __m256 a = _mm256_broadcast_ss(q + i);
+      c0[i] = _mm256_fmadd_ps(a, b0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(a, b1, c1[i]);
+    }
+  }
+  const float* bias = packedRows + dim * kCols;
+  const __m256 bias0 = _mm256_loadu_ps(bias);
+  const __m256 bias1 = _mm256_loadu_ps(bias + 8);
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    const __m256 s0 = _mm256_add_ps(c0[i], bias0);
+    const __m256 s1 = _mm256_add_ps(c1[i], bias1);
+    _mm256_storeu_ps(out + i * kCols, s0);
+    _mm256_storeu_ps(out + i * kCols + 8, s1);
+    const __m256 t = _mm256_set1_ps(thresholds[i]);
+    const uint32_t lo = static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(s0, t, _CMP_GE_OQ)));
+    const uint32_t hi = static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(s1, t, _CMP_GE_OQ)));
+    masks[i] = lo | (hi << 8);
+  }
+}
+
+void tile(const float* packedQueries, int queryCount, const float* packedRows, size_t dim,
+          const float* thresholds, float* out, uint32_t* masks) {
+  switch (queryCount) {
+    case 1: return tileFixed<1>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 2: return tileFixed<2>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 3: return tileFixed<3>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 4: return tileFixed<4>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 5: return tileFixed<5>(packedQueries, packedRows, dim, thresholds, out, masks);
+    default: return tileFixed<6>(packedQueries, packedRows, dim, thresholds, out, masks);
+  }
+}
+
+const Kernels kTable = {Level::Avx2, "avx2", kRows, kCols, dot, l2sq, scanRows, tile};
+
+}  // namespace
+
+const Kernels& avx2Kernels() { return kTable; }
+
+}  // namespace ebrix::simd

@@ -1,0 +1,160 @@
+// AVX-512 (F, BW, DQ, VL) kernels. Compiled with -mavx512f and friends; only ever called
+// after dispatch.cpp has confirmed the CPU and the OS support the extension.
+#include <immintrin.h>
+
+#include "kernels.h"
+
+// GCC 12's own AVX-512 headers build "undefined" vectors from themselves, which its
+// uninitialised-use analysis then reports inside every extract/cast; the code is correct.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace ebrix::simd {
+namespace {
+
+constexpr int kRows = 12;  // 12 queries × 2 registers = 24 accumulators of 32
+constexpr int kCols = 32;
+
+// Sum of the 16 lanes.
+inline float horizontalSum(__m512 v) {
+  const __m256 half = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline __mmask16 tailMask(size_t remaining) {
+  return static_cast<__mmask16>((1u << remaining) - 1u);
+}
+
+float dot(const float* a, const float* b, size_t dim) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 32 <= dim; i += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+  }
+  for (; i < dim; i += 16) {
+    const __mmask16 m = dim - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tailMask(dim - i);
+    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc0);
+  }
+  return horizontalSum(_mm512_add_ps(acc0, acc1));
+}
+
+float l2sq(const float* a, const float* b, size_t dim) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 32 <= dim; i += 32) {
+    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
+    const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16));
+    acc0 = _mm512_fmadd_ps(d0, d0, acc0);
+    acc1 = _mm512_fmadd_ps(d1, d1, acc1);
+  }
+  for (; i < dim; i += 16) {
+    const __mmask16 m = dim - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tailMask(dim - i);
+    const __m512 d0 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
+    acc0 = _mm512_fmadd_ps(d0, d0, acc0);
+  }
+  return horizontalSum(_mm512_add_ps(acc0, acc1));
+}
+
+// Four rows per pass share each load of the query; the rows stream from memory once.
+void scanRows(const float* query, const float* rows, size_t count, size_t dim,
+              const float* bias, float* scores) {
+  size_t r = 0;
+  for (; r + 4 <= count; r += 4) {
+    const float* x0 = rows + r * dim;
+    const float* x1 = x0 + dim;
+    const float* x2 = x1 + dim;
+    const float* x3 = x2 + dim;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= dim; i += 16) {
+      const __m512 q = _mm512_loadu_ps(query + i);
+      a0 = _mm512_fmadd_ps(q, _mm512_loadu_ps(x0 + i), a0);
+      a1 = _mm512_fmadd_ps(q, _mm512_loadu_ps(x1 + i), a1);
+      a2 = _mm512_fmadd_ps(q, _mm512_loadu_ps(x2 + i), a2);
+      a3 = _mm512_fmadd_ps(q, _mm512_loadu_ps(x3 + i), a3);
+    }
+    if (i < dim) {
+      const __mmask16 m = tailMask(dim - i);
+      const __m512 q = _mm512_maskz_loadu_ps(m, query + i);
+      a0 = _mm512_fmadd_ps(q, _mm512_maskz_loadu_ps(m, x0 + i), a0);
+      a1 = _mm512_fmadd_ps(q, _mm512_maskz_loadu_ps(m, x1 + i), a1);
+      a2 = _mm512_fmadd_ps(q, _mm512_maskz_loadu_ps(m, x2 + i), a2);
+      a3 = _mm512_fmadd_ps(q, _mm512_maskz_loadu_ps(m, x3 + i), a3);
+    }
+    scores[r + 0] = horizontalSum(a0) + (bias ? bias[r + 0] : 0.0f);
+    scores[r + 1] = horizontalSum(a1) + (bias ? bias[r + 1] : 0.0f);
+    scores[r + 2] = horizontalSum(a2) + (bias ? bias[r + 2] : 0.0f);
+    scores[r + 3] = horizontalSum(a3) + (bias ? bias[r + 3] : 0.0f);
+  }
+  for (; r < count; ++r) {
+    scores[r] = dot(query, rows + r * dim, dim) + (bias ? bias[r] : 0.0f);
+  }
+}
+
+template <int MR>
+void tileFixed(const float* packedQueries, const float* packedRows, size_t dim,
+               const float* thresholds, float* out, uint32_t* masks) {
+  __m512 c0[MR], c1[MR];
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
+  const float* q = packedQueries;
+  const float* x = packedRows;
+  for (size_t k = 0; k < dim; ++k, q += kRows, x += kCols) {
+    const __m512 b0 = _mm512_loadu_ps(x);
+    const __m512 b1 = _mm512_loadu_ps(x + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      const __m512 a = _mm512_set1_ps(q[i]);
+      c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
+      c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
+    }
+  }
+  const float* bias = packedRows + dim * kCols;
+  const __m512 bias0 = _mm512_loadu_ps(bias);
+  const __m512 bias1 = _mm512_loadu_ps(bias + 16);
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    const __m512 s0 = _mm512_add_ps(c0[i], bias0);
+    const __m512 s1 = _mm512_add_ps(c1[i], bias1);
+    _mm512_storeu_ps(out + i * kCols, s0);
+    _mm512_storeu_ps(out + i * kCols + 16, s1);
+    const __m512 t = _mm512_set1_ps(thresholds[i]);
+    const uint32_t lo = _mm512_cmp_ps_mask(s0, t, _CMP_GE_OQ);
+    const uint32_t hi = _mm512_cmp_ps_mask(s1, t, _CMP_GE_OQ);
+    masks[i] = lo | (hi << 16);
+  }
+}
+
+void tile(const float* packedQueries, int queryCount, const float* packedRows, size_t dim,
+          const float* thresholds, float* out, uint32_t* masks) {
+  switch (queryCount) {
+    case 1: return tileFixed<1>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 2: return tileFixed<2>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 3: return tileFixed<3>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 4: return tileFixed<4>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 5: return tileFixed<5>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 6: return tileFixed<6>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 7: return tileFixed<7>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 8: return tileFixed<8>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 9: return tileFixed<9>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 10: return tileFixed<10>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 11: return tileFixed<11>(packedQueries, packedRows, dim, thresholds, out, masks);
+    default: return tileFixed<12>(packedQueries, packedRows, dim, thresholds, out, masks);
+  }
+}
+
+const Kernels kTable = {Level::Avx512, "avx512", kRows, kCols, dot, l2sq, scanRows, tile};
+
+}  // namespace
+
+const Kernels& avx512Kernels() { return kTable; }
+
+}  // namespace ebrix::simd

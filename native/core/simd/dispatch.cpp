@@ -1,0 +1,142 @@
+#include "dispatch.h"
+
+#include <cstdlib>
+
+#include "../error.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#define EBRIX_X86 1
+#endif
+#if defined(__aarch64__) || defined(_M_ARM64)
+#define EBRIX_ARM64 1
+#endif
+
+namespace ebrix::simd {
+namespace {
+
+#ifdef EBRIX_X86
+struct X86Features {
+  bool avx2 = false;
+  bool avx512 = false;
+};
+
+// Extended control register 0: which register states the OS saves on a context switch.
+unsigned long long readXcr0() {
+  unsigned int eax = 0, edx = 0;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<unsigned long long>(edx) << 32) | eax;
+}
+
+X86Features detectX86() {
+  X86Features f;
+  unsigned int eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return f;
+  const bool osxsave = ecx & (1u << 27);
+  const bool avx = ecx & (1u << 28);
+  const bool fma = ecx & (1u << 12);
+  const bool f16c = ecx & (1u << 29);
+  if (!osxsave || !avx) return f;
+  const unsigned long long xcr0 = readXcr0();
+  const bool ymmSaved = (xcr0 & 0x6) == 0x6;             // SSE + AVX state
+  const bool zmmSaved = (xcr0 & 0xE6) == 0xE6;           // + opmask, ZMM_Hi256, Hi16_ZMM
+  if (!ymmSaved) return f;
+  if (__get_cpuid_max(0, nullptr) < 7) return f;
+  __cpuid_count(7, 0, eax, ebx, ecx, edx);
+  const bool avx2 = ebx & (1u << 5);
+  const bool avx512f = ebx & (1u << 16);
+  const bool avx512dq = ebx & (1u << 17);
+  const bool avx512bw = ebx & (1u << 30);
+  const bool avx512vl = ebx & (1u << 31);
+  f.avx2 = avx2 && fma && f16c;
+  f.avx512 = f.avx2 && zmmSaved && avx512f && avx512dq && avx512bw && avx512vl;
+  return f;
+}
+
+const X86Features& x86Features() {
+  static const X86Features features = detectX86();
+  return features;
+}
+#endif
+
+}  // namespace
+
+const char* levelName(Level level) {
+  switch (level) {
+    case Level::Scalar: return "scalar";
+    case Level::Avx2: return "avx2";
+    case Level::Avx512: return "avx512";
+    case Level::Neon: return "neon";
+  }
+  return "scalar";
+}
+
+bool parseLevel(const std::string& name, Level* out) {
+  if (name == "scalar") *out = Level::Scalar;
+  else if (name == "avx2") *out = Level::Avx2;
+  else if (name == "avx512") *out = Level::Avx512;
+  else if (name == "neon") *out = Level::Neon;
+  else return false;
+  return true;
+}
+
+bool isSupported(Level level) {
+  switch (level) {
+    case Level::Scalar: return true;
+#ifdef EBRIX_X86
+    case Level::Avx2: return x86Features().avx2;
+    case Level::Avx512: return x86Features().avx512;
+#endif
+#ifdef EBRIX_ARM64
+    case Level::Neon: return true;
+#endif
+    default: return false;
+  }
+}
+
+std::vector<Level> supportedLevels() {
+  std::vector<Level> levels;
+  for (Level level : {Level::Scalar, Level::Neon, Level::Avx2, Level::Avx512}) {
+    if (isSupported(level)) levels.push_back(level);
+  }
+  return levels;
+}
+
+Level bestLevel() { return supportedLevels().back(); }
+
+Level defaultLevel() {
+  const char* forced = std::getenv("EBRIX_SIMD");
+  if (forced == nullptr || *forced == '\0') return bestLevel();
+  Level level;
+  if (!parseLevel(forced, &level)) {
+    throw Error(ErrorCode::UnsupportedSimd,
+                std::string("Expected one of scalar, avx2, avx512, neon for EBRIX_SIMD but received ") +
+                    forced);
+  }
+  if (!isSupported(level)) {
+    throw Error(ErrorCode::UnsupportedSimd,
+                std::string("EBRIX_SIMD=") + forced + " is not supported by this CPU (best: " +
+                    levelName(bestLevel()) + ")");
+  }
+  return level;
+}
+
+const Kernels& kernelsFor(Level level) {
+  if (!isSupported(level)) {
+    throw Error(ErrorCode::UnsupportedSimd,
+                std::string("SIMD level ") + levelName(level) + " is not supported by this CPU (best: " +
+                    levelName(bestLevel()) + ")");
+  }
+  switch (level) {
+#ifdef EBRIX_X86
+    case Level::Avx2: return avx2Kernels();
+    case Level::Avx512: return avx512Kernels();
+#endif
+#ifdef EBRIX_ARM64
+    case Level::Neon: return neonKernels();
+#endif
+    default: return scalarKernels();
+  }
+}
+
+}  // namespace ebrix::simd

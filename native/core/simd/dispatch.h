@@ -1,0 +1,27 @@
+// Picks the kernel table for this CPU once. `EBRIX_SIMD=scalar|avx2|avx512|neon` forces a
+// level (an unsupported or unknown value is an error, never a silent downgrade or a SIGILL).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+namespace ebrix::simd {
+
+const char* levelName(Level level);
+bool parseLevel(const std::string& name, Level* out);
+
+// Levels this CPU and OS can run, best last (scalar is always first).
+std::vector<Level> supportedLevels();
+Level bestLevel();
+bool isSupported(Level level);
+
+// The level an index uses when none is asked for: EBRIX_SIMD if set, else the best one.
+// Throws ebrix::Error(UnsupportedSimd) when EBRIX_SIMD names a level this CPU lacks.
+Level defaultLevel();
+
+// Throws ebrix::Error(UnsupportedSimd) when the level cannot run here.
+const Kernels& kernelsFor(Level level);
+
+}  // namespace ebrix::simd

@@ -1,0 +1,56 @@
+// The table of float32 kernels one instruction set provides. Each ISA lives in its own
+// translation unit compiled with its own flags; dispatch.cpp picks a table once, when an
+// index is constructed, so no per-vector dispatch ever happens.
+//
+// Rule for the ISA files: they include only this header and the intrinsics header, keep
+// every helper `static` or in an anonymous namespace, and use no standard-library templates.
+// An inline function instantiated under -mavx512f and merged by the linker with the plain
+// copy would put AVX-512 instructions on the scalar path of an older CPU.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace ebrix::simd {
+
+enum class Level { Scalar = 0, Avx2 = 1, Avx512 = 2, Neon = 3 };
+
+// Upper bounds of the register tile over all ISAs; buffers are sized with them.
+constexpr int kMaxTileRows = 12;
+constexpr int kMaxTileCols = 32;
+
+struct Kernels {
+  Level level;
+  const char* name;
+  // Register tile of the many-queries kernel: `tileRows` queries × `tileCols` database rows.
+  int tileRows;
+  int tileCols;
+
+  float (*dot)(const float* a, const float* b, size_t dim);
+  float (*l2sq)(const float* a, const float* b, size_t dim);
+
+  // Streaming scan for one query: scores[r] = dot(query, rows + r*dim) + bias[r] (bias may be
+  // null), for r < count. Rows are contiguous, row-major.
+  void (*scanRows)(const float* query, const float* rows, size_t count, size_t dim,
+                   const float* bias, float* scores);
+
+  // One register tile of the many-queries kernel.
+  //   packedQueries: dim groups of `tileRows` floats (query i of step k at [k*tileRows + i]);
+  //                  only the first `queryCount` (1..tileRows) queries are scored.
+  //   packedRows:    dim groups of `tileCols` floats, then `tileCols` per-row biases.
+  //   out:           queryCount × tileCols scores (dot + bias), row stride tileCols.
+  //   masks[i]:      bit j set when out[i*tileCols + j] >= thresholds[i].
+  void (*tile)(const float* packedQueries, int queryCount, const float* packedRows, size_t dim,
+               const float* thresholds, float* out, uint32_t* masks);
+};
+
+const Kernels& scalarKernels();
+#if defined(__x86_64__) || defined(_M_X64)
+const Kernels& avx2Kernels();
+const Kernels& avx512Kernels();
+#endif
+#if defined(__aarch64__) || defined(_M_ARM64)
+const Kernels& neonKernels();
+#endif
+
+}  // namespace ebrix::simd

@@ -1,0 +1,136 @@
+// NEON kernels for arm64, where Advanced SIMD is part of the base architecture.
+#include <arm_neon.h>
+
+#include "kernels.h"
+
+namespace ebrix::simd {
+namespace {
+
+constexpr int kRows = 8;  // 8 queries × 2 registers = 16 accumulators of 32
+constexpr int kCols = 8;
+
+float dot(const float* a, const float* b, size_t dim) {
+  float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+  size_t i = 0;
+  for (; i + 8 <= dim; i += 8) {
+    acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), vld1q_f32(b + i));
+    acc1 = vfmaq_f32(acc1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+  }
+  if (i + 4 <= dim) {
+    acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), vld1q_f32(b + i));
+    i += 4;
+  }
+  float sum = vaddvq_f32(vaddq_f32(acc0, acc1));
+  for (; i < dim; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+float l2sq(const float* a, const float* b, size_t dim) {
+  float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+  size_t i = 0;
+  for (; i + 8 <= dim; i += 8) {
+    const float32x4_t d0 = vsubq_f32(vld1q_f32(a + i), vld1q_f32(b + i));
+    const float32x4_t d1 = vsubq_f32(vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+    acc0 = vfmaq_f32(acc0, d0, d0);
+    acc1 = vfmaq_f32(acc1, d1, d1);
+  }
+  if (i + 4 <= dim) {
+    const float32x4_t d0 = vsubq_f32(vld1q_f32(a + i), vld1q_f32(b + i));
+    acc0 = vfmaq_f32(acc0, d0, d0);
+    i += 4;
+  }
+  float sum = vaddvq_f32(vaddq_f32(acc0, acc1));
+  for (; i < dim; ++i) {
+    const float diff = a[i] - b[i];
+    sum += diff * diff;
+  }
+  return sum;
+}
+
+void scanRows(const float* query, const float* rows, size_t count, size_t dim,
+              const float* bias, float* scores) {
+  size_t r = 0;
+  for (; r + 4 <= count; r += 4) {
+    const float* x0 = rows + r * dim;
+    const float* x1 = x0 + dim;
+    const float* x2 = x1 + dim;
+    const float* x3 = x2 + dim;
+    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = vdupq_n_f32(0.0f);
+    float32x4_t a2 = vdupq_n_f32(0.0f), a3 = vdupq_n_f32(0.0f);
+    size_t i = 0;
+    for (; i + 4 <= dim; i += 4) {
+      const float32x4_t q = vld1q_f32(query + i);
+      a0 = vfmaq_f32(a0, q, vld1q_f32(x0 + i));
+      a1 = vfmaq_f32(a1, q, vld1q_f32(x1 + i));
+      a2 = vfmaq_f32(a2, q, vld1q_f32(x2 + i));
+      a3 = vfmaq_f32(a3, q, vld1q_f32(x3 + i));
+    }
+    float s0 = vaddvq_f32(a0), s1 = vaddvq_f32(a1), s2 = vaddvq_f32(a2), s3 = vaddvq_f32(a3);
+    for (; i < dim; ++i) {
+      s0 += query[i] * x0[i];
+      s1 += query[i] * x1[i];
+      s2 += query[i] * x2[i];
+      s3 += query[i] * x3[i];
+    }
+    scores[r + 0] = s0 + (bias ? bias[r + 0] : 0.0f);
+    scores[r + 1] = s1 + (bias ? bias[r + 1] : 0.0f);
+    scores[r + 2] = s2 + (bias ? bias[r + 2] : 0.0f);
+    scores[r + 3] = s3 + (bias ? bias[r + 3] : 0.0f);
+  }
+  for (; r < count; ++r) {
+    scores[r] = dot(query, rows + r * dim, dim) + (bias ? bias[r] : 0.0f);
+  }
+}
+
+template <int MR>
+void tileFixed(const float* packedQueries, const float* packedRows, size_t dim,
+               const float* thresholds, float* out, uint32_t* masks) {
+  float32x4_t c0[MR], c1[MR];
+  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = vdupq_n_f32(0.0f);
+  const float* q = packedQueries;
+  const float* x = packedRows;
+  for (size_t k = 0; k < dim; ++k, q += kRows, x += kCols) {
+    const float32x4_t b0 = vld1q_f32(x);
+    const float32x4_t b1 = vld1q_f32(x + 4);
+    for (int i = 0; i < MR; ++i) {
+      c0[i] = vfmaq_n_f32(c0[i], b0, q[i]);
+      c1[i] = vfmaq_n_f32(c1[i], b1, q[i]);
+    }
+  }
+  const float* bias = packedRows + dim * kCols;
+  const float32x4_t bias0 = vld1q_f32(bias);
+  const float32x4_t bias1 = vld1q_f32(bias + 4);
+  for (int i = 0; i < MR; ++i) {
+    const float32x4_t s0 = vaddq_f32(c0[i], bias0);
+    const float32x4_t s1 = vaddq_f32(c1[i], bias1);
+    vst1q_f32(out + i * kCols, s0);
+    vst1q_f32(out + i * kCols + 4, s1);
+    uint32_t mask = 0;
+    for (int j = 0; j < kCols; ++j) {
+      if (out[i * kCols + j] >= thresholds[i]) mask |= 1u << j;
+    }
+    masks[i] = mask;
+  }
+}
+
+void tile(const float* packedQueries, int queryCount, const float* packedRows, size_t dim,
+          const float* thresholds, float* out, uint32_t* masks) {
+  switch (queryCount) {
+    case 1: return tileFixed<1>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 2: return tileFixed<2>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 3: return tileFixed<3>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 4: return tileFixed<4>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 5: return tileFixed<5>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 6: return tileFixed<6>(packedQueries, packedRows, dim, thresholds, out, masks);
+    case 7: return tileFixed<7>(packedQueries, packedRows, dim, thresholds, out, masks);
+    default: return tileFixed<8>(packedQueries, packedRows, dim, thresholds, out, masks);
+  }
+}
+
+const Kernels kTable = {Level::Neon, "neon", kRows, kCols, dot, l2sq, scanRows, tile};
+
+}  // namespace
+
+const Kernels& neonKernels() { return kTable; }
+
+}  // namespace ebrix::simd

@@ -1,0 +1,61 @@
+// Scalar reference kernels. Every SIMD variant is tested against these; they are also the
+// kernels of a CPU with no supported vector extension.
+#include "kernels.h"
+
+namespace ebrix::simd {
+namespace {
+
+constexpr int kRows = 4;
+constexpr int kCols = 8;
+
+float dot(const float* a, const float* b, size_t dim) {
+  float sum = 0.0f;
+  for (size_t i = 0; i < dim; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+float l2sq(const float* a, const float* b, size_t dim) {
+  float sum = 0.0f;
+  for (size_t i = 0; i < dim; ++i) {
+    const float diff = a[i] - b[i];
+    sum += diff * diff;
+  }
+  return sum;
+}
+
+void scanRows(const float* query, const float* rows, size_t count, size_t dim,
+              const float* bias, float* scores) {
+  for (size_t r = 0; r < count; ++r) {
+    scores[r] = dot(query, rows + r * dim, dim) + (bias ? bias[r] : 0.0f);
+  }
+}
+
+void tile(const float* packedQueries, int queryCount, const float* packedRows, size_t dim,
+          const float* thresholds, float* out, uint32_t* masks) {
+  float acc[kRows][kCols] = {};
+  for (size_t k = 0; k < dim; ++k) {
+    const float* q = packedQueries + k * kRows;
+    const float* x = packedRows + k * kCols;
+    for (int i = 0; i < queryCount; ++i) {
+      for (int j = 0; j < kCols; ++j) acc[i][j] += q[i] * x[j];
+    }
+  }
+  const float* bias = packedRows + dim * kCols;
+  for (int i = 0; i < queryCount; ++i) {
+    uint32_t mask = 0;
+    for (int j = 0; j < kCols; ++j) {
+      const float s = acc[i][j] + bias[j];
+      out[i * kCols + j] = s;
+      if (s >= thresholds[i]) mask |= 1u << j;
+    }
+    masks[i] = mask;
+  }
+}
+
+const Kernels kTable = {Level::Scalar, "scalar", kRows, kCols, dot, l2sq, scanRows, tile};
+
+}  // namespace
+
+const Kernels& scalarKernels() { return kTable; }
+
+}  // namespace ebrix::simd

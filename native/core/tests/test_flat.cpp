@@ -1,0 +1,186 @@
+#include <algorithm>
+#include <atomic>
+#include <limits>
+#include <map>
+#include <thread>
+
+#include "../error.h"
+#include "../flat.h"
+#include "../simd/dispatch.h"
+#include "check.h"
+#include "test_util.h"
+
+using namespace ebrix;
+using namespace ebrix::test;
+
+namespace {
+
+double exactScore(Metric metric, const float* q, const float* x, size_t dim) {
+  if (metric == Metric::L2) {
+    double s = 0.0;
+    for (size_t i = 0; i < dim; ++i) s += (double(q[i]) - x[i]) * (double(q[i]) - x[i]);
+    return -s;
+  }
+  if (metric == Metric::Cosine) {
+    const double qq = dotRef(q, q, dim), xx = dotRef(x, x, dim);
+    if (qq == 0 || xx == 0) return 0.0;
+    return dotRef(q, x, dim) / std::sqrt(qq * xx);
+  }
+  return dotRef(q, x, dim);
+}
+
+// Checks one result row against brute force: scores sorted, each score right for its id,
+// and the id set equal to the true top-k except among near-ties at the k-th score.
+void checkRow(Metric metric, const std::vector<float>& data, const std::vector<uint64_t>& ids,
+              const float* q, size_t dim, size_t k, const uint64_t* gotIds, const float* gotScores,
+              const std::string& what) {
+  const size_t n = ids.size();
+  std::vector<std::pair<double, uint64_t>> truth;
+  std::map<uint64_t, double> scoreOf;
+  for (size_t r = 0; r < n; ++r) {
+    const double s = exactScore(metric, q, data.data() + r * dim, dim);
+    truth.push_back({s, ids[r]});
+    scoreOf[ids[r]] = s;
+  }
+  std::sort(truth.begin(), truth.end(), [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  const size_t keep = std::min(k, n);
+  double scale = 1.0;
+  for (auto& t : truth) scale = std::max(scale, std::fabs(t.first));
+  const double tol = 1e-4 * scale;
+  for (size_t i = 0; i < k; ++i) {
+    if (i >= keep) {
+      CHECK_MSG(gotIds[i] == kNoId && gotScores[i] == -std::numeric_limits<float>::infinity(), what << " padding at " << i);
+      continue;
+    }
+    CHECK_MSG(scoreOf.count(gotIds[i]) == 1, what << " unknown id at " << i);
+    CHECK_MSG(std::fabs(gotScores[i] - scoreOf[gotIds[i]]) <= tol, what << " score of id at " << i);
+    if (i > 0) CHECK_MSG(gotScores[i] <= gotScores[i - 1], what << " order at " << i);
+    // Anything clearly better than the k-th true score must be present.
+    CHECK_MSG(scoreOf[gotIds[i]] >= truth[keep - 1].first - tol, what << " too low at " << i);
+  }
+  for (size_t i = 0; i < keep; ++i) {
+    if (truth[i].first <= truth[keep - 1].first + tol) break;
+    CHECK_MSG(std::find(gotIds, gotIds + keep, truth[i].second) != gotIds + keep, what << " missing true rank " << i);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("flat.exact_equals_brute_force_every_isa_metric_k") {
+  for (simd::Level level : simd::supportedLevels()) {
+    for (Metric metric : {Metric::InnerProduct, Metric::Cosine, Metric::L2}) {
+      for (size_t dim : {size_t{3}, size_t{17}, size_t{64}, size_t{100}}) {
+        const size_t n = 1500;
+        auto data = randomVectors(n, dim, 21 + static_cast<uint32_t>(dim));
+        std::vector<uint64_t> ids(n);
+        for (size_t i = 0; i < n; ++i) ids[i] = (i * 2654435761u) % 1000003u;  // unique, unordered
+        FlatIndex index(dim, metric, level, 3);
+        index.add(ids.data(), data.data(), 700);
+        index.add(ids.data() + 700, data.data() + 700 * dim, n - 700);
+        CHECK(index.size() == n);
+        // 3 queries take the streaming path, 40 the tiled path.
+        for (size_t nq : {size_t{3}, size_t{40}}) {
+          const auto queries = randomVectors(nq, dim, 99 + static_cast<uint32_t>(nq));
+          for (size_t k : {size_t{1}, size_t{10}, size_t{100}, n + 5}) {
+            const SearchOutput out = index.search(queries.data(), nq, k);
+            CHECK(out.ids.size() == nq * k);
+            for (size_t q = 0; q < nq; ++q) {
+              checkRow(metric, data, ids, queries.data() + q * dim, dim, k, out.ids.data() + q * k,
+                       out.scores.data() + q * k,
+                       std::string(simd::levelName(level)) + " " + metricName(metric) + " dim " +
+                           std::to_string(dim) + " nq " + std::to_string(nq) + " k " + std::to_string(k));
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("flat.identical_across_isas_and_thread_counts") {
+  const size_t dim = 33, n = 5000, nq = 25, k = 10;
+  const auto data = randomVectors(n, dim, 5);
+  const auto queries = randomVectors(nq, dim, 6);
+  std::vector<uint64_t> ids(n);
+  for (size_t i = 0; i < n; ++i) ids[i] = n - i;
+  std::vector<uint64_t> reference;
+  for (simd::Level level : simd::supportedLevels()) {
+    for (unsigned threads : {1u, 2u, 5u}) {
+      FlatIndex index(dim, Metric::InnerProduct, level, threads);
+      index.add(ids.data(), data.data(), n);
+      const SearchOutput out = index.search(queries.data(), nq, k);
+      if (reference.empty()) reference = out.ids;
+      CHECK_MSG(out.ids == reference, simd::levelName(level) << " threads " << threads);
+    }
+  }
+}
+
+TEST_CASE("flat.ties_go_to_smaller_id") {
+  const size_t dim = 4, n = 300;
+  std::vector<float> data(n * dim, 1.0f);  // every row identical: all scores tie
+  std::vector<uint64_t> ids(n);
+  for (size_t i = 0; i < n; ++i) ids[i] = 1000 - i;
+  FlatIndex index(dim, Metric::InnerProduct, simd::bestLevel(), 2);
+  index.add(ids.data(), data.data(), n);
+  std::vector<float> queries(20 * dim, 0.5f);
+  for (size_t nq : {size_t{1}, size_t{20}}) {
+    const SearchOutput out = index.search(queries.data(), nq, 5);
+    for (size_t q = 0; q < nq; ++q)
+      for (size_t i = 0; i < 5; ++i) CHECK(out.ids[q * 5 + i] == 701 + i);
+  }
+}
+
+TEST_CASE("flat.bad_input_leaves_index_unchanged") {
+  FlatIndex index(4, Metric::InnerProduct, simd::Level::Scalar, 1);
+  const std::vector<float> v = {1, 2, 3, 4, 5, 6, 7, 8};
+  const uint64_t ids[] = {1, 2};
+  index.add(ids, v.data(), 2);
+  const uint64_t dupInBatch[] = {3, 3};
+  CHECK_THROWS_CODE(index.add(dupInBatch, v.data(), 2), ErrorCode::DuplicateId);
+  const uint64_t dupInIndex[] = {5, 2};
+  CHECK_THROWS_CODE(index.add(dupInIndex, v.data(), 2), ErrorCode::DuplicateId);
+  std::vector<float> bad = v;
+  bad[6] = std::numeric_limits<float>::quiet_NaN();
+  const uint64_t fresh[] = {7, 8};
+  CHECK_THROWS_CODE(index.add(fresh, bad.data(), 2), ErrorCode::InvalidVector);
+  bad[6] = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_CODE(index.add(fresh, bad.data(), 2), ErrorCode::InvalidVector);
+  const uint64_t reserved[] = {kNoId};
+  CHECK_THROWS_CODE(index.add(reserved, v.data(), 1), ErrorCode::InvalidArgument);
+  CHECK(index.size() == 2);
+  CHECK_THROWS_CODE(index.search(v.data(), 1, 0), ErrorCode::InvalidArgument);
+  CHECK_THROWS_CODE(index.search(bad.data() + 4, 1, 1), ErrorCode::InvalidVector);
+  CHECK_THROWS_CODE(FlatIndex(0, Metric::L2, simd::Level::Scalar, 1), ErrorCode::InvalidArgument);
+  index.add(fresh, v.data(), 2);  // the failed adds reserved nothing
+  CHECK(index.size() == 4);
+}
+
+TEST_CASE("flat.search_while_adding_sees_consistent_snapshots") {
+  const size_t dim = 16, batch = 500, batches = 40;
+  FlatIndex index(dim, Metric::L2, simd::bestLevel(), 2);
+  // Row i is the vector (i, 0, 0, ...), so the nearest row to (x, 0, ...) is known exactly.
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    for (size_t b = 0; b < batches; ++b) {
+      std::vector<float> data(batch * dim, 0.0f);
+      std::vector<uint64_t> ids(batch);
+      for (size_t i = 0; i < batch; ++i) {
+        ids[i] = b * batch + i;
+        data[i * dim] = static_cast<float>(b * batch + i);
+      }
+      index.add(ids.data(), data.data(), batch);
+    }
+    done = true;
+  });
+  size_t searches = 0;
+  while (!done || searches < 5) {
+    const size_t seen = index.size();
+    std::vector<float> q(dim, 0.0f);
+    q[0] = 1e9f;  // the largest row present is the nearest
+    const SearchOutput out = index.search(q.data(), 1, 1);
+    if (seen > 0) CHECK(out.ids[0] >= seen - 1 && out.ids[0] < batch * batches);
+    ++searches;
+  }
+  writer.join();
+  CHECK(index.size() == batch * batches);
+}

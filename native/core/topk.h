@@ -1,0 +1,57 @@
+// Selection of the k best (score, id) pairs. Higher scores win; equal scores go to the
+// smaller id, so results never depend on thread timing or scan order.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace ebrix {
+
+constexpr uint64_t kNoId = std::numeric_limits<uint64_t>::max();
+
+struct Candidate {
+  float score;
+  uint32_t row;  // position in the scanned row set, for re-scoring
+  uint64_t id;
+};
+
+// Strict "a ranks before b".
+inline bool ranksBefore(const Candidate& a, const Candidate& b) {
+  return a.score > b.score || (a.score == b.score && a.id < b.id);
+}
+
+// Collects candidates in a buffer of about 2k; when it fills, a partial selection keeps the
+// best k and raises the admission threshold. Amortised O(1) per admitted candidate, and the
+// threshold lets the scan kernels reject almost every row with one SIMD compare.
+class TopKCollector {
+ public:
+  void reset(size_t k);
+
+  // The score a candidate must reach (>=) to be worth offering; -inf until k are held.
+  float threshold() const { return threshold_; }
+
+  void offer(float score, uint32_t row, uint64_t id) {
+    if (score < threshold_ || (score == threshold_ && id >= thresholdId_)) return;
+    buffer_.push_back({score, row, id});
+    if (buffer_.size() >= capacity_) shrink();
+  }
+
+  // Appends the held candidates (unordered, at most k) to `out`.
+  void drainInto(std::vector<Candidate>& out);
+
+ private:
+  void shrink();
+
+  size_t k_ = 0;
+  size_t capacity_ = 0;
+  float threshold_ = -std::numeric_limits<float>::infinity();
+  uint64_t thresholdId_ = kNoId;
+  std::vector<Candidate> buffer_;
+};
+
+// Sorts candidates best first and keeps at most k of them.
+void selectBest(std::vector<Candidate>& candidates, size_t k);
+
+}  // namespace ebrix
