@@ -145,7 +145,22 @@ void tile(const float* packedQueries, int queryCount, const float* packedRows, s
   }
 }
 
-const Kernels kTable = {Level::Avx2, "avx2", kRows, kCols, dot, l2sq, scanRows, tile};
+constexpr int kFmaChains = 12;
+
+float fmaLoop(size_t iterations) {
+  __m256 acc[kFmaChains];
+  for (int i = 0; i < kFmaChains; ++i) acc[i] = _mm256_set1_ps(0.001f * static_cast<float>(i + 1));
+  const __m256 mul = _mm256_set1_ps(0.999f), add = _mm256_set1_ps(0.001f);
+  for (size_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kFmaChains; ++i) acc[i] = _mm256_fmadd_ps(acc[i], mul, add);
+  }
+  __m256 sum = acc[0];
+  for (int i = 1; i < kFmaChains; ++i) sum = _mm256_add_ps(sum, acc[i]);
+  return horizontalSum(sum);
+}
+
+const Kernels kTable = {Level::Avx2, "avx2", kRows, kCols, dot, l2sq, scanRows, tile, fmaLoop, kFmaChains * 8 * 2};
 
 }  // namespace
 

@@ -151,7 +151,22 @@ void tile(const float* packedQueries, int queryCount, const float* packedRows, s
   }
 }
 
-const Kernels kTable = {Level::Avx512, "avx512", kRows, kCols, dot, l2sq, scanRows, tile};
+constexpr int kFmaChains = 16;
+
+float fmaLoop(size_t iterations) {
+  __m512 acc[kFmaChains];
+  for (int i = 0; i < kFmaChains; ++i) acc[i] = _mm512_set1_ps(0.001f * static_cast<float>(i + 1));
+  const __m512 mul = _mm512_set1_ps(0.999f), add = _mm512_set1_ps(0.001f);
+  for (size_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kFmaChains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], mul, add);
+  }
+  __m512 sum = acc[0];
+  for (int i = 1; i < kFmaChains; ++i) sum = _mm512_add_ps(sum, acc[i]);
+  return horizontalSum(sum);
+}
+
+const Kernels kTable = {Level::Avx512, "avx512", kRows, kCols, dot, l2sq, scanRows, tile, fmaLoop, kFmaChains * 16 * 2};
 
 }  // namespace
 

@@ -42,6 +42,11 @@ struct Kernels {
   //   masks[i]:      bit j set when out[i*tileCols + j] >= thresholds[i].
   void (*tile)(const float* packedQueries, int queryCount, const float* packedRows, size_t dim,
                const float* thresholds, float* out, uint32_t* masks);
+
+  // Machine ceiling probe: `iterations` rounds of independent fused multiply-adds, enough
+  // chains in flight to fill every FMA pipe; fmaLoopFlops floating-point ops per round.
+  float (*fmaLoop)(size_t iterations);
+  int fmaLoopFlops;
 };
 
 const Kernels& scalarKernels();

@@ -127,7 +127,21 @@ void tile(const float* packedQueries, int queryCount, const float* packedRows, s
   }
 }
 
-const Kernels kTable = {Level::Neon, "neon", kRows, kCols, dot, l2sq, scanRows, tile};
+constexpr int kFmaChains = 16;
+
+float fmaLoop(size_t iterations) {
+  float32x4_t acc[kFmaChains];
+  for (int i = 0; i < kFmaChains; ++i) acc[i] = vdupq_n_f32(0.001f * static_cast<float>(i + 1));
+  const float32x4_t mul = vdupq_n_f32(0.999f), add = vdupq_n_f32(0.001f);
+  for (size_t it = 0; it < iterations; ++it) {
+    for (int i = 0; i < kFmaChains; ++i) acc[i] = vfmaq_f32(add, acc[i], mul);
+  }
+  float32x4_t sum = acc[0];
+  for (int i = 1; i < kFmaChains; ++i) sum = vaddq_f32(sum, acc[i]);
+  return vaddvq_f32(sum);
+}
+
+const Kernels kTable = {Level::Neon, "neon", kRows, kCols, dot, l2sq, scanRows, tile, fmaLoop, kFmaChains * 4 * 2};
 
 }  // namespace
 

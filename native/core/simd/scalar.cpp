@@ -52,7 +52,20 @@ void tile(const float* packedQueries, int queryCount, const float* packedRows, s
   }
 }
 
-const Kernels kTable = {Level::Scalar, "scalar", kRows, kCols, dot, l2sq, scanRows, tile};
+constexpr int kFmaChains = 8;
+
+float fmaLoop(size_t iterations) {
+  float acc[kFmaChains];
+  for (int i = 0; i < kFmaChains; ++i) acc[i] = 0.001f * static_cast<float>(i + 1);
+  for (size_t it = 0; it < iterations; ++it) {
+    for (int i = 0; i < kFmaChains; ++i) acc[i] = acc[i] * 0.999f + 0.001f;
+  }
+  float sum = 0.0f;
+  for (int i = 0; i < kFmaChains; ++i) sum += acc[i];
+  return sum;
+}
+
+const Kernels kTable = {Level::Scalar, "scalar", kRows, kCols, dot, l2sq, scanRows, tile, fmaLoop, kFmaChains * 2};
 
 }  // namespace
 

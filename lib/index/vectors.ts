@@ -1,0 +1,34 @@
+/**
+ * Vectors arrive as one row-major Float32Array (n × dim) or as an array of rows; the
+ * native layer always takes the former.
+ */
+import { DimensionMismatchError } from '../errors.js';
+import { describe, invalid } from '../validate.js';
+
+export type Vectors = Float32Array | readonly (Float32Array | readonly number[])[];
+
+/** Flattens `vectors` to n × dim floats, checking every row has `dim` values. */
+export function toMatrix(vectors: unknown, dim: number, name: string): Float32Array {
+  if (vectors instanceof Float32Array) {
+    if (vectors.length % dim !== 0) {
+      throw new DimensionMismatchError(
+        `Expected a multiple of dim ${dim} floats for ${name} but received ${describe(vectors)}`,
+      );
+    }
+    return vectors;
+  }
+  if (!Array.isArray(vectors)) {
+    throw invalid('a Float32Array or an array of Float32Array', name, vectors);
+  }
+  const out = new Float32Array(vectors.length * dim);
+  vectors.forEach((row: unknown, i: number) => {
+    if (!(row instanceof Float32Array) && !Array.isArray(row)) {
+      throw invalid('a Float32Array or number[]', `${name}[${i}]`, row);
+    }
+    if (row.length !== dim) {
+      throw new DimensionMismatchError(`Expected ${dim} values for ${name}[${i}] but received ${row.length}`);
+    }
+    out.set(row as ArrayLike<number>, i * dim);
+  });
+  return out;
+}

@@ -1,0 +1,86 @@
+/**
+ * The one place that loads the addon, and the one typed view of it.
+ *
+ * Load order: a local build (node-gyp's build/Release, then cmake-js's build-cmake/Release),
+ * then a prebuilt binary under prebuilds/ matched by node-gyp-build. If none loads, the
+ * error lists every attempt and how to build from source.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+import { EbrixError } from './errors.js';
+
+export interface NativeSearchOutput {
+  ids: BigUint64Array;
+  scores: Float32Array;
+}
+
+export interface NativeFlatIndex {
+  add(ids: BigUint64Array, vectors: Float32Array): void;
+  addAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
+  search(queries: Float32Array, k: number, threads: number): NativeSearchOutput;
+  searchAsync(queries: Float32Array, k: number, threads: number): Promise<NativeSearchOutput>;
+  size(): number;
+  memoryBytes(): number;
+  simdLevel(): string;
+  threads(): number;
+  dispose(): void;
+}
+
+export interface NativeAddon {
+  simdLevel(): string;
+  supportedSimdLevels(): string[];
+  hardwareThreads(): number;
+  measureFmaPeak(threads: number, seconds: number): Promise<number>;
+  measureReadBandwidth(threads: number, bytes: number): Promise<number>;
+  FlatIndex: new (dim: number, metric: string, simd: string | undefined, threads: number) => NativeFlatIndex;
+}
+
+const require = createRequire(import.meta.url);
+/** The package root: lib/ (sources) and dist/ (compiled) both sit one level below it. */
+export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+let cached: NativeAddon | undefined;
+
+export function native(): NativeAddon {
+  cached ??= loadAddon();
+  return cached;
+}
+
+function loadAddon(): NativeAddon {
+  const attempts: string[] = [];
+  const localBuilds = [
+    path.join(packageRoot, 'build', 'Release', 'ebrix.node'),
+    path.join(packageRoot, 'build-cmake', 'Release', 'ebrix.node'),
+    path.join(packageRoot, 'build-cmake', 'ebrix.node'),
+  ];
+  for (const file of localBuilds) {
+    if (!existsSync(file)) {
+      attempts.push(`${file}: not built`);
+      continue;
+    }
+    try {
+      return require(file) as NativeAddon;
+    } catch (error) {
+      attempts.push(`${file}: ${(error as Error).message}`);
+    }
+  }
+  try {
+    const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
+    const file = nodeGypBuild.resolve(packageRoot);
+    return require(file) as NativeAddon;
+  } catch (error) {
+    attempts.push(`prebuilds for ${process.platform}-${process.arch} (node-gyp-build): ${(error as Error).message.split('\n')[0]}`);
+  }
+  throw new EbrixError(
+    'EBRIX_NATIVE_LOAD',
+    [
+      'Could not load the ebrix native addon. Tried:',
+      ...attempts.map((a) => `  - ${a}`),
+      'Build it from source with `npm run build:native` (needs python3, make and a C++17 compiler),',
+      'or `npm run build:cmake` (needs cmake).',
+    ].join('\n'),
+  );
+}

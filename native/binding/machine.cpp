@@ -1,0 +1,78 @@
+// Process-level functions: SIMD levels, thread count, and the machine ceiling probes.
+#include "machine.h"
+
+#include "../core/machine_probe.h"
+#include "../core/simd/dispatch.h"
+#include "../core/thread_pool.h"
+#include "errors.h"
+
+namespace ebrix::binding {
+namespace {
+
+// The level a new index uses by default (EBRIX_SIMD if set, else the best supported).
+Napi::Value simdLevel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EBRIX_BOUNDARY(env, { return Napi::String::New(env, simd::levelName(simd::defaultLevel())); })
+}
+
+Napi::Value supportedSimdLevels(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto levels = simd::supportedLevels();
+  Napi::Array out = Napi::Array::New(env, levels.size());
+  for (size_t i = 0; i < levels.size(); ++i) out.Set(static_cast<uint32_t>(i), simd::levelName(levels[i]));
+  return out;
+}
+
+Napi::Value hardwareThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), ThreadPool::hardwareThreads());
+}
+
+class ProbeWorker : public PromiseWorker {
+ public:
+  enum class Kind { Fma, Read };
+  ProbeWorker(Napi::Env env, Kind kind, unsigned threads, double amount)
+      : PromiseWorker(env), kind_(kind), threads_(threads), amount_(amount) {}
+
+ protected:
+  void Run() override {
+    const simd::Kernels& kernels = simd::kernelsFor(simd::bestLevel());
+    result_ = kind_ == Kind::Fma ? measureFmaGflops(kernels, threads_, amount_)
+                                 : measureReadGBps(kernels, threads_, static_cast<size_t>(amount_));
+  }
+  Napi::Value Resolve(Napi::Env env) override { return Napi::Number::New(env, result_); }
+
+ private:
+  Kind kind_;
+  unsigned threads_;
+  double amount_;
+  double result_ = 0.0;
+};
+
+// measureFmaPeak(threads, seconds) -> Promise<GFLOP/s>
+// measureReadBandwidth(threads, bytes) -> Promise<GB/s>
+template <ProbeWorker::Kind kind>
+Napi::Value probe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EBRIX_BOUNDARY(env, {
+    if (!info[0].IsNumber() || !info[1].IsNumber()) throwInvalid(env, "Expected (threads, amount) numbers");
+    const double threads = info[0].As<Napi::Number>().DoubleValue();
+    const double amount = info[1].As<Napi::Number>().DoubleValue();
+    if (!(threads >= 1 && threads <= 4096) || !(amount > 0)) throwInvalid(env, "Expected positive threads and amount");
+    auto* worker = new ProbeWorker(env, kind, static_cast<unsigned>(threads), amount);
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  })
+}
+
+}  // namespace
+
+void initMachine(Napi::Env env, Napi::Object exports) {
+  exports.Set("simdLevel", Napi::Function::New(env, simdLevel, "simdLevel"));
+  exports.Set("supportedSimdLevels", Napi::Function::New(env, supportedSimdLevels, "supportedSimdLevels"));
+  exports.Set("hardwareThreads", Napi::Function::New(env, hardwareThreads, "hardwareThreads"));
+  exports.Set("measureFmaPeak", Napi::Function::New(env, probe<ProbeWorker::Kind::Fma>, "measureFmaPeak"));
+  exports.Set("measureReadBandwidth", Napi::Function::New(env, probe<ProbeWorker::Kind::Read>, "measureReadBandwidth"));
+}
+
+}  // namespace ebrix::binding

@@ -1,0 +1,314 @@
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+
+import {
+  DimensionMismatchError,
+  DisposedError,
+  DuplicateIdError,
+  EbrixError,
+  FlatIndex,
+  InvalidArgumentError,
+  InvalidVectorError,
+  NO_ID,
+  type Metric,
+  simdLevel,
+  supportedSimdLevels,
+} from '../lib/index.js';
+import { bruteForce, randomVectors, type Ranked } from './helpers.js';
+
+const METRICS: Metric[] = ['ip', 'cosine', 'l2'];
+const AWKWARD_DIMS = [1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 100, 784, 1536];
+
+/** Unique, unordered ids so that id order never coincides with row order. */
+function makeIds(n: number): bigint[] {
+  return Array.from({ length: n }, (_, i) => BigInt((i * 7919 + 13) % 1_000_003));
+}
+
+/**
+ * One result row against brute force: scores sorted and right for their ids, nothing clearly
+ * better than the k-th true score missing, padding where the index runs short.
+ */
+function expectRowMatches(truth: Ranked[], ids: BigUint64Array, scores: Float32Array, k: number): void {
+  const keep = Math.min(k, truth.length);
+  const scale = Math.max(1, ...truth.slice(0, keep).map((t) => Math.abs(t.score)));
+  const tol = 1e-4 * scale;
+  const scoreOf = new Map(truth.map((t) => [t.id, t.score]));
+  const kth = truth[keep - 1]!.score;
+  for (let i = 0; i < k; i++) {
+    if (i >= keep) {
+      expect(ids[i]).toBe(NO_ID);
+      expect(scores[i]).toBe(-Infinity);
+      continue;
+    }
+    const exact = scoreOf.get(ids[i]!);
+    expect(exact, `row position ${i} holds an unknown id`).toBeDefined();
+    expect(Math.abs(scores[i]! - exact!)).toBeLessThanOrEqual(tol);
+    expect(exact!).toBeGreaterThanOrEqual(kth - tol);
+    if (i > 0) expect(scores[i]!).toBeLessThanOrEqual(scores[i - 1]!);
+  }
+  const returned = new Set(ids.subarray(0, keep));
+  for (const t of truth.slice(0, keep)) {
+    if (t.score <= kth + tol) break;
+    expect(returned.has(t.id), `true hit ${t.id} missing`).toBe(true);
+  }
+}
+
+describe('FlatIndex exact search', () => {
+  it.each(METRICS)('equals brute force for metric %s, k = 1, 10, 100 and k > size', async (metric) => {
+    const dim = 24;
+    const n = 900;
+    const data = randomVectors(n, dim, 1);
+    const ids = makeIds(n);
+    using index = new FlatIndex({ dim, metric });
+    await index.add(ids, data);
+    expect(index.size).toBe(n);
+    // 3 queries take the streaming path, 50 the tiled path.
+    for (const nq of [3, 50]) {
+      const queries = randomVectors(nq, dim, 2 + nq);
+      const truths = Array.from({ length: nq }, (_, q) =>
+        bruteForce(metric, data, ids, queries.subarray(q * dim, (q + 1) * dim), dim),
+      );
+      for (const k of [1, 10, 100, n + 7]) {
+        const result = await index.search(queries, k);
+        expect(result.nq).toBe(nq);
+        expect(result.k).toBe(k);
+        for (let q = 0; q < nq; q++) {
+          const row = result.row(q);
+          expectRowMatches(truths[q]!, row.ids, row.scores, k);
+        }
+      }
+    }
+  });
+
+  it('gives the same results on every supported SIMD level, for awkward dimensions', async () => {
+    const levels = supportedSimdLevels();
+    expect(levels[0]).toBe('scalar');
+    for (const dim of AWKWARD_DIMS) {
+      const n = dim > 700 ? 300 : 700;
+      const data = randomVectors(n, dim, dim);
+      const ids = makeIds(n);
+      const queries = randomVectors(12, dim, dim + 1);
+      for (const metric of METRICS) {
+        const rows: BigUint64Array[] = [];
+        for (const simd of levels) {
+          using index = new FlatIndex({ dim, metric, simd });
+          expect(index.simd).toBe(simd);
+          index.addSync(ids, data);
+          const result = index.searchSync(queries, 10);
+          for (let q = 0; q < 12; q++) {
+            const truth = bruteForce(metric, data, ids, queries.subarray(q * dim, (q + 1) * dim), dim);
+            expectRowMatches(truth, result.row(q).ids, result.row(q).scores, 10);
+          }
+          rows.push(result.ids);
+        }
+        // Identical ids across ISAs, up to near-ties (checked per row above).
+        for (const r of rows) expect(Array.from(r)).toEqual(Array.from(rows[0]!));
+      }
+    }
+  });
+
+  it('breaks ties by the smaller id', () => {
+    using index = new FlatIndex({ dim: 2 });
+    index.addSync([50, 10, 30, 20, 40], new Float32Array(10).fill(1));
+    const result = index.searchSync(new Float32Array([1, 1]), 3);
+    expect(Array.from(result.row(0).ids)).toEqual([10n, 20n, 30n]);
+  });
+
+  it('accepts ids and vectors in every documented form', () => {
+    using index = new FlatIndex({ dim: 2, metric: 'l2' });
+    index.addSync([1, 2], [new Float32Array([0, 0]), new Float32Array([1, 0])]);
+    index.addSync([3n], new Float32Array([2, 0]));
+    index.addSync(new Uint32Array([4]), [[3, 0]]);
+    index.addSync(new BigUint64Array([2n ** 63n]), new Float32Array([4, 0]));
+    expect(index.size).toBe(5);
+    const result = index.searchSync([[2.9, 0], new Float32Array([4.2, 0])], 2);
+    expect(result.hits(0)).toEqual([
+      { id: 4n, score: expect.closeTo(-0.01, 5) },
+      { id: 3n, score: expect.closeTo(-0.81, 5) },
+    ]);
+    expect(result.hits(1)[0]!.id).toBe(2n ** 63n);
+    expect([...result].length).toBe(2);
+  });
+
+  it('normalises for cosine on add and on search', () => {
+    using index = new FlatIndex({ dim: 3, metric: 'cosine' });
+    index.addSync([1, 2], new Float32Array([10, 0, 0, 0, 3, 4]));
+    const result = index.searchSync(new Float32Array([0, 0.3, 0.4]), 2);
+    expect(result.hits(0)[0]).toEqual({ id: 2n, score: expect.closeTo(1, 6) });
+    expect(result.hits(0)[1]).toEqual({ id: 1n, score: expect.closeTo(0, 6) });
+  });
+
+  it('searches an empty index to a fully padded result', async () => {
+    using index = new FlatIndex({ dim: 4 });
+    const result = await index.search(new Float32Array(8), 3);
+    expect(Array.from(result.ids)).toEqual(new Array(6).fill(NO_ID));
+    expect(result.hits(1)).toEqual([]);
+  });
+
+  it('uses the requested threads and agrees across thread counts', async () => {
+    const dim = 32;
+    const data = randomVectors(20_000, dim, 9);
+    const ids = makeIds(20_000);
+    const queries = randomVectors(40, dim, 10);
+    const results: BigUint64Array[] = [];
+    for (const threads of [1, 2, 3]) {
+      using index = new FlatIndex({ dim, threads });
+      expect(index.threads).toBe(threads);
+      await index.add(ids, data);
+      results.push((await index.search(queries, 20)).ids);
+      results.push((await index.search(queries.subarray(0, dim), 20, { threads: 1 })).ids);
+    }
+    for (let i = 2; i < results.length; i += 2) {
+      expect(Array.from(results[i]!)).toEqual(Array.from(results[0]!));
+      expect(Array.from(results[i + 1]!)).toEqual(Array.from(results[1]!));
+    }
+  });
+});
+
+describe('FlatIndex off the event loop', () => {
+  it('lets timers fire while a large search runs', async () => {
+    const dim = 128;
+    const n = 200_000;
+    using index = new FlatIndex({ dim });
+    await index.add(makeIds(n), randomVectors(n, dim, 3));
+    const queries = randomVectors(300, dim, 4);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    const started = performance.now();
+    const pending = index.search(queries, 10);
+    let settled = false;
+    void pending.then(() => (settled = true));
+    // The search takes well over 20 ms; the interval must keep firing meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const ticksDuringSearch = ticks;
+    const wasSettled = settled;
+    await pending;
+    clearInterval(timer);
+    expect(performance.now() - started).toBeGreaterThan(20);
+    expect(wasSettled).toBe(false);
+    expect(ticksDuringSearch).toBeGreaterThanOrEqual(5);
+  });
+
+  it('keeps serving a search in flight after dispose', async () => {
+    const index = new FlatIndex({ dim: 16 });
+    await index.add(makeIds(50_000), randomVectors(50_000, 16, 5));
+    const pending = index.search(randomVectors(100, 16, 6), 5);
+    index.dispose();
+    const result = await pending;
+    expect(result.ids[0]).not.toBe(NO_ID);
+  });
+
+  it('allows adds while searches are in flight', async () => {
+    const dim = 8;
+    using index = new FlatIndex({ dim, metric: 'l2' });
+    await index.add([0], new Float32Array(dim));
+    const searches: Promise<unknown>[] = [];
+    for (let b = 1; b <= 20; b++) {
+      const ids = Array.from({ length: 1000 }, (_, i) => b * 1000 + i);
+      searches.push(index.search(randomVectors(20, dim, b), 3));
+      await index.add(ids, randomVectors(1000, dim, 100 + b));
+    }
+    await Promise.all(searches);
+    expect(index.size).toBe(20_001);
+  });
+});
+
+describe('FlatIndex bad input', () => {
+  const fresh = () => {
+    const index = new FlatIndex({ dim: 4 });
+    index.addSync([1, 2], new Float32Array([1, 0, 0, 0, 0, 1, 0, 0]));
+    return index;
+  };
+
+  it('rejects bad options', () => {
+    expect(() => new FlatIndex({ dim: 0 })).toThrow(InvalidArgumentError);
+    expect(() => new FlatIndex({ dim: 2.5 })).toThrow(/Expected an integer from 1 to .* for dim but received 2.5/);
+    expect(() => new FlatIndex({ dim: 4, metric: 'hamming' as Metric })).toThrow(/for metric but received "hamming"/);
+    expect(() => new FlatIndex({ dim: 4, threads: 0 })).toThrow(InvalidArgumentError);
+    expect(() => new FlatIndex({ dim: 4, simd: 'sse9' as never })).toThrow(InvalidArgumentError);
+    const unsupported = (['avx2', 'avx512', 'neon'] as const).find((l) => !supportedSimdLevels().includes(l));
+    if (unsupported) {
+      expect(() => new FlatIndex({ dim: 4, simd: unsupported })).toThrow(
+        expect.objectContaining({ code: 'EBRIX_UNSUPPORTED_SIMD' }),
+      );
+    }
+  });
+
+  it('rejects a wrong dimension, on add and on search, leaving the index unchanged', async () => {
+    using index = fresh();
+    expect(() => index.addSync([3], new Float32Array(5))).toThrow(DimensionMismatchError);
+    await expect(index.add([3, 4], new Float32Array(4))).rejects.toThrow(DimensionMismatchError);
+    expect(() => index.addSync([3], [new Float32Array(3)])).toThrow(DimensionMismatchError);
+    expect(() => index.searchSync(new Float32Array(6), 1)).toThrow(DimensionMismatchError);
+    await expect(index.search(new Float32Array(3), 1)).rejects.toMatchObject({ code: 'EBRIX_DIM_MISMATCH' });
+    expect(index.size).toBe(2);
+  });
+
+  it('rejects NaN and Infinity, on add and on search, leaving the index unchanged', async () => {
+    using index = fresh();
+    await expect(index.add([3, 4], new Float32Array([0, 0, 0, 0, 1, NaN, 0, 0]))).rejects.toThrow(InvalidVectorError);
+    expect(() => index.addSync([3], new Float32Array([Infinity, 0, 0, 0]))).toThrow(/row 0, column 0/);
+    await expect(index.search(new Float32Array([0, -Infinity, 0, 0]), 1)).rejects.toThrow(InvalidVectorError);
+    expect(index.size).toBe(2);
+    index.addSync([3, 4], new Float32Array(8));
+    expect(index.size).toBe(4);
+  });
+
+  it('rejects duplicate ids within one add and against the index, leaving it unchanged', async () => {
+    using index = fresh();
+    await expect(index.add([7, 7], new Float32Array(8))).rejects.toThrow(DuplicateIdError);
+    expect(() => index.addSync([8, 2], new Float32Array(8))).toThrow(/duplicate id 2 \(already in the index\)/);
+    expect(index.size).toBe(2);
+    expect(index.searchSync(new Float32Array([0, 0, 0, 1]), 5).hits(0).length).toBe(2);
+  });
+
+  it('rejects bad ids', () => {
+    using index = fresh();
+    expect(() => index.addSync([-1], new Float32Array(4))).toThrow(/non-negative safe integer for ids\[0\]/);
+    expect(() => index.addSync([1.5], new Float32Array(4))).toThrow(InvalidArgumentError);
+    expect(() => index.addSync([NO_ID], new Float32Array(4))).toThrow(InvalidArgumentError);
+    expect(() => index.addSync(new BigUint64Array([NO_ID]), new Float32Array(4))).toThrow(InvalidArgumentError);
+    expect(() => index.addSync('1' as never, new Float32Array(4))).toThrow(InvalidArgumentError);
+    expect(index.size).toBe(2);
+  });
+
+  it('rejects k < 1 and non-integer k', async () => {
+    using index = fresh();
+    expect(() => index.searchSync(new Float32Array(4), 0)).toThrow(/positive|from 1/);
+    await expect(index.search(new Float32Array(4), -3)).rejects.toThrow(InvalidArgumentError);
+    await expect(index.search(new Float32Array(4), 1.5)).rejects.toThrow(InvalidArgumentError);
+  });
+
+  it('fails clearly once disposed', async () => {
+    const index = fresh();
+    index.dispose();
+    index.dispose();
+    expect(index.disposed).toBe(true);
+    expect(() => index.size).toThrow(DisposedError);
+    expect(() => index.searchSync(new Float32Array(4), 1)).toThrow(expect.objectContaining({ code: 'EBRIX_DISPOSED' }));
+    await expect(index.add([9], new Float32Array(4))).rejects.toThrow(DisposedError);
+    await expect(index.search(new Float32Array(4), 1)).rejects.toBeInstanceOf(EbrixError);
+  });
+});
+
+describe('SIMD selection', () => {
+  const run = (env: Record<string, string>) =>
+    spawnSync(
+      process.execPath,
+      ['--import', 'tsx', '-e', "import('./lib/index.ts').then(m => { try { console.log(m.simdLevel()); new m.FlatIndex({ dim: 4 }); } catch (e) { console.log(e.code); } })"],
+      { env: { ...process.env, ...env }, encoding: 'utf8' },
+    );
+
+  it('reports the best level by default and honours EBRIX_SIMD', () => {
+    const best = supportedSimdLevels().at(-1);
+    expect(process.env.EBRIX_SIMD ? simdLevel() : best).toBe(simdLevel());
+    const forced = run({ EBRIX_SIMD: 'scalar' });
+    expect(forced.stdout.trim()).toBe('scalar');
+  });
+
+  it('rejects an unknown or unsupported EBRIX_SIMD with a typed error', () => {
+    expect(run({ EBRIX_SIMD: 'mmx' }).stdout.trim()).toBe('EBRIX_UNSUPPORTED_SIMD');
+    const unsupported = (['avx2', 'avx512', 'neon'] as const).find((l) => !supportedSimdLevels().includes(l));
+    if (unsupported) expect(run({ EBRIX_SIMD: unsupported }).stdout.trim()).toBe('EBRIX_UNSUPPORTED_SIMD');
+  });
+});
