@@ -11,8 +11,10 @@ namespace ebrix {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-// Rows scored per streaming step: the block's scores stay in L1 while they are filtered.
+// Rows scored per streaming step: at most this many, and about kScanBlockBytes of them, so a
+// block read from memory for the first query is still in L2 for the others.
 constexpr size_t kScanBlock = 256;
+constexpr size_t kScanBlockBytes = size_t{128} << 10;
 // Bytes of per-thread collectors one query chunk may hold.
 constexpr size_t kCollectorBudget = size_t{128} << 20;
 
@@ -41,6 +43,7 @@ void streamingScan(const RowSet& rows, const float* queries, size_t queryCount,
                    const float* bias, const simd::Kernels& kernels, ThreadPool& pool,
                    unsigned slots, std::vector<SlotCollectors>& collectors) {
   const size_t dim = rows.dim;
+  const size_t block = std::clamp<size_t>(kScanBlockBytes / (dim * sizeof(float)), 8, kScanBlock);
   const size_t perTask = rowsPerTask(rows.count, slots, kScanBlock);
   const size_t tasks = (rows.count + perTask - 1) / perTask;
   pool.parallelFor(tasks, slots, [&](size_t task, unsigned slot) {
@@ -48,8 +51,8 @@ void streamingScan(const RowSet& rows, const float* queries, size_t queryCount,
     auto& mine = collectors[slot].perQuery;
     const size_t begin = task * perTask;
     const size_t end = std::min(rows.count, begin + perTask);
-    for (size_t r0 = begin; r0 < end; r0 += kScanBlock) {
-      const size_t n = std::min(kScanBlock, end - r0);
+    for (size_t r0 = begin; r0 < end; r0 += block) {
+      const size_t n = std::min(block, end - r0);
       for (size_t q = 0; q < queryCount; ++q) {
         kernels.scanRows(queries + q * dim, rows.vectors + r0 * dim, n, dim,
                          bias ? bias + r0 : nullptr, scores);

@@ -1,0 +1,190 @@
+// ebrix bench CLI.
+//
+//   npm run bench -- [options]          (same as: npx tsx bench/run.ts [options])
+//
+//   --quick                 small run for a laptop or CI (< 1 min on 2 cores): MNIST, synthetic
+//                           100000x128, 30 latency samples, fewer plain-TS queries, short ceilings
+//   --suite NAME[,NAME]     suites to run (default: all; available: flat)
+//   --synthetic LIST        synthetic clustered sets as <count>x<dim>, comma separated
+//                           (default 1000000x128,200000x768; with --quick 100000x128; "none" for none)
+//   --no-mnist              skip the MNIST dataset
+//   --threads N             threads for ebrix and usearch (default: all hardware threads)
+//   --queries N             batch size, and queries held out of each dataset (default 1000)
+//   --plain-ts-queries N    queries the plain TS loop runs (default: sized by a flop budget)
+//   --seed N                seed for data generation and the MNIST shuffle (default 42)
+//   --out DIR               where JSON + Markdown go (default bench/results)
+//   --help
+//
+// Every run measures the machine's ceilings (FMA peak and read bandwidth at 1 thread and all
+// threads) before and after the suites and keeps the best of the two, then runs the peers (usearch exactSearch, a plain TS loop) on the same data in
+// the same process, and writes bench-<timestamp>.{json,md} plus latest.{json,md}.
+
+import { parseArgs } from 'node:util';
+import { hardwareThreads } from '../lib/index.js';
+import { parseSyntheticSpec } from './datasets.js';
+import { bestCeilings, describeMachine, measureCeilings, type Ceiling } from './machine.js';
+import { renderCeilingsConsole, renderConsole, renderMachineConsole, writeReport, type BenchReport } from './report.js';
+import { attachCeilings, runFlatSuite, type DatasetPlan, type FlatSuiteOptions } from './suites/flat.js';
+
+const SUITES = ['flat'] as const;
+type SuiteName = (typeof SUITES)[number];
+
+const USAGE = `Usage: npm run bench -- [--quick] [--suite flat] [--synthetic 1000000x128,200000x768] [--no-mnist]
+                       [--threads N] [--queries N] [--plain-ts-queries N] [--seed N] [--out bench/results]`;
+
+interface CliOptions {
+  quick: boolean;
+  suites: SuiteName[];
+  synthetic: Array<{ n: number; dim: number }>;
+  mnist: boolean;
+  threads: number;
+  queries: number;
+  plainTsQueries: number | undefined;
+  seed: number;
+  outDir: string;
+}
+
+function positiveInteger(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const parsed = Number(value);
+  if (!Number.isSafeInteger(parsed) || parsed < 1) {
+    throw new Error(`Expected a positive integer for ${flag} but received ${value}`);
+  }
+  return parsed;
+}
+
+function parseCli(argv: string[]): CliOptions | null {
+  const { values } = parseArgs({
+    args: argv.filter((arg, i) => !(i === 0 && arg === '--')),
+    options: {
+      quick: { type: 'boolean', default: false },
+      suite: { type: 'string', multiple: true },
+      synthetic: { type: 'string' },
+      'no-mnist': { type: 'boolean', default: false },
+      threads: { type: 'string' },
+      queries: { type: 'string' },
+      'plain-ts-queries': { type: 'string' },
+      seed: { type: 'string' },
+      out: { type: 'string', default: 'bench/results' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) return null;
+
+  const quick = values.quick ?? false;
+  const suiteNames = (values.suite ?? [...SUITES]).flatMap((s) => s.split(',')).map((s) => s.trim());
+  for (const name of suiteNames) {
+    if (!(SUITES as readonly string[]).includes(name)) {
+      throw new Error(`Expected one of ${SUITES.join(', ')} for --suite but received ${name}`);
+    }
+  }
+  const syntheticSpec = values.synthetic ?? (quick ? '100000x128' : '1000000x128,200000x768');
+  return {
+    quick,
+    suites: [...new Set(suiteNames)] as SuiteName[],
+    synthetic: syntheticSpec === 'none' ? [] : parseSyntheticSpec(syntheticSpec),
+    mnist: !(values['no-mnist'] ?? false),
+    threads: positiveInteger(values.threads, '--threads') ?? hardwareThreads(),
+    queries: positiveInteger(values.queries, '--queries') ?? 1000,
+    plainTsQueries: positiveInteger(values['plain-ts-queries'], '--plain-ts-queries'),
+    seed: positiveInteger(values.seed, '--seed') ?? 42,
+    outDir: values.out ?? 'bench/results',
+  };
+}
+
+function progress(startedAt: number): (line: string) => void {
+  return (line) => {
+    const elapsed = ((performance.now() - startedAt) / 1000).toFixed(1).padStart(6);
+    process.stderr.write(`  [${elapsed} s] ${line}\n`);
+  };
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  let options: CliOptions | null;
+  try {
+    options = parseCli(argv);
+  } catch (error) {
+    console.error(`${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
+    process.exitCode = 2;
+    return;
+  }
+  if (!options) {
+    console.log(USAGE);
+    return;
+  }
+  const started = performance.now();
+  const startedAt = new Date().toISOString();
+  const log = progress(started);
+
+  const machine = describeMachine();
+  console.log(`ebrix bench${options.quick ? ' (quick)' : ''}`);
+  console.log(renderMachineConsole({ machine, startedAt }));
+  console.log('');
+
+  const ceilingOptions = {
+    threadCounts: [1, machine.hardwareThreads, options.threads],
+    fmaDurationMs: options.quick ? 200 : 1000,
+    readBytes: (options.quick ? 256 : 1024) * 2 ** 20,
+  };
+  log('measuring ceilings (FMA peak, read bandwidth)');
+  const ceilingsBefore: Ceiling[] = await measureCeilings(ceilingOptions);
+  console.log(renderCeilingsConsole(ceilingsBefore));
+  console.log('');
+
+  const suites: BenchReport['suites'] = {};
+  if (options.suites.includes('flat')) {
+    const datasets: DatasetPlan[] = [
+      ...(options.mnist ? [{ kind: 'mnist' } as const] : []),
+      ...options.synthetic.map(({ n, dim }) => ({ kind: 'clustered', n, dim }) as const),
+    ];
+    const flatOptions: FlatSuiteOptions = {
+      datasets,
+      queries: options.queries,
+      seed: options.seed,
+      k: 10,
+      threads: options.threads,
+      batch: options.quick ? { minSeconds: 0.3, maxRuns: 3 } : { minSeconds: 2, maxRuns: 5 },
+      latency: options.quick
+        ? { maxSamples: 30, minSamples: 30, maxSeconds: Number.POSITIVE_INFINITY }
+        : { maxSamples: 200, minSamples: 200, maxSeconds: Number.POSITIVE_INFINITY },
+      peerLatency: options.quick
+        ? { maxSamples: 30, minSamples: 5, maxSeconds: 1 }
+        : { maxSamples: 200, minSamples: 10, maxSeconds: 5 },
+      plainTsQueries: options.plainTsQueries,
+      plainTsFlopBudget: options.quick ? 0.6e9 : 3e9,
+      log,
+    };
+    suites.flat = await runFlatSuite(flatOptions);
+  }
+
+  log('measuring ceilings again (the best of both rounds is the reference)');
+  const ceilingsAfter = await measureCeilings(ceilingOptions);
+  const ceilings = bestCeilings(ceilingsBefore, ceilingsAfter);
+  if (suites.flat) attachCeilings(suites.flat, ceilings);
+
+  const report: BenchReport = {
+    tool: 'ebrix-bench',
+    formatVersion: 1,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    durationSeconds: (performance.now() - started) / 1000,
+    argv,
+    options: { ...options },
+    machine,
+    ceilings,
+    ceilingRounds: { before: ceilingsBefore, after: ceilingsAfter },
+    suites,
+  };
+  console.log('');
+  console.log(renderConsole(report));
+  const paths = await writeReport(report, options.outDir);
+  console.log(`Wrote ${paths.join(', ')}`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
+  process.exitCode = 1;
+});
