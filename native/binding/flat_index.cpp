@@ -145,39 +145,59 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     return index_;
   }
 
-  // Checks the add arguments; returns the row count.
-  size_t checkAdd(const Napi::CallbackInfo& info, const FlatIndex& index) {
+  struct AddArgs {
+    Napi::BigUint64Array ids;
+    Napi::Float32Array vectors;
+    size_t count;
+  };
+
+  // add(ids, vectors): one id per row of dim floats.
+  AddArgs parseAdd(const Napi::CallbackInfo& info, const FlatIndex& index) {
     Napi::Env env = info.Env();
-    auto ids = requireBigUint64(info[0], "ids");
-    auto vectors = requireFloat32(info[1], "vectors");
-    if (vectors.ElementLength() != ids.ElementLength() * index.dim()) {
+    AddArgs args{requireBigUint64(info[0], "ids"), requireFloat32(info[1], "vectors"), 0};
+    args.count = args.ids.ElementLength();
+    if (args.vectors.ElementLength() != args.count * index.dim()) {
       throw makeError(env, {"EBRIX_DIM_MISMATCH",
-                            "Expected " + std::to_string(ids.ElementLength() * index.dim()) +
-                                " floats for vectors (" + std::to_string(ids.ElementLength()) + " ids × dim " +
-                                std::to_string(index.dim()) + ") but received " +
-                                std::to_string(vectors.ElementLength())});
+                            "Expected " + std::to_string(args.count * index.dim()) + " floats for vectors (" +
+                                std::to_string(args.count) + " ids × dim " + std::to_string(index.dim()) +
+                                ") but received " + std::to_string(args.vectors.ElementLength())});
     }
-    return ids.ElementLength();
+    return args;
   }
 
-  size_t checkQueries(const Napi::CallbackInfo& info, const FlatIndex& index) {
+  struct SearchArgs {
+    Napi::Float32Array queries;
+    size_t count;
+    size_t k;
+    unsigned threads;
+  };
+
+  // search(queries, k, threads): queries is a whole number of rows of dim floats.
+  SearchArgs parseSearch(const Napi::CallbackInfo& info, const FlatIndex& index) {
     Napi::Env env = info.Env();
-    auto queries = requireFloat32(info[0], "queries");
-    if (queries.ElementLength() == 0 || queries.ElementLength() % index.dim() != 0) {
+    SearchArgs args{requireFloat32(info[0], "queries"), 0, requireCount(info[1], "k"),
+                    static_cast<unsigned>(requireCount(info[2], "threads"))};
+    const size_t floats = args.queries.ElementLength();
+    if (floats == 0 || floats % index.dim() != 0) {
       throw makeError(env, {"EBRIX_DIM_MISMATCH", "Expected a multiple of dim " + std::to_string(index.dim()) +
-                                                      " floats for queries but received " +
-                                                      std::to_string(queries.ElementLength())});
+                                                      " floats for queries but received " + std::to_string(floats)});
     }
-    return queries.ElementLength() / index.dim();
+    args.count = floats / index.dim();
+    return args;
+  }
+
+  static Napi::Value queue(PromiseWorker* worker) {
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
   }
 
   Napi::Value add(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      const size_t count = checkAdd(info, *index);
-      index->add(info[0].As<Napi::TypedArray>().As<Napi::BigUint64Array>().Data(),
-                 info[1].As<Napi::Float32Array>().Data(), count);
+      const AddArgs args = parseAdd(info, *index);
+      index->add(args.ids.Data(), args.vectors.Data(), args.count);
       return env.Undefined();
     })
   }
@@ -186,12 +206,8 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      const size_t count = checkAdd(info, *index);
-      auto* worker = new AddWorker(env, index, info[0].As<Napi::TypedArray>().As<Napi::BigUint64Array>(),
-                                   info[1].As<Napi::Float32Array>(), count);
-      Napi::Promise promise = worker->Promise();
-      worker->Queue();
-      return promise;
+      const AddArgs args = parseAdd(info, *index);
+      return queue(new AddWorker(env, index, args.ids, args.vectors, args.count));
     })
   }
 
@@ -199,11 +215,8 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      const size_t count = checkQueries(info, *index);
-      const size_t k = requireCount(info[1], "k");
-      const unsigned threads = static_cast<unsigned>(requireCount(info[2], "threads"));
-      const SearchOutput out = index->search(info[0].As<Napi::Float32Array>().Data(), count, k, threads);
-      return resultObject(env, out);
+      const SearchArgs args = parseSearch(info, *index);
+      return resultObject(env, index->search(args.queries.Data(), args.count, args.k, args.threads));
     })
   }
 
@@ -211,13 +224,8 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      const size_t count = checkQueries(info, *index);
-      const size_t k = requireCount(info[1], "k");
-      const unsigned threads = static_cast<unsigned>(requireCount(info[2], "threads"));
-      auto* worker = new SearchWorker(env, index, info[0].As<Napi::Float32Array>(), count, k, threads);
-      Napi::Promise promise = worker->Promise();
-      worker->Queue();
-      return promise;
+      const SearchArgs args = parseSearch(info, *index);
+      return queue(new SearchWorker(env, index, args.queries, args.count, args.k, args.threads));
     })
   }
 

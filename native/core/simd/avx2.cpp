@@ -2,6 +2,8 @@
 // confirmed the CPU and the OS support them.
 #include <immintrin.h>
 
+#include <utility>
+
 #include "kernels.h"
 
 namespace ebrix::simd {
@@ -106,17 +108,7 @@ void tileFixed(const float* packedQueries, const float* packedRows, size_t dim,
   }
 }
 
-void tile(const float* packedQueries, int queryCount, const float* packedRows, size_t dim,
-          const float* thresholds, float* out, uint32_t* masks) {
-  switch (queryCount) {
-    case 1: return tileFixed<1>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 2: return tileFixed<2>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 3: return tileFixed<3>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 4: return tileFixed<4>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 5: return tileFixed<5>(packedQueries, packedRows, dim, thresholds, out, masks);
-    default: return tileFixed<6>(packedQueries, packedRows, dim, thresholds, out, masks);
-  }
-}
+#include "tile_dispatch.h"
 
 constexpr int kFmaChains = 12;
 

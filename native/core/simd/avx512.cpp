@@ -2,6 +2,8 @@
 // after dispatch.cpp has confirmed the CPU and the OS support the extension.
 #include <immintrin.h>
 
+#include <utility>
+
 #include "kernels.h"
 
 // GCC 12's own AVX-512 headers build "undefined" vectors from themselves, which its
@@ -105,23 +107,7 @@ void tileFixed(const float* packedQueries, const float* packedRows, size_t dim,
   }
 }
 
-void tile(const float* packedQueries, int queryCount, const float* packedRows, size_t dim,
-          const float* thresholds, float* out, uint32_t* masks) {
-  switch (queryCount) {
-    case 1: return tileFixed<1>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 2: return tileFixed<2>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 3: return tileFixed<3>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 4: return tileFixed<4>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 5: return tileFixed<5>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 6: return tileFixed<6>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 7: return tileFixed<7>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 8: return tileFixed<8>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 9: return tileFixed<9>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 10: return tileFixed<10>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 11: return tileFixed<11>(packedQueries, packedRows, dim, thresholds, out, masks);
-    default: return tileFixed<12>(packedQueries, packedRows, dim, thresholds, out, masks);
-  }
-}
+#include "tile_dispatch.h"
 
 constexpr int kFmaChains = 16;
 

@@ -1,6 +1,8 @@
 // NEON kernels for arm64, where Advanced SIMD is part of the base architecture.
 #include <arm_neon.h>
 
+#include <utility>
+
 #include "kernels.h"
 
 namespace ebrix::simd {
@@ -87,19 +89,7 @@ void tileFixed(const float* packedQueries, const float* packedRows, size_t dim,
   }
 }
 
-void tile(const float* packedQueries, int queryCount, const float* packedRows, size_t dim,
-          const float* thresholds, float* out, uint32_t* masks) {
-  switch (queryCount) {
-    case 1: return tileFixed<1>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 2: return tileFixed<2>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 3: return tileFixed<3>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 4: return tileFixed<4>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 5: return tileFixed<5>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 6: return tileFixed<6>(packedQueries, packedRows, dim, thresholds, out, masks);
-    case 7: return tileFixed<7>(packedQueries, packedRows, dim, thresholds, out, masks);
-    default: return tileFixed<8>(packedQueries, packedRows, dim, thresholds, out, masks);
-  }
-}
+#include "tile_dispatch.h"
 
 constexpr int kFmaChains = 16;
 
