@@ -54,7 +54,6 @@ function loadAddon(): NativeAddon {
   const localBuilds = [
     path.join(packageRoot, 'build', 'Release', 'ebrix.node'),
     path.join(packageRoot, 'build-cmake', 'Release', 'ebrix.node'),
-    path.join(packageRoot, 'build-cmake', 'ebrix.node'),
   ];
   for (const file of localBuilds) {
     if (!existsSync(file)) {

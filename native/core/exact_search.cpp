@@ -122,6 +122,9 @@ void tiledScan(const RowSet& rows, const float* queries, size_t queryCount, cons
     const size_t end = std::min(rows.count, begin + perTask);
     for (size_t r0 = begin; r0 < end; r0 += nr) {
       const size_t n = std::min<size_t>(nr, end - r0);
+      // Columns past the last row are padding; with an empty collector's -inf threshold even
+      // their -inf scores would pass the kernel's compare, so they are masked off here.
+      const uint32_t valid = n >= 32 ? ~0u : (1u << n) - 1u;
       packRows(rows, r0, n, bias, nr, packedRows.data());
       for (size_t p = 0; p < panels; ++p) {
         const size_t q0 = p * mr;
@@ -130,7 +133,7 @@ void tiledScan(const RowSet& rows, const float* queries, size_t queryCount, cons
         kernels.tile(packedQueries.data() + p * dim * mr, count, packedRows.data(), dim,
                      thresholds, tileScores, masks);
         for (int i = 0; i < count; ++i) {
-          uint32_t mask = masks[i];
+          uint32_t mask = masks[i] & valid;
           if (mask == 0) continue;
           TopKCollector& collector = mine[q0 + i];
           const float* s = tileScores + i * nr;
