@@ -85,15 +85,21 @@ AlignedBuffer<float> packQueries(const float* queries, size_t queryCount, size_t
 }
 
 // Transposes up to NR rows into dim steps of NR floats, followed by NR biases. Missing rows
-// get zero vectors and a -inf bias, so they can never pass a threshold.
-void packRows(const RowSet& rows, size_t first, size_t n, const float* bias, int nr, float* out) {
+// get zero vectors and a -inf bias.
+void packRows(const RowSet& rows, size_t first, size_t n, const float* bias,
+              const simd::Kernels& kernels, float* out) {
   const size_t dim = rows.dim;
-  for (size_t j = 0; j < n; ++j) {
-    const float* src = rows.vectors + (first + j) * dim;
-    for (size_t k = 0; k < dim; ++k) out[k * nr + j] = src[k];
-  }
-  for (size_t j = n; j < static_cast<size_t>(nr); ++j) {
-    for (size_t k = 0; k < dim; ++k) out[k * nr + j] = 0.0f;
+  const int nr = kernels.tileCols;
+  const float* src = rows.vectors + first * dim;
+  if (n == static_cast<size_t>(nr) && kernels.packPanel != nullptr) {
+    kernels.packPanel(src, dim, out);
+  } else {
+    for (size_t j = 0; j < n; ++j) {
+      for (size_t k = 0; k < dim; ++k) out[k * nr + j] = src[j * dim + k];
+    }
+    for (size_t j = n; j < static_cast<size_t>(nr); ++j) {
+      for (size_t k = 0; k < dim; ++k) out[k * nr + j] = 0.0f;
+    }
   }
   float* biasOut = out + dim * nr;
   for (size_t j = 0; j < static_cast<size_t>(nr); ++j) {
@@ -125,7 +131,7 @@ void tiledScan(const RowSet& rows, const float* queries, size_t queryCount, cons
       // Columns past the last row are padding; with an empty collector's -inf threshold even
       // their -inf scores would pass the kernel's compare, so they are masked off here.
       const uint32_t valid = n >= 32 ? ~0u : (1u << n) - 1u;
-      packRows(rows, r0, n, bias, nr, packedRows.data());
+      packRows(rows, r0, n, bias, kernels, packedRows.data());
       for (size_t p = 0; p < panels; ++p) {
         const size_t q0 = p * mr;
         const int count = static_cast<int>(std::min<size_t>(mr, queryCount - q0));

@@ -109,6 +109,7 @@ void tileFixed(const float* packedQueries, const float* packedRows, size_t dim,
 }
 
 #include "tile_dispatch.h"
+#include "transpose_avx2.h"
 
 constexpr int kFmaChains = 12;
 
@@ -125,7 +126,7 @@ float fmaLoop(size_t iterations) {
   return horizontalSum(sum);
 }
 
-const Kernels kTable = {Level::Avx2, "avx2", kRows, kCols, dot, l2sq, scanRows, tile, fmaLoop, kFmaChains * 8 * 2};
+const Kernels kTable = {Level::Avx2, "avx2", kRows, kCols, dot, l2sq, scanRows, tile, packPanel, fmaLoop, kFmaChains * 8 * 2};
 
 }  // namespace
 

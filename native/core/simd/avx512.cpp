@@ -108,6 +108,7 @@ void tileFixed(const float* packedQueries, const float* packedRows, size_t dim,
 }
 
 #include "tile_dispatch.h"
+#include "transpose_avx2.h"
 
 constexpr int kFmaChains = 16;
 
@@ -124,7 +125,7 @@ float fmaLoop(size_t iterations) {
   return horizontalSum(sum);
 }
 
-const Kernels kTable = {Level::Avx512, "avx512", kRows, kCols, dot, l2sq, scanRows, tile, fmaLoop, kFmaChains * 16 * 2};
+const Kernels kTable = {Level::Avx512, "avx512", kRows, kCols, dot, l2sq, scanRows, tile, packPanel, fmaLoop, kFmaChains * 16 * 2};
 
 }  // namespace
 

@@ -43,6 +43,10 @@ struct Kernels {
   void (*tile)(const float* packedQueries, int queryCount, const float* packedRows, size_t dim,
                const float* thresholds, float* out, uint32_t* masks);
 
+  // Packs a full panel of `tileCols` contiguous rows into the `packedRows` layout above (the
+  // biases excluded). Null where the generic loop in exact_search.cpp is as good.
+  void (*packPanel)(const float* rows, size_t dim, float* out);
+
   // Machine ceiling probe: `iterations` rounds of independent fused multiply-adds, enough
   // chains in flight to fill every FMA pipe; fmaLoopFlops floating-point ops per round.
   float (*fmaLoop)(size_t iterations);

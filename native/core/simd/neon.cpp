@@ -105,7 +105,7 @@ float fmaLoop(size_t iterations) {
   return vaddvq_f32(sum);
 }
 
-const Kernels kTable = {Level::Neon, "neon", kRows, kCols, dot, l2sq, scanRows, tile, fmaLoop, kFmaChains * 4 * 2};
+const Kernels kTable = {Level::Neon, "neon", kRows, kCols, dot, l2sq, scanRows, tile, nullptr, fmaLoop, kFmaChains * 4 * 2};
 
 }  // namespace
 

@@ -65,7 +65,7 @@ float fmaLoop(size_t iterations) {
   return sum;
 }
 
-const Kernels kTable = {Level::Scalar, "scalar", kRows, kCols, dot, l2sq, scanRows, tile, fmaLoop, kFmaChains * 2};
+const Kernels kTable = {Level::Scalar, "scalar", kRows, kCols, dot, l2sq, scanRows, tile, nullptr, fmaLoop, kFmaChains * 2};
 
 }  // namespace
 

@@ -106,3 +106,19 @@ TEST_CASE("dispatch.levels_and_names") {
   simd::Level unused;
   CHECK(!simd::parseLevel("sse9", &unused));
 }
+
+TEST_CASE("kernels.pack_panel_equals_plain_transpose") {
+  for (simd::Level level : simd::supportedLevels()) {
+    const simd::Kernels& k = simd::kernelsFor(level);
+    if (k.packPanel == nullptr) continue;  // this ISA uses the generic loop
+    const size_t nr = static_cast<size_t>(k.tileCols);
+    for (size_t dim : awkwardDims()) {
+      const auto rows = randomVectors(nr, dim, 31 + static_cast<uint32_t>(dim));
+      std::vector<float> packed(dim * nr, -1.0f);
+      k.packPanel(rows.data(), dim, packed.data());
+      for (size_t j = 0; j < nr; ++j)
+        for (size_t d = 0; d < dim; ++d)
+          CHECK_MSG(packed[d * nr + j] == rows[j * dim + d], k.name << " dim " << dim << " at " << j << "," << d);
+    }
+  }
+}
