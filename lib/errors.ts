@@ -12,6 +12,11 @@ export type EbrixErrorCode =
   | 'EBRIX_UNSUPPORTED_SIMD'
   | 'EBRIX_OUT_OF_MEMORY'
   | 'EBRIX_NATIVE_LOAD'
+  | 'EBRIX_INVALID_RECORD'
+  | 'EBRIX_INVALID_SPEC'
+  | 'EBRIX_CORRUPT_MODEL'
+  | 'EBRIX_OVERLOADED'
+  | 'EBRIX_VERSION_MISMATCH'
   | 'EBRIX_INTERNAL';
 
 export class EbrixError extends Error {
@@ -53,6 +58,41 @@ export class DisposedError extends EbrixError {
   }
 }
 
+/** A record handed to a feature encoder lacks a field or holds the wrong type or a NaN. */
+export class InvalidRecordError extends EbrixError {
+  constructor(message: string) {
+    super('EBRIX_INVALID_RECORD', message);
+  }
+}
+
+/** A feature spec, tower definition or model manifest is malformed. */
+export class InvalidSpecError extends EbrixError {
+  constructor(message: string) {
+    super('EBRIX_INVALID_SPEC', message);
+  }
+}
+
+/** A model package failed its manifest or checksum checks. */
+export class CorruptModelError extends EbrixError {
+  constructor(message: string) {
+    super('EBRIX_CORRUPT_MODEL', message);
+  }
+}
+
+/** A bounded queue is full; the caller should shed load or retry later. */
+export class OverloadedError extends EbrixError {
+  constructor(message: string) {
+    super('EBRIX_OVERLOADED', message);
+  }
+}
+
+/** A model and an index (or two models) of different versions were combined. */
+export class VersionMismatchError extends EbrixError {
+  constructor(message: string) {
+    super('EBRIX_VERSION_MISMATCH', message);
+  }
+}
+
 const byCode: Partial<Record<EbrixErrorCode, new (message: string) => EbrixError>> = {
   EBRIX_INVALID_ARGUMENT: InvalidArgumentError,
   EBRIX_DIM_MISMATCH: DimensionMismatchError,
@@ -61,6 +101,11 @@ const byCode: Partial<Record<EbrixErrorCode, new (message: string) => EbrixError
 };
 
 const knownCodes = new Set<string>([
+  'EBRIX_INVALID_RECORD',
+  'EBRIX_INVALID_SPEC',
+  'EBRIX_CORRUPT_MODEL',
+  'EBRIX_OVERLOADED',
+  'EBRIX_VERSION_MISMATCH',
   'EBRIX_INVALID_ARGUMENT',
   'EBRIX_DIM_MISMATCH',
   'EBRIX_INVALID_VECTOR',

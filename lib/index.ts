@@ -15,11 +15,16 @@ export {
   type SimdLevel,
 } from './machine.js';
 export {
+  CorruptModelError,
   DimensionMismatchError,
   DisposedError,
   DuplicateIdError,
   EbrixError,
   InvalidArgumentError,
+  InvalidRecordError,
+  InvalidSpecError,
   InvalidVectorError,
+  OverloadedError,
+  VersionMismatchError,
   type EbrixErrorCode,
 } from './errors.js';
