@@ -15,6 +15,7 @@ export type EbrixErrorCode =
   | 'EBRIX_INVALID_RECORD'
   | 'EBRIX_INVALID_SPEC'
   | 'EBRIX_CORRUPT_MODEL'
+  | 'EBRIX_CORRUPT_FILE'
   | 'EBRIX_OVERLOADED'
   | 'EBRIX_VERSION_MISMATCH'
   | 'EBRIX_INTERNAL';
@@ -79,6 +80,13 @@ export class CorruptModelError extends EbrixError {
   }
 }
 
+/** A file ebrix wrote (index, checkpoint) is truncated, tampered with or not ours. */
+export class CorruptFileError extends EbrixError {
+  constructor(message: string) {
+    super('EBRIX_CORRUPT_FILE', message);
+  }
+}
+
 /** A bounded queue is full; the caller should shed load or retry later. */
 export class OverloadedError extends EbrixError {
   constructor(message: string) {
@@ -104,6 +112,7 @@ const knownCodes = new Set<string>([
   'EBRIX_INVALID_RECORD',
   'EBRIX_INVALID_SPEC',
   'EBRIX_CORRUPT_MODEL',
+  'EBRIX_CORRUPT_FILE',
   'EBRIX_OVERLOADED',
   'EBRIX_VERSION_MISMATCH',
   'EBRIX_INVALID_ARGUMENT',

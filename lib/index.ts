@@ -15,6 +15,7 @@ export {
   type SimdLevel,
 } from './machine.js';
 export {
+  CorruptFileError,
   CorruptModelError,
   DimensionMismatchError,
   DisposedError,
@@ -28,3 +29,52 @@ export {
   VersionMismatchError,
   type EbrixErrorCode,
 } from './errors.js';
+
+// Models at serving time.
+export {
+  FeatureEncoder,
+  cardinality,
+  fitDense,
+  fitVocabulary,
+  hashToken,
+  inputsOf,
+  tokenize,
+  validateFeatureSpec,
+  type CategoricalFeature,
+  type DenseFeature,
+  type EncodedTensor,
+  type FeatureSpec,
+  type TensorInput,
+  type TextFeature,
+} from './model/features.js';
+export { textTerms } from './model/tokenize.js';
+export {
+  buildTowerModel,
+  towerForward,
+  validateTower,
+  type DenseLayer,
+  type EmbeddingTable,
+  type TowerDefinition,
+  type TowerHead,
+  type TowerInput,
+} from './model/onnx/tower.js';
+export { GraphBuilder, attr } from './model/onnx/graph.js';
+export { decodeModel } from './model/onnx/schema.js';
+export { initTower, towerInputs, type TowerShape } from './model/compose.js';
+export {
+  readModelPackage,
+  writeModelPackage,
+  type ModelManifest,
+  type TowerManifest,
+  type WriteModelOptions,
+} from './model/package.js';
+export { TwoTowerModel, type EmbedOptions, type LoadOptions } from './model/two-tower.js';
+export { Batcher, type BatchFn, type BatcherOptions, type BatcherStats } from './serve/batcher.js';
+export {
+  embedCorpus,
+  type CorpusProgress,
+  type EmbedCorpusOptions,
+  type EmbedCorpusResult,
+  type ItemEmbedder,
+  type VectorSink,
+} from './serve/embed-corpus.js';

@@ -2,7 +2,7 @@
  * FlatIndex: exact top-k over float32 vectors, in native code (SIMD kernels picked once per
  * index, a native thread pool, fused scoring and selection).
  */
-import { DimensionMismatchError, DisposedError, awaitNative, callNative } from '../errors.js';
+import { DimensionMismatchError, DisposedError, VersionMismatchError, awaitNative, callNative } from '../errors.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
 import { native, type NativeFlatIndex } from '../native.js';
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
@@ -22,6 +22,8 @@ export interface FlatIndexOptions {
   threads?: number;
   /** Force a SIMD level for this index (default: `EBRIX_SIMD`, else the best supported). */
   simd?: SimdLevel;
+  /** Version id of the model whose item tower embeds this index's vectors. */
+  modelVersion?: string;
 }
 
 export interface SearchOptions {
@@ -35,6 +37,7 @@ export class FlatIndex implements Disposable {
   readonly dim: number;
   readonly metric: Metric;
   #native: NativeFlatIndex | undefined;
+  #modelVersion: string | undefined;
 
   constructor(options: FlatIndexOptions) {
     if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
@@ -42,6 +45,7 @@ export class FlatIndex implements Disposable {
     this.metric = requireOneOf(options.metric ?? 'ip', METRICS, 'metric');
     const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'threads', MAX_THREADS);
     const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'simd');
+    if (options.modelVersion !== undefined) this.bindModelVersion(options.modelVersion);
     const Native = native().FlatIndex;
     this.#native = callNative(() => new Native(this.dim, this.metric, simd, threads));
   }
@@ -59,6 +63,26 @@ export class FlatIndex implements Disposable {
   /** Native threads a search uses by default. */
   get threads(): number {
     return this.#live().threads();
+  }
+
+  /** Version id of the model that embeds this index's vectors, once bound. */
+  get modelVersion(): string | undefined {
+    return this.#modelVersion;
+  }
+
+  /**
+   * Records which model version embeds this index's vectors. Binding again to the same
+   * version is a no-op; another version is EBRIX_VERSION_MISMATCH: vectors from two models
+   * never share an index.
+   */
+  bindModelVersion(version: string): void {
+    if (typeof version !== 'string' || version.length === 0) throw invalid('a non-empty string', 'modelVersion', version);
+    if (this.#modelVersion !== undefined && this.#modelVersion !== version) {
+      throw new VersionMismatchError(
+        `This index holds vectors of model version ${this.#modelVersion} and cannot take vectors of version ${version}`,
+      );
+    }
+    this.#modelVersion = version;
   }
 
   get disposed(): boolean {
