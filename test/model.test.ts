@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FlatIndex } from '../lib/index.js';
 import { initTower } from '../lib/model/compose.js';
 import { FeatureEncoder, type FeatureSpec } from '../lib/model/features.js';
+import { GraphBuilder, attr } from '../lib/model/onnx/graph.js';
 import { buildTowerModel, towerForward, type TowerDefinition } from '../lib/model/onnx/tower.js';
 import { writeModelPackage } from '../lib/model/package.js';
 import { TwoTowerModel } from '../lib/model/two-tower.js';
@@ -124,6 +125,30 @@ describe('TwoTowerModel', () => {
     await writeFile(manifestPath, JSON.stringify({ ...manifest, files: { ...manifest.files, '../x.onnx': manifest.files['item.onnx'] } }));
     await expect(TwoTowerModel.load(path.dirname(manifestPath))).rejects.toThrow(/plain name/);
     await expect(TwoTowerModel.load(path.join(dir, 'missing'))).rejects.toMatchObject({ code: 'EBRIX_CORRUPT_MODEL' });
+  });
+
+  it('runs towers exported elsewhere, with int64 index inputs, from a hand-written manifest', async () => {
+    // A tower like a PyTorch export: int64 ids, one Gather, no ebrix tower definition.
+    const features: FeatureSpec[] = [{ kind: 'categorical', name: 'country', field: 'country', vocabulary: ['de', 'fr', 'us'] }];
+    const table = Float32Array.from({ length: 4 * DIM }, (_, i) => (i % 7) - 3);
+    const graph = (indexType: 'int64' | 'float32'): Uint8Array => {
+      const g = new GraphBuilder('foreign');
+      g.input('country', indexType, ['batch']);
+      g.initializer('table', table, [4, DIM]);
+      g.output('embedding', 'float32', ['batch', DIM]);
+      g.node('Gather', ['table', indexType === 'int64' ? 'country' : g.node('Cast', ['country'], undefined, { to: attr.int(7) })], 'embedding');
+      return g.toBytes({ producerName: 'elsewhere', producerVersion: '1' });
+    };
+    const target = path.join(dir, 'foreign');
+    await writeModelPackage(target, { name: 'foreign', dim: DIM, metric: 'ip', query: { features, onnx: graph('int64') }, item: { features, onnx: graph('int64') } });
+    await using model = await TwoTowerModel.load(target);
+    const out = await model.embedQueries([{ country: 'us' }, { country: 'zz' }]);
+    expect(Array.from(out.subarray(0, DIM))).toEqual(Array.from(table.subarray(3 * DIM, 4 * DIM)));
+    expect(Array.from(out.subarray(DIM))).toEqual(Array.from(table.subarray(0, DIM)));
+
+    const mismatched = path.join(dir, 'mismatched');
+    await writeModelPackage(mismatched, { name: 'm', dim: DIM, metric: 'ip', query: { features, onnx: graph('float32') }, item: { features, onnx: graph('int64') } });
+    await expect(TwoTowerModel.load(mismatched)).rejects.toThrow(/input country is float32 but its feature encodes int32/);
   });
 
   it('fails clearly once disposed', async () => {

@@ -28,6 +28,7 @@ const DEFAULT_BATCHING: BatcherOptions = { maxBatchSize: 64, maxDelayMs: 2, maxQ
 
 class Tower {
   readonly encoder: FeatureEncoder;
+  readonly int64Inputs = new Set<string>();
   constructor(
     readonly role: TowerRole,
     readonly session: ort.InferenceSession,
@@ -37,6 +38,18 @@ class Tower {
     const missingInputs = this.encoder.inputs.map((i) => i.name).filter((n) => !session.inputNames.includes(n));
     if (missingInputs.length > 0) {
       throw new CorruptModelError(`The ${role} tower has no input named ${missingInputs.join(', ')} that its features encode`);
+    }
+    // Index inputs are encoded as int32; graphs exported elsewhere (PyTorch) often take int64.
+    for (const input of this.encoder.inputs) {
+      const meta = session.inputMetadata.find((m) => m.name === input.name);
+      if (meta === undefined || !meta.isTensor) continue;
+      const compatible = meta.type === input.type || (input.type === 'int32' && meta.type === 'int64');
+      if (!compatible) {
+        throw new CorruptModelError(
+          `The ${role} tower's input ${input.name} is ${meta.type} but its feature encodes ${input.type}`,
+        );
+      }
+      if (meta.type === 'int64') this.int64Inputs.add(input.name);
     }
     const outputs = [manifest.towers[role].output, ...Object.values(manifest.towers[role].taskOutputs)];
     const missingOutputs = outputs.filter((o) => !session.outputNames.includes(o));
@@ -50,7 +63,7 @@ class Tower {
     const dim = this.manifest.dim;
     if (records.length === 0) return new Float32Array(0);
     const output = outputFor(this.manifest, this.role, task);
-    const feeds = toFeeds(this.encoder.encode(records));
+    const feeds = toFeeds(this.encoder.encode(records), this.int64Inputs);
     const result = await this.session.run(feeds, [output]);
     const tensor = result[output];
     if (tensor === undefined || tensor.type !== 'float32') {
@@ -65,10 +78,18 @@ class Tower {
   }
 }
 
-function toFeeds(encoded: Record<string, EncodedTensor>): Record<string, ort.Tensor> {
+function toFeeds(encoded: Record<string, EncodedTensor>, int64Inputs: ReadonlySet<string>): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = {};
   for (const [name, t] of Object.entries(encoded)) {
-    feeds[name] = t.type === 'int32' ? new ort.Tensor('int32', t.data as Int32Array, t.dims) : new ort.Tensor('float32', t.data as Float32Array, t.dims);
+    if (t.type === 'float32') {
+      feeds[name] = new ort.Tensor('float32', t.data as Float32Array, t.dims);
+    } else if (int64Inputs.has(name)) {
+      const wide = new BigInt64Array(t.data.length);
+      for (let i = 0; i < wide.length; i++) wide[i] = BigInt(t.data[i]!);
+      feeds[name] = new ort.Tensor('int64', wide, t.dims);
+    } else {
+      feeds[name] = new ort.Tensor('int32', t.data as Int32Array, t.dims);
+    }
   }
   return feeds;
 }
