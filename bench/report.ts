@@ -5,6 +5,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Ceiling, MachineInfo } from './machine.js';
 import type { EngineResult, FlatDatasetResult } from './suites/flat.js';
+import type { CorpusResult, EncodingResult, ModelsSuiteResult, QueryLoadResult, TailCheck } from './suites/models.js';
 
 export interface BenchReport {
   tool: 'ebrix-bench';
@@ -20,7 +21,7 @@ export interface BenchReport {
    *  of the rounds before and after the suites (other load only lowers a ceiling). */
   ceilings: Ceiling[];
   ceilingRounds: { before: Ceiling[]; after: Ceiling[] };
-  suites: { flat?: FlatDatasetResult[] };
+  suites: { flat?: FlatDatasetResult[]; models?: ModelsSuiteResult };
 }
 
 type Align = 'left' | 'right';
@@ -174,6 +175,173 @@ const LEGEND = [
   'recall@10 against the float64 plain-TS brute force; an id whose exact score ties the 10th best counts as a hit (plain id overlap in parentheses when different).',
 ];
 
+// ---------------------------------------------------------------------------------------------
+// Suite models
+
+function loadTable(rows: readonly QueryLoadResult[]): Table {
+  return {
+    headers: ['mode', 'callers', 'requests', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'mean batch', 'loop stall ms', 'req/s vs per-call'],
+    align: ['left', ...Array<Align>(9).fill('right')],
+    rows: rows.map((r) => [
+      r.mode,
+      String(r.callers),
+      r.requests.toLocaleString('en-US'),
+      significant(r.requestsPerSecond),
+      significant(r.p50Ms),
+      significant(r.p99Ms),
+      significant(r.maxMs),
+      r.meanBatchSize === null ? '' : significant(r.meanBatchSize),
+      significant(r.eventLoopMaxMs),
+      r.throughputVsPerCall === null ? '' : ratio(r.throughputVsPerCall),
+    ]),
+  };
+}
+
+function corpusTable(c: CorpusResult): Table {
+  return {
+    headers: ['path', 'items', 'batch', 'seconds', 'items/s', 'vs raw embedItems', 'loop stall ms'],
+    align: ['left', ...Array<Align>(6).fill('right')],
+    rows: [
+      [
+        'embedCorpus → FlatIndex',
+        c.items.toLocaleString('en-US'),
+        String(c.batchSize),
+        fixed(c.seconds, 2),
+        significant(c.itemsPerSecond),
+        ratio(c.corpusVsRaw),
+        significant(c.eventLoopMaxMs),
+      ],
+      [
+        'embedItems (raw)',
+        c.raw.items.toLocaleString('en-US'),
+        String(c.batchSize),
+        fixed(c.raw.seconds, 3),
+        significant(c.raw.itemsPerSecond),
+        ratio(1),
+        '',
+      ],
+    ],
+  };
+}
+
+function verdict(pass: boolean): string {
+  return pass ? 'PASS' : 'FAIL';
+}
+
+function encodingTable(rows: readonly EncodingResult[], maxFraction: number): Table {
+  return {
+    headers: [
+      'batch',
+      'records',
+      'encode µs/rec',
+      'embedQueries µs/rec',
+      'inference µs/rec',
+      'encode / inference',
+      `≤ ${percent(maxFraction)}`,
+      'plain TS forward µs/rec',
+      'ORT vs plain TS',
+    ],
+    align: Array<Align>(9).fill('right'),
+    rows: rows.map((e) => [
+      String(e.batch),
+      e.records.toLocaleString('en-US'),
+      significant(e.encodeUsPerRecord),
+      significant(e.embedUsPerRecord),
+      significant(e.inferenceUsPerRecord),
+      percent(e.encodeFraction),
+      verdict(e.pass),
+      significant(e.plainTsUsPerRecord),
+      ratio(e.onnxSpeedupVsPlainTs),
+    ]),
+  };
+}
+
+function tailLine(check: TailCheck | null): string {
+  if (!check) return 'Tail check: not run (needs per-call at 1 caller and micro-batched runs).';
+  return (
+    `Tail check (${check.callers} callers): p99 micro-batched ${fixed(check.batchedP99Ms, 3)} ms ` +
+    `vs 2 × p50 per-call at 1 caller (${fixed(check.perCallSingleP50Ms, 3)} ms) + maxDelayMs ${check.maxDelayMs} = ` +
+    `${fixed(check.boundMs, 3)} ms: ${verdict(check.pass)}`
+  );
+}
+
+function encodingLines(models: ModelsSuiteResult): string[] {
+  return models.encoding.map(
+    (e) =>
+      `Encoding at batch ${e.batch}: ${fixed(e.encodeUsPerRecord, 2)} µs/record = ${percent(e.encodeFraction)} of ` +
+      `inference (${fixed(e.inferenceUsPerRecord, 2)} µs/record); target ≤ ${percent(models.maxEncodeFraction)}: ${verdict(e.pass)}`,
+  );
+}
+
+function modelNotes(models: ModelsSuiteResult): string[] {
+  const m = models.model;
+  const mib = (bytes: number): string => fixed(bytes / 2 ** 20, 1);
+  const batchedRows = models.load.filter((r) => r.meanBatchSize !== null);
+  return [
+    `model: ${m.description}`,
+    `parameters: query ${(m.queryParameters / 1e6).toFixed(2)} M (${mib(m.queryOnnxBytes)} MiB ONNX), item ${(m.itemParameters / 1e6).toFixed(2)} M (${mib(m.itemOnnxBytes)} MiB ONNX); ` +
+      `built in ${fixed(m.buildSeconds, 2)} s, loaded in ${fixed(m.loadSeconds, 2)} s; onnxruntime threads: ${m.threads}`,
+    `records: ${m.vocabularyWords.toLocaleString('en-US')} made-up words, Zipf exponent ${m.zipfExponent}; queries of 1–5 words, titles of 4–12 words`,
+    `batching: maxBatchSize ${models.batching.maxBatchSize}, maxDelayMs ${models.batching.maxDelayMs}; mean batch size ` +
+      batchedRows.map((r) => `${significant(r.meanBatchSize!)} at ${r.callers} caller${r.callers === 1 ? '' : 's'}`).join(', '),
+    `corpus: ${models.corpus.items.toLocaleString('en-US')} item records generated in ${fixed(models.corpus.generateSeconds, 2)} s (not timed); index holds ${models.corpus.indexSize.toLocaleString('en-US')} vectors`,
+  ];
+}
+
+const MODELS_LEGEND = [
+  'per-call: each request is `model.embedQueries([record])` (one onnxruntime run); micro-batched: `model.embedQuery(record)` through the model\'s Batcher. Each caller awaits one request at a time, so callers = requests in flight.',
+  'req/s: completed requests / wall time of the timed run (after an untimed warm-up at the same concurrency); p50/p99/max: call to resolved promise. mean batch: calls / batches from `batchingStats()` over the timed run.',
+  'loop stall: longest event-loop delay seen by `monitorEventLoopDelay` (1 ms resolution) during the run: onnxruntime-node runs a session synchronously on the main thread, and GC pauses show here too.',
+  'corpus: `embedCorpus` items/s by its own clock (records → item tower → `FlatIndex.add`); raw: `embedItems` in a loop over the same items in the same batches (median of runs), the ceiling embedCorpus can reach.',
+  'encoding: `FeatureEncoder.encode` of query records, mean µs per record over a run (median of runs, alternated with the embedQueries runs); embedQueries: the whole call on the same batches; inference = embedQueries − encode (tensor wrapping + onnxruntime session). plain TS forward: `towerForward` (float64 reference pass) on the encoded batches, the peer of onnxruntime.',
+];
+
+function modelsConsole(models: ModelsSuiteResult): string[] {
+  return [
+    'Suite models: query tower under load',
+    renderText(loadTable(models.load)),
+    '',
+    tailLine(models.tailCheck),
+    '',
+    'Suite models: corpus embedding',
+    renderText(corpusTable(models.corpus)),
+    '',
+    'Suite models: feature encoding vs query tower inference',
+    renderText(encodingTable(models.encoding, models.maxEncodeFraction)),
+    '',
+    ...encodingLines(models),
+    ...modelNotes(models).map((note) => `  ${note}`),
+    ...MODELS_LEGEND.map((note) => `  ${note}`),
+  ];
+}
+
+function modelsMarkdown(models: ModelsSuiteResult): string[] {
+  return [
+    '## Suite models',
+    '',
+    '### Query tower under load',
+    '',
+    renderMarkdown(loadTable(models.load)),
+    '',
+    `**${tailLine(models.tailCheck)}**`,
+    '',
+    '### Corpus embedding',
+    '',
+    renderMarkdown(corpusTable(models.corpus)),
+    '',
+    '### Feature encoding vs query tower inference',
+    '',
+    renderMarkdown(encodingTable(models.encoding, models.maxEncodeFraction)),
+    '',
+    ...encodingLines(models).map((line) => `- ${line}`),
+    '',
+    ...modelNotes(models).map((note) => `- ${note}`),
+    '',
+    ...MODELS_LEGEND.map((note) => `- ${note}`),
+    '',
+  ];
+}
+
 export function renderConsole(report: BenchReport): string {
   const parts: string[] = [];
   const flat = report.suites.flat;
@@ -182,6 +350,11 @@ export function renderConsole(report: BenchReport): string {
     parts.push('Suite flat (metric ip, k = 10)', renderText(flatTable(flat)), '');
     parts.push(...warnings(flat), ...datasetNotes(flat).map((note) => `  ${note}`));
     parts.push(...LEGEND.map((note) => `  ${note}`));
+  }
+  const models = report.suites.models;
+  if (models) {
+    if (parts.length > 0) parts.push('');
+    parts.push(...modelsConsole(models));
   }
   parts.push('', `Total ${fixed(report.durationSeconds, 1)} s`);
   return parts.join('\n');
@@ -217,6 +390,7 @@ export function renderMarkdownReport(report: BenchReport): string {
     out.push(...warnings(flat).flatMap((w) => [`> ${w}`, '']), ...datasetNotes(flat).map((note) => `- ${note}`), '');
     out.push(...LEGEND.map((note) => `- ${note}`), '');
   }
+  if (report.suites.models) out.push(...modelsMarkdown(report.suites.models));
   out.push(`Command: \`npm run bench -- ${report.argv.join(' ')}\` — total ${fixed(report.durationSeconds, 1)} s`, '');
   return out.join('\n');
 }

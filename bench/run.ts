@@ -3,12 +3,14 @@
 //   npm run bench -- [options]          (same as: npx tsx bench/run.ts [options])
 //
 //   --quick                 small run for a laptop or CI (< 1 min on 2 cores): MNIST, synthetic
-//                           100000x128, 30 latency samples, fewer plain-TS queries, short ceilings
-//   --suite NAME[,NAME]     suites to run (default: all; available: flat)
+//                           100000x128, 30 latency samples, fewer plain-TS queries, short ceilings;
+//                           models: 0.8 s load runs, 10,000 corpus items
+//   --suite NAME[,NAME]     suites to run (default: all; available: flat, models)
 //   --synthetic LIST        synthetic clustered sets as <count>x<dim>, comma separated
 //                           (default 1000000x128,200000x768; with --quick 100000x128; "none" for none)
 //   --no-mnist              skip the MNIST dataset
-//   --threads N             threads for ebrix and usearch (default: all hardware threads)
+//   --threads N             threads for ebrix and usearch (default: all hardware threads), and
+//                           onnxruntime intra-op threads for the models suite (default: its own)
 //   --queries N             batch size, and queries held out of each dataset (default 1000)
 //   --plain-ts-queries N    queries the plain TS loop runs (default: sized by a flop budget)
 //   --seed N                seed for data generation and the MNIST shuffle (default 42)
@@ -17,7 +19,10 @@
 //
 // Every run measures the machine's ceilings (FMA peak and read bandwidth at 1 thread and all
 // threads) before and after the suites and keeps the best of the two, then runs the peers (usearch exactSearch, a plain TS loop) on the same data in
-// the same process, and writes bench-<timestamp>.{json,md} plus latest.{json,md}.
+// the same process, and writes bench-<timestamp>.{json,md} plus latest.{json,md}. Suite models
+// builds a two-tower package in a temp dir and measures the query tower under concurrent load
+// (per-call against micro-batched), corpus embedding and feature encoding (--quick: shorter runs,
+// 10,000 items instead of 100,000).
 
 import { parseArgs } from 'node:util';
 import { hardwareThreads } from '../lib/index.js';
@@ -25,11 +30,12 @@ import { parseSyntheticSpec } from './datasets.js';
 import { bestCeilings, describeMachine, measureCeilings, type Ceiling } from './machine.js';
 import { renderCeilingsConsole, renderConsole, renderMachineConsole, writeReport, type BenchReport } from './report.js';
 import { attachCeilings, runFlatSuite, type DatasetPlan, type FlatSuiteOptions } from './suites/flat.js';
+import { runModelsSuite, type ModelsSuiteSettings } from './suites/models.js';
 
-const SUITES = ['flat'] as const;
+const SUITES = ['flat', 'models'] as const;
 type SuiteName = (typeof SUITES)[number];
 
-const USAGE = `Usage: npm run bench -- [--quick] [--suite flat] [--synthetic 1000000x128,200000x768] [--no-mnist]
+const USAGE = `Usage: npm run bench -- [--quick] [--suite flat,models] [--synthetic 1000000x128,200000x768] [--no-mnist]
                        [--threads N] [--queries N] [--plain-ts-queries N] [--seed N] [--out bench/results]`;
 
 interface CliOptions {
@@ -38,6 +44,8 @@ interface CliOptions {
   synthetic: Array<{ n: number; dim: number }>;
   mnist: boolean;
   threads: number;
+  /** --threads as given, for onnxruntime; undefined leaves onnxruntime its own default. */
+  modelThreads: number | undefined;
   queries: number;
   plainTsQueries: number | undefined;
   seed: number;
@@ -81,12 +89,14 @@ function parseCli(argv: string[]): CliOptions | null {
     }
   }
   const syntheticSpec = values.synthetic ?? (quick ? '100000x128' : '1000000x128,200000x768');
+  const threads = positiveInteger(values.threads, '--threads');
   return {
     quick,
     suites: [...new Set(suiteNames)] as SuiteName[],
     synthetic: syntheticSpec === 'none' ? [] : parseSyntheticSpec(syntheticSpec),
     mnist: !(values['no-mnist'] ?? false),
-    threads: positiveInteger(values.threads, '--threads') ?? hardwareThreads(),
+    threads: threads ?? hardwareThreads(),
+    modelThreads: threads,
     queries: positiveInteger(values.queries, '--queries') ?? 1000,
     plainTsQueries: positiveInteger(values['plain-ts-queries'], '--plain-ts-queries'),
     seed: positiveInteger(values.seed, '--seed') ?? 42,
@@ -158,6 +168,32 @@ async function main(): Promise<void> {
       log,
     };
     suites.flat = await runFlatSuite(flatOptions);
+  }
+  if (options.suites.includes('models')) {
+    const modelsSettings: ModelsSuiteSettings = {
+      seed: options.seed,
+      modelThreads: options.modelThreads,
+      indexThreads: options.threads,
+      callers: [1, 16, 64],
+      load: options.quick
+        ? { warmupSeconds: 0.15, seconds: 0.8, minRequests: 100 }
+        : { warmupSeconds: 0.5, seconds: 4, minRequests: 200 },
+      batching: { maxBatchSize: 64, maxDelayMs: 2 },
+      corpusItems: options.quick ? 10_000 : 100_000,
+      corpusBatchSize: 256,
+      repeat: options.quick ? { minSeconds: 0.25, maxRuns: 10 } : { minSeconds: 1, maxRuns: 30 },
+      encodeRecords: options.quick
+        ? [
+            { batch: 1, records: 512, forwardRecords: 16 },
+            { batch: 64, records: 2048, forwardRecords: 64 },
+          ]
+        : [
+            { batch: 1, records: 2048, forwardRecords: 64 },
+            { batch: 64, records: 4096, forwardRecords: 256 },
+          ],
+      log,
+    };
+    suites.models = await runModelsSuite(modelsSettings);
   }
 
   log('measuring ceilings again (the best of both rounds is the reference)');

@@ -9,6 +9,15 @@ export async function timed<T>(fn: () => T | Promise<T>): Promise<{ value: T; se
   return { value, seconds };
 }
 
+/**
+ * Milliseconds on the same monotonic clock as `timed` (both are libuv's hrtime), as a plain
+ * double: load runs time every request, and a BigInt per sample would add GC work to the
+ * very tails they measure.
+ */
+export function nowMs(): number {
+  return performance.now();
+}
+
 /** Nearest-rank percentile of already measured samples (p in [0, 100]). */
 export function percentile(samples: readonly number[], p: number): number {
   if (samples.length === 0) return Number.NaN;
