@@ -291,7 +291,7 @@ function modelNotes(models: ModelsSuiteResult): string[] {
 const MODELS_LEGEND = [
   'per-call: each request is `model.embedQueries([record])` (one onnxruntime run); micro-batched: `model.embedQuery(record)` through the model\'s Batcher. Each caller awaits one request at a time, so callers = requests in flight.',
   'req/s: completed requests / wall time of the timed run (after an untimed warm-up at the same concurrency); p50/p99/max: call to resolved promise. mean batch: calls / batches from `batchingStats()` over the timed run.',
-  'loop stall: longest event-loop delay seen by `monitorEventLoopDelay` (1 ms resolution) during the run: onnxruntime-node runs a session synchronously on the main thread, and GC pauses show here too.',
+  'loop stall: longest event-loop delay seen by `monitorEventLoopDelay` (1 ms resolution) during the run: tower sessions run in worker threads, so what shows here is encoding, result handling and GC pauses on the main thread.',
   'corpus: `embedCorpus` items/s by its own clock (records → item tower → `FlatIndex.add`); raw: `embedItems` in a loop over the same items in the same batches (median of runs), the ceiling embedCorpus can reach.',
   'encoding: `FeatureEncoder.encode` of query records, mean µs per record over a run (median of runs, alternated with the embedQueries runs); embedQueries: the whole call on the same batches; inference = embedQueries − encode (tensor wrapping + onnxruntime session). plain TS forward: `towerForward` (float64 reference pass) on the encoded batches, the peer of onnxruntime.',
 ];

@@ -200,6 +200,47 @@ describe('Batcher flushing', () => {
   });
 });
 
+describe('Batcher dispatchWhenIdle', () => {
+  it('sends a lone call at the end of the tick instead of at the deadline', async () => {
+    const { fn, batches } = doubler();
+    const batcher = new Batcher(fn, { maxBatchSize: 8, maxDelayMs: 1000, dispatchWhenIdle: true });
+    const started = performance.now();
+    const calls = [batcher.call(1), batcher.call(2)];
+    expect(await Promise.all(calls)).toEqual([2, 4]);
+    expect(performance.now() - started).toBeLessThan(200);
+    expect(batches).toEqual([[1, 2]]);
+    await batcher.close();
+  });
+
+  it('gathers calls while a batch is in flight and sends them when it settles', async () => {
+    const gates: Array<ReturnType<typeof deferred<void>>> = [];
+    const batches: number[][] = [];
+    const batcher = new Batcher(
+      async (inputs: number[]) => {
+        batches.push([...inputs]);
+        const gate = deferred<void>();
+        gates.push(gate);
+        await gate.promise;
+        return inputs.map((x) => x + 1);
+      },
+      { maxBatchSize: 64, maxDelayMs: 10_000, dispatchWhenIdle: true },
+    );
+    const first = batcher.call(0);
+    await sleep(5);
+    expect(batches).toEqual([[0]]);
+    const rest = Array.from({ length: 10 }, (_, i) => batcher.call(i + 1));
+    await sleep(5);
+    expect(batches.length).toBe(1); // busy: the others wait, far from their deadline
+    gates[0]!.resolve();
+    expect(await first).toBe(1);
+    await sleep(5);
+    expect(batches[1]).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    gates[1]!.resolve();
+    expect(await Promise.all(rest)).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    await batcher.close();
+  });
+});
+
 describe('Batcher errors', () => {
   it('fails only the caller whose slot holds an Error', async () => {
     const batcher = new Batcher(

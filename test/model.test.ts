@@ -151,6 +151,29 @@ describe('TwoTowerModel', () => {
     await expect(TwoTowerModel.load(mismatched)).rejects.toThrow(/input country is float32 but its feature encodes int32/);
   });
 
+  it('runs inference off the event loop', async () => {
+    await using model = await TwoTowerModel.load(path.join(dir, 'main'), { threads: 1 });
+    const records = Array.from({ length: 8192 }, (_, i) => item(i));
+    let ticks = 0;
+    let longestGap = 0;
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const t = performance.now();
+      longestGap = Math.max(longestGap, t - last);
+      last = t;
+      ticks++;
+    }, 1);
+    const started = performance.now();
+    const vectors = await model.embedItems(records);
+    const elapsed = performance.now() - started;
+    clearInterval(timer);
+    expect(vectors.length).toBe(8192 * DIM);
+    // Encoding runs on this thread (a few ms for 8k records); the tower itself must not.
+    expect(elapsed).toBeGreaterThan(20);
+    expect(ticks).toBeGreaterThanOrEqual(5);
+    expect(longestGap).toBeLessThan(elapsed * 0.8);
+  });
+
   it('fails clearly once disposed', async () => {
     const model = await TwoTowerModel.load(path.join(dir, 'main'));
     await model.dispose();

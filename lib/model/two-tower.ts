@@ -1,13 +1,15 @@
 /**
  * TwoTowerModel: a model package's query and item towers, opened as onnxruntime-node
- * sessions behind the package's own feature encoders.
+ * sessions (each in a worker thread, see ort-session.ts) behind the package's own feature
+ * encoders.
  */
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
 
 import { CorruptModelError, DimensionMismatchError, DisposedError, InvalidRecordError } from '../errors.js';
 import { Batcher, type BatcherOptions, type BatcherStats } from '../serve/batcher.js';
 import { invalid, requirePositiveInteger } from '../validate.js';
 import { FeatureEncoder, type EncodedTensor } from './features.js';
+import { WorkerSession, type WireTensor } from './ort-session.js';
 import { outputFor, readModelPackage, type ModelManifest, type TowerRole } from './package.js';
 
 export interface LoadOptions {
@@ -24,35 +26,33 @@ export interface EmbedOptions {
   task?: string;
 }
 
-const DEFAULT_BATCHING: BatcherOptions = { maxBatchSize: 64, maxDelayMs: 2, maxQueue: 4096 };
+const DEFAULT_BATCHING: BatcherOptions = { maxBatchSize: 64, maxDelayMs: 2, maxQueue: 4096, dispatchWhenIdle: true };
 
 class Tower {
   readonly encoder: FeatureEncoder;
   readonly int64Inputs = new Set<string>();
   constructor(
     readonly role: TowerRole,
-    readonly session: ort.InferenceSession,
+    readonly session: WorkerSession,
     readonly manifest: ModelManifest,
   ) {
     this.encoder = new FeatureEncoder(manifest.towers[role].features);
-    const missingInputs = this.encoder.inputs.map((i) => i.name).filter((n) => !session.inputNames.includes(n));
+    const { inputNames, outputNames, inputTypes } = session.info;
+    const missingInputs = this.encoder.inputs.map((i) => i.name).filter((n) => !inputNames.includes(n));
     if (missingInputs.length > 0) {
       throw new CorruptModelError(`The ${role} tower has no input named ${missingInputs.join(', ')} that its features encode`);
     }
     // Index inputs are encoded as int32; graphs exported elsewhere (PyTorch) often take int64.
     for (const input of this.encoder.inputs) {
-      const meta = session.inputMetadata.find((m) => m.name === input.name);
-      if (meta === undefined || !meta.isTensor) continue;
-      const compatible = meta.type === input.type || (input.type === 'int32' && meta.type === 'int64');
+      const type = inputTypes[input.name];
+      const compatible = type === input.type || (input.type === 'int32' && type === 'int64');
       if (!compatible) {
-        throw new CorruptModelError(
-          `The ${role} tower's input ${input.name} is ${meta.type} but its feature encodes ${input.type}`,
-        );
+        throw new CorruptModelError(`The ${role} tower's input ${input.name} is ${type} but its feature encodes ${input.type}`);
       }
-      if (meta.type === 'int64') this.int64Inputs.add(input.name);
+      if (type === 'int64') this.int64Inputs.add(input.name);
     }
     const outputs = [manifest.towers[role].output, ...Object.values(manifest.towers[role].taskOutputs)];
-    const missingOutputs = outputs.filter((o) => !session.outputNames.includes(o));
+    const missingOutputs = outputs.filter((o) => !outputNames.includes(o));
     if (missingOutputs.length > 0) {
       throw new CorruptModelError(`The ${role} tower has no output named ${missingOutputs.join(', ')}`);
     }
@@ -78,17 +78,15 @@ class Tower {
   }
 }
 
-function toFeeds(encoded: Record<string, EncodedTensor>, int64Inputs: ReadonlySet<string>): Record<string, ort.Tensor> {
-  const feeds: Record<string, ort.Tensor> = {};
+function toFeeds(encoded: Record<string, EncodedTensor>, int64Inputs: ReadonlySet<string>): Record<string, WireTensor> {
+  const feeds: Record<string, WireTensor> = {};
   for (const [name, t] of Object.entries(encoded)) {
-    if (t.type === 'float32') {
-      feeds[name] = new ort.Tensor('float32', t.data as Float32Array, t.dims);
-    } else if (int64Inputs.has(name)) {
+    if (t.type === 'int32' && int64Inputs.has(name)) {
       const wide = new BigInt64Array(t.data.length);
       for (let i = 0; i < wide.length; i++) wide[i] = BigInt(t.data[i]!);
-      feeds[name] = new ort.Tensor('int64', wide, t.dims);
+      feeds[name] = { type: 'int64', data: wide, dims: t.dims };
     } else {
-      feeds[name] = new ort.Tensor('int32', t.data as Int32Array, t.dims);
+      feeds[name] = { type: t.type, data: t.data, dims: t.dims };
     }
   }
   return feeds;
@@ -124,9 +122,9 @@ export class TwoTowerModel {
     const { manifest, files } = await readModelPackage(dir);
     const open = async (role: TowerRole): Promise<Tower> => {
       const bytes = files.get(manifest.towers[role].file)!;
-      let session: ort.InferenceSession;
+      let session: WorkerSession;
       try {
-        session = await ort.InferenceSession.create(bytes, sessionOptions);
+        session = await WorkerSession.open(bytes, sessionOptions);
       } catch (error) {
         throw new CorruptModelError(`onnxruntime cannot open the ${role} tower: ${(error as Error).message}`);
       }
@@ -183,8 +181,9 @@ export class TwoTowerModel {
     let batcher = this.#batchers.get(key);
     if (batcher === undefined) {
       const dim = this.manifest.dim;
+      // Views, not copies: each caller's row shares the batch's buffer (no allocation per row).
       const split = (vectors: Float32Array, rows: number): Float32Array[] =>
-        Array.from({ length: rows }, (_, i) => vectors.slice(i * dim, (i + 1) * dim));
+        Array.from({ length: rows }, (_, i) => vectors.subarray(i * dim, (i + 1) * dim));
       batcher = new Batcher<unknown, Float32Array>(async (records) => {
         try {
           return split(await towers.query.embed(records, task), records.length);

@@ -22,6 +22,12 @@ export interface BatcherOptions {
   maxQueue?: number;
   /** Batches in flight at once (default 1); further batches wait their turn in the queue. */
   maxConcurrentBatches?: number;
+  /**
+   * When no batch is in flight, dispatch what is waiting at the end of the current tick
+   * instead of waiting out maxDelayMs (default false). Light load then costs no added
+   * latency, and under load calls gather while the previous batch runs.
+   */
+  dispatchWhenIdle?: boolean;
 }
 
 export interface BatcherStats {
@@ -63,6 +69,7 @@ export class Batcher<I, O> implements AsyncDisposable {
   readonly maxDelayMs: number;
   readonly maxQueue: number;
   readonly maxConcurrentBatches: number;
+  readonly dispatchWhenIdle: boolean;
 
   readonly #fn: BatchFn<I, O>;
   #queue: Waiting<I, O>[] = [];
@@ -109,6 +116,7 @@ export class Batcher<I, O> implements AsyncDisposable {
       options.maxConcurrentBatches === undefined
         ? 1
         : requirePositiveInteger(options.maxConcurrentBatches, 'maxConcurrentBatches');
+    this.dispatchWhenIdle = options.dispatchWhenIdle === true;
     this.#fn = fn;
   }
 
@@ -182,6 +190,7 @@ export class Batcher<I, O> implements AsyncDisposable {
 
   #headIsDue(): boolean {
     if (this.#closed || this.#forced > 0 || this.#queue.length >= this.maxBatchSize) return true;
+    if (this.dispatchWhenIdle && this.#runningBatches === 0) return true;
     const head = this.#queue[0];
     // Calls that waited out their deadline while every slot was busy go as soon as one frees.
     return head !== undefined && head.enqueuedAt + this.maxDelayMs <= now();
@@ -207,7 +216,8 @@ export class Batcher<I, O> implements AsyncDisposable {
     this.#disarm();
     // A head already past its deadline while every slot is busy goes out when the next batch
     // settles (pump checks the clock); a zero-length timer would only fire into a full house.
-    const remaining = Math.max(0, head.enqueuedAt + this.maxDelayMs - now());
+    const delay = this.dispatchWhenIdle && this.#runningBatches === 0 ? 0 : this.maxDelayMs;
+    const remaining = Math.max(0, head.enqueuedAt + delay - now());
     if (remaining === 0 && this.#runningBatches >= this.maxConcurrentBatches) return;
     const onDeadline = (): void => {
       this.#cancelTimer = undefined;
@@ -220,7 +230,7 @@ export class Batcher<I, O> implements AsyncDisposable {
     };
     // The timer stays ref'd on purpose: it exists only while callers wait, and an unref'd one
     // would let the process exit under a pending `await batcher.call(...)`.
-    if (this.maxDelayMs === 0) {
+    if (delay === 0) {
       const handle = setImmediate(onDeadline);
       this.#cancelTimer = () => clearImmediate(handle);
     } else {
