@@ -16,7 +16,7 @@ import path from 'node:path';
 
 import { CorruptModelError, InvalidSpecError } from '../errors.js';
 import { METRICS, type Metric } from '../index/flat.js';
-import { validateFeatureSpec, type FeatureSpec } from './features.js';
+import { FeatureEncoder, validateFeatureSpec, type FeatureSpec } from './features.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const MANIFEST_FORMAT = 'ebrix-model';
@@ -29,6 +29,8 @@ export interface TowerManifest {
   file: string;
   /** Features the tower's inputs are encoded from, in input order. */
   features: FeatureSpec[];
+  /** The graph input names those features feed (FeatureEncoder.inputs), for readers of the manifest. */
+  inputs: string[];
   /** Graph output holding the default embedding (rows × dim). */
   output: string;
   /** Task name → graph output holding that task head's embedding. */
@@ -95,6 +97,7 @@ export async function writeModelPackage(dir: string, options: WriteModelOptions)
   const tower = (file: string, t: TowerFiles): TowerManifest => ({
     file,
     features: t.features,
+    inputs: new FeatureEncoder(t.features).inputs.map((i) => i.name),
     output: t.output ?? 'embedding',
     taskOutputs: t.taskOutputs ?? Object.fromEntries(tasks.map((task) => [task, task])),
   });
@@ -207,6 +210,15 @@ export function validateManifest(value: unknown, where: string): ModelManifest {
       t!.features = (t!.features as unknown[]).map((f) => validateFeatureSpec(f));
     } catch (error) {
       fail(`towers.${role}.features: ${(error as Error).message}`);
+    }
+    let inputs: string[] = [];
+    try {
+      inputs = new FeatureEncoder(t!.features as FeatureSpec[]).inputs.map((i) => i.name);
+    } catch (error) {
+      fail(`towers.${role}.features: ${(error as Error).message}`);
+    }
+    if (!Array.isArray(t!.inputs) || t!.inputs.join('\n') !== inputs.join('\n')) {
+      fail(`towers.${role}.inputs must list the inputs its features feed (${inputs.join(', ')})`);
     }
     const taskOutputs = t!.taskOutputs as Record<string, unknown> | undefined;
     if (taskOutputs === null || typeof taskOutputs !== 'object') fail(`towers.${role}.taskOutputs must map tasks to outputs`);
