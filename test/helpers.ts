@@ -1,18 +1,10 @@
 /** Plain TypeScript references the native results are checked against. */
+import { seededUniform as rng } from '../lib/random.js';
+
+/** Deterministic PRNG so failures reproduce. */
+export { rng };
 
 export type Metric = 'ip' | 'cosine' | 'l2';
-
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export function randomVectors(count: number, dim: number, seed: number): Float32Array {
   const next = rng(seed);

@@ -4,6 +4,7 @@
  * are). The definition is what lib/model/onnx/tower.ts turns into an ONNX graph.
  */
 import { InvalidSpecError } from '../errors.js';
+import { seededUniform } from '../random.js';
 import { cardinality, type FeatureSpec } from './features.js';
 import type { DenseLayer, EmbeddingTable, TowerDefinition, TowerHead, TowerInput } from './onnx/tower.js';
 
@@ -100,16 +101,4 @@ export function initTower(shape: TowerShape): TowerDefinition {
   });
   const heads = [head('embedding'), ...(shape.tasks ?? []).map(head)];
   return { name: shape.name, inputs, tables, layers, heads };
-}
-
-/** mulberry32: small, fast, seedable; weights must reproduce exactly from a seed. */
-function seededUniform(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
