@@ -277,6 +277,7 @@ describe('FlatIndex bad input', () => {
     expect(() => index.searchSync(new Float32Array(4), 0)).toThrow(/positive|from 1/);
     await expect(index.search(new Float32Array(4), -3)).rejects.toThrow(InvalidArgumentError);
     await expect(index.search(new Float32Array(4), 1.5)).rejects.toThrow(InvalidArgumentError);
+    expect(() => index.searchSync(new Float32Array(4 * 1000), 1 << 20)).toThrow(/split the batch/);
   });
 
   it('fails clearly once disposed', async () => {

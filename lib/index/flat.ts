@@ -32,6 +32,8 @@ export interface SearchOptions {
 }
 
 const MAX_THREADS = 4096;
+/** Result entries (ids + scores, 12 bytes each) one search may return: 1.5 GiB. */
+const MAX_RESULT_ENTRIES = 2 ** 27;
 
 export class FlatIndex implements Disposable {
   readonly dim: number;
@@ -162,6 +164,10 @@ export class FlatIndex implements Disposable {
       options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'options.threads', MAX_THREADS);
     const matrix = toMatrix(queries, this.dim, 'queries');
     if (matrix.length === 0) throw invalid('at least one query', 'queries', queries);
+    const rows = matrix.length / this.dim;
+    if (rows * kk > MAX_RESULT_ENTRIES) {
+      throw invalid(`nq × k of at most ${MAX_RESULT_ENTRIES} (split the batch)`, 'k', `${kk} for ${rows} queries`);
+    }
     return [matrix, kk, threads];
   }
 }
