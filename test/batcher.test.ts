@@ -207,7 +207,7 @@ describe('Batcher dispatchWhenIdle', () => {
     const started = performance.now();
     const calls = [batcher.call(1), batcher.call(2)];
     expect(await Promise.all(calls)).toEqual([2, 4]);
-    expect(performance.now() - started).toBeLessThan(200);
+    expect(performance.now() - started).toBeLessThan(900); // well before the 1000 ms deadline
     expect(batches).toEqual([[1, 2]]);
     await batcher.close();
   });

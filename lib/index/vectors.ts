@@ -21,7 +21,9 @@ export function toMatrix(vectors: unknown, dim: number, name: string): Float32Ar
     throw invalid('a Float32Array or an array of Float32Array', name, vectors);
   }
   const out = new Float32Array(vectors.length * dim);
-  vectors.forEach((row: unknown, i: number) => {
+  // A plain loop, not forEach: a hole in a sparse array must fail, not become a zero vector.
+  for (let i = 0; i < vectors.length; i++) {
+    const row: unknown = vectors[i];
     if (!(row instanceof Float32Array) && !Array.isArray(row)) {
       throw invalid('a Float32Array or number[]', `${name}[${i}]`, row);
     }
@@ -29,6 +31,6 @@ export function toMatrix(vectors: unknown, dim: number, name: string): Float32Ar
       throw new DimensionMismatchError(`Expected ${dim} values for ${name}[${i}] but received ${row.length}`);
     }
     out.set(row as ArrayLike<number>, i * dim);
-  });
+  }
   return out;
 }

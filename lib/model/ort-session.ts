@@ -51,32 +51,32 @@ export class WorkerSession {
   #worker: Worker | undefined;
   #pending = new Map<number, Pending>();
   #nextId = 1;
+  /** Set once the worker has died: every later request fails with it at once. */
+  #dead: Error | undefined;
 
-  private constructor(worker: Worker, info: SessionInfo, pending: Map<number, Pending>, nextId: number) {
+  private constructor(worker: Worker, info: SessionInfo) {
     this.#worker = worker;
     this.info = info;
-    this.#pending = pending;
-    this.#nextId = nextId;
   }
 
   static async open(bytes: Uint8Array, options: InferenceSession.SessionOptions): Promise<WorkerSession> {
     const worker = startWorker();
-    const pending = new Map<number, Pending>();
-    const failAll = (error: Error): void => {
-      for (const p of pending.values()) p.reject(error);
-      pending.clear();
+    const session = new WorkerSession(worker, { inputNames: [], outputNames: [], inputTypes: {} });
+    const die = (error: Error): void => {
+      session.#dead ??= error;
+      for (const p of session.#pending.values()) p.reject(error);
+      session.#pending.clear();
     };
     worker.on('message', (message: WorkerReply) => {
-      const p = pending.get(message.id);
+      const p = session.#pending.get(message.id);
       if (p === undefined) return;
-      pending.delete(message.id);
-      if (pending.size === 0) worker.unref();
+      session.#pending.delete(message.id);
+      if (session.#pending.size === 0) worker.unref();
       if (message.ok) p.resolve(message);
       else p.reject(new Error(message.message));
     });
-    worker.on('error', (error) => failAll(new EbrixError('EBRIX_INTERNAL', `onnxruntime worker failed: ${error.message}`)));
-    worker.on('exit', (code) => failAll(new EbrixError('EBRIX_INTERNAL', `onnxruntime worker exited (code ${code})`)));
-    const session = new WorkerSession(worker, { inputNames: [], outputNames: [], inputTypes: {} }, pending, 1);
+    worker.on('error', (error) => die(new EbrixError('EBRIX_INTERNAL', `onnxruntime worker failed: ${error.message}`)));
+    worker.on('exit', (code) => die(new EbrixError('EBRIX_INTERNAL', `onnxruntime worker exited (code ${code})`)));
     try {
       const reply = await session.#request({ op: 'open', id: 0, bytes, options });
       (session as { info: SessionInfo }).info = reply.info!;
@@ -98,7 +98,7 @@ export class WorkerSession {
     const worker = this.#worker;
     if (worker === undefined) return;
     try {
-      await this.#request({ op: 'release', id: 0 });
+      if (this.#dead === undefined) await this.#request({ op: 'release', id: 0 });
     } finally {
       this.#worker = undefined;
       await worker.terminate();
@@ -108,11 +108,13 @@ export class WorkerSession {
   #request(request: WorkerRequest, transfer: ArrayBuffer[] = []): Promise<WorkerReply & { ok: true }> {
     const worker = this.#worker;
     if (worker === undefined) return Promise.reject(new EbrixError('EBRIX_DISPOSED', 'The session has been released'));
+    if (this.#dead !== undefined) return Promise.reject(this.#dead);
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
+      // Posted first: if postMessage throws (an uncloneable option), nothing is left pending.
+      worker.postMessage({ ...request, id }, transfer);
       this.#pending.set(id, { resolve, reject });
       worker.ref();
-      worker.postMessage({ ...request, id }, transfer);
     });
   }
 }

@@ -71,7 +71,12 @@ async function handle(request: WorkerRequest): Promise<void> {
       }
     }
   } catch (error) {
-    reply({ id: request.id, ok: false, message: (error as Error).message ?? String(error) });
+    const message = error instanceof Error ? error.message : String(error);
+    try {
+      reply({ id: request.id, ok: false, message });
+    } catch {
+      // Nothing left to tell the caller with; the next request still runs.
+    }
   }
 }
 
@@ -79,5 +84,6 @@ async function handle(request: WorkerRequest): Promise<void> {
 // and its intra-op threads already use the cores.
 let chain = Promise.resolve();
 parentPort!.on('message', (request: WorkerRequest) => {
-  chain = chain.then(() => handle(request));
+  // handle() never rejects, but a chain must not stay broken if it ever did.
+  chain = chain.then(() => handle(request)).catch(() => {});
 });

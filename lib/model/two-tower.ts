@@ -118,7 +118,12 @@ export class TwoTowerModel {
       sessionOptions.intraOpNumThreads = requirePositiveInteger(options.threads, 'threads', 4096);
       sessionOptions.interOpNumThreads = 1;
     }
-    const batching = { ...DEFAULT_BATCHING, ...options.batching };
+    const batching: BatcherOptions = { ...DEFAULT_BATCHING, ...options.batching };
+    // A larger batch than the default queue would make the defaults invalid: scale the queue.
+    if (options.batching?.maxQueue === undefined) {
+      batching.maxQueue = Math.max(DEFAULT_BATCHING.maxQueue!, 10 * batching.maxBatchSize);
+    }
+    new Batcher<unknown, unknown>(() => [], batching).close(); // validates the options now, not on the first call
     const { manifest, files } = await readModelPackage(dir);
     const open = async (role: TowerRole): Promise<Tower> => {
       const bytes = files.get(manifest.towers[role].file)!;
@@ -160,12 +165,12 @@ export class TwoTowerModel {
   }
 
   /** Embeds request records with the query tower: records.length × dim floats. */
-  embedQueries(records: readonly unknown[], options: EmbedOptions = {}): Promise<Float32Array> {
+  async embedQueries(records: readonly unknown[], options: EmbedOptions = {}): Promise<Float32Array> {
     return this.#live().query.embed(records, options.task);
   }
 
   /** Embeds item records with the item tower: records.length × dim floats. */
-  embedItems(records: readonly unknown[], options: EmbedOptions = {}): Promise<Float32Array> {
+  async embedItems(records: readonly unknown[], options: EmbedOptions = {}): Promise<Float32Array> {
     return this.#live().item.embed(records, options.task);
   }
 
@@ -173,7 +178,7 @@ export class TwoTowerModel {
    * Embeds one request, batched with concurrent calls (see LoadOptions.batching). A record
    * that fails to encode fails only its own call.
    */
-  embedQuery(record: unknown, options: EmbedOptions = {}): Promise<Float32Array> {
+  async embedQuery(record: unknown, options: EmbedOptions = {}): Promise<Float32Array> {
     const towers = this.#live();
     const task = options.task;
     outputFor(this.manifest, 'query', task);

@@ -23,24 +23,26 @@ export interface CheckpointBatch {
   vectors: Float32Array;
 }
 
+/** A log record above this size could be written short by one write() call; refuse it. */
+export const MAX_RECORD_BYTES = 1 << 30;
+
 export class EmbeddingCheckpoint {
+  #end = -1;
+
   private constructor(
     private readonly handle: FileHandle,
     readonly path: string,
     readonly dim: number,
-    private end: number,
+    private readonly headerBytes: number,
   ) {}
 
   /**
-   * Opens (or creates) the log for `modelVersion` and `dim`, returning the batches already
-   * committed. A log written by another model version is EBRIX_VERSION_MISMATCH.
+   * Opens (or creates) the log for `modelVersion` and `dim`. Read the committed batches with
+   * `replay()` before appending. A log of another model version is EBRIX_VERSION_MISMATCH.
    */
-  static async open(
-    path: string,
-    modelVersion: string,
-    dim: number,
-  ): Promise<{ checkpoint: EmbeddingCheckpoint; committed: CheckpointBatch[] }> {
-    // Not 'a' mode: appends go to `end`, which moves back when a torn tail is cut off.
+  static async open(path: string, modelVersion: string, dim: number): Promise<EmbeddingCheckpoint> {
+    // Not 'a' mode: appends go to the end of the valid records, which moves back when a torn
+    // tail is cut off.
     const handle = await open(path, 'r+').catch((error: NodeJS.ErrnoException) => {
       if (error.code === 'ENOENT') return open(path, 'w+');
       throw error;
@@ -49,61 +51,89 @@ export class EmbeddingCheckpoint {
       const size = (await handle.stat()).size;
       const header = encodeHeader(modelVersion, dim);
       if (size === 0) {
-        await handle.write(header, 0, header.length, 0);
+        await writeFully(handle, header, 0);
         await handle.sync();
-        return { checkpoint: new EmbeddingCheckpoint(handle, path, dim, header.length), committed: [] };
+      } else {
+        const existing = Buffer.alloc(Math.min(size, header.length + 4096));
+        await readFully(handle, existing, 0);
+        checkHeader(existing, path, modelVersion, dim);
       }
-      const existing = Buffer.alloc(Math.min(size, header.length + 4096));
-      await handle.read(existing, 0, existing.length, 0);
-      checkHeader(existing, path, modelVersion, dim);
-      const committed: CheckpointBatch[] = [];
-      let offset = header.length;
-      const prefix = Buffer.alloc(8);
-      while (offset + 8 <= size) {
-        await handle.read(prefix, 0, 8, offset);
-        const count = prefix.readUInt32LE(0);
-        const payloadBytes = count * 8 + count * dim * 4;
-        if (count === 0 || offset + 8 + payloadBytes > size) break;
-        const payload = Buffer.alloc(payloadBytes);
-        await handle.read(payload, 0, payloadBytes, offset + 8);
-        if (crc32(payload) !== prefix.readUInt32LE(4)) break;
-        // Copy into fresh aligned arrays: the payload buffer's offsets need not be aligned.
-        const ids = new BigUint64Array(count);
-        new Uint8Array(ids.buffer).set(payload.subarray(0, count * 8));
-        const vectors = new Float32Array(count * dim);
-        new Uint8Array(vectors.buffer).set(payload.subarray(count * 8));
-        committed.push({ ids, vectors });
-        offset += 8 + payloadBytes;
-      }
-      if (offset < size) {
-        await handle.truncate(offset);
-        await handle.sync();
-      }
-      return { checkpoint: new EmbeddingCheckpoint(handle, path, dim, offset), committed };
+      return new EmbeddingCheckpoint(handle, path, dim, header.length);
     } catch (error) {
       await handle.close();
       throw error;
     }
   }
 
+  /**
+   * Yields the committed batches in order, one at a time (the log is never held in memory
+   * whole). When done, cuts off a torn or corrupt tail so that appends continue after the
+   * last good record.
+   */
+  async *replay(): AsyncGenerator<CheckpointBatch> {
+    const size = (await this.handle.stat()).size;
+    const dim = this.dim;
+    let offset = this.headerBytes;
+    const prefix = Buffer.alloc(8);
+    while (offset + 8 <= size) {
+      await readFully(this.handle, prefix, offset);
+      const count = prefix.readUInt32LE(0);
+      const payloadBytes = count * 8 + count * dim * 4;
+      if (count === 0 || payloadBytes > MAX_RECORD_BYTES || offset + 8 + payloadBytes > size) break;
+      const payload = Buffer.alloc(payloadBytes);
+      await readFully(this.handle, payload, offset + 8);
+      if (crc32(payload) !== prefix.readUInt32LE(4)) break;
+      // Copy into fresh arrays: the payload's offsets need not suit a BigUint64Array view.
+      const ids = new BigUint64Array(count);
+      new Uint8Array(ids.buffer).set(payload.subarray(0, count * 8));
+      const vectors = new Float32Array(count * dim);
+      new Uint8Array(vectors.buffer).set(payload.subarray(count * 8));
+      offset += 8 + payloadBytes;
+      yield { ids, vectors };
+    }
+    if (offset < size) {
+      await this.handle.truncate(offset);
+      await this.handle.sync();
+    }
+    this.#end = offset;
+  }
+
   /** Appends one batch and makes it durable. */
   async append(batch: CheckpointBatch): Promise<void> {
+    if (this.#end < 0) throw new Error('replay() the checkpoint before appending to it');
     const count = batch.ids.length;
     const payload = Buffer.concat([
       Buffer.from(batch.ids.buffer, batch.ids.byteOffset, batch.ids.byteLength),
       Buffer.from(batch.vectors.buffer, batch.vectors.byteOffset, batch.vectors.byteLength),
     ]);
+    if (payload.length > MAX_RECORD_BYTES) throw new RangeError(`A checkpoint batch is limited to ${MAX_RECORD_BYTES} bytes`);
     const prefix = Buffer.alloc(8);
     prefix.writeUInt32LE(count, 0);
     prefix.writeUInt32LE(crc32(payload), 4);
     const record = Buffer.concat([prefix, payload]);
-    await this.handle.write(record, 0, record.length, this.end);
+    await writeFully(this.handle, record, this.#end);
     await this.handle.sync();
-    this.end += record.length;
+    this.#end += record.length;
   }
 
   async close(): Promise<void> {
     await this.handle.close();
+  }
+}
+
+async function writeFully(handle: FileHandle, bytes: Buffer, position: number): Promise<void> {
+  for (let done = 0; done < bytes.length; ) {
+    const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, position + done);
+    if (bytesWritten <= 0) throw new Error('write made no progress');
+    done += bytesWritten;
+  }
+}
+
+async function readFully(handle: FileHandle, into: Buffer, position: number): Promise<void> {
+  for (let done = 0; done < into.length; ) {
+    const { bytesRead } = await handle.read(into, done, into.length - done, position + done);
+    if (bytesRead <= 0) throw new CorruptFileError('unexpected end of the checkpoint file');
+    done += bytesRead;
   }
 }
 

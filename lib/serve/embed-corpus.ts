@@ -2,12 +2,12 @@
  * embedCorpus: streams item records through a model's item tower into an index, in batches,
  * optionally through a checkpoint log so a crashed run resumes with no duplicates and no gaps.
  */
-import { VersionMismatchError } from '../errors.js';
+import { InvalidArgumentError, VersionMismatchError } from '../errors.js';
 import type { Ids } from '../index/ids.js';
 import { toIdArray } from '../index/ids.js';
 import { progressBar } from '../progress.js';
 import { invalid, requirePositiveInteger } from '../validate.js';
-import { EmbeddingCheckpoint, type CheckpointBatch } from './checkpoint.js';
+import { EmbeddingCheckpoint, MAX_RECORD_BYTES } from './checkpoint.js';
 
 /** What embedCorpus needs of a model (TwoTowerModel has it). */
 export interface ItemEmbedder {
@@ -65,6 +65,17 @@ const defaultId = (item: unknown): number | bigint => {
   return id;
 };
 
+/** Appends `ids` at position `length` of `into`, growing it geometrically. */
+function appendIds(into: BigUint64Array, length: number, ids: BigUint64Array): BigUint64Array {
+  let out = into;
+  if (length + ids.length > out.length) {
+    out = new BigUint64Array(Math.max(length + ids.length, out.length * 2, 1024));
+    out.set(into.subarray(0, length));
+  }
+  out.set(ids, length);
+  return out;
+}
+
 export async function embedCorpus<T>(options: EmbedCorpusOptions<T>): Promise<EmbedCorpusResult> {
   const { model, index } = options;
   const batchSize = requirePositiveInteger(options.batchSize ?? 256, 'batchSize', 1 << 20);
@@ -91,24 +102,28 @@ export async function embedCorpus<T>(options: EmbedCorpusOptions<T>): Promise<Em
   };
 
   try {
-    let committed: CheckpointBatch[] = [];
     if (options.checkpoint !== undefined) {
-      const opened = await EmbeddingCheckpoint.open(options.checkpoint, model.version, model.dim);
-      checkpoint = opened.checkpoint;
-      committed = opened.committed;
+      const recordBytes = batchSize * (8 + model.dim * 4);
+      if (recordBytes > MAX_RECORD_BYTES) {
+        throw invalid(`a batchSize of at most ${Math.floor(MAX_RECORD_BYTES / (8 + model.dim * 4))} with a checkpoint`, 'batchSize', batchSize);
+      }
+      checkpoint = await EmbeddingCheckpoint.open(options.checkpoint, model.version, model.dim);
     }
     // Bound only once nothing can fail before vectors go in.
     index.bindModelVersion?.(model.version);
+    // Replayed ids, to check that the source still yields the same items in the same order.
+    let replayedIds: BigUint64Array = new BigUint64Array(0);
     if (checkpoint !== undefined) {
-      for (const batch of committed) {
+      for await (const batch of checkpoint.replay()) {
         await index.add(batch.ids, batch.vectors);
+        replayedIds = appendIds(replayedIds, resumed, batch.ids);
         resumed += batch.ids.length;
       }
       done = resumed;
       if (resumed > 0) report();
     }
 
-    let skip = resumed;
+    let skip = 0;
     let pending: T[] = [];
     const flush = async (): Promise<void> => {
       if (pending.length === 0) return;
@@ -122,14 +137,26 @@ export async function embedCorpus<T>(options: EmbedCorpusOptions<T>): Promise<Em
       report();
     };
     for await (const item of options.items as AsyncIterable<T>) {
-      if (skip > 0) {
-        skip--;
+      if (skip < resumed) {
+        const id = toIdArray([idOf(item)])[0]!;
+        if (id !== replayedIds[skip]) {
+          throw new InvalidArgumentError(
+            `Item ${skip} of the source has id ${id} but the checkpoint holds id ${replayedIds[skip]} there: ` +
+              'resuming needs the same items in the same order (start a new checkpoint otherwise)',
+          );
+        }
+        skip++;
         continue;
       }
       pending.push(item);
       if (pending.length >= batchSize) await flush();
     }
     await flush();
+    if (skip < resumed) {
+      throw new InvalidArgumentError(
+        `The source yielded ${skip} items but the checkpoint already holds ${resumed}: resuming needs the same items`,
+      );
+    }
   } finally {
     bar.finish();
     await checkpoint?.close();

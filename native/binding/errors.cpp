@@ -31,6 +31,8 @@ void PromiseWorker::Execute() {
     Run();
   } catch (...) {
     error_ = describeCurrentException();
+    // node-addon-api treats an empty error message as success.
+    if (error_.message.empty()) error_.message = "Native error (" + error_.code + ")";
     SetError(error_.message);
   }
 }

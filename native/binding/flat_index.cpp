@@ -3,7 +3,10 @@
 // and pins or copies inputs on the main thread before any work leaves it.
 #include "flat_index.h"
 
+#include <cmath>
+#include <cstring>
 #include <memory>
+#include <vector>
 #include <string>
 
 #include "../core/flat.h"
@@ -27,14 +30,18 @@ Napi::BigUint64Array requireBigUint64(const Napi::Value& v, const char* name) {
   return v.As<Napi::TypedArray>().As<Napi::BigUint64Array>();
 }
 
+// A non-negative safe integer (below 2^53, so the conversion is exact and defined).
 size_t requireCount(const Napi::Value& v, const char* name) {
   if (!v.IsNumber()) throwInvalid(v.Env(), std::string("Expected a number for ") + name);
   const double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d != static_cast<double>(static_cast<size_t>(d))) {
-    throwInvalid(v.Env(), std::string("Expected a non-negative integer for ") + name);
+  if (!(d >= 0 && d <= 9007199254740991.0) || d != std::floor(d)) {
+    throwInvalid(v.Env(), std::string("Expected a non-negative safe integer for ") + name);
   }
   return static_cast<size_t>(d);
 }
+
+// The largest nq × k a search may return (12 bytes each); lib/index/flat.ts has the same cap.
+constexpr size_t kMaxResultEntries = size_t{1} << 27;
 
 Napi::Object resultObject(Napi::Env env, const SearchOutput& out) {
   const size_t n = out.ids.size();
@@ -52,27 +59,25 @@ Napi::Object resultObject(Napi::Env env, const SearchOutput& out) {
 
 class AddWorker : public PromiseWorker {
  public:
+  // Copies on the main thread: a reference keeps the typed array object alive but not its
+  // memory (the caller may transfer or detach the buffer while the add runs), and validating
+  // and then reading a buffer the caller can still write would not be all-or-nothing.
   AddWorker(Napi::Env env, std::shared_ptr<FlatIndex> index, Napi::BigUint64Array ids,
             Napi::Float32Array vectors, size_t count)
       : PromiseWorker(env),
         index_(std::move(index)),
-        idsRef_(Napi::Persistent(ids)),
-        vectorsRef_(Napi::Persistent(vectors)),
-        ids_(ids.Data()),
-        vectors_(vectors.Data()),
+        ids_(ids.Data(), ids.Data() + ids.ElementLength()),
+        vectors_(vectors.Data(), vectors.Data() + vectors.ElementLength()),
         count_(count) {}
 
  protected:
-  void Run() override { index_->add(ids_, vectors_, count_); }
+  void Run() override { index_->add(ids_.data(), vectors_.data(), count_); }
   Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
 
  private:
   std::shared_ptr<FlatIndex> index_;
-  // The references keep the caller's buffers alive (pinned) until the worker is destroyed.
-  Napi::Reference<Napi::BigUint64Array> idsRef_;
-  Napi::Reference<Napi::Float32Array> vectorsRef_;
-  const uint64_t* ids_;
-  const float* vectors_;
+  std::vector<uint64_t> ids_;
+  std::vector<float> vectors_;
   size_t count_;
 };
 
@@ -127,12 +132,14 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
       if (!parseMetric(metricName, &metric)) {
         throwInvalid(env, "Expected 'ip', 'cosine' or 'l2' for metric but received " + metricName);
       }
-      simd::Level level = simd::defaultLevel();
+      simd::Level level;
       if (info[2].IsString()) {
         const std::string name = info[2].As<Napi::String>().Utf8Value();
         if (!simd::parseLevel(name, &level)) {
           throwInvalid(env, "Expected 'scalar', 'avx2', 'avx512' or 'neon' for simd but received " + name);
         }
+      } else {
+        level = simd::defaultLevel();  // only consulted when no level is asked for
       }
       const unsigned threads = static_cast<unsigned>(requireCount(info[3], "threads"));
       index_ = std::make_shared<FlatIndex>(dim, metric, level, threads);
@@ -183,6 +190,10 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
                                                       " floats for queries but received " + std::to_string(floats)});
     }
     args.count = floats / index.dim();
+    if (args.k == 0 || args.k > kMaxResultEntries / args.count) {
+      throwInvalid(env, "Expected k from 1 to " + std::to_string(kMaxResultEntries / args.count) + " for " +
+                            std::to_string(args.count) + " queries but received " + std::to_string(args.k));
+    }
     return args;
   }
 

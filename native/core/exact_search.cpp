@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "aligned_buffer.h"
+#include "error.h"
 #include "topk.h"
 
 namespace ebrix {
@@ -164,6 +165,9 @@ float exactScore(Metric metric, const simd::Kernels& kernels, const float* q, co
 SearchOutput exactSearch(const RowSet& rows, const float* queries, size_t queryCount,
                          const SearchParams& params, const simd::Kernels& kernels,
                          ThreadPool& pool) {
+  if (params.k == 0 || queryCount > std::numeric_limits<size_t>::max() / 16 / params.k) {
+    throw Error(ErrorCode::InvalidArgument, "Expected a result of nq × k that fits in memory");
+  }
   SearchOutput out;
   out.queries = queryCount;
   out.k = params.k;
@@ -210,6 +214,7 @@ SearchOutput exactSearch(const RowSet& rows, const float* queries, size_t queryC
         const float* query = chunkQueries + q * dim;
         for (auto& c : best) {
           c.score = exactScore(params.metric, kernels, query, rows.vectors + size_t{c.row} * dim, dim);
+          if (std::isnan(c.score)) c.score = kNegInf;  // keeps the sort's ordering strict
         }
         std::sort(best.begin(), best.end(), ranksBefore);
         const size_t base = (q0 + q) * params.k;

@@ -15,6 +15,7 @@ namespace ebrix {
 namespace {
 
 constexpr size_t kMinCapacity = 1024;
+constexpr double kMaxSquaredNorm = 1e36;
 
 void normalizeInto(const float* src, float* dst, size_t dim) {
   double sum = 0.0;
@@ -35,6 +36,7 @@ float halfSquaredNorm(const float* x, size_t dim) {
 void requireFinite(const float* vectors, size_t count, size_t dim, const char* what) {
   for (size_t r = 0; r < count; ++r) {
     const float* row = vectors + r * dim;
+    double squaredNorm = 0.0;
     for (size_t i = 0; i < dim; ++i) {
       if (!std::isfinite(row[i])) {
         throw Error(ErrorCode::InvalidVector,
@@ -42,6 +44,14 @@ void requireFinite(const float* vectors, size_t count, size_t dim, const char* w
                         (std::isnan(row[i]) ? "NaN" : (row[i] > 0 ? "Infinity" : "-Infinity")) +
                         " at row " + std::to_string(r) + ", column " + std::to_string(i));
       }
+      squaredNorm += static_cast<double>(row[i]) * row[i];
+    }
+    // Bounding |x|^2 keeps every partial sum of q·x and |q-x|^2 inside float range (by
+    // Cauchy-Schwarz), so no summation order can overflow to Infinity or NaN.
+    if (squaredNorm > kMaxSquaredNorm) {
+      throw Error(ErrorCode::InvalidVector,
+                  std::string("Expected vectors with a squared norm up to 1e36 for ") + what +
+                      " but received " + std::to_string(squaredNorm) + " at row " + std::to_string(r));
     }
   }
 }
@@ -116,6 +126,12 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
   }
 
   // Rows past snap.count are invisible to every reader until the snapshot below is published.
+  try {
+    for (size_t i = 0; i < count; ++i) rowOfId_.emplace(ids[i], static_cast<uint32_t>(snap.count + i));
+  } catch (const std::bad_alloc&) {
+    for (size_t i = 0; i < count; ++i) rowOfId_.erase(ids[i]);  // none of them was published
+    throw Error(ErrorCode::OutOfMemory, "Out of memory indexing the ids of " + std::to_string(count) + " vectors");
+  }
   for (size_t i = 0; i < count; ++i) {
     const size_t row = snap.count + i;
     float* dst = target->vectors.data() + row * dim_;
@@ -127,7 +143,6 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
     }
     target->l2Bias[row] = -halfSquaredNorm(dst, dim_);
     target->ids[row] = ids[i];
-    rowOfId_.emplace(ids[i], static_cast<uint32_t>(row));
   }
 
   std::lock_guard<std::mutex> lock(snapshotMutex_);

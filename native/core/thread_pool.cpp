@@ -98,7 +98,9 @@ void ThreadPool::workerLoop() {
 
 void ThreadPool::parallelFor(size_t tasks, unsigned parallelism, const TaskFn& fn) {
   if (tasks == 0) return;
-  parallelism = std::max(1u, std::min<unsigned>(parallelism, static_cast<unsigned>(std::min<size_t>(tasks, 1u << 16))));
+  // More threads than twice the cores only adds switching, and the pool never shrinks.
+  const unsigned cap = 2 * hardwareThreads();
+  parallelism = std::max(1u, std::min({parallelism, cap, static_cast<unsigned>(std::min<size_t>(tasks, cap))}));
   if (parallelism == 1) {
     for (size_t t = 0; t < tasks; ++t) fn(t, 0);
     return;

@@ -145,6 +145,10 @@ TEST_CASE("flat.bad_input_leaves_index_unchanged") {
   CHECK_THROWS_CODE(index.add(fresh, bad.data(), 2), ErrorCode::InvalidVector);
   bad[6] = std::numeric_limits<float>::infinity();
   CHECK_THROWS_CODE(index.add(fresh, bad.data(), 2), ErrorCode::InvalidVector);
+  // Finite but huge: q·x could overflow to Inf/NaN in some summation order.
+  std::vector<float> huge = {3e37f, 0, 0, 0, 0, 0, 0, 0};
+  CHECK_THROWS_CODE(index.add(fresh, huge.data(), 2), ErrorCode::InvalidVector);
+  CHECK_THROWS_CODE(index.search(huge.data(), 1, 1), ErrorCode::InvalidVector);
   const uint64_t reserved[] = {kNoId};
   CHECK_THROWS_CODE(index.add(reserved, v.data(), 1), ErrorCode::InvalidArgument);
   CHECK(index.size() == 2);
