@@ -186,9 +186,10 @@ export class TwoTowerModel {
     let batcher = this.#batchers.get(key);
     if (batcher === undefined) {
       const dim = this.manifest.dim;
-      // Views, not copies: each caller's row shares the batch's buffer (no allocation per row).
+      // Copies, not views: a row sharing the batch's buffer would let one caller read (or, by
+      // transferring it, detach) the others' embeddings.
       const split = (vectors: Float32Array, rows: number): Float32Array[] =>
-        Array.from({ length: rows }, (_, i) => vectors.subarray(i * dim, (i + 1) * dim));
+        Array.from({ length: rows }, (_, i) => vectors.slice(i * dim, (i + 1) * dim));
       batcher = new Batcher<unknown, Float32Array>(async (records) => {
         try {
           return split(await towers.query.embed(records, task), records.length);
