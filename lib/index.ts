@@ -3,6 +3,7 @@
  */
 export { FlatIndex, METRICS, type FlatIndexOptions, type Metric, type SearchOptions } from './index/flat.js';
 export { SearchResult, type Hit } from './index/search-result.js';
+export { kmeans, type KMeansOptions, type KMeansResult } from './kmeans.js';
 export { NO_ID, type Ids } from './index/ids.js';
 export type { Vectors } from './index/vectors.js';
 export {

@@ -36,6 +36,12 @@ export interface NativeAddon {
   measureFmaPeak(threads: number, seconds: number): Promise<number>;
   measureReadBandwidth(threads: number, bytes: number): Promise<number>;
   FlatIndex: new (dim: number, metric: string, simd: string | undefined, threads: number) => NativeFlatIndex;
+  kmeans(
+    points: Float32Array,
+    dim: number,
+    k: number,
+    options: Record<string, unknown>,
+  ): Promise<{ centroids: Float32Array; objective: number; iterations: number; trainingPoints: number; reseeded: number }>;
 }
 
 const require = createRequire(import.meta.url);
