@@ -4,6 +4,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Ceiling, MachineInfo } from './machine.js';
+import { renderChart } from './chart.js';
 import type { EngineResult, FlatDatasetResult } from './suites/flat.js';
 import type { CorpusResult, EncodingResult, ModelsSuiteResult, QueryLoadResult, TailCheck } from './suites/models.js';
 
@@ -407,6 +408,8 @@ export async function writeReport(report: BenchReport, outDir: string): Promise<
     ['latest.json', json],
     ['latest.md', markdown],
   ];
+  const chart = renderChart(report);
+  if (chart !== undefined) files.push([`bench-${stamp}.svg`, chart], ['latest.svg', chart]);
   const paths: string[] = [];
   for (const [name, content] of files) {
     const path = join(outDir, name);
