@@ -132,6 +132,12 @@ void tiledScan(const RowSet& rows, const float* queries, size_t queryCount, cons
       // Columns past the last row are padding; with an empty collector's -inf threshold even
       // their -inf scores would pass the kernel's compare, so they are masked off here.
       const uint32_t valid = n >= 32 ? ~0u : (1u << n) - 1u;
+      // Ask for the next panel now, so that its rows stream in while this one is scored.
+      if (r0 + nr < end) {
+        const char* next = reinterpret_cast<const char*>(rows.vectors + (r0 + nr) * dim);
+        const size_t bytes = std::min<size_t>(nr, end - r0 - nr) * dim * sizeof(float);
+        for (size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(next + offset);
+      }
       packRows(rows, r0, n, bias, kernels, packedRows.data());
       for (size_t p = 0; p < panels; ++p) {
         const size_t q0 = p * mr;
