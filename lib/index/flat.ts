@@ -91,7 +91,7 @@ export class FlatIndex implements Disposable {
     return this.#native === undefined;
   }
 
-  /** Bytes of native memory held (vectors, norms and ids, spare capacity included). */
+  /** Bytes of native memory held: vectors, norms and ids (spare capacity included) and the id map. */
   memoryUsage(): { bytes: number } {
     return { bytes: this.#live().memoryBytes() };
   }
@@ -107,7 +107,8 @@ export class FlatIndex implements Disposable {
     await awaitNative(this.#live().addAsync(idArray, matrix));
   }
 
-  /** `add` on the calling thread, for small batches. */
+  /** `add` on the calling thread, for small batches. Adds are serialised: while an async add
+   * runs, addSync waits for it (blocking the event loop), so do not mix them on a hot path. */
   addSync(ids: Ids, vectors: Vectors): void {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     callNative(() => this.#live().add(idArray, matrix));

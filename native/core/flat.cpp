@@ -77,7 +77,8 @@ size_t FlatIndex::size() const { return snapshot().count; }
 size_t FlatIndex::memoryBytes() const {
   const Snapshot snap = snapshot();
   if (!snap.storage) return 0;
-  return snap.storage->capacity * (dim_ * sizeof(float) + sizeof(float) + sizeof(uint64_t));
+  size_t bytes = snap.storage->capacity * (dim_ * sizeof(float) + sizeof(float) + sizeof(uint64_t));
+  return bytes + idMapBytes_.load(std::memory_order_relaxed);
 }
 
 void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
@@ -145,6 +146,11 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
     target->ids[row] = ids[i];
   }
 
+  // The id → row map, estimated: a node per id (key, value, next pointer, cached hash) and
+  // the bucket array. Kept in an atomic so memoryUsage() never waits for a running add.
+  idMapBytes_.store(rowOfId_.size() * (sizeof(uint64_t) + sizeof(uint32_t) + 2 * sizeof(void*)) +
+                        rowOfId_.bucket_count() * sizeof(void*),
+                    std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(snapshotMutex_);
   current_ = Snapshot{std::move(target), newCount};
 }

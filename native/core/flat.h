@@ -7,6 +7,7 @@
 // through the shared_ptr. So a search never blocks on an add and never sees a torn row.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -42,7 +43,7 @@ class FlatIndex {
   // Exact top-k; `threads` 0 means the index default.
   SearchOutput search(const float* queries, size_t queryCount, size_t k, unsigned threads = 0) const;
 
-  // Bytes held by vectors, norms and ids (capacity included).
+  // Bytes held by vectors, norms, ids (capacity included) and the id → row map (estimated).
   size_t memoryBytes() const;
 
  private:
@@ -69,6 +70,7 @@ class FlatIndex {
   mutable std::mutex snapshotMutex_;    // guards current_
   Snapshot current_;
   std::unordered_map<uint64_t, uint32_t> rowOfId_;
+  std::atomic<size_t> idMapBytes_{0};
 };
 
 // Checks every value is finite; throws InvalidVector naming the first bad row and column.
