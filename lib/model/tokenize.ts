@@ -54,6 +54,7 @@ export class TokenSpans {
   count = 0;
   starts = new Int32Array(16);
   ends = new Int32Array(16);
+  #sawUpper = false;
 
   /**
    * Normalises `raw` and records its first `limit` tokens. Later tokens are never needed: a
@@ -62,8 +63,10 @@ export class TokenSpans {
    */
   scan(raw: string, limit: number): this {
     this.count = 0;
+    this.#sawUpper = false;
     if (this.#scanAscii(raw, limit)) {
-      this.text = raw.toLowerCase();
+      // Lower-cased text is common on the request path: then there is nothing to copy.
+      this.text = this.#sawUpper ? raw.toLowerCase() : raw;
       return this;
     }
     this.count = 0;
@@ -83,6 +86,7 @@ export class TokenSpans {
     for (let i = 0; i < n; i++) {
       const c = raw.charCodeAt(i);
       if (c >= 0x80) return false;
+      if (c >= 0x41 && c <= 0x5a) this.#sawUpper = true;
       if (ASCII_WORD[c] === 1) {
         if (start < 0) start = i;
       } else if (start >= 0) {
