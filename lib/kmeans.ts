@@ -23,6 +23,8 @@ export interface KMeansOptions {
   metric?: Metric;
   threads?: number;
   simd?: SimdLevel;
+  /** k × dim starting centroids (a warm start) instead of k-means++ seeding. */
+  initialCentroids?: Float32Array;
 }
 
 export interface KMeansResult {
@@ -60,6 +62,12 @@ export async function kmeans(vectors: Float32Array, dim: number, k: number, opti
   if (options.metric !== undefined) settings.metric = requireOneOf(options.metric, METRICS, 'metric');
   if (options.threads !== undefined) settings.threads = requirePositiveInteger(options.threads, 'threads', 4096);
   if (options.simd !== undefined) settings.simd = requireOneOf(options.simd, SIMD_LEVELS, 'simd');
+  if (options.initialCentroids !== undefined) {
+    if (!(options.initialCentroids instanceof Float32Array) || options.initialCentroids.length !== k * dim) {
+      throw invalid(`a Float32Array of k × dim = ${k * dim} floats`, 'initialCentroids', options.initialCentroids);
+    }
+    settings.initialCentroids = options.initialCentroids;
+  }
   return awaitNative(native().kmeans(vectors, dim, k, settings));
 }
 

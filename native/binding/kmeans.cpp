@@ -100,6 +100,14 @@ Napi::Value kmeansAsync(const Napi::CallbackInfo& info) {
       level = simd::defaultLevel();
     }
     const simd::Kernels& kernels = simd::kernelsFor(level);
+    const Napi::Value initial = options.Get("initialCentroids");
+    if (!initial.IsUndefined()) {
+      if (!initial.IsTypedArray() || initial.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+        throwInvalid(env, "Expected a Float32Array for initialCentroids");
+      }
+      auto centroids = initial.As<Napi::Float32Array>();
+      params.initialCentroids.assign(centroids.Data(), centroids.Data() + centroids.ElementLength());
+    }
     // Copy only the rows k-means will read, here on the main thread: the caller's buffer may be
     // detached or changed while the worker runs.
     const std::vector<size_t> sample = trainingSample(count, params.k, params.maxPointsPerCentroid, params.seed);

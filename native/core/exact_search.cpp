@@ -188,8 +188,10 @@ SearchOutput exactSearch(const RowSet& rows, const float* queries, size_t queryC
   const bool streaming = queryCount <= kStreamingMaxQueries;
   const size_t granule = streaming ? kScanBlock : static_cast<size_t>(kernels.tileCols);
   const size_t maxTasks = (rows.count + granule * 16 - 1) / (granule * 16);
-  const unsigned slots = static_cast<unsigned>(
-      std::max<size_t>(1, std::min<size_t>(params.threads, maxTasks)));
+  // The pool runs at most 2 × cores at once (thread_pool.cpp); sizing for more would only
+  // split the rows, and the collectors, finer for nothing.
+  const size_t usable = std::min<size_t>(params.threads, 2 * ThreadPool::hardwareThreads());
+  const unsigned slots = static_cast<unsigned>(std::max<size_t>(1, std::min<size_t>(usable, maxTasks)));
 
   // Chunk the queries so that per-thread collectors stay within budget.
   const size_t collectorBytes = std::max<size_t>(2 * keep, keep + 64) * sizeof(Candidate);

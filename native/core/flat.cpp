@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <unordered_set>
@@ -49,9 +50,10 @@ void requireFinite(const float* vectors, size_t count, size_t dim, const char* w
     // Bounding |x|^2 keeps every partial sum of q·x and |q-x|^2 inside float range (by
     // Cauchy-Schwarz), so no summation order can overflow to Infinity or NaN.
     if (squaredNorm > kMaxSquaredNorm) {
-      throw Error(ErrorCode::InvalidVector,
-                  std::string("Expected vectors with a squared norm up to 1e36 for ") + what +
-                      " but received " + std::to_string(squaredNorm) + " at row " + std::to_string(r));
+      char norm[32];
+      std::snprintf(norm, sizeof norm, "%.3g", squaredNorm);
+      throw Error(ErrorCode::InvalidVector, std::string("Expected vectors with a squared norm up to 1e36 for ") + what +
+                                                " but received " + norm + " at row " + std::to_string(r));
     }
   }
 }

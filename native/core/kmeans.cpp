@@ -6,6 +6,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <unordered_set>
 
 #include "error.h"
 #include "exact_search.h"
@@ -13,6 +14,11 @@
 
 namespace ebrix {
 namespace {
+
+// Bounded draws computed from the raw 64-bit output, not std::uniform_*_distribution (whose
+// algorithms differ between standard libraries), so a seed gives the same result everywhere.
+size_t drawIndex(std::mt19937_64& rng, size_t bound) { return static_cast<size_t>(rng() % bound); }
+double drawUnit(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 
 // Points per task of the parallel passes. Fixed (not derived from the thread count) so that
 // partial sums are reduced in the same order, and results are equal, for any thread count.
@@ -44,7 +50,7 @@ std::vector<float> seedPlusPlus(const float* allPoints, size_t allCount, size_t 
   if (allCount > wanted) {
     std::vector<size_t> order(allCount);
     std::iota(order.begin(), order.end(), size_t{0});
-    for (size_t i = 0; i < wanted; ++i) std::swap(order[i], order[std::uniform_int_distribution<size_t>(i, allCount - 1)(rng)]);
+    for (size_t i = 0; i < wanted; ++i) std::swap(order[i], order[i + drawIndex(rng, allCount - i)]);
     subsample.resize(wanted * dim);
     for (size_t i = 0; i < wanted; ++i) {
       std::copy(allPoints + order[i] * dim, allPoints + (order[i] + 1) * dim, subsample.begin() + i * dim);
@@ -57,7 +63,7 @@ std::vector<float> seedPlusPlus(const float* allPoints, size_t allCount, size_t 
   const size_t chunk = chunkSize(n);
   const size_t tasks = (n + chunk - 1) / chunk;
   std::vector<double> partial(tasks);
-  size_t chosen = std::uniform_int_distribution<size_t>(0, n - 1)(rng);
+  size_t chosen = drawIndex(rng, n);
   for (size_t c = 0; c < k; ++c) {
     const float* centre = points + chosen * dim;
     std::copy(centre, centre + dim, centroids.begin() + c * dim);
@@ -76,18 +82,21 @@ std::vector<float> seedPlusPlus(const float* allPoints, size_t allCount, size_t 
     for (double p : partial) total += p;
     if (!(total > 0.0)) {
       // Every point sits on a centre already: any point will do.
-      chosen = std::uniform_int_distribution<size_t>(0, n - 1)(rng);
+      chosen = drawIndex(rng, n);
       continue;
     }
-    double target = std::uniform_real_distribution<double>(0.0, total)(rng);
-    chosen = n - 1;
+    double target = drawUnit(rng) * total;
+    chosen = n;
+    size_t lastPositive = 0;
     for (size_t i = 0; i < n; ++i) {
+      if (nearest[i] > 0.0) lastPositive = i;
       target -= nearest[i];
-      if (target < 0.0) {
+      if (target < 0.0 && nearest[i] > 0.0) {
         chosen = i;
         break;
       }
     }
+    if (chosen == n) chosen = lastPositive;  // rounding ran past the end
   }
   return centroids;
 }
@@ -118,8 +127,21 @@ Assignment assign(const float* points, size_t n, size_t dim, const std::vector<f
   SearchParams params;
   params.k = 1;
   params.metric = spherical ? Metric::InnerProduct : Metric::L2;
-  params.threads = threads;
-  SearchOutput out = exactSearch(rows, points, n, params, kernels, pool);
+  params.threads = 1;
+  // exactSearch splits its work by rows, here the k centroids, which would leave threads idle
+  // for small k: split the points into fixed blocks instead (a point's nearest centroid does
+  // not depend on its block, so results are the same for any thread count).
+  SearchOutput out;
+  out.ids.resize(n);
+  out.scores.resize(n);
+  const size_t block = 4096;
+  pool.parallelFor((n + block - 1) / block, threads, [&](size_t task, unsigned) {
+    const size_t first = task * block;
+    const size_t count = std::min(block, n - first);
+    const SearchOutput part = exactSearch(rows, points + first * dim, count, params, kernels, pool);
+    std::copy(part.ids.begin(), part.ids.end(), out.ids.begin() + first);
+    std::copy(part.scores.begin(), part.scores.end(), out.scores.begin() + first);
+  });
   Assignment a;
   a.cluster = std::move(out.ids);
   a.cost.resize(n);
@@ -130,37 +152,32 @@ Assignment assign(const float* points, size_t n, size_t dim, const std::vector<f
   return a;
 }
 
-// Means of the points of each cluster (partial sums per fixed chunk, reduced in order).
+// Means of the points of each cluster. Points are bucketed by cluster (a counting sort) and
+// each cluster summed in point order, so the result does not depend on the thread count and
+// the scratch is O(n + k·dim).
 std::vector<size_t> update(const float* points, size_t n, size_t dim, const Assignment& a, size_t k,
                            std::vector<float>& centroids, ThreadPool& pool, unsigned threads) {
-  const size_t chunk = chunkSize(n);
-  const size_t tasks = (n + chunk - 1) / chunk;
-  std::vector<std::vector<double>> sums(tasks);
-  std::vector<std::vector<size_t>> counts(tasks);
-  pool.parallelFor(tasks, threads, [&](size_t task, unsigned) {
-    std::vector<double>& s = sums[task];
-    std::vector<size_t>& c = counts[task];
-    s.assign(k * dim, 0.0);
-    c.assign(k, 0);
-    const size_t end = std::min(n, (task + 1) * chunk);
-    for (size_t i = task * chunk; i < end; ++i) {
-      const size_t cluster = static_cast<size_t>(a.cluster[i]);
-      const float* p = points + i * dim;
-      double* target = s.data() + cluster * dim;
-      for (size_t d = 0; d < dim; ++d) target[d] += p[d];
-      ++c[cluster];
+  std::vector<size_t> members(k, 0);
+  for (size_t i = 0; i < n; ++i) ++members[static_cast<size_t>(a.cluster[i])];
+  std::vector<size_t> start(k + 1, 0);
+  for (size_t c = 0; c < k; ++c) start[c + 1] = start[c] + members[c];
+  std::vector<size_t> byCluster(n);
+  std::vector<size_t> next(start.begin(), start.end() - 1);
+  for (size_t i = 0; i < n; ++i) byCluster[next[static_cast<size_t>(a.cluster[i])]++] = i;
+  const size_t clustersPerTask = std::max<size_t>(1, (k + 63) / 64);
+  pool.parallelFor((k + clustersPerTask - 1) / clustersPerTask, threads, [&](size_t task, unsigned) {
+    std::vector<double> sum(dim);
+    const size_t end = std::min(k, (task + 1) * clustersPerTask);
+    for (size_t c = task * clustersPerTask; c < end; ++c) {
+      if (members[c] == 0) continue;  // left for the caller to re-seed
+      std::fill(sum.begin(), sum.end(), 0.0);
+      for (size_t j = start[c]; j < start[c + 1]; ++j) {
+        const float* p = points + byCluster[j] * dim;
+        for (size_t d = 0; d < dim; ++d) sum[d] += p[d];
+      }
+      for (size_t d = 0; d < dim; ++d) centroids[c * dim + d] = static_cast<float>(sum[d] / members[c]);
     }
   });
-  std::vector<double> total(k * dim, 0.0);
-  std::vector<size_t> members(k, 0);
-  for (size_t t = 0; t < tasks; ++t) {
-    for (size_t i = 0; i < k * dim; ++i) total[i] += sums[t][i];
-    for (size_t c = 0; c < k; ++c) members[c] += counts[t][c];
-  }
-  for (size_t c = 0; c < k; ++c) {
-    if (members[c] == 0) continue;  // left for the caller to re-seed
-    for (size_t d = 0; d < dim; ++d) centroids[c * dim + d] = static_cast<float>(total[c * dim + d] / members[c]);
-  }
   return members;
 }
 
@@ -170,13 +187,17 @@ std::vector<size_t> trainingSample(size_t count, size_t k, size_t maxPointsPerCe
   if (maxPointsPerCentroid == 0 || k > std::numeric_limits<size_t>::max() / maxPointsPerCentroid) return {};
   const size_t limit = k * maxPointsPerCentroid;
   if (count <= limit) return {};
+  // Floyd's sampling: `limit` distinct rows in O(limit) draws, never touching all `count`.
   std::mt19937_64 rng(seed ^ 0x9E3779B97F4A7C15ull);  // a stream apart from the seeding's
-  std::vector<size_t> order(count);
-  std::iota(order.begin(), order.end(), size_t{0});
-  for (size_t i = 0; i < limit; ++i) std::swap(order[i], order[std::uniform_int_distribution<size_t>(i, count - 1)(rng)]);
-  order.resize(limit);
-  std::sort(order.begin(), order.end());
-  return order;
+  std::unordered_set<size_t> picked;
+  picked.reserve(limit * 2);
+  for (size_t j = count - limit; j < count; ++j) {
+    const size_t t = drawIndex(rng, j + 1);
+    if (!picked.insert(t).second) picked.insert(j);
+  }
+  std::vector<size_t> rows(picked.begin(), picked.end());
+  std::sort(rows.begin(), rows.end());
+  return rows;
 }
 
 KMeansResult kmeans(const float* points, size_t count, size_t dim, const KMeansParams& params,
@@ -210,33 +231,50 @@ KMeansResult kmeans(const float* points, size_t count, size_t dim, const KMeansP
 
   KMeansResult result;
   result.trainingPoints = n;
-  result.centroids = seedPlusPlus(train, n, dim, k, rng, kernels, pool, threads);
+  if (!params.initialCentroids.empty()) {
+    if (params.initialCentroids.size() != k * dim) {
+      throw Error(ErrorCode::DimMismatch, "Expected " + std::to_string(k * dim) + " floats for initialCentroids but received " +
+                                              std::to_string(params.initialCentroids.size()));
+    }
+    requireFinite(params.initialCentroids.data(), k, dim, "initialCentroids");
+    result.centroids = params.initialCentroids;
+  } else {
+    result.centroids = seedPlusPlus(train, n, dim, k, rng, kernels, pool, threads);
+  }
   if (spherical) normalizeRows(result.centroids.data(), k, dim);
   Assignment current = assign(train, n, dim, result.centroids, k, spherical, kernels, pool, threads);
 
   for (size_t it = 1; it <= params.maxIterations; ++it) {
     const std::vector<size_t> members = update(train, n, dim, current, k, result.centroids, pool, threads);
-    // Empty clusters take the worst-served points, one each, farthest first.
+    // Empty clusters take the worst-served points, one each, farthest first: only points with
+    // a positive cost, from clusters that keep at least one member (with fewer distinct
+    // points than k, a cluster may stay empty; that does not hold up convergence).
     std::vector<size_t> empty;
     for (size_t c = 0; c < k; ++c) if (members[c] == 0) empty.push_back(c);
+    size_t repaired = 0;
     if (!empty.empty()) {
-      std::vector<size_t> byCost(n);
-      std::iota(byCost.begin(), byCost.end(), size_t{0});
-      const size_t take = std::min(empty.size(), n);
-      std::partial_sort(byCost.begin(), byCost.begin() + take, byCost.end(), [&](size_t a, size_t b) {
+      std::vector<size_t> byCost;
+      for (size_t i = 0; i < n; ++i) if (current.cost[i] > 0.0f) byCost.push_back(i);
+      std::sort(byCost.begin(), byCost.end(), [&](size_t a, size_t b) {
         return current.cost[a] > current.cost[b] || (current.cost[a] == current.cost[b] && a < b);
       });
-      for (size_t e = 0; e < take; ++e) {
-        const float* p = train + byCost[e] * dim;
-        std::copy(p, p + dim, result.centroids.begin() + empty[e] * dim);
+      std::vector<size_t> remaining = members;
+      for (size_t i : byCost) {
+        if (repaired == empty.size()) break;
+        const size_t from = static_cast<size_t>(current.cluster[i]);
+        if (remaining[from] < 2) continue;
+        --remaining[from];
+        const float* p = train + i * dim;
+        std::copy(p, p + dim, result.centroids.begin() + empty[repaired] * dim);
+        ++repaired;
       }
-      result.reseeded += empty.size();
+      result.reseeded += repaired;
     }
     if (spherical) normalizeRows(result.centroids.data(), k, dim);
     const double previous = current.objective;
     current = assign(train, n, dim, result.centroids, k, spherical, kernels, pool, threads);
     result.iterations = it;
-    if (empty.empty() && previous - current.objective <= params.tolerance * std::fabs(previous)) break;
+    if (repaired == 0 && previous - current.objective <= params.tolerance * std::fabs(previous)) break;
   }
   result.objective = current.objective;
   return result;

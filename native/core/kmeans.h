@@ -30,6 +30,8 @@ struct KMeansParams {
   // assignment by largest inner product).
   Metric metric = Metric::L2;
   unsigned threads = 1;
+  // k × dim starting centroids (a warm start) instead of k-means++; empty for k-means++.
+  std::vector<float> initialCentroids;
 };
 
 struct KMeansResult {

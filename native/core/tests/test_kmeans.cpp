@@ -61,27 +61,27 @@ TEST_CASE("kmeans.recovers_separated_blobs_on_every_isa") {
 }
 
 TEST_CASE("kmeans.deterministic_across_thread_counts_and_monotone") {
-  const size_t k = 20, dim = 9;
+  const size_t k = 40, dim = 9;
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
-  std::vector<float> points(5000 * dim);
+  std::vector<float> points(20000 * dim);
   for (auto& x : points) x = normal(rng);
   const simd::Kernels& kernels = simd::kernelsFor(simd::bestLevel());
   KMeansParams params;
   params.k = k;
   params.seed = 11;
   params.threads = 1;
-  const KMeansResult one = kmeans(points.data(), 5000, dim, params, kernels, ThreadPool::shared());
+  const KMeansResult one = kmeans(points.data(), 20000, dim, params, kernels, ThreadPool::shared());
   params.threads = 3;
-  const KMeansResult three = kmeans(points.data(), 5000, dim, params, kernels, ThreadPool::shared());
+  const KMeansResult three = kmeans(points.data(), 20000, dim, params, kernels, ThreadPool::shared());
   CHECK(one.centroids == three.centroids);
   CHECK(one.objective == three.objective);
   params.maxIterations = 1;
-  const KMeansResult early = kmeans(points.data(), 5000, dim, params, kernels, ThreadPool::shared());
+  const KMeansResult early = kmeans(points.data(), 20000, dim, params, kernels, ThreadPool::shared());
   CHECK(one.objective <= early.objective);
   params.maxIterations = 25;
   params.seed = 12;
-  const KMeansResult other = kmeans(points.data(), 5000, dim, params, kernels, ThreadPool::shared());
+  const KMeansResult other = kmeans(points.data(), 20000, dim, params, kernels, ThreadPool::shared());
   CHECK(other.centroids != one.centroids);
 }
 
@@ -100,6 +100,56 @@ TEST_CASE("kmeans.samples_large_inputs_and_repairs_empty_clusters") {
   params.maxPointsPerCentroid = 20;
   const KMeansResult sampled = kmeans(points.data(), 1000, dim, params, kernels, ThreadPool::shared());
   CHECK(sampled.trainingPoints == 200);
+}
+
+TEST_CASE("kmeans.reseeds_an_empty_cluster_and_stops_when_points_run_out") {
+  const size_t k = 4, dim = 6, perBlob = 200;
+  const Blobs b = blobs(k, perBlob, dim, 21);
+  KMeansParams params;
+  params.k = k;
+  params.threads = 2;
+  // Start from the true centres but put the last centroid far from every point: its cluster
+  // is empty after the first pass, and blob 3 is served by other centroids, badly.
+  params.initialCentroids.assign(b.centres.begin(), b.centres.end());
+  for (size_t d = 0; d < dim; ++d) params.initialCentroids[3 * dim + d] = 1e4f;
+  const simd::Kernels& kernels = simd::kernelsFor(simd::bestLevel());
+  const KMeansResult r = kmeans(b.points.data(), k * perBlob, dim, params, kernels, ThreadPool::shared());
+  CHECK_MSG(r.reseeded >= 1, "reseeded " << r.reseeded);
+  // After the repair every blob has its own centroid again.
+  for (size_t c = 0; c < k; ++c) CHECK_MSG(nearestSquared(b.centres.data() + c * dim, r.centroids, k, dim) < 1.0, "blob " << c);
+  // Fewer distinct points (3) than k (4): one cluster stays empty, and that must not keep the
+  // iterations going to the limit.
+  std::vector<float> few;
+  for (size_t i = 0; i < 300; ++i) few.insert(few.end(), {float(i % 3), 0, 0, 0, 0, 0});
+  KMeansParams p2;
+  p2.k = 4;
+  const KMeansResult r2 = kmeans(few.data(), 300, dim, p2, kernels, ThreadPool::shared());
+  CHECK(r2.objective == 0.0);
+  CHECK_MSG(r2.iterations < p2.maxIterations, "iterations " << r2.iterations);
+  p2.initialCentroids.assign(3, 0.0f);
+  CHECK_THROWS_CODE(kmeans(few.data(), 300, dim, p2, kernels, ThreadPool::shared()), ErrorCode::DimMismatch);
+}
+
+TEST_CASE("kmeans.sampling_in_the_caller_equals_sampling_inside") {
+  std::mt19937 rng(4);
+  std::normal_distribution<float> normal;
+  const size_t dim = 8, count = 20000;
+  std::vector<float> points(count * dim);
+  for (auto& x : points) x = normal(rng);
+  KMeansParams params;
+  params.k = 16;
+  params.maxPointsPerCentroid = 100;
+  params.seed = 77;
+  params.threads = 2;
+  const simd::Kernels& kernels = simd::kernelsFor(simd::bestLevel());
+  const KMeansResult inside = kmeans(points.data(), count, dim, params, kernels, ThreadPool::shared());
+  const std::vector<size_t> rows = trainingSample(count, params.k, params.maxPointsPerCentroid, params.seed);
+  CHECK(rows.size() == 1600);
+  std::vector<float> copied;
+  for (size_t r : rows) copied.insert(copied.end(), points.begin() + r * dim, points.begin() + (r + 1) * dim);
+  params.maxPointsPerCentroid = 0;
+  const KMeansResult outside = kmeans(copied.data(), rows.size(), dim, params, kernels, ThreadPool::shared());
+  CHECK(inside.centroids == outside.centroids);
 }
 
 TEST_CASE("kmeans.spherical_centroids_are_unit_norm") {
