@@ -65,15 +65,13 @@ const defaultId = (item: unknown): number | bigint => {
   return id;
 };
 
-/** Appends `ids` at position `length` of `into`, growing it geometrically. */
-function appendIds(into: BigUint64Array, length: number, ids: BigUint64Array): BigUint64Array {
-  let out = into;
-  if (length + ids.length > out.length) {
-    out = new BigUint64Array(Math.max(length + ids.length, out.length * 2, 1024));
-    out.set(into.subarray(0, length));
-  }
-  out.set(ids, length);
-  return out;
+/** One iterator over a sync or async iterable. */
+function iterate<T>(items: AsyncIterable<T> | Iterable<T>): AsyncIterator<T> | Iterator<T> {
+  const asyncIterator = (items as AsyncIterable<T>)[Symbol.asyncIterator];
+  if (typeof asyncIterator === 'function') return asyncIterator.call(items);
+  const syncIterator = (items as Iterable<T>)[Symbol.iterator];
+  if (typeof syncIterator === 'function') return syncIterator.call(items);
+  throw invalid('an iterable or async iterable of items', 'items', items);
 }
 
 export async function embedCorpus<T>(options: EmbedCorpusOptions<T>): Promise<EmbedCorpusResult> {
@@ -94,6 +92,7 @@ export async function embedCorpus<T>(options: EmbedCorpusOptions<T>): Promise<Em
   let done = 0;
   let resumed = 0;
   let checkpoint: EmbeddingCheckpoint | undefined;
+  let source: AsyncIterator<T> | Iterator<T> | undefined;
   const report = (): void => {
     const seconds = (performance.now() - started) / 1000;
     const itemsPerSecond = seconds > 0 ? (done - resumed) / seconds : 0;
@@ -111,19 +110,31 @@ export async function embedCorpus<T>(options: EmbedCorpusOptions<T>): Promise<Em
     }
     // Bound only once nothing can fail before vectors go in.
     index.bindModelVersion?.(model.version);
-    // Replayed ids, to check that the source still yields the same items in the same order.
-    let replayedIds: BigUint64Array = new BigUint64Array(0);
+    source = iterate(options.items);
+
     if (checkpoint !== undefined) {
+      // Replay the log alongside the source: each logged batch goes into the index only after
+      // the source has yielded the same ids in the same order (else resuming would leave gaps
+      // or stale rows), so nothing of the log is held beyond one batch.
+      let position = 0;
       for await (const batch of checkpoint.replay()) {
+        for (let i = 0; i < batch.ids.length; i++, position++) {
+          const next = await source.next();
+          const id = next.done ? undefined : toIdArray([idOf(next.value)])[0];
+          if (id !== batch.ids[i]) {
+            throw new InvalidArgumentError(
+              `Item ${position} of the source ${id === undefined ? 'is missing' : `has id ${id}`} but the checkpoint ` +
+                `holds id ${batch.ids[i]} there: resuming needs the same items in the same order (start a new checkpoint otherwise)`,
+            );
+          }
+        }
         await index.add(batch.ids, batch.vectors);
-        replayedIds = appendIds(replayedIds, resumed, batch.ids);
         resumed += batch.ids.length;
       }
       done = resumed;
       if (resumed > 0) report();
     }
 
-    let skip = 0;
     let pending: T[] = [];
     const flush = async (): Promise<void> => {
       if (pending.length === 0) return;
@@ -136,27 +147,15 @@ export async function embedCorpus<T>(options: EmbedCorpusOptions<T>): Promise<Em
       done += batch.length;
       report();
     };
-    for await (const item of options.items as AsyncIterable<T>) {
-      if (skip < resumed) {
-        const id = toIdArray([idOf(item)])[0]!;
-        if (id !== replayedIds[skip]) {
-          throw new InvalidArgumentError(
-            `Item ${skip} of the source has id ${id} but the checkpoint holds id ${replayedIds[skip]} there: ` +
-              'resuming needs the same items in the same order (start a new checkpoint otherwise)',
-          );
-        }
-        skip++;
-        continue;
-      }
-      pending.push(item);
+    for (let next = await source.next(); !next.done; next = await source.next()) {
+      pending.push(next.value);
       if (pending.length >= batchSize) await flush();
     }
     await flush();
-    if (skip < resumed) {
-      throw new InvalidArgumentError(
-        `The source yielded ${skip} items but the checkpoint already holds ${resumed}: resuming needs the same items`,
-      );
-    }
+  } catch (error) {
+    // Let the source release what it holds (a file, a database cursor) when we stop early.
+    await source?.return?.();
+    throw error;
   } finally {
     bar.finish();
     await checkpoint?.close();
