@@ -8,7 +8,7 @@ import { DimensionMismatchError, awaitNative } from './errors.js';
 import { METRICS, type Metric } from './index/flat.js';
 import { SIMD_LEVELS, type SimdLevel } from './machine.js';
 import { native } from './native.js';
-import { invalid, requireOneOf, requirePositiveInteger } from './validate.js';
+import { invalid, requireNonNegativeInteger, requireOneOf, requirePositiveInteger } from './validate.js';
 
 export interface KMeansOptions {
   /** Lloyd iterations at most (default 25). */
@@ -48,16 +48,16 @@ export async function kmeans(vectors: Float32Array, dim: number, k: number, opti
   requirePositiveInteger(k, 'k', Math.max(1, count));
   if (k > count) throw invalid(`a k of at most the number of vectors (${count})`, 'k', k);
   const settings: Record<string, unknown> = {};
-  if (options.maxIterations !== undefined) settings.maxIterations = requireCount(options.maxIterations, 'maxIterations');
+  if (options.maxIterations !== undefined) settings.maxIterations = requireNonNegativeInteger(options.maxIterations, 'maxIterations');
   if (options.tolerance !== undefined) {
     if (typeof options.tolerance !== 'number' || !(options.tolerance >= 0)) {
       throw invalid('a non-negative number', 'tolerance', options.tolerance);
     }
     settings.tolerance = options.tolerance;
   }
-  if (options.seed !== undefined) settings.seed = requireCount(options.seed, 'seed');
+  if (options.seed !== undefined) settings.seed = requireNonNegativeInteger(options.seed, 'seed');
   if (options.maxPointsPerCentroid !== undefined) {
-    settings.maxPointsPerCentroid = requireCount(options.maxPointsPerCentroid, 'maxPointsPerCentroid');
+    settings.maxPointsPerCentroid = requireNonNegativeInteger(options.maxPointsPerCentroid, 'maxPointsPerCentroid');
   }
   if (options.metric !== undefined) settings.metric = requireOneOf(options.metric, METRICS, 'metric');
   if (options.threads !== undefined) settings.threads = requirePositiveInteger(options.threads, 'threads', 4096);
@@ -69,11 +69,4 @@ export async function kmeans(vectors: Float32Array, dim: number, k: number, opti
     settings.initialCentroids = options.initialCentroids;
   }
   return awaitNative(native().kmeans(vectors, dim, k, settings));
-}
-
-function requireCount(value: unknown, name: string): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-    throw invalid('a non-negative safe integer', name, value);
-  }
-  return value;
 }

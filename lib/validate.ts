@@ -29,6 +29,13 @@ export function requirePositiveInteger(value: unknown, name: string, max = Numbe
   return value;
 }
 
+export function requireNonNegativeInteger(value: unknown, name: string): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw invalid('a non-negative safe integer', name, value);
+  }
+  return value;
+}
+
 export function requireOneOf<T extends string>(value: unknown, allowed: readonly T[], name: string): T {
   if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
     throw invalid(`one of ${allowed.map((a) => `'${a}'`).join(', ')}`, name, value);

@@ -27,7 +27,12 @@ Napi::Error makeError(Napi::Env env, const ErrorInfo& info);
 class PromiseWorker : public Napi::AsyncWorker {
  public:
   explicit PromiseWorker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  // Queues the worker and returns its promise (the worker deletes itself when done).
+  Napi::Value Start() {
+    Napi::Promise promise = deferred_.Promise();
+    Queue();
+    return promise;
+  }
 
  protected:
   virtual void Run() = 0;

@@ -1,9 +1,8 @@
 // JavaScript class FlatIndex over ebrix::FlatIndex. lib/index/flat.ts validates and
 // normalises arguments; this layer re-checks what memory safety depends on (types, lengths)
-// and pins or copies inputs on the main thread before any work leaves it.
+// and copies inputs on the main thread before any work leaves it.
 #include "flat_index.h"
 
-#include <cmath>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -11,34 +10,11 @@
 
 #include "../core/flat.h"
 #include "../core/simd/dispatch.h"
+#include "args.h"
 #include "errors.h"
 
 namespace ebrix::binding {
 namespace {
-
-Napi::Float32Array requireFloat32(const Napi::Value& v, const char* name) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-    throwInvalid(v.Env(), std::string("Expected a Float32Array for ") + name);
-  }
-  return v.As<Napi::Float32Array>();
-}
-
-Napi::BigUint64Array requireBigUint64(const Napi::Value& v, const char* name) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array) {
-    throwInvalid(v.Env(), std::string("Expected a BigUint64Array for ") + name);
-  }
-  return v.As<Napi::TypedArray>().As<Napi::BigUint64Array>();
-}
-
-// A non-negative safe integer (below 2^53, so the conversion is exact and defined).
-size_t requireCount(const Napi::Value& v, const char* name) {
-  if (!v.IsNumber()) throwInvalid(v.Env(), std::string("Expected a number for ") + name);
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0 && d <= 9007199254740991.0) || d != std::floor(d)) {
-    throwInvalid(v.Env(), std::string("Expected a non-negative safe integer for ") + name);
-  }
-  return static_cast<size_t>(d);
-}
 
 // The largest nq × k a search may return (12 bytes each); lib/index/flat.ts has the same cap.
 constexpr size_t kMaxResultEntries = size_t{1} << 27;
@@ -197,12 +173,6 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     return args;
   }
 
-  static Napi::Value queue(PromiseWorker* worker) {
-    Napi::Promise promise = worker->Promise();
-    worker->Queue();
-    return promise;
-  }
-
   Napi::Value add(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
@@ -218,7 +188,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const AddArgs args = parseAdd(info, *index);
-      return queue(new AddWorker(env, index, args.ids, args.vectors, args.count));
+      return (new AddWorker(env, index, args.ids, args.vectors, args.count))->Start();
     })
   }
 
@@ -236,7 +206,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const SearchArgs args = parseSearch(info, *index);
-      return queue(new SearchWorker(env, index, args.queries, args.count, args.k, args.threads));
+      return (new SearchWorker(env, index, args.queries, args.count, args.k, args.threads))->Start();
     })
   }
 

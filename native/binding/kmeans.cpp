@@ -9,25 +9,11 @@
 
 #include "../core/kmeans.h"
 #include "../core/simd/dispatch.h"
+#include "args.h"
 #include "errors.h"
 
 namespace ebrix::binding {
 namespace {
-
-double numberOption(const Napi::Object& options, const char* name, double fallback) {
-  const Napi::Value v = options.Get(name);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber()) throwInvalid(options.Env(), std::string("Expected a number for ") + name);
-  return v.As<Napi::Number>().DoubleValue();
-}
-
-size_t countOption(const Napi::Object& options, const char* name, double fallback) {
-  const double d = numberOption(options, name, fallback);
-  if (!(d >= 0 && d <= 9007199254740991.0) || d != std::floor(d)) {
-    throwInvalid(options.Env(), std::string("Expected a non-negative safe integer for ") + name);
-  }
-  return static_cast<size_t>(d);
-}
 
 class KMeansWorker : public PromiseWorker {
  public:
@@ -61,10 +47,7 @@ class KMeansWorker : public PromiseWorker {
 Napi::Value kmeansAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   EBRIX_BOUNDARY(env, {
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-      throwInvalid(env, "Expected a Float32Array for points");
-    }
-    auto points = info[0].As<Napi::Float32Array>();
+    auto points = requireFloat32(info[0], "points");
     if (!info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsObject()) throwInvalid(env, "Expected (points, dim, k, options)");
     const double dimValue = info[1].As<Napi::Number>().DoubleValue();
     if (!(dimValue >= 1 && dimValue <= (1 << 20)) || dimValue != std::floor(dimValue)) throwInvalid(env, "Expected a positive integer for dim");
@@ -102,10 +85,7 @@ Napi::Value kmeansAsync(const Napi::CallbackInfo& info) {
     const simd::Kernels& kernels = simd::kernelsFor(level);
     const Napi::Value initial = options.Get("initialCentroids");
     if (!initial.IsUndefined()) {
-      if (!initial.IsTypedArray() || initial.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-        throwInvalid(env, "Expected a Float32Array for initialCentroids");
-      }
-      auto centroids = initial.As<Napi::Float32Array>();
+      auto centroids = requireFloat32(initial, "initialCentroids");
       params.initialCentroids.assign(centroids.Data(), centroids.Data() + centroids.ElementLength());
     }
     // Copy only the rows k-means will read, here on the main thread: the caller's buffer may be
@@ -121,10 +101,7 @@ Napi::Value kmeansAsync(const Napi::CallbackInfo& info) {
       for (size_t i = 0; i < rowCount; ++i) std::memcpy(rows.data() + i * dim, points.Data() + sample[i] * dim, dim * sizeof(float));
     }
     params.maxPointsPerCentroid = 0;  // the sample is taken
-    auto* worker = new KMeansWorker(env, std::move(rows), rowCount, dim, params, kernels);
-    Napi::Promise promise = worker->Promise();
-    worker->Queue();
-    return promise;
+    return (new KMeansWorker(env, std::move(rows), rowCount, dim, params, kernels))->Start();
   })
 }
 

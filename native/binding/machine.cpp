@@ -58,10 +58,7 @@ Napi::Value probe(const Napi::CallbackInfo& info) {
     const double threads = info[0].As<Napi::Number>().DoubleValue();
     const double amount = info[1].As<Napi::Number>().DoubleValue();
     if (!(threads >= 1 && threads <= 4096) || !(amount > 0)) throwInvalid(env, "Expected positive threads and amount");
-    auto* worker = new ProbeWorker(env, kind, static_cast<unsigned>(threads), amount);
-    Napi::Promise promise = worker->Promise();
-    worker->Queue();
-    return promise;
+    return (new ProbeWorker(env, kind, static_cast<unsigned>(threads), amount))->Start();
   })
 }
 
