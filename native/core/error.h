@@ -13,7 +13,8 @@ enum class ErrorCode {
   InvalidVector,     // EBRIX_INVALID_VECTOR (NaN or Infinity)
   DuplicateId,       // EBRIX_DUPLICATE_ID
   UnsupportedSimd,   // EBRIX_UNSUPPORTED_SIMD
-  OutOfMemory,       // EBRIX_OUT_OF_MEMORY
+  OutOfMemory,       // EBRIX_OUT_OF_MEMORY (host or device memory)
+  DeviceUnavailable, // EBRIX_DEVICE_UNAVAILABLE (no usable GPU, or a CUDA failure)
   Internal,          // EBRIX_INTERNAL
 };
 

@@ -1,0 +1,106 @@
+// GPU flat index: vectors resident in device memory, exact top-k on the GPU.
+//
+// This header is plain C++ (no CUDA headers) so that the Node binding and the device check
+// can include it; everything that touches CUDA lives in the .cu files beside it.
+//
+// Scoring semantics, identical on both GPU paths (fused scan and GEMM tiles):
+//   - f32 storage: products and sums in float32 (TF32 tensor cores only when asked for);
+//   - f16 / bf16 storage: the stored rows AND the query are rounded to the storage type,
+//     products are accumulated in float32 (what tensor cores compute, and what
+//     `torch.topk(q.half() @ X.T)` ranks by);
+//   - ip and cosine rank by the inner product (cosine normalises rows at add and queries at
+//     search); l2 ranks by ip - |x|^2/2 and reports -|q - x|^2.
+// Ties rank the smaller id first, as on the CPU. A NaN score ranks last.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "exact_search.h"  // SearchOutput
+#include "metric.h"
+
+namespace ebrix::gpu {
+
+enum class Storage { F32, F16, BF16 };
+
+const char* storageName(Storage s);
+bool parseStorage(const std::string& name, Storage* out);
+size_t storageBytes(Storage s);  // bytes per element
+
+// What the runtime sees. `available` is false with a reason when there is no usable device
+// (no driver, no device, compute capability below 8.0, ...). Never throws.
+struct DeviceInfo {
+  bool available = false;
+  int device = -1;
+  std::string name;
+  int computeMajor = 0;
+  int computeMinor = 0;
+  int multiprocessors = 0;
+  size_t totalMemory = 0;
+  size_t freeMemory = 0;
+  int driverVersion = 0;
+  int runtimeVersion = 0;
+  std::string reason;  // empty when available
+};
+DeviceInfo probeDevice(int device = 0);
+
+struct GpuSearchOptions {
+  // Bit r of word r/32 allows row r (rows are numbered in add order). Null: every row.
+  // The bitset may be shorter than the index: rows past its end are not allowed.
+  const uint32_t* allowBits = nullptr;
+  size_t allowWords = 0;
+  // f32 storage only: let the GEMM path use TF32 tensor cores (about 10 mantissa bits).
+  bool tf32 = false;
+  // Force a path (tests and the device check); Auto picks from the plan.
+  enum class Path { Auto, FusedScan, Gemm } path = Path::Auto;
+  // When set, receives the device time of the search (query conversion to the merged
+  // results, transfers excluded), measured with CUDA events.
+  float* deviceMilliseconds = nullptr;
+};
+
+class GpuFlatIndex {
+ public:
+  static constexpr size_t kMaxRows = 0xFFFFFFFFu;
+  static constexpr size_t kMaxK = 2048;
+
+  // Throws Error(DeviceUnavailable) when the device cannot be used.
+  GpuFlatIndex(size_t dim, Metric metric, Storage storage, int device = 0);
+  ~GpuFlatIndex();
+  GpuFlatIndex(const GpuFlatIndex&) = delete;
+  GpuFlatIndex& operator=(const GpuFlatIndex&) = delete;
+
+  size_t dim() const;
+  Metric metric() const;
+  Storage storage() const;
+  int device() const;
+  size_t size() const;
+
+  // Same validation and atomicity as the CPU FlatIndex (finite values, ids unique and new,
+  // not the reserved id); the rows are converted and appended on the device. Device memory
+  // exhaustion throws Error(OutOfMemory) and leaves the index unchanged. Safe while
+  // searches run (they keep the snapshot they started with).
+  void add(const uint64_t* ids, const float* vectors, size_t count);
+
+  // Exact top-k, k in [1, kMaxK]. Rows not allowed by the bitset are never returned; when
+  // fewer than k rows qualify, the tail is padded with kNoId / -inf.
+  SearchOutput search(const float* queries, size_t queryCount, size_t k,
+                      const GpuSearchOptions& options = {}) const;
+
+  // Device bytes held (vectors, ids, norms; capacity included) and host bytes (id map).
+  size_t deviceBytes() const;
+  size_t hostBytes() const;
+
+  // Benchmarks and the device check only: appends `count` rows drawn uniformly from [-1, 1)
+  // on the device (ids firstId, firstId + 1, ...), without a host copy. Not for cosine.
+  void addRandomForTesting(size_t count, uint64_t seed, uint64_t firstId);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ebrix::gpu
