@@ -11,6 +11,7 @@ export type EbrixErrorCode =
   | 'EBRIX_DISPOSED'
   | 'EBRIX_UNSUPPORTED_SIMD'
   | 'EBRIX_OUT_OF_MEMORY'
+  | 'EBRIX_DEVICE_UNAVAILABLE'
   | 'EBRIX_NATIVE_LOAD'
   | 'EBRIX_INVALID_RECORD'
   | 'EBRIX_INVALID_SPEC'
@@ -56,6 +57,23 @@ export class DuplicateIdError extends EbrixError {
 export class DisposedError extends EbrixError {
   constructor(what: string) {
     super('EBRIX_DISPOSED', `The ${what} has been disposed`);
+  }
+}
+
+/** Host or device memory ran out; the operation left the index unchanged. */
+export class OutOfMemoryError extends EbrixError {
+  constructor(message: string) {
+    super('EBRIX_OUT_OF_MEMORY', message);
+  }
+}
+
+/**
+ * No usable GPU: ebrix was built without CUDA, the CUDA addon or driver does not load, the
+ * device is missing or too old, or a CUDA call failed. The message says which.
+ */
+export class DeviceUnavailableError extends EbrixError {
+  constructor(message: string) {
+    super('EBRIX_DEVICE_UNAVAILABLE', message);
   }
 }
 
@@ -106,6 +124,8 @@ const byCode: Partial<Record<EbrixErrorCode, new (message: string) => EbrixError
   EBRIX_DIM_MISMATCH: DimensionMismatchError,
   EBRIX_INVALID_VECTOR: InvalidVectorError,
   EBRIX_DUPLICATE_ID: DuplicateIdError,
+  EBRIX_OUT_OF_MEMORY: OutOfMemoryError,
+  EBRIX_DEVICE_UNAVAILABLE: DeviceUnavailableError,
 };
 
 const knownCodes = new Set<string>([
@@ -122,6 +142,7 @@ const knownCodes = new Set<string>([
   'EBRIX_DISPOSED',
   'EBRIX_UNSUPPORTED_SIMD',
   'EBRIX_OUT_OF_MEMORY',
+  'EBRIX_DEVICE_UNAVAILABLE',
   'EBRIX_NATIVE_LOAD',
   'EBRIX_INTERNAL',
 ]);

@@ -1,7 +1,20 @@
 /**
  * ebrix: embedding-based retrieval for Node.js.
  */
-export { FlatIndex, METRICS, type FlatIndexOptions, type Metric, type SearchOptions } from './index/flat.js';
+export {
+  DEVICE_PREFERENCES,
+  FlatIndex,
+  METRICS,
+  VECTOR_STORAGES,
+  type Device,
+  type DevicePreference,
+  type FlatIndexOptions,
+  type MemoryUsage,
+  type Metric,
+  type SearchOptions,
+  type VectorStorage,
+} from './index/flat.js';
+export { gpuInfo, type GpuInfo } from './gpu.js';
 export { SearchResult, type Hit } from './index/search-result.js';
 export { kmeans, type KMeansOptions, type KMeansResult } from './kmeans.js';
 export { NO_ID, type Ids } from './index/ids.js';
@@ -18,6 +31,7 @@ export {
 export {
   CorruptFileError,
   CorruptModelError,
+  DeviceUnavailableError,
   DimensionMismatchError,
   DisposedError,
   DuplicateIdError,
@@ -26,6 +40,7 @@ export {
   InvalidRecordError,
   InvalidSpecError,
   InvalidVectorError,
+  OutOfMemoryError,
   OverloadedError,
   VersionMismatchError,
   type EbrixErrorCode,

@@ -4,6 +4,9 @@
  * Load order: a local build (node-gyp's build/Release, then cmake-js's build-cmake/Release),
  * then a prebuilt binary under prebuilds/ matched by node-gyp-build. If none loads, the
  * error lists every attempt and how to build from source.
+ *
+ * The optional CUDA addon (build-cuda/Release/ebrix_cuda.node) is typed here too, but loaded
+ * by lib/gpu.ts: its absence is a normal state with a reason, not an error.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -42,6 +45,42 @@ export interface NativeAddon {
     k: number,
     options: Record<string, unknown>,
   ): Promise<{ centroids: Float32Array; objective: number; iterations: number; trainingPoints: number; reseeded: number }>;
+}
+
+export interface NativeDeviceInfo {
+  available: boolean;
+  device: number;
+  name: string;
+  /** "9.0"; empty when the probe never reached a device. */
+  computeCapability: string;
+  multiprocessors: number;
+  totalMemory: number;
+  freeMemory: number;
+  /** CUDA's encoding: 1000 × major + 10 × minor; 0 when unknown. */
+  driverVersion: number;
+  runtimeVersion: number;
+  reason: string;
+}
+
+export interface NativeGpuFlatIndex {
+  addSync(ids: BigUint64Array, vectors: Float32Array): void;
+  addAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
+  searchSync(queries: Float32Array, k: number, allow: Uint32Array | undefined, tf32: boolean): NativeSearchOutput;
+  searchAsync(
+    queries: Float32Array,
+    k: number,
+    allow: Uint32Array | undefined,
+    tf32: boolean,
+  ): Promise<NativeSearchOutput>;
+  size(): number;
+  deviceBytes(): number;
+  hostBytes(): number;
+  dispose(): void;
+}
+
+export interface NativeCudaAddon {
+  probeDevice(device?: number): NativeDeviceInfo;
+  GpuFlatIndex: new (dim: number, metric: string, storage: string, device: number) => NativeGpuFlatIndex;
 }
 
 const require = createRequire(import.meta.url);

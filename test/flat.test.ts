@@ -15,44 +15,10 @@ import {
   simdLevel,
   supportedSimdLevels,
 } from '../lib/index.js';
-import { bruteForce, randomVectors, type Ranked } from './helpers.js';
+import { bruteForce, expectRowMatches, makeIds, randomVectors } from './helpers.js';
 
 const METRICS: Metric[] = ['ip', 'cosine', 'l2'];
 const AWKWARD_DIMS = [1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 100, 784, 1536];
-
-/** Unique, unordered ids so that id order never coincides with row order. */
-function makeIds(n: number): bigint[] {
-  return Array.from({ length: n }, (_, i) => BigInt((i * 7919 + 13) % 1_000_003));
-}
-
-/**
- * One result row against brute force: scores sorted and right for their ids, nothing clearly
- * better than the k-th true score missing, padding where the index runs short.
- */
-function expectRowMatches(truth: Ranked[], ids: BigUint64Array, scores: Float32Array, k: number): void {
-  const keep = Math.min(k, truth.length);
-  const scale = Math.max(1, ...truth.slice(0, keep).map((t) => Math.abs(t.score)));
-  const tol = 1e-4 * scale;
-  const scoreOf = new Map(truth.map((t) => [t.id, t.score]));
-  const kth = truth[keep - 1]!.score;
-  for (let i = 0; i < k; i++) {
-    if (i >= keep) {
-      expect(ids[i]).toBe(NO_ID);
-      expect(scores[i]).toBe(-Infinity);
-      continue;
-    }
-    const exact = scoreOf.get(ids[i]!);
-    expect(exact, `row position ${i} holds an unknown id`).toBeDefined();
-    expect(Math.abs(scores[i]! - exact!)).toBeLessThanOrEqual(tol);
-    expect(exact!).toBeGreaterThanOrEqual(kth - tol);
-    if (i > 0) expect(scores[i]!).toBeLessThanOrEqual(scores[i - 1]!);
-  }
-  const returned = new Set(ids.subarray(0, keep));
-  for (const t of truth.slice(0, keep)) {
-    if (t.score <= kth + tol) break;
-    expect(returned.has(t.id), `true hit ${t.id} missing`).toBe(true);
-  }
-}
 
 describe('FlatIndex exact search', () => {
   it.each(METRICS)('equals brute force for metric %s, k = 1, 10, 100 and k > size', async (metric) => {

@@ -138,7 +138,7 @@ export async function runFlatOnDataset(
   let ebrixLatency: LatencyMeasurement;
   let ebrixIds: BigUint64Array;
   let addSeconds: number;
-  const simd = index.simd;
+  const simd = index.simd!; // a CPU index: it always has a SIMD level
   try {
     log(`${label}: ebrix add`);
     addSeconds = (await timed(() => index.add(ids, base))).seconds;

@@ -1,10 +1,20 @@
 /**
- * FlatIndex: exact top-k over float32 vectors, in native code (SIMD kernels picked once per
- * index, a native thread pool, fused scoring and selection).
+ * FlatIndex: exact top-k, in native code: on the CPU (SIMD kernels picked once per index, a
+ * native thread pool, fused scoring and selection) or on a CUDA GPU (vectors resident in
+ * device memory, as f32, f16 or bf16).
  */
-import { DimensionMismatchError, DisposedError, VersionMismatchError, awaitNative, callNative } from '../errors.js';
+import {
+  DeviceUnavailableError,
+  DimensionMismatchError,
+  DisposedError,
+  InvalidArgumentError,
+  VersionMismatchError,
+  awaitNative,
+  callNative,
+} from '../errors.js';
+import { gpuInfo, requireCuda } from '../gpu.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
-import { native, type NativeFlatIndex } from '../native.js';
+import { native, type NativeFlatIndex, type NativeGpuFlatIndex } from '../native.js';
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
 import { toIdArray, type Ids } from './ids.js';
 import { SearchResult } from './search-result.js';
@@ -13,32 +23,94 @@ import { toMatrix, type Vectors } from './vectors.js';
 export type Metric = 'ip' | 'cosine' | 'l2';
 export const METRICS: readonly Metric[] = ['ip', 'cosine', 'l2'];
 
+/** Where an index lives. */
+export type Device = 'cpu' | 'cuda';
+/** Where to put an index: 'auto' takes the GPU when one is usable, else the CPU. */
+export type DevicePreference = Device | 'auto';
+export const DEVICE_PREFERENCES: readonly DevicePreference[] = ['cpu', 'cuda', 'auto'];
+
+/**
+ * How vectors are stored. f16 and bf16 halve the memory; both rows and queries are rounded
+ * to the type and products accumulate in float32. For now GPU only.
+ */
+export type VectorStorage = 'f32' | 'f16' | 'bf16';
+export const VECTOR_STORAGES: readonly VectorStorage[] = ['f32', 'f16', 'bf16'];
+
 export interface FlatIndexOptions {
   /** Vector dimension. */
   dim: number;
   /** Scoring, higher is better: inner product (default), cosine, or negative squared L2. */
   metric?: Metric;
-  /** Native threads a search may use (default: all hardware threads). */
+  /** Native threads a search may use (default: all hardware threads). CPU only. */
   threads?: number;
-  /** Force a SIMD level for this index (default: `EBRIX_SIMD`, else the best supported). */
+  /**
+   * Force a SIMD level for this index (default: `EBRIX_SIMD`, else the best supported). CPU
+   * only: not allowed with device 'cuda'; with 'auto' it applies if the CPU is chosen.
+   */
   simd?: SimdLevel;
+  /**
+   * 'cpu' (default); 'cuda' (EBRIX_DEVICE_UNAVAILABLE when no GPU is usable, see `gpuInfo()`);
+   * 'auto': the GPU when usable, else the CPU, with the reason in `deviceReason`.
+   */
+  device?: DevicePreference;
+  /** 'f32' (default), or 'f16' / 'bf16' on the GPU ('auto' falls back to f32 on the CPU). */
+  storage?: VectorStorage;
   /** Version id of the model whose item tower embeds this index's vectors. */
   modelVersion?: string;
 }
 
 export interface SearchOptions {
-  /** Threads for this search (default: the index's). */
+  /** Threads for this search (default: the index's). Ignored on the GPU. */
   threads?: number;
+  /**
+   * Only rows whose bit is set may be returned. Rows are numbered in add order from 0: bit
+   * `r & 31` of word `r >> 5` allows row r; rows past the end of the bitset are not allowed.
+   * For now GPU only.
+   */
+  allow?: Uint32Array;
+  /**
+   * f32 storage on the GPU: let matrix products use TF32 tensor cores (about 10 mantissa
+   * bits: faster on large batches, less exact). Ignored elsewhere. Default false.
+   */
+  tf32?: boolean;
+}
+
+export interface MemoryUsage {
+  /** hostBytes + deviceBytes. */
+  bytes: number;
+  /** Native host memory: vectors, norms and ids on the CPU; the id map on the GPU. */
+  hostBytes: number;
+  /** GPU memory: vectors, norms and ids (spare capacity included); 0 on the CPU. */
+  deviceBytes: number;
 }
 
 const MAX_THREADS = 4096;
+/** The largest k one search takes, per device (GpuFlatIndex::kMaxK on the GPU). */
+const MAX_K = { cpu: 1 << 24, cuda: 2048 } as const;
 /** Result entries (ids + scores, 12 bytes each) one search may return: 1.5 GiB. */
 const MAX_RESULT_ENTRIES = 2 ** 27;
+
+type NativeIndex = { device: 'cpu'; index: NativeFlatIndex } | { device: 'cuda'; index: NativeGpuFlatIndex };
+
+interface PreparedSearch {
+  matrix: Float32Array;
+  nq: number;
+  k: number;
+  threads: number;
+  allow: Uint32Array | undefined;
+  tf32: boolean;
+}
 
 export class FlatIndex implements Disposable {
   readonly dim: number;
   readonly metric: Metric;
-  #native: NativeFlatIndex | undefined;
+  /** Where the vectors live. */
+  readonly device: Device;
+  /** How the vectors are stored (f32 when 'auto' fell back to the CPU). */
+  readonly storage: VectorStorage;
+  /** Why device 'auto' chose the CPU; empty otherwise. */
+  readonly deviceReason: string;
+  #native: NativeIndex | undefined;
   #modelVersion: string | undefined;
 
   constructor(options: FlatIndexOptions) {
@@ -47,24 +119,62 @@ export class FlatIndex implements Disposable {
     this.metric = requireOneOf(options.metric ?? 'ip', METRICS, 'metric');
     const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'threads', MAX_THREADS);
     const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'simd');
+    const device = requireOneOf(options.device ?? 'cpu', DEVICE_PREFERENCES, 'device');
+    const storage = requireOneOf(options.storage ?? 'f32', VECTOR_STORAGES, 'storage');
+    if (device === 'cuda' && simd !== undefined) {
+      throw new InvalidArgumentError(`The simd option applies to the CPU only and cannot be combined with device 'cuda'`);
+    }
+    if (device === 'cpu' && storage !== 'f32') {
+      throw new InvalidArgumentError(
+        `Storage '${storage}' is not implemented on the CPU yet: use storage 'f32', or device 'cuda' or 'auto'`,
+      );
+    }
     if (options.modelVersion !== undefined) this.bindModelVersion(options.modelVersion);
-    const Native = native().FlatIndex;
-    this.#native = callNative(() => new Native(this.dim, this.metric, simd, threads));
+
+    let reason = '';
+    if (device !== 'cpu') {
+      const info = gpuInfo();
+      if (!info.available) {
+        if (device === 'cuda') throw new DeviceUnavailableError(`No usable GPU: ${info.reason}`);
+        reason = info.reason;
+      } else {
+        const { GpuFlatIndex } = requireCuda();
+        try {
+          const index = callNative(() => new GpuFlatIndex(this.dim, this.metric, storage, info.device));
+          this.#native = { device: 'cuda', index };
+        } catch (error) {
+          // The probe can pass and the device still refuse (another process took it, a
+          // CUDA call failed): 'auto' then means the CPU.
+          if (device === 'cuda' || !(error instanceof DeviceUnavailableError)) throw error;
+          reason = error.message;
+        }
+      }
+    }
+    if (this.#native === undefined) {
+      if (storage !== 'f32') reason += `; storage '${storage}' is not implemented on the CPU yet, so vectors are stored as f32`;
+      const Native = native().FlatIndex;
+      this.#native = { device: 'cpu', index: callNative(() => new Native(this.dim, this.metric, simd, threads)) };
+    }
+    this.device = this.#native.device;
+    this.storage = this.device === 'cuda' ? storage : 'f32';
+    this.deviceReason = reason;
   }
 
   /** Number of vectors held. */
   get size(): number {
-    return this.#live().size();
+    return this.#live().index.size();
   }
 
-  /** SIMD level this index's kernels use. */
-  get simd(): SimdLevel {
-    return this.#live().simdLevel() as SimdLevel;
+  /** SIMD level this index's kernels use; undefined on the GPU. */
+  get simd(): SimdLevel | undefined {
+    const live = this.#live();
+    return live.device === 'cpu' ? (live.index.simdLevel() as SimdLevel) : undefined;
   }
 
-  /** Native threads a search uses by default. */
-  get threads(): number {
-    return this.#live().threads();
+  /** Native threads a search uses by default; undefined on the GPU. */
+  get threads(): number | undefined {
+    const live = this.#live();
+    return live.device === 'cpu' ? live.index.threads() : undefined;
   }
 
   /** Version id of the model that embeds this index's vectors, once bound. */
@@ -91,9 +201,19 @@ export class FlatIndex implements Disposable {
     return this.#native === undefined;
   }
 
-  /** Bytes of native memory held: vectors, norms and ids (spare capacity included) and the id map. */
-  memoryUsage(): { bytes: number } {
-    return { bytes: this.#live().memoryBytes() };
+  /**
+   * Bytes of native memory held: vectors, norms and ids (spare capacity included) and the id
+   * map; on the GPU, split into device and host bytes.
+   */
+  memoryUsage(): MemoryUsage {
+    const live = this.#live();
+    if (live.device === 'cpu') {
+      const bytes = live.index.memoryBytes();
+      return { bytes, hostBytes: bytes, deviceBytes: 0 };
+    }
+    const hostBytes = live.index.hostBytes();
+    const deviceBytes = live.index.deviceBytes();
+    return { bytes: hostBytes + deviceBytes, hostBytes, deviceBytes };
   }
 
   /**
@@ -104,36 +224,48 @@ export class FlatIndex implements Disposable {
    */
   async add(ids: Ids, vectors: Vectors): Promise<void> {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
-    await awaitNative(this.#live().addAsync(idArray, matrix));
+    await awaitNative(this.#live().index.addAsync(idArray, matrix));
   }
 
   /** `add` on the calling thread, for small batches. Adds are serialised: while an async add
    * runs, addSync waits for it (blocking the event loop), so do not mix them on a hot path. */
   addSync(ids: Ids, vectors: Vectors): void {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
-    callNative(() => this.#live().add(idArray, matrix));
+    const live = this.#live();
+    callNative(() => (live.device === 'cpu' ? live.index.add(idArray, matrix) : live.index.addSync(idArray, matrix)));
   }
 
   /**
    * Exact top-k for one query (a Float32Array of dim) or many (n × dim, or an array of
-   * rows), off the event loop. k may exceed the index size: rows are padded.
+   * rows), off the event loop. k may exceed the index size: rows are padded. On the GPU k is
+   * at most 2048.
    */
   async search(queries: Vectors, k: number, options: SearchOptions = {}): Promise<SearchResult> {
-    const [matrix, kk, threads] = this.#prepareSearch(queries, k, options);
-    const out = await awaitNative(this.#live().searchAsync(matrix, kk, threads));
-    return new SearchResult(matrix.length / this.dim, kk, out.ids, out.scores);
+    const s = this.#prepareSearch(queries, k, options);
+    const live = this.#live();
+    const out = await awaitNative(
+      live.device === 'cpu'
+        ? live.index.searchAsync(s.matrix, s.k, s.threads)
+        : live.index.searchAsync(s.matrix, s.k, s.allow, s.tf32),
+    );
+    return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
 
   /** `search` on the calling thread, for small work (one query, a small index). */
   searchSync(queries: Vectors, k: number, options: SearchOptions = {}): SearchResult {
-    const [matrix, kk, threads] = this.#prepareSearch(queries, k, options);
-    const out = callNative(() => this.#live().search(matrix, kk, threads));
-    return new SearchResult(matrix.length / this.dim, kk, out.ids, out.scores);
+    const s = this.#prepareSearch(queries, k, options);
+    const live = this.#live();
+    const out = callNative(() =>
+      live.device === 'cpu'
+        ? live.index.search(s.matrix, s.k, s.threads)
+        : live.index.searchSync(s.matrix, s.k, s.allow, s.tf32),
+    );
+    return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
 
   /** Releases the native memory; in-flight searches finish first. Idempotent. */
   dispose(): void {
-    this.#native?.dispose();
+    this.#native?.index.dispose();
     this.#native = undefined;
   }
 
@@ -141,7 +273,7 @@ export class FlatIndex implements Disposable {
     this.dispose();
   }
 
-  #live(): NativeFlatIndex {
+  #live(): NativeIndex {
     if (this.#native === undefined) throw new DisposedError('index');
     return this.#native;
   }
@@ -158,17 +290,25 @@ export class FlatIndex implements Disposable {
     return [idArray, matrix];
   }
 
-  #prepareSearch(queries: Vectors, k: number, options: SearchOptions): [Float32Array, number, number] {
-    this.#live();
-    const kk = requirePositiveInteger(k, 'k', 1 << 24);
+  #prepareSearch(queries: Vectors, k: number, options: SearchOptions): PreparedSearch {
+    const { device } = this.#live();
+    const kk = requirePositiveInteger(k, 'k', MAX_K[device]);
     const threads =
       options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'options.threads', MAX_THREADS);
+    const { allow, tf32 = false } = options;
+    if (allow !== undefined) {
+      if (!(allow instanceof Uint32Array)) throw invalid('a Uint32Array', 'options.allow', allow);
+      if (device === 'cpu') {
+        throw new InvalidArgumentError('Allow bitsets run on the GPU only for now; this index is on the CPU');
+      }
+    }
+    if (typeof tf32 !== 'boolean') throw invalid('a boolean', 'options.tf32', tf32);
     const matrix = toMatrix(queries, this.dim, 'queries');
     if (matrix.length === 0) throw invalid('at least one query', 'queries', queries);
-    const rows = matrix.length / this.dim;
-    if (rows * kk > MAX_RESULT_ENTRIES) {
-      throw invalid(`nq × k of at most ${MAX_RESULT_ENTRIES} (split the batch)`, 'k', `${kk} for ${rows} queries`);
+    const nq = matrix.length / this.dim;
+    if (nq * kk > MAX_RESULT_ENTRIES) {
+      throw invalid(`nq × k of at most ${MAX_RESULT_ENTRIES} (split the batch)`, 'k', `${kk} for ${nq} queries`);
     }
-    return [matrix, kk, threads];
+    return { matrix, nq, k: kk, threads, allow, tf32 };
   }
 }

@@ -3,35 +3,18 @@
 // and copies inputs on the main thread before any work leaves it.
 #include "flat_index.h"
 
-#include <cstring>
 #include <memory>
-#include <vector>
 #include <string>
+#include <vector>
 
 #include "../core/flat.h"
 #include "../core/simd/dispatch.h"
 #include "args.h"
 #include "errors.h"
+#include "search_output.h"
 
 namespace ebrix::binding {
 namespace {
-
-// The largest nq × k a search may return (12 bytes each); lib/index/flat.ts has the same cap.
-constexpr size_t kMaxResultEntries = size_t{1} << 27;
-
-Napi::Object resultObject(Napi::Env env, const SearchOutput& out) {
-  const size_t n = out.ids.size();
-  auto ids = Napi::BigUint64Array::New(env, n);
-  auto scores = Napi::Float32Array::New(env, n);
-  if (n > 0) {
-    std::memcpy(ids.Data(), out.ids.data(), n * sizeof(uint64_t));
-    std::memcpy(scores.Data(), out.scores.data(), n * sizeof(float));
-  }
-  Napi::Object result = Napi::Object::New(env);
-  result.Set("ids", ids);
-  result.Set("scores", scores);
-  return result;
-}
 
 class AddWorker : public PromiseWorker {
  public:
@@ -70,7 +53,7 @@ class SearchWorker : public PromiseWorker {
 
  protected:
   void Run() override { out_ = index_->search(queries_.data(), count_, k_, threads_); }
-  Napi::Value Resolve(Napi::Env env) override { return resultObject(env, out_); }
+  Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
 
  private:
   std::shared_ptr<FlatIndex> index_;
@@ -136,15 +119,9 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
 
   // add(ids, vectors): one id per row of dim floats.
   AddArgs parseAdd(const Napi::CallbackInfo& info, const FlatIndex& index) {
-    Napi::Env env = info.Env();
     AddArgs args{requireBigUint64(info[0], "ids"), requireFloat32(info[1], "vectors"), 0};
     args.count = args.ids.ElementLength();
-    if (args.vectors.ElementLength() != args.count * index.dim()) {
-      throw makeError(env, {"EBRIX_DIM_MISMATCH",
-                            "Expected " + std::to_string(args.count * index.dim()) + " floats for vectors (" +
-                                std::to_string(args.count) + " ids × dim " + std::to_string(index.dim()) +
-                                ") but received " + std::to_string(args.vectors.ElementLength())});
-    }
+    requireRows(args.vectors, args.count, index.dim());
     return args;
   }
 
@@ -160,12 +137,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     Napi::Env env = info.Env();
     SearchArgs args{requireFloat32(info[0], "queries"), 0, requireCount(info[1], "k"),
                     static_cast<unsigned>(requireCount(info[2], "threads"))};
-    const size_t floats = args.queries.ElementLength();
-    if (floats == 0 || floats % index.dim() != 0) {
-      throw makeError(env, {"EBRIX_DIM_MISMATCH", "Expected a multiple of dim " + std::to_string(index.dim()) +
-                                                      " floats for queries but received " + std::to_string(floats)});
-    }
-    args.count = floats / index.dim();
+    args.count = requireQueryRows(args.queries, index.dim());
     if (args.k == 0 || args.k > kMaxResultEntries / args.count) {
       throwInvalid(env, "Expected k from 1 to " + std::to_string(kMaxResultEntries / args.count) + " for " +
                             std::to_string(args.count) + " queries but received " + std::to_string(args.k));
@@ -197,7 +169,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const SearchArgs args = parseSearch(info, *index);
-      return resultObject(env, index->search(args.queries.Data(), args.count, args.k, args.threads));
+      return searchResultObject(env, index->search(args.queries.Data(), args.count, args.k, args.threads));
     })
   }
 

@@ -1,0 +1,247 @@
+// JavaScript class GpuFlatIndex over ebrix::gpu::GpuFlatIndex (CUDA addon only). The same
+// rules as ../flat_index.cpp: lib/index/flat.ts validates and normalises arguments, this
+// layer re-checks what memory safety depends on and copies inputs on the main thread before
+// any work leaves it. The index sits in a shared_ptr so that dispose() while an add or search
+// is in flight only drops this handle's reference; the device memory goes with the last one.
+#include "gpu_flat_index.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../../cuda/gpu_index.h"
+#include "../args.h"
+#include "../errors.h"
+#include "../search_output.h"
+
+namespace ebrix::binding {
+namespace {
+
+using gpu::GpuFlatIndex;
+
+// The core reads a null bitset as "every row", so a given but empty bitset (no row allowed)
+// must still point somewhere.
+gpu::GpuSearchOptions searchOptions(bool filtered, const uint32_t* words, size_t wordCount, bool tf32) {
+  static const uint32_t kNoWords = 0;
+  gpu::GpuSearchOptions options;
+  if (filtered) {
+    options.allowBits = wordCount > 0 ? words : &kNoWords;
+    options.allowWords = wordCount;
+  }
+  options.tf32 = tf32;
+  return options;
+}
+
+class AddWorker : public PromiseWorker {
+ public:
+  // Copies on the main thread, like the CPU binding: the caller may detach or rewrite the
+  // buffers while the add runs.
+  AddWorker(Napi::Env env, std::shared_ptr<GpuFlatIndex> index, Napi::BigUint64Array ids,
+            Napi::Float32Array vectors, size_t count)
+      : PromiseWorker(env),
+        index_(std::move(index)),
+        ids_(ids.Data(), ids.Data() + ids.ElementLength()),
+        vectors_(vectors.Data(), vectors.Data() + vectors.ElementLength()),
+        count_(count) {}
+
+ protected:
+  void Run() override { index_->add(ids_.data(), vectors_.data(), count_); }
+  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  std::shared_ptr<GpuFlatIndex> index_;
+  std::vector<uint64_t> ids_;
+  std::vector<float> vectors_;
+  size_t count_;
+};
+
+struct SearchArgs {
+  Napi::Float32Array queries;
+  size_t count;
+  size_t k;
+  bool filtered;  // an allow bitset was given
+  Napi::Uint32Array allow;
+  bool tf32;
+};
+
+class SearchWorker : public PromiseWorker {
+ public:
+  SearchWorker(Napi::Env env, std::shared_ptr<GpuFlatIndex> index, const SearchArgs& args)
+      : PromiseWorker(env),
+        index_(std::move(index)),
+        queries_(args.queries.Data(), args.queries.Data() + args.queries.ElementLength()),
+        count_(args.count),
+        k_(args.k),
+        filtered_(args.filtered),
+        tf32_(args.tf32) {
+    if (filtered_) allow_.assign(args.allow.Data(), args.allow.Data() + args.allow.ElementLength());
+  }
+
+ protected:
+  void Run() override {
+    out_ = index_->search(queries_.data(), count_, k_, searchOptions(filtered_, allow_.data(), allow_.size(), tf32_));
+  }
+  Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
+
+ private:
+  std::shared_ptr<GpuFlatIndex> index_;
+  std::vector<float> queries_;
+  std::vector<uint32_t> allow_;  // copied: one bit per row, small next to the index
+  size_t count_, k_;
+  bool filtered_, tf32_;
+  SearchOutput out_;
+};
+
+class GpuFlatIndexWrap : public Napi::ObjectWrap<GpuFlatIndexWrap> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "GpuFlatIndex",
+                       {
+                           InstanceMethod<&GpuFlatIndexWrap::addSync>("addSync"),
+                           InstanceMethod<&GpuFlatIndexWrap::addAsync>("addAsync"),
+                           InstanceMethod<&GpuFlatIndexWrap::searchSync>("searchSync"),
+                           InstanceMethod<&GpuFlatIndexWrap::searchAsync>("searchAsync"),
+                           InstanceMethod<&GpuFlatIndexWrap::size>("size"),
+                           InstanceMethod<&GpuFlatIndexWrap::deviceBytes>("deviceBytes"),
+                           InstanceMethod<&GpuFlatIndexWrap::hostBytes>("hostBytes"),
+                           InstanceMethod<&GpuFlatIndexWrap::dispose>("dispose"),
+                       });
+  }
+
+  // new GpuFlatIndex(dim, metric, storage, device)
+  explicit GpuFlatIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuFlatIndexWrap>(info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      const size_t dim = requireCount(info[0], "dim");
+      if (!info[1].IsString()) throwInvalid(env, "Expected a string for metric");
+      Metric metric;
+      const std::string metricName = info[1].As<Napi::String>().Utf8Value();
+      if (!parseMetric(metricName, &metric)) {
+        throwInvalid(env, "Expected 'ip', 'cosine' or 'l2' for metric but received " + metricName);
+      }
+      if (!info[2].IsString()) throwInvalid(env, "Expected a string for storage");
+      gpu::Storage storage;
+      const std::string storageName = info[2].As<Napi::String>().Utf8Value();
+      if (!gpu::parseStorage(storageName, &storage)) {
+        throwInvalid(env, "Expected 'f32', 'f16' or 'bf16' for storage but received " + storageName);
+      }
+      index_ = std::make_shared<GpuFlatIndex>(dim, metric, storage, requireDevice(info[3]));
+    })
+  }
+
+ private:
+  std::shared_ptr<GpuFlatIndex> live(Napi::Env env) {
+    if (!index_) throw makeError(env, {"EBRIX_DISPOSED", "The index has been disposed"});
+    return index_;
+  }
+
+  struct AddArgs {
+    Napi::BigUint64Array ids;
+    Napi::Float32Array vectors;
+    size_t count;
+  };
+
+  // add(ids, vectors): one id per row of dim floats.
+  AddArgs parseAdd(const Napi::CallbackInfo& info, const GpuFlatIndex& index) {
+    AddArgs args{requireBigUint64(info[0], "ids"), requireFloat32(info[1], "vectors"), 0};
+    args.count = args.ids.ElementLength();
+    requireRows(args.vectors, args.count, index.dim());
+    return args;
+  }
+
+  // search(queries, k, allow | undefined, tf32): queries is a whole number of rows of dim floats.
+  SearchArgs parseSearch(const Napi::CallbackInfo& info, const GpuFlatIndex& index) {
+    Napi::Env env = info.Env();
+    SearchArgs args{requireFloat32(info[0], "queries"), 0, requireCount(info[1], "k"), false, {}, false};
+    args.count = requireQueryRows(args.queries, index.dim());
+    const size_t maxK = std::min(GpuFlatIndex::kMaxK, kMaxResultEntries / args.count);
+    if (args.k == 0 || args.k > maxK) {
+      throwInvalid(env, "Expected k from 1 to " + std::to_string(maxK) + " for " + std::to_string(args.count) +
+                            " queries on the GPU but received " + std::to_string(args.k));
+    }
+    if (!info[2].IsUndefined()) {
+      args.filtered = true;
+      args.allow = requireUint32(info[2], "allow");
+    }
+    if (!info[3].IsBoolean()) throwInvalid(env, "Expected a boolean for tf32");
+    args.tf32 = info[3].As<Napi::Boolean>().Value();
+    return args;
+  }
+
+  Napi::Value addSync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const AddArgs args = parseAdd(info, *index);
+      index->add(args.ids.Data(), args.vectors.Data(), args.count);
+      return env.Undefined();
+    })
+  }
+
+  Napi::Value addAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const AddArgs args = parseAdd(info, *index);
+      return (new AddWorker(env, index, args.ids, args.vectors, args.count))->Start();
+    })
+  }
+
+  Napi::Value searchSync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const SearchArgs args = parseSearch(info, *index);
+      const size_t words = args.filtered ? args.allow.ElementLength() : 0;
+      const uint32_t* bits = args.filtered ? args.allow.Data() : nullptr;
+      return searchResultObject(env, index->search(args.queries.Data(), args.count, args.k,
+                                                   searchOptions(args.filtered, bits, words, args.tf32)));
+    })
+  }
+
+  Napi::Value searchAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const SearchArgs args = parseSearch(info, *index);
+      return (new SearchWorker(env, index, args))->Start();
+    })
+  }
+
+  Napi::Value size(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->size()));
+  }
+  Napi::Value deviceBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->deviceBytes()));
+  }
+  Napi::Value hostBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->hostBytes()));
+  }
+  // Drops this handle's reference; searches or adds in flight keep the data until they end.
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    index_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<GpuFlatIndex> index_;
+};
+
+}  // namespace
+
+int requireDevice(const Napi::Value& v) {
+  const size_t device = requireCount(v, "device");
+  if (device > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    throwInvalid(v.Env(), "Expected a CUDA device ordinal for device but received " + std::to_string(device));
+  }
+  return static_cast<int>(device);
+}
+
+void initGpuFlatIndex(Napi::Env env, Napi::Object exports) {
+  exports.Set("GpuFlatIndex", GpuFlatIndexWrap::define(env));
+}
+
+}  // namespace ebrix::binding

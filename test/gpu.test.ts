@@ -1,0 +1,396 @@
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { resetGpuForTests } from '../lib/gpu.js';
+import {
+  DeviceUnavailableError,
+  DimensionMismatchError,
+  DisposedError,
+  DuplicateIdError,
+  FlatIndex,
+  InvalidArgumentError,
+  InvalidVectorError,
+  NO_ID,
+  gpuInfo,
+  type Metric,
+  type SearchResult,
+  type VectorStorage,
+} from '../lib/index.js';
+import {
+  bruteForce,
+  expectRowMatches,
+  makeIds,
+  randomVectors,
+  rng,
+  scoredMetric,
+  storedRows,
+} from './helpers.js';
+
+const METRICS: Metric[] = ['ip', 'cosine', 'l2'];
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const defaultAddon = path.join(root, 'build-cuda', 'Release', 'ebrix_cuda.node');
+const scratch = mkdtempSync(path.join(tmpdir(), 'ebrix-gpu-test-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+/** Runs `fn` with EBRIX_CUDA_ADDON set to `file` and a fresh probe, then restores both. */
+function withCudaAddon<T>(file: string, fn: () => T): T {
+  const saved = process.env.EBRIX_CUDA_ADDON;
+  process.env.EBRIX_CUDA_ADDON = file;
+  resetGpuForTests();
+  try {
+    return fn();
+  } finally {
+    if (saved === undefined) delete process.env.EBRIX_CUDA_ADDON;
+    else process.env.EBRIX_CUDA_ADDON = saved;
+    resetGpuForTests();
+  }
+}
+
+/** A CUDA addon path that does not exist: whatever this machine has, no GPU is usable. */
+const noAddon = path.join(scratch, 'missing', 'ebrix_cuda.node');
+
+describe('gpuInfo', () => {
+  it.skipIf(existsSync(defaultAddon) || process.env.EBRIX_CUDA_ADDON !== undefined)(
+    'says ebrix was built without CUDA when build-cuda holds no addon',
+    () => {
+      const info = gpuInfo();
+      expect(info).toMatchObject({ available: false, device: -1, name: '', addonPath: defaultAddon });
+      expect(info.reason).toBe(
+        'ebrix was built without CUDA: run `npm run build:cuda` on a machine with nvcc and a CUDA driver',
+      );
+      expect(gpuInfo()).toBe(info); // probed once
+    },
+  );
+
+  it('names a missing EBRIX_CUDA_ADDON file', () => {
+    const info = withCudaAddon(noAddon, gpuInfo);
+    expect(info.available).toBe(false);
+    expect(info.addonPath).toBe(noAddon);
+    expect(info.reason).toBe(`cannot load ${noAddon} (from EBRIX_CUDA_ADDON): no such file`);
+  });
+
+  it('reports a file that is not a loadable addon, and never runs it as JavaScript', () => {
+    const garbage = path.join(scratch, 'garbage.node');
+    writeFileSync(garbage, Buffer.from('\x7fELF this is not a shared library', 'latin1'));
+    const garbageInfo = withCudaAddon(garbage, gpuInfo);
+    expect(garbageInfo.available).toBe(false);
+    expect(garbageInfo.reason).toMatch(new RegExp(`^cannot load ${escape(garbage)}: .+`));
+
+    const script = path.join(scratch, 'addon.js');
+    writeFileSync(script, 'globalThis.ebrixScriptRan = true; module.exports = { probeDevice: () => ({ available: true }) };');
+    const scriptInfo = withCudaAddon(script, gpuInfo);
+    expect(scriptInfo.available).toBe(false);
+    expect(scriptInfo.reason).toMatch(new RegExp(`^cannot load ${escape(script)}: .+`));
+    expect((globalThis as { ebrixScriptRan?: boolean }).ebrixScriptRan).toBeUndefined();
+  });
+});
+
+describe('FlatIndex without a usable GPU', () => {
+  it("falls back to the CPU under device 'auto', saying why, and searches exactly", async () => {
+    const dim = 16;
+    const n = 500;
+    const data = randomVectors(n, dim, 21);
+    const ids = makeIds(n);
+    const index = withCudaAddon(noAddon, () => new FlatIndex({ dim, metric: 'l2', device: 'auto' }));
+    try {
+      expect(index.device).toBe('cpu');
+      expect(index.storage).toBe('f32');
+      expect(index.deviceReason).toBe(`cannot load ${noAddon} (from EBRIX_CUDA_ADDON): no such file`);
+      expect(index.simd).toBeDefined();
+      await index.add(ids, data);
+      const queries = randomVectors(5, dim, 22);
+      const result = await index.search(queries, 10, { tf32: true }); // tf32 means nothing on the CPU
+      for (let q = 0; q < 5; q++) {
+        const truth = bruteForce('l2', data, ids, queries.subarray(q * dim, (q + 1) * dim), dim);
+        expectRowMatches(truth, result.row(q).ids, result.row(q).scores, 10);
+      }
+      const memory = index.memoryUsage();
+      expect(memory.deviceBytes).toBe(0);
+      expect(memory.hostBytes).toBe(memory.bytes);
+      expect(memory.bytes).toBeGreaterThan(n * dim * 4);
+    } finally {
+      index.dispose();
+    }
+  });
+
+  it("stores f32 when 'auto' falls back to the CPU with storage f16 or bf16", () => {
+    for (const storage of ['f16', 'bf16'] as const) {
+      using index = withCudaAddon(noAddon, () => new FlatIndex({ dim: 4, device: 'auto', storage }));
+      expect(index.device).toBe('cpu');
+      expect(index.storage).toBe('f32');
+      expect(index.deviceReason).toMatch(/no such file; storage 'b?f16' is not implemented on the CPU yet, so vectors are stored as f32$/);
+    }
+  });
+
+  it("rejects device 'cuda' with EBRIX_DEVICE_UNAVAILABLE and the reason", () => {
+    withCudaAddon(noAddon, () => {
+      expect(() => new FlatIndex({ dim: 4, device: 'cuda' })).toThrow(DeviceUnavailableError);
+      expect(() => new FlatIndex({ dim: 4, device: 'cuda', storage: 'bf16' })).toThrow(
+        expect.objectContaining({
+          code: 'EBRIX_DEVICE_UNAVAILABLE',
+          message: `No usable GPU: cannot load ${noAddon} (from EBRIX_CUDA_ADDON): no such file`,
+        }),
+      );
+    });
+  });
+
+  it('rejects options the CPU does not implement, and bad device, storage, allow and tf32 values', () => {
+    expect(() => new FlatIndex({ dim: 4, storage: 'f16' })).toThrow(InvalidArgumentError);
+    expect(() => new FlatIndex({ dim: 4, device: 'cpu', storage: 'bf16' })).toThrow(
+      /Storage 'bf16' is not implemented on the CPU yet/,
+    );
+    expect(() => new FlatIndex({ dim: 4, device: 'tpu' as never })).toThrow(/for device but received "tpu"/);
+    expect(() => new FlatIndex({ dim: 4, storage: 'int8' as never })).toThrow(/for storage but received "int8"/);
+    // Checked before any probe, so the same on every machine.
+    expect(() => new FlatIndex({ dim: 4, device: 'cuda', simd: 'scalar' })).toThrow(/simd option applies to the CPU only/);
+
+    using index = new FlatIndex({ dim: 4 });
+    expect(index.device).toBe('cpu');
+    expect(index.deviceReason).toBe('');
+    index.addSync([1], new Float32Array(4));
+    expect(() => index.searchSync(new Float32Array(4), 1, { allow: new Uint32Array([1]) })).toThrow(
+      /Allow bitsets run on the GPU only/,
+    );
+    expect(() => index.searchSync(new Float32Array(4), 1, { allow: [1] as never })).toThrow(
+      /Expected a Uint32Array for options.allow/,
+    );
+    expect(() => index.searchSync(new Float32Array(4), 1, { tf32: 1 as never })).toThrow(
+      /Expected a boolean for options.tf32 but received 1/,
+    );
+  });
+});
+
+const info = gpuInfo();
+if (!info.available) console.log(`GPU tests skipped: ${info.reason}`);
+
+describe.skipIf(!info.available)('FlatIndex on the GPU', () => {
+  /**
+   * `actual` ranks like `expected` up to near-ties: scores equal position by position within
+   * `tol`, every id clearly above the k-th score present, padding in the same places.
+   */
+  function expectSameTopK(expected: SearchResult, actual: SearchResult, tol: number): void {
+    expect(actual.nq).toBe(expected.nq);
+    for (let q = 0; q < expected.nq; q++) {
+      const e = expected.row(q);
+      const a = actual.row(q);
+      const kth = e.scores[e.scores.length - 1]!;
+      for (let i = 0; i < e.ids.length; i++) {
+        if (e.ids[i] === NO_ID) {
+          expect(a.ids[i]).toBe(NO_ID);
+          expect(a.scores[i]).toBe(-Infinity);
+        } else {
+          expect(Math.abs(a.scores[i]! - e.scores[i]!), `query ${q}, position ${i}`).toBeLessThanOrEqual(tol);
+        }
+      }
+      const got = new Set(a.ids);
+      for (let i = 0; i < e.ids.length && e.scores[i]! > kth + tol; i++) {
+        expect(got.has(e.ids[i]!), `query ${q}: id ${e.ids[i]} missing`).toBe(true);
+      }
+    }
+  }
+
+  it('reports the device', () => {
+    expect(info.reason).toBe('');
+    expect(info.device).toBe(0);
+    expect(info.name).not.toBe('');
+    expect(info.computeCapability).toMatch(/^\d+\.\d$/);
+    expect(info.multiprocessors).toBeGreaterThan(0);
+    expect(info.totalMemory).toBeGreaterThanOrEqual(info.freeMemory);
+    expect(info.freeMemory).toBeGreaterThan(0);
+    using index = new FlatIndex({ dim: 8, device: 'auto' });
+    expect(index.device).toBe('cuda');
+    expect(index.deviceReason).toBe('');
+    expect(index.simd).toBeUndefined();
+    expect(index.threads).toBeUndefined();
+  });
+
+  it.each(METRICS)('f32 ranks like the CPU index for metric %s, on awkward dimensions and both paths', async (metric) => {
+    for (const dim of [1, 7, 33, 100, 768]) {
+      const n = 3000;
+      const data = randomVectors(n, dim, dim);
+      const ids = makeIds(n);
+      using cpu = new FlatIndex({ dim, metric });
+      using gpu = new FlatIndex({ dim, metric, device: 'cuda' });
+      expect(gpu.storage).toBe('f32');
+      await cpu.add(ids, data);
+      await gpu.add(ids, data);
+      expect(gpu.size).toBe(n);
+      // A few queries take the fused scan, a large batch the GEMM tiles.
+      for (const nq of [3, 300]) {
+        const queries = randomVectors(nq, dim, dim + nq);
+        for (const k of [1, 10, 100]) {
+          const expected = await cpu.search(queries, k);
+          const tol = 1e-4 * Math.max(1, ...Array.from(expected.scores, Math.abs));
+          expectSameTopK(expected, await gpu.search(queries, k), tol);
+          expectSameTopK(expected, gpu.searchSync(queries, k), tol);
+        }
+      }
+    }
+  });
+
+  it.each(['f16', 'bf16'] as const)(
+    '%s ranks like a reference that rounds rows and queries to the storage type',
+    async (storage: VectorStorage) => {
+      const n = 2000;
+      const ids = makeIds(n);
+      for (const metric of METRICS) {
+        for (const dim of [7, 64, 100]) {
+          const data = randomVectors(n, dim, 31 + dim);
+          using index = new FlatIndex({ dim, metric, device: 'cuda', storage });
+          expect(index.storage).toBe(storage);
+          await index.add(ids, data);
+          const rows = storedRows(data, dim, metric, storage);
+          for (const nq of [3, 200]) {
+            const queries = randomVectors(nq, dim, 41 + dim + nq);
+            const stored = storedRows(queries, dim, metric, storage);
+            const result = await index.search(queries, 10);
+            for (let q = 0; q < nq; q++) {
+              const truth = bruteForce(scoredMetric(metric), rows, ids, stored.subarray(q * dim, (q + 1) * dim), dim);
+              expectRowMatches(truth, result.row(q).ids, result.row(q).scores, 10);
+            }
+          }
+        }
+      }
+    },
+  );
+
+  it('halves device memory with f16 and bf16', async () => {
+    const n = 20_000;
+    const dim = 128;
+    const data = randomVectors(n, dim, 5);
+    const bytes: Record<string, number> = {};
+    for (const storage of ['f32', 'f16', 'bf16'] as const) {
+      using index = new FlatIndex({ dim, device: 'cuda', storage });
+      await index.add(makeIds(n), data);
+      const memory = index.memoryUsage();
+      expect(memory.bytes).toBe(memory.deviceBytes + memory.hostBytes);
+      expect(memory.deviceBytes).toBeGreaterThanOrEqual(n * dim * (storage === 'f32' ? 4 : 2));
+      expect(memory.hostBytes).toBeGreaterThan(0);
+      bytes[storage] = memory.deviceBytes;
+    }
+    expect(bytes.f16!).toBeLessThan(0.75 * bytes.f32!);
+    expect(bytes.bf16).toBe(bytes.f16);
+  });
+
+  it('stays close to exact with tf32', async () => {
+    const n = 4000;
+    const dim = 256;
+    const data = randomVectors(n, dim, 61);
+    const ids = makeIds(n);
+    using index = new FlatIndex({ dim, device: 'cuda' });
+    await index.add(ids, data);
+    const queries = randomVectors(256, dim, 62);
+    const exact = await index.search(queries, 10);
+    const fast = await index.search(queries, 10, { tf32: true });
+    let found = 0;
+    for (let q = 0; q < 256; q++) {
+      const truth = new Set(exact.row(q).ids);
+      for (const id of fast.row(q).ids) if (truth.has(id)) found++;
+      expect(Math.abs(fast.row(q).scores[0]! - exact.row(q).scores[0]!)).toBeLessThan(1e-2 * Math.abs(exact.row(q).scores[0]!) + 1e-2);
+    }
+    expect(found / (256 * 10)).toBeGreaterThan(0.9);
+  });
+
+  it('returns only allowed rows, as a CPU index of the allowed subset would', async () => {
+    const n = 5000;
+    const dim = 32;
+    const data = randomVectors(n, dim, 71);
+    const ids = makeIds(n);
+    using gpu = new FlatIndex({ dim, metric: 'cosine', device: 'cuda' });
+    // Two adds: rows are numbered across them in add order.
+    await gpu.add(ids.slice(0, 2000), data.subarray(0, 2000 * dim));
+    await gpu.add(ids.slice(2000), data.subarray(2000 * dim));
+    const next = rng(72);
+    const dense = new Uint32Array(Math.ceil(n / 32));
+    const allowed = (bits: Uint32Array, r: number) => ((bits[r >> 5] ?? 0) >>> (r & 31)) & 1;
+    for (let r = 0; r < n; r++) if (next() < 0.3) dense[r >> 5]! |= 1 << (r & 31);
+    // A bitset shorter than the index allows nothing past its end: this one allows 18 rows.
+    const short = new Uint32Array([0x0000ffff, 0b1010]);
+    for (const bits of [dense, short]) {
+      const keep: number[] = [];
+      for (let r = 0; r < n; r++) if (allowed(bits, r)) keep.push(r);
+      using cpu = new FlatIndex({ dim, metric: 'cosine' });
+      const subset = new Float32Array(keep.length * dim);
+      keep.forEach((r, i) => subset.set(data.subarray(r * dim, (r + 1) * dim), i * dim));
+      cpu.addSync(
+        keep.map((r) => ids[r]!),
+        subset,
+      );
+      for (const nq of [3, 100]) {
+        const queries = randomVectors(nq, dim, 73 + nq);
+        const expected = await cpu.search(queries, 25); // k > 18: the short bitset pads
+        expectSameTopK(expected, await gpu.search(queries, 25, { allow: bits }), 1e-4);
+        expectSameTopK(expected, gpu.searchSync(queries, 25, { allow: bits }), 1e-4);
+      }
+    }
+    for (const none of [new Uint32Array(0), new Uint32Array(200)]) {
+      const result = await gpu.search(randomVectors(2, dim, 74), 5, { allow: none });
+      expect(Array.from(result.ids)).toEqual(new Array(10).fill(NO_ID));
+      expect(Array.from(result.scores)).toEqual(new Array(10).fill(-Infinity));
+    }
+  });
+
+  it('pads past the row count, breaks ties by the smaller id, and caps k at 2048', async () => {
+    using index = new FlatIndex({ dim: 2, device: 'cuda' });
+    expect(Array.from((await index.search(new Float32Array(4), 3)).ids)).toEqual(new Array(6).fill(NO_ID));
+    index.addSync([50, 10, 30, 20, 40], new Float32Array(10).fill(1));
+    const result = index.searchSync(new Float32Array([1, 1]), 2048);
+    expect(Array.from(result.row(0).ids.subarray(0, 6))).toEqual([10n, 20n, 30n, 40n, 50n, NO_ID]);
+    expect(result.hits(0).map((h) => h.score)).toEqual([2, 2, 2, 2, 2]);
+    expect(result.row(0).scores[2047]).toBe(-Infinity);
+    expect(() => index.searchSync(new Float32Array(2), 2049)).toThrow(/from 1 to 2048 for k/);
+    await expect(index.search(new Float32Array(2), 4096)).rejects.toThrow(InvalidArgumentError);
+  });
+
+  it('validates adds and queries like the CPU index, leaving the index unchanged', async () => {
+    using index = new FlatIndex({ dim: 4, device: 'cuda' });
+    index.addSync([1, 2], new Float32Array([1, 0, 0, 0, 0, 1, 0, 0]));
+    await expect(index.add([3, 4], new Float32Array([0, 0, 0, 0, 1, NaN, 0, 0]))).rejects.toThrow(InvalidVectorError);
+    expect(() => index.addSync([3], new Float32Array([Infinity, 0, 0, 0]))).toThrow(/row 0, column 0/);
+    await expect(index.add([7, 7], new Float32Array(8))).rejects.toThrow(DuplicateIdError);
+    expect(() => index.addSync([8, 2], new Float32Array(8))).toThrow(/duplicate id 2 \(already in the index\)/);
+    expect(() => index.addSync([3], new Float32Array(5))).toThrow(DimensionMismatchError);
+    expect(() => index.addSync([NO_ID], new Float32Array(4))).toThrow(InvalidArgumentError);
+    await expect(index.search(new Float32Array([0, -Infinity, 0, 0]), 1)).rejects.toThrow(InvalidVectorError);
+    expect(() => index.searchSync(new Float32Array(6), 1)).toThrow(DimensionMismatchError);
+    expect(index.size).toBe(2);
+    expect(index.searchSync(new Float32Array([0, 1, 0, 0]), 5).hits(0).map((h) => h.id)).toEqual([2n, 1n]);
+  });
+
+  it('allows adds while searches are in flight, each search seeing whole batches', async () => {
+    const dim = 8;
+    using index = new FlatIndex({ dim, metric: 'l2', device: 'cuda', storage: 'f16' });
+    await index.add([0], new Float32Array(dim));
+    const searches: Promise<SearchResult>[] = [];
+    for (let b = 1; b <= 20; b++) {
+      const ids = Array.from({ length: 1000 }, (_, i) => b * 1000 + i);
+      searches.push(index.search(randomVectors(20, dim, b), 3));
+      await index.add(ids, randomVectors(1000, dim, 100 + b));
+    }
+    for (const result of await Promise.all(searches)) {
+      for (const id of result.ids) expect(id === 0n || id === NO_ID || (id >= 1000n && id < 21_000n)).toBe(true);
+      for (const row of result) if (row.ids[2] === NO_ID) expect(Array.from(row.ids)).toEqual([0n, NO_ID, NO_ID]);
+    }
+    expect(index.size).toBe(20_001);
+  });
+
+  it('keeps serving a search in flight after dispose, then fails clearly', async () => {
+    const index = new FlatIndex({ dim: 64, device: 'cuda' });
+    await index.add(makeIds(100_000), randomVectors(100_000, 64, 81));
+    const pending = index.search(randomVectors(500, 64, 82), 5);
+    index.dispose();
+    index.dispose();
+    expect((await pending).ids[0]).not.toBe(NO_ID);
+    expect(index.disposed).toBe(true);
+    expect(() => index.size).toThrow(DisposedError);
+    expect(() => index.memoryUsage()).toThrow(DisposedError);
+    await expect(index.search(new Float32Array(64), 1)).rejects.toMatchObject({ code: 'EBRIX_DISPOSED' });
+  });
+});
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
