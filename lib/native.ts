@@ -23,8 +23,8 @@ export interface NativeSearchOutput {
 export interface NativeFlatIndex {
   add(ids: BigUint64Array, vectors: Float32Array): void;
   addAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
-  search(queries: Float32Array, k: number, threads: number): NativeSearchOutput;
-  searchAsync(queries: Float32Array, k: number, threads: number): Promise<NativeSearchOutput>;
+  search(queries: Float32Array, k: number, threads: number, allow?: Uint32Array): NativeSearchOutput;
+  searchAsync(queries: Float32Array, k: number, threads: number, allow?: Uint32Array): Promise<NativeSearchOutput>;
   size(): number;
   memoryBytes(): number;
   simdLevel(): string;

@@ -20,6 +20,50 @@ import { bruteForce, expectRowMatches, makeIds, randomVectors } from './helpers.
 const METRICS: Metric[] = ['ip', 'cosine', 'l2'];
 const AWKWARD_DIMS = [1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 100, 784, 1536];
 
+describe('FlatIndex allow bitsets', () => {
+  it.each(METRICS)('returns only allowed rows, as an index of the allowed subset would (%s)', async (metric) => {
+    const n = 3000;
+    const dim = 20;
+    const data = randomVectors(n, dim, 81);
+    const ids = makeIds(n);
+    using index = new FlatIndex({ dim, metric });
+    // Two adds: rows are numbered across them in add order.
+    await index.add(ids.slice(0, 1000), data.subarray(0, 1000 * dim));
+    await index.add(ids.slice(1000), data.subarray(1000 * dim));
+    let seed = 82;
+    const next = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const dense = new Uint32Array(Math.ceil(n / 32));
+    for (let r = 0; r < n; r++) if (next() < 0.3) dense[r >> 5]! |= 1 << (r & 31);
+    // Shorter than the index: nothing past its end is allowed (18 rows here).
+    const short = new Uint32Array([0x0000ffff, 0b1010]);
+    // Every other panel of 32 rows: whole tiles filtered out.
+    const striped = new Uint32Array(Math.ceil(n / 32)).map((_, w) => (w % 2 === 0 ? 0xffffffff : 0));
+    for (const bits of [dense, short, striped]) {
+      const keep: number[] = [];
+      for (let r = 0; r < n; r++) if (((bits[r >> 5] ?? 0) >>> (r & 31)) & 1) keep.push(r);
+      const subset = new Float32Array(keep.length * dim);
+      keep.forEach((r, i) => subset.set(data.subarray(r * dim, (r + 1) * dim), i * dim));
+      const subsetIds = keep.map((r) => ids[r]!);
+      // 3 queries stream, 40 take the tiled path.
+      for (const nq of [3, 40]) {
+        const queries = randomVectors(nq, dim, 83 + nq);
+        for (const result of [await index.search(queries, 25, { allow: bits }), index.searchSync(queries, 25, { allow: bits })]) {
+          for (let q = 0; q < nq; q++) {
+            const truth = bruteForce(metric, subset, subsetIds, queries.subarray(q * dim, (q + 1) * dim), dim);
+            const row = result.row(q);
+            expectRowMatches(truth, row.ids, row.scores, 25);
+          }
+        }
+      }
+    }
+    for (const none of [new Uint32Array(0), new Uint32Array(200)]) {
+      const result = await index.search(randomVectors(2, dim, 84), 5, { allow: none });
+      expect(Array.from(result.ids)).toEqual(new Array(10).fill(NO_ID));
+      expect(Array.from(result.scores)).toEqual(new Array(10).fill(-Infinity));
+    }
+  });
+});
+
 describe('FlatIndex exact search', () => {
   it.each(METRICS)('equals brute force for metric %s, k = 1, 10, 100 and k > size', async (metric) => {
     const dim = 24;

@@ -65,7 +65,7 @@ export interface SearchOptions {
   /**
    * Only rows whose bit is set may be returned. Rows are numbered in add order from 0: bit
    * `r & 31` of word `r >> 5` allows row r; rows past the end of the bitset are not allowed.
-   * For now GPU only.
+   * Tested inside the scan on both devices, so a filtered search stays exact.
    */
   allow?: Uint32Array;
   /**
@@ -245,7 +245,7 @@ export class FlatIndex implements Disposable {
     const live = this.#live();
     const out = await awaitNative(
       live.device === 'cpu'
-        ? live.index.searchAsync(s.matrix, s.k, s.threads)
+        ? live.index.searchAsync(s.matrix, s.k, s.threads, s.allow)
         : live.index.searchAsync(s.matrix, s.k, s.allow, s.tf32),
     );
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
@@ -257,7 +257,7 @@ export class FlatIndex implements Disposable {
     const live = this.#live();
     const out = callNative(() =>
       live.device === 'cpu'
-        ? live.index.search(s.matrix, s.k, s.threads)
+        ? live.index.search(s.matrix, s.k, s.threads, s.allow)
         : live.index.searchSync(s.matrix, s.k, s.allow, s.tf32),
     );
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
@@ -296,12 +296,7 @@ export class FlatIndex implements Disposable {
     const threads =
       options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'options.threads', MAX_THREADS);
     const { allow, tf32 = false } = options;
-    if (allow !== undefined) {
-      if (!(allow instanceof Uint32Array)) throw invalid('a Uint32Array', 'options.allow', allow);
-      if (device === 'cpu') {
-        throw new InvalidArgumentError('Allow bitsets run on the GPU only for now; this index is on the CPU');
-      }
-    }
+    if (allow !== undefined && !(allow instanceof Uint32Array)) throw invalid('a Uint32Array', 'options.allow', allow);
     if (typeof tf32 !== 'boolean') throw invalid('a boolean', 'options.tf32', tf32);
     const matrix = toMatrix(queries, this.dim, 'queries');
     if (matrix.length === 0) throw invalid('at least one query', 'queries', queries);

@@ -43,16 +43,24 @@ class AddWorker : public PromiseWorker {
 class SearchWorker : public PromiseWorker {
  public:
   SearchWorker(Napi::Env env, std::shared_ptr<FlatIndex> index, Napi::Float32Array queries,
-               size_t count, size_t k, unsigned threads)
+               size_t count, size_t k, unsigned threads, const Napi::Uint32Array* allow)
       : PromiseWorker(env),
         index_(std::move(index)),
         queries_(queries.Data(), queries.Data() + queries.ElementLength()),
         count_(count),
         k_(k),
-        threads_(threads) {}
+        threads_(threads),
+        filtered_(allow != nullptr) {
+    if (allow != nullptr) allow_.assign(allow->Data(), allow->Data() + allow->ElementLength());
+  }
 
  protected:
-  void Run() override { out_ = index_->search(queries_.data(), count_, k_, threads_); }
+  void Run() override {
+    // A given but empty bitset allows no row: pass a non-null pointer with no words.
+    static const uint32_t kNoWords = 0;
+    const uint32_t* bits = filtered_ ? (allow_.empty() ? &kNoWords : allow_.data()) : nullptr;
+    out_ = index_->search(queries_.data(), count_, k_, threads_, bits, allow_.size());
+  }
   Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
 
  private:
@@ -60,6 +68,8 @@ class SearchWorker : public PromiseWorker {
   std::vector<float> queries_;  // copied: queries are small next to the index
   size_t count_, k_;
   unsigned threads_;
+  bool filtered_;
+  std::vector<uint32_t> allow_;  // copied: one bit per row
   SearchOutput out_;
 };
 
@@ -130,13 +140,20 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     size_t count;
     size_t k;
     unsigned threads;
+    bool filtered;
+    Napi::Uint32Array allow;
   };
 
-  // search(queries, k, threads): queries is a whole number of rows of dim floats.
+  // search(queries, k, threads, allow | undefined): queries is a whole number of rows of dim
+  // floats; allow a bitset over rows.
   SearchArgs parseSearch(const Napi::CallbackInfo& info, const FlatIndex& index) {
     Napi::Env env = info.Env();
     SearchArgs args{requireFloat32(info[0], "queries"), 0, requireCount(info[1], "k"),
-                    static_cast<unsigned>(requireCount(info[2], "threads"))};
+                    static_cast<unsigned>(requireCount(info[2], "threads")), false, Napi::Uint32Array()};
+    if (info.Length() > 3 && !info[3].IsUndefined()) {
+      args.allow = requireUint32(info[3], "allow");
+      args.filtered = true;
+    }
     args.count = requireQueryRows(args.queries, index.dim());
     if (args.k == 0 || args.k > kMaxResultEntries / args.count) {
       throwInvalid(env, "Expected k from 1 to " + std::to_string(kMaxResultEntries / args.count) + " for " +
@@ -169,7 +186,10 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const SearchArgs args = parseSearch(info, *index);
-      return searchResultObject(env, index->search(args.queries.Data(), args.count, args.k, args.threads));
+      static const uint32_t kNoWords = 0;
+      const size_t words = args.filtered ? args.allow.ElementLength() : 0;
+      const uint32_t* bits = args.filtered ? (words > 0 ? args.allow.Data() : &kNoWords) : nullptr;
+      return searchResultObject(env, index->search(args.queries.Data(), args.count, args.k, args.threads, bits, words));
     })
   }
 
@@ -178,7 +198,8 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const SearchArgs args = parseSearch(info, *index);
-      return (new SearchWorker(env, index, args.queries, args.count, args.k, args.threads))->Start();
+      return (new SearchWorker(env, index, args.queries, args.count, args.k, args.threads,
+                               args.filtered ? &args.allow : nullptr))->Start();
     })
   }
 

@@ -28,6 +28,23 @@ size_t rowsPerTask(size_t count, unsigned slots, size_t granule) {
   return rows;
 }
 
+// The allow bitset of a search (SearchParams), read 32 rows at a time.
+struct AllowBits {
+  const uint32_t* words = nullptr;  // null: every row
+  size_t count = 0;
+
+  bool all() const { return words == nullptr; }
+  bool row(size_t r) const { return words == nullptr || (r / 32 < count && (words[r / 32] >> (r % 32) & 1u)); }
+  // Bits of rows [first, first + 32): bit j for row first + j.
+  uint32_t window(size_t first) const {
+    if (words == nullptr) return ~0u;
+    const size_t word = first / 32, shift = first % 32;
+    const uint32_t low = word < count ? words[word] >> shift : 0u;
+    const uint32_t high = shift != 0 && word + 1 < count ? words[word + 1] << (32 - shift) : 0u;
+    return low | high;
+  }
+};
+
 // Per-thread collectors for a chunk of queries.
 struct SlotCollectors {
   std::vector<TopKCollector> perQuery;
@@ -41,7 +58,7 @@ void prepareSlots(std::vector<SlotCollectors>& slots, size_t queries, size_t k) 
 }
 
 void streamingScan(const RowSet& rows, const float* queries, size_t queryCount,
-                   const float* bias, const simd::Kernels& kernels, ThreadPool& pool,
+                   const float* bias, AllowBits allow, const simd::Kernels& kernels, ThreadPool& pool,
                    unsigned slots, std::vector<SlotCollectors>& collectors) {
   const size_t dim = rows.dim;
   const size_t block = std::clamp<size_t>(kScanBlockBytes / (dim * sizeof(float)), 8, kScanBlock);
@@ -60,7 +77,7 @@ void streamingScan(const RowSet& rows, const float* queries, size_t queryCount,
         TopKCollector& collector = mine[q];
         float threshold = collector.threshold();
         for (size_t j = 0; j < n; ++j) {
-          if (scores[j] >= threshold) {
+          if (scores[j] >= threshold && allow.row(r0 + j)) {
             collector.offer(scores[j], static_cast<uint32_t>(r0 + j), rows.ids[r0 + j]);
             threshold = collector.threshold();
           }
@@ -109,7 +126,7 @@ void packRows(const RowSet& rows, size_t first, size_t n, const float* bias,
 }
 
 void tiledScan(const RowSet& rows, const float* queries, size_t queryCount, const float* bias,
-               const simd::Kernels& kernels, ThreadPool& pool, unsigned slots,
+               AllowBits allow, const simd::Kernels& kernels, ThreadPool& pool, unsigned slots,
                std::vector<SlotCollectors>& collectors) {
   const size_t dim = rows.dim;
   const int mr = kernels.tileRows;
@@ -131,7 +148,9 @@ void tiledScan(const RowSet& rows, const float* queries, size_t queryCount, cons
       const size_t n = std::min<size_t>(nr, end - r0);
       // Columns past the last row are padding; with an empty collector's -inf threshold even
       // their -inf scores would pass the kernel's compare, so they are masked off here.
-      const uint32_t valid = n >= 32 ? ~0u : (1u << n) - 1u;
+      // Rows the filter excludes are masked off the same way.
+      const uint32_t valid = (n >= 32 ? ~0u : (1u << n) - 1u) & allow.window(r0);
+      if (valid == 0) continue;
       // Ask for the next panel now, so that its rows stream in while this one is scored.
       if (r0 + nr < end) {
         const char* next = reinterpret_cast<const char*>(rows.vectors + (r0 + nr) * dim);
@@ -205,10 +224,11 @@ SearchOutput exactSearch(const RowSet& rows, const float* queries, size_t queryC
     const size_t n = std::min(chunk, queryCount - q0);
     const float* chunkQueries = queries + q0 * dim;
     prepareSlots(collectors, n, keep);
+    const AllowBits allow{params.allowBits, params.allowWords};
     if (streaming) {
-      streamingScan(rows, chunkQueries, n, bias, kernels, pool, slots, collectors);
+      streamingScan(rows, chunkQueries, n, bias, allow, kernels, pool, slots, collectors);
     } else {
-      tiledScan(rows, chunkQueries, n, bias, kernels, pool, slots, collectors);
+      tiledScan(rows, chunkQueries, n, bias, allow, kernels, pool, slots, collectors);
     }
     // Merge the threads' collectors and re-score the winners exactly, in parallel by query.
     constexpr size_t kMergeBlock = 32;

@@ -36,6 +36,10 @@ struct SearchParams {
   size_t k = 10;
   Metric metric = Metric::InnerProduct;  // cosine expects rows and queries already normalised
   unsigned threads = 1;
+  // Pre-filter: bit r of word r/32 allows row r; rows past the last word are not allowed.
+  // Null: every row. Tested before a score is offered, so filtered results stay exact.
+  const uint32_t* allowBits = nullptr;
+  size_t allowWords = 0;
 };
 
 struct SearchOutput {

@@ -157,8 +157,8 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
   current_ = Snapshot{std::move(target), newCount};
 }
 
-SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k,
-                               unsigned threads) const {
+SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k, unsigned threads,
+                               const uint32_t* allowBits, size_t allowWords) const {
   if (k == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for k but received 0");
   requireFinite(queries, queryCount, dim_, "queries");
   const Snapshot snap = snapshot();
@@ -183,6 +183,8 @@ SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k
   SearchParams params;
   params.k = k;
   params.metric = metric_;
+  params.allowBits = allowBits;
+  params.allowWords = allowWords;
   params.threads = threads == 0 ? threads_ : threads;
   return exactSearch(rows, prepared, queryCount, params, *kernels_, ThreadPool::shared());
 }

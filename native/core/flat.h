@@ -40,8 +40,11 @@ class FlatIndex {
   // unchanged. Safe to call while searches run; concurrent adds are serialised.
   void add(const uint64_t* ids, const float* vectors, size_t count);
 
-  // Exact top-k; `threads` 0 means the index default.
-  SearchOutput search(const float* queries, size_t queryCount, size_t k, unsigned threads = 0) const;
+  // Exact top-k; `threads` 0 means the index default. With allowBits, only rows whose bit is
+  // set (bit r of word r/32, rows numbered in add order) can be returned; rows past the
+  // last word are not allowed.
+  SearchOutput search(const float* queries, size_t queryCount, size_t k, unsigned threads = 0,
+                      const uint32_t* allowBits = nullptr, size_t allowWords = 0) const;
 
   // Bytes held by vectors, norms, ids (capacity included) and the id → row map (estimated).
   size_t memoryBytes() const;

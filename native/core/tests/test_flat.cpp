@@ -97,6 +97,46 @@ TEST_CASE("flat.exact_equals_brute_force_every_isa_metric_k") {
   }
 }
 
+TEST_CASE("flat.allow_bitset_equals_search_of_the_allowed_subset_every_isa") {
+  for (simd::Level level : simd::supportedLevels()) {
+    const size_t n = 2000, dim = 19;
+    auto data = randomVectors(n, dim, 51);
+    std::vector<uint64_t> ids(n);
+    for (size_t i = 0; i < n; ++i) ids[i] = (i * 2654435761u) % 1000003u;
+    FlatIndex index(dim, Metric::L2, level, 3);
+    index.add(ids.data(), data.data(), n);
+    // Random 25% of rows, then a bitset shorter than the index (rows past it excluded).
+    std::vector<uint32_t> dense((n + 31) / 32, 0);
+    uint32_t state = 7;
+    for (size_t r = 0; r < n; ++r) {
+      state = state * 1103515245u + 12345u;
+      if ((state >> 16) % 4 == 0) dense[r / 32] |= 1u << (r % 32);
+    }
+    const std::vector<uint32_t> shortBits = {0xF0F0F0F0u, 0x1u};
+    const std::vector<uint32_t>* bitsets[] = {&dense, &shortBits};
+    for (const std::vector<uint32_t>* bits : bitsets) {
+      std::vector<float> subset;
+      std::vector<uint64_t> subsetIds;
+      for (size_t r = 0; r < n; ++r) {
+        if (r / 32 < bits->size() && ((*bits)[r / 32] >> (r % 32) & 1u)) {
+          subset.insert(subset.end(), data.begin() + r * dim, data.begin() + (r + 1) * dim);
+          subsetIds.push_back(ids[r]);
+        }
+      }
+      for (size_t nq : {size_t{2}, size_t{30}}) {
+        const auto queries = randomVectors(nq, dim, 52 + static_cast<uint32_t>(nq));
+        const size_t k = 40;
+        const SearchOutput out = index.search(queries.data(), nq, k, 0, bits->data(), bits->size());
+        for (size_t q = 0; q < nq; ++q) {
+          checkRow(Metric::L2, subset, subsetIds, queries.data() + q * dim, dim, k, out.ids.data() + q * k,
+                   out.scores.data() + q * k,
+                   std::string(simd::levelName(level)) + " allow nq " + std::to_string(nq));
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("flat.identical_across_isas_and_thread_counts") {
   const size_t dim = 33, n = 5000, nq = 25, k = 10;
   const auto data = randomVectors(n, dim, 5);
