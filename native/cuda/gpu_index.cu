@@ -117,25 +117,39 @@ struct Context {
   cudaEvent_t selected[2] = {nullptr, nullptr};
 
   Context() {
-    EBRIX_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    EBRIX_CUDA(cudaStreamCreateWithFlags(&selectStream, cudaStreamNonBlocking));
-    EBRIX_CUDA(cudaEventCreate(&start));
-    EBRIX_CUDA(cudaEventCreate(&stop));
-    EBRIX_CUDA(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-    for (int i = 0; i < 2; ++i) {
-      EBRIX_CUDA(cudaEventCreateWithFlags(&scored[i], cudaEventDisableTiming));
-      EBRIX_CUDA(cudaEventCreateWithFlags(&selected[i], cudaEventDisableTiming));
+    try {
+      EBRIX_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+      EBRIX_CUDA(cudaStreamCreateWithFlags(&selectStream, cudaStreamNonBlocking));
+      EBRIX_CUDA(cudaEventCreate(&start));
+      EBRIX_CUDA(cudaEventCreate(&stop));
+      EBRIX_CUDA(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+      for (int i = 0; i < 2; ++i) {
+        EBRIX_CUDA(cudaEventCreateWithFlags(&scored[i], cudaEventDisableTiming));
+        EBRIX_CUDA(cudaEventCreateWithFlags(&selected[i], cudaEventDisableTiming));
+      }
+      checkBlas(cublasCreate(&blas), "cublasCreate");
+      checkBlas(cublasSetStream(blas, stream), "cublasSetStream");
+    } catch (...) {
+      release();  // a half-built context must not leak its streams and events
+      throw;
     }
-    checkBlas(cublasCreate(&blas), "cublasCreate");
-    checkBlas(cublasSetStream(blas, stream), "cublasSetStream");
   }
-  ~Context() {
+  ~Context() { release(); }
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+ private:
+  void release() {
     if (blas != nullptr) cublasDestroy(blas);
     for (cudaEvent_t e : {start, stop, ready, scored[0], scored[1], selected[0], selected[1]}) {
       if (e != nullptr) cudaEventDestroy(e);
     }
     if (selectStream != nullptr) cudaStreamDestroy(selectStream);
     if (stream != nullptr) cudaStreamDestroy(stream);
+    blas = nullptr;
+    start = stop = ready = nullptr;
+    scored[0] = scored[1] = selected[0] = selected[1] = nullptr;
+    selectStream = stream = nullptr;
   }
 };
 
@@ -596,6 +610,12 @@ SearchOutput GpuFlatIndex::search(const float* queries, size_t queryCount, size_
         m.storage == Storage::F32 && options.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     const float one = 1.f, zero = 0.f;
     cudaStream_t selectStream = context->selectStream;
+    // If anything below throws, the buffers above are freed (stream-ordered on `stream`) on
+    // the way out: the select kernels still queued on the other stream must finish first.
+    struct SelectStreamGuard {
+      cudaStream_t selectStream;
+      ~SelectStreamGuard() { cudaStreamSynchronize(selectStream); }
+    } guard{selectStream};
     for (size_t q0 = 0; q0 < queryCount; q0 += tileQueries) {
       const size_t qn = std::min(tileQueries, queryCount - q0);
       SelectState state;

@@ -63,7 +63,9 @@ struct GpuSearchOptions {
 
 class GpuFlatIndex {
  public:
-  static constexpr size_t kMaxRows = 0xFFFFFFFFu;
+  // Rows are addressed with 32 bits; the margin keeps every block's row range (start plus a
+  // block's share) inside 32 bits too.
+  static constexpr size_t kMaxRows = 0xFFFFFFFFu - (size_t(1) << 26);
   static constexpr size_t kMaxK = 2048;
 
   // Throws Error(DeviceUnavailable) when the device cannot be used.

@@ -7,10 +7,27 @@
 
 #include "select.cuh"
 
+#include <mutex>
 #include <type_traits>
 
 namespace ebrix::gpu {
 namespace {
+
+// A kernel's dynamic shared-memory limit is a process-wide attribute of the function: two
+// threads setting different limits and launching could each launch under the other's
+// limit. Setting and launching happen under one lock (a launch only enqueues).
+std::mutex& launchMutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+template <typename Kernel, typename Params>
+void launchWithShared(Kernel kernel, dim3 grid, dim3 block, size_t shared, cudaStream_t stream, const Params& params) {
+  std::lock_guard<std::mutex> lock(launchMutex());
+  const cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared));
+  if (status != cudaSuccess) return;  // left for the caller's cudaPeekAtLastError
+  kernel<<<grid, block, shared, stream>>>(params);
+}
 
 // --- element types ---------------------------------------------------------------------
 
@@ -626,10 +643,7 @@ template <typename T>
 void launchScanTyped(const ScanParams& params, const SearchPlan& plan, cudaStream_t stream) {
   const dim3 grid(unsigned(plan.scanBlocks), unsigned(plan.queryGroups));
   const size_t shared = plan.scanSharedBytes;
-  auto launch = [&](auto kernel) {
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared));
-    kernel<<<grid, kScanThreads, shared, stream>>>(params);
-  };
+  auto launch = [&](auto kernel) { launchWithShared(kernel, grid, dim3(kScanThreads), shared, stream, params); };
   if constexpr (!std::is_same_v<T, float>) {
     if (plan.tensorScan) return launch(tensorScanKernel<T>);
   }
@@ -804,7 +818,10 @@ __global__ void __launch_bounds__(kSelectThreads) selectKernel(SelectParams p) {
     // Rank by the reported score 2s - |q|^2, so that equal reported scores come in id
     // order (distinct s can round to the same reported value).
     const float norm = p.queryNorms[query];
-    for (uint32_t i = rank; i < count; i += groupSize) pool.keys[i] = scoreKey(2.f * keyScore(pool.keys[i]) - norm);
+    // (a squared distance is never negative: rounding near 0 could say otherwise)
+    for (uint32_t i = rank; i < count; i += groupSize) {
+      pool.keys[i] = scoreKey(fminf(2.f * keyScore(pool.keys[i]) - norm, 0.f));
+    }
     groupSync<kWarp>();
   }
   uint32_t padded = 1;
@@ -827,10 +844,7 @@ void launchSelect(const SelectParams& params, const SearchPlan& plan, size_t gro
   const size_t shared = plan.selectSharedBytes;
   const unsigned perBlock = plan.warpSelect ? kSelectThreads / 32 : 1;
   const unsigned blocks = unsigned((groups + perBlock - 1) / perBlock);
-  auto launch = [&](auto kernel) {
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared));
-    kernel<<<blocks, kSelectThreads, shared, stream>>>(params);
-  };
+  auto launch = [&](auto kernel) { launchWithShared(kernel, dim3(blocks), dim3(kSelectThreads), shared, stream, params); };
   if (plan.warpSelect) {
     launch(selectKernel<true>);
   } else {

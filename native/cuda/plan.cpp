@@ -47,14 +47,20 @@ SearchPlan planSearch(const PlanInput& in) {
 
   bool fused = in.force == PlanInput::Path::FusedScan ||
                (in.force == PlanInput::Path::Auto && in.queries <= kMaxFusedQueries);
-  if (fused && in.force == PlanInput::Path::Auto) {
-    // Very wide rows (the scan keeps each query in shared memory) or a k whose pool does not
-    // fit: the GEMM path needs neither.
-    const size_t groupLanes = std::min<size_t>(32, nextPow2(plan.rowChunks));
-    const size_t step = (kScanThreads / 32) * (32 / groupLanes) * rowsPerLaneGroup(1);
-    fused = poolSharedBytes(1, poolCapacityFor(in.k, step), in.k, plan.warpSelect) + plan.rowStride * 4 <=
-            in.sharedPerBlock;
-  }
+  // The scan keeps its queries and pools in shared memory; the GEMM path needs neither.
+  const bool tensorScan = in.elementBytes == 2;
+  const size_t groupLanes = std::min<size_t>(32, nextPow2(plan.rowChunks));
+  auto stepFor = [&](size_t q) {
+    return tensorScan ? (kScanThreads / 32) * kTensorTileRows * kTensorTilesPerWarp
+                      : (kScanThreads / 32) * (32 / groupLanes) * rowsPerLaneGroup(q);
+  };
+  auto sharedFor = [&](size_t q) {
+    // Query values: 8 slots of the storage type (tensor scan), or q float rows.
+    const size_t queryBytes = tensorScan ? kTensorQueries * plan.rowStride * 2 : q * plan.rowStride * 4;
+    return poolSharedBytes(q, poolCapacityFor(in.k, stepFor(q)), in.k, plan.warpSelect) + queryBytes;
+  };
+  // Very wide rows, or a k whose pool does not fit even for one query: the GEMM path.
+  if (fused && in.force == PlanInput::Path::Auto && sharedFor(1) > in.sharedPerBlock) fused = false;
   // Both paths finish with the select kernel (tile select or merge of the scan's partials).
   const size_t selectQueries = plan.warpSelect ? kSelectThreads / 32 : 1;
   const size_t selectStep = plan.warpSelect ? 32 * 4 : kSelectThreads * 4;
@@ -64,17 +70,8 @@ SearchPlan planSearch(const PlanInput& in) {
 
   if (fused) {
     plan.path = SearchPlan::Path::FusedScan;
-    plan.tensorScan = in.elementBytes == 2;
-    plan.groupLanes = std::min<size_t>(32, nextPow2(plan.rowChunks));
-    auto stepFor = [&](size_t q) {
-      return plan.tensorScan ? (kScanThreads / 32) * kTensorTileRows * kTensorTilesPerWarp
-                             : (kScanThreads / 32) * (32 / plan.groupLanes) * rowsPerLaneGroup(q);
-    };
-    auto sharedFor = [&](size_t q) {
-      // Query values: 8 slots of the storage type (tensor scan), or q float rows.
-      const size_t queryBytes = plan.tensorScan ? kTensorQueries * plan.rowStride * 2 : q * plan.rowStride * 4;
-      return poolSharedBytes(q, poolCapacityFor(in.k, stepFor(q)), in.k, plan.warpSelect) + queryBytes;
-    };
+    plan.tensorScan = tensorScan;
+    plan.groupLanes = groupLanes;
     size_t perBlock = nextPow2(std::min(in.queries, kMaxFusedQueries));
     while (perBlock > 1 && sharedFor(perBlock) > in.sharedPerBlock) perBlock /= 2;
     if (sharedFor(perBlock) > in.sharedPerBlock) {
@@ -86,6 +83,9 @@ SearchPlan planSearch(const PlanInput& in) {
     plan.poolCapacity = poolCapacityFor(in.k, plan.rowsPerStep);
     plan.queriesPerBlock = perBlock;
     plan.queryGroups = (in.queries + perBlock - 1) / perBlock;
+    if (plan.queryGroups > 65535) {  // the grid's y limit (only a forced scan gets here)
+      throw Error(ErrorCode::InvalidArgument, "GPU search: too many queries for the fused scan in one call");
+    }
     plan.scanSharedBytes = sharedFor(perBlock);
     // The deepest ring (4 or 3 slots) that still lets two blocks share a multiprocessor.
     plan.stageBytes = plan.rowsPerStep * plan.rowChunks * 16;

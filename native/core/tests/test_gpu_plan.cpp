@@ -202,4 +202,16 @@ TEST_CASE("gpu.plan_sends_rows_too_wide_for_the_scan_to_gemm") {
   CHECK(planSearch(in).path == SearchPlan::Path::Gemm);
   in.force = PlanInput::Path::FusedScan;
   CHECK_THROWS_CODE(planSearch(in), ErrorCode::InvalidArgument);
+  // f16 rows take the tensor scan, whose 8 query slots need 16 bytes per dimension.
+  in.force = PlanInput::Path::Auto;
+  in.elementBytes = 2;
+  for (size_t dim : {size_t(16'384), size_t(57'000)}) {
+    for (size_t k : {size_t(1), size_t(2048)}) {
+      in.dim = dim;
+      in.k = k;
+      CHECK(planSearch(in).path == SearchPlan::Path::Gemm);
+    }
+  }
+  in.dim = 1024;
+  CHECK(planSearch(in).path == SearchPlan::Path::FusedScan);
 }

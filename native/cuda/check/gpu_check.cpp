@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -273,6 +275,73 @@ void compareWithCpuIndex(Tally& tally) {
   }
 }
 
+// The cases the main matrix never reaches: several GEMM row tiles (the running top-k carried
+// between tiles), more than one query tile, rows too wide for the scan's shared memory.
+void checkShapes(Tally& tally, uint64_t seed) {
+  auto run = [&](const Dataset& d, size_t nq, size_t k, const char* what) {
+    GpuFlatIndex index(d.dim, d.metric, d.storage);
+    index.add(d.ids.data(), d.rows.data(), d.n);
+    std::string why;
+    bool ok = true;
+    const SearchOutput out = index.search(d.queries.data(), nq, k);
+    for (size_t q = 0; q < nq && ok; ++q) {
+      ok = checkQuery(d, q, k, {}, &out.ids[q * k], &out.scores[q * k], false, why);
+      if (!ok) why = "query " + std::to_string(q) + ": " + why;
+    }
+    ++tally.cases;
+    if (!ok) ++tally.failed;
+    std::printf("%-24s %s%s\n", what, ok ? "ok" : "FAILED ", ok ? "" : why.c_str());
+  };
+  setenv("EBRIX_GPU_SCORE_TILE_MB", "1", 1);  // 40 queries: tiles of 6,400 rows
+  run(makeDataset("tiles", Storage::F32, Metric::L2, 30011, 64, 40, seed + 1), 40, 100, "many GEMM row tiles");
+  run(makeDataset("tiles16", Storage::BF16, Metric::InnerProduct, 30011, 64, 40, seed + 2), 40, 300,
+      "many row tiles, k > 256");
+  unsetenv("EBRIX_GPU_SCORE_TILE_MB");
+  run(makeDataset("queries", Storage::F16, Metric::InnerProduct, 3001, 32, 5000, seed + 3), 5000, 10,
+      "5,000 queries (2 tiles)");
+  run(makeDataset("wide", Storage::F16, Metric::InnerProduct, 1500, 16384, 2, seed + 4), 2, 10,
+      "f16 dim 16384, 2 queries");
+}
+
+// Searches from several threads at once, each with its own k and index, equal the same
+// searches run alone (launch attributes and streams are shared process state).
+void checkConcurrency(Tally& tally, uint64_t seed) {
+  const Dataset a = makeDataset("concurrent-a", Storage::F16, Metric::InnerProduct, 20011, 128, 40, seed + 5);
+  const Dataset b = makeDataset("concurrent-b", Storage::F32, Metric::L2, 8009, 300, 40, seed + 6);
+  GpuFlatIndex ia(a.dim, a.metric, a.storage), ib(b.dim, b.metric, b.storage);
+  ia.add(a.ids.data(), a.rows.data(), a.n);
+  ib.add(b.ids.data(), b.rows.data(), b.n);
+  struct Job {
+    const GpuFlatIndex* index;
+    const Dataset* data;
+    size_t nq, k;
+  };
+  const Job jobs[] = {{&ia, &a, 1, 10}, {&ia, &a, 8, 2048}, {&ib, &b, 40, 300}, {&ib, &b, 3, 1}};
+  std::vector<SearchOutput> expected;
+  for (const Job& j : jobs) expected.push_back(j.index->search(j.data->queries.data(), j.nq, j.k));
+  std::atomic<int> mismatches{0}, errors{0};
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 60; ++rep) {
+        const Job& j = jobs[(t + size_t(rep)) % 4];
+        try {
+          const SearchOutput out = j.index->search(j.data->queries.data(), j.nq, j.k);
+          if (out.ids != expected[(t + size_t(rep)) % 4].ids) ++mismatches;
+        } catch (const Error&) {
+          ++errors;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  const bool ok = mismatches == 0 && errors == 0;
+  ++tally.cases;
+  if (!ok) ++tally.failed;
+  std::printf("%-24s %s (%d errors, %d results differing from a lone search)\n", "4 threads, mixed k and dim",
+              ok ? "ok" : "FAILED", errors.load(), mismatches.load());
+}
+
 // Device memory exhaustion is a typed error that leaves the index as it was.
 void checkOutOfMemory(Tally& tally) {
   GpuFlatIndex index(4096, Metric::InnerProduct, Storage::F32);
@@ -480,6 +549,8 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       }
       compareWithCpuIndex(tally);
+      checkShapes(tally, s);
+      checkConcurrency(tally, s);
       checkOutOfMemory(tally);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::printf("correctness: %zu cases, %zu failed (%.1f s)\n", tally.cases, tally.failed, seconds);
