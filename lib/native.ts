@@ -29,6 +29,7 @@ export interface NativeFlatIndex {
   memoryBytes(): number;
   simdLevel(): string;
   threads(): number;
+  storage(): string;
   dispose(): void;
 }
 
@@ -38,7 +39,13 @@ export interface NativeAddon {
   hardwareThreads(): number;
   measureFmaPeak(threads: number, seconds: number): Promise<number>;
   measureReadBandwidth(threads: number, bytes: number): Promise<number>;
-  FlatIndex: new (dim: number, metric: string, simd: string | undefined, threads: number) => NativeFlatIndex;
+  FlatIndex: new (
+    dim: number,
+    metric: string,
+    simd: string | undefined,
+    threads: number,
+    storage: string | undefined,
+  ) => NativeFlatIndex;
   kmeans(
     points: Float32Array,
     dim: number,

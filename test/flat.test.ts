@@ -15,7 +15,14 @@ import {
   simdLevel,
   supportedSimdLevels,
 } from '../lib/index.js';
-import { bruteForce, expectRowMatches, makeIds, randomVectors } from './helpers.js';
+import {
+  bruteForce,
+  expectRowMatches,
+  makeIds,
+  randomVectors,
+  scoredMetric,
+  storedRows,
+} from './helpers.js';
 
 const METRICS: Metric[] = ['ip', 'cosine', 'l2'];
 const AWKWARD_DIMS = [1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 100, 784, 1536];
@@ -61,6 +68,82 @@ describe('FlatIndex allow bitsets', () => {
       expect(Array.from(result.ids)).toEqual(new Array(10).fill(NO_ID));
       expect(Array.from(result.scores)).toEqual(new Array(10).fill(-Infinity));
     }
+  });
+});
+
+describe('FlatIndex f16 / bf16 storage on the CPU', () => {
+  it.each(['f16', 'bf16'] as const)(
+    '%s ranks like a reference that rounds rows and queries, on every SIMD level, both paths, with allow',
+    async (storage) => {
+      const n = 1200;
+      const ids = makeIds(n);
+      const allow = new Uint32Array(Math.ceil(n / 32)).map((_, w) => (w % 3 === 1 ? 0 : 0x5a5a5a5a));
+      const keep: number[] = [];
+      for (let r = 0; r < n; r++) if ((allow[r >> 5]! >>> (r & 31)) & 1) keep.push(r);
+      for (const metric of METRICS) {
+        for (const dim of [7, 33]) {
+          const data = randomVectors(n, dim, 91 + dim);
+          const rows = storedRows(data, dim, metric, storage);
+          const subset = new Float32Array(keep.length * dim);
+          keep.forEach((r, i) => subset.set(rows.subarray(r * dim, (r + 1) * dim), i * dim));
+          const subsetIds = keep.map((r) => ids[r]!);
+          for (const simd of supportedSimdLevels()) {
+            using index = new FlatIndex({ dim, metric, simd, storage });
+            expect(index.storage).toBe(storage);
+            await index.add(ids.slice(0, 500), data.subarray(0, 500 * dim));
+            index.addSync(ids.slice(500), data.subarray(500 * dim));
+            // 3 queries stream, 40 take the tiled path.
+            for (const nq of [3, 40]) {
+              const queries = randomVectors(nq, dim, 92 + dim + nq);
+              const stored = storedRows(queries, dim, metric, storage);
+              const all = await index.search(queries, 15);
+              const filtered = index.searchSync(queries, 15, { allow });
+              for (let q = 0; q < nq; q++) {
+                const query = stored.subarray(q * dim, (q + 1) * dim);
+                const truth = bruteForce(scoredMetric(metric), rows, ids, query, dim);
+                expectRowMatches(truth, all.row(q).ids, all.row(q).scores, 15);
+                const allowedTruth = bruteForce(scoredMetric(metric), subset, subsetIds, query, dim);
+                expectRowMatches(allowedTruth, filtered.row(q).ids, filtered.row(q).scores, 15);
+              }
+            }
+          }
+        }
+      }
+    },
+  );
+
+  it('takes about half the memory of f32', () => {
+    const n = 5000;
+    const dim = 128;
+    const data = randomVectors(n, dim, 7);
+    const bytes: Record<string, number> = {};
+    for (const storage of ['f32', 'f16', 'bf16'] as const) {
+      using index = new FlatIndex({ dim, storage });
+      index.addSync(makeIds(n), data);
+      const memory = index.memoryUsage();
+      expect(memory.deviceBytes).toBe(0);
+      expect(memory.bytes).toBeGreaterThanOrEqual(n * dim * (storage === 'f32' ? 4 : 2));
+      bytes[storage] = memory.bytes;
+    }
+    expect(bytes.f16!).toBeLessThan(0.6 * bytes.f32!);
+    expect(bytes.bf16).toBe(bytes.f16);
+  });
+
+  it('rejects values f16 cannot hold (ip, l2), naming row and column; bf16 and cosine take them', () => {
+    const big = new Float32Array([1, 2, 3, 4, 5, 6, 70000, 8]);
+    for (const metric of ['ip', 'l2'] as const) {
+      using f16 = new FlatIndex({ dim: 4, metric, storage: 'f16' });
+      expect(() => f16.addSync([1, 2], big)).toThrow(InvalidVectorError);
+      expect(() => f16.addSync([1, 2], big)).toThrow(/magnitude below 65520 .* at row 1, column 2/);
+      expect(f16.size).toBe(0);
+      f16.addSync([1], new Float32Array([65504, -65519, 0, 1]));
+      expect(() => f16.searchSync(big, 1)).toThrow(InvalidVectorError);
+    }
+    using cosine = new FlatIndex({ dim: 4, metric: 'cosine', storage: 'f16' });
+    cosine.addSync([1, 2], big);
+    using bf16 = new FlatIndex({ dim: 4, metric: 'l2', storage: 'bf16' });
+    bf16.addSync([1, 2], big);
+    expect(bf16.searchSync(big.subarray(4), 1).ids[0]).toBe(2n);
   });
 });
 

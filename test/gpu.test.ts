@@ -116,12 +116,25 @@ describe('FlatIndex without a usable GPU', () => {
     }
   });
 
-  it("stores f32 when 'auto' falls back to the CPU with storage f16 or bf16", () => {
+  it("keeps storage f16 or bf16 when 'auto' falls back to the CPU", async () => {
+    const dim = 12;
+    const n = 300;
+    const data = randomVectors(n, dim, 23);
+    const ids = makeIds(n);
     for (const storage of ['f16', 'bf16'] as const) {
-      using index = withCudaAddon(noAddon, () => new FlatIndex({ dim: 4, device: 'auto', storage }));
+      using index = withCudaAddon(noAddon, () => new FlatIndex({ dim, metric: 'cosine', device: 'auto', storage }));
       expect(index.device).toBe('cpu');
-      expect(index.storage).toBe('f32');
-      expect(index.deviceReason).toMatch(/no such file; storage 'b?f16' is not implemented on the CPU yet, so vectors are stored as f32$/);
+      expect(index.storage).toBe(storage);
+      expect(index.deviceReason).toBe(`cannot load ${noAddon} (from EBRIX_CUDA_ADDON): no such file`);
+      await index.add(ids, data);
+      const queries = randomVectors(4, dim, 24);
+      const rows = storedRows(data, dim, 'cosine', storage);
+      const stored = storedRows(queries, dim, 'cosine', storage);
+      const result = await index.search(queries, 10);
+      for (let q = 0; q < 4; q++) {
+        const truth = bruteForce('ip', rows, ids, stored.subarray(q * dim, (q + 1) * dim), dim);
+        expectRowMatches(truth, result.row(q).ids, result.row(q).scores, 10);
+      }
     }
   });
 
@@ -137,11 +150,15 @@ describe('FlatIndex without a usable GPU', () => {
     });
   });
 
-  it('rejects options the CPU does not implement, and bad device, storage, allow and tf32 values', () => {
-    expect(() => new FlatIndex({ dim: 4, storage: 'f16' })).toThrow(InvalidArgumentError);
-    expect(() => new FlatIndex({ dim: 4, device: 'cpu', storage: 'bf16' })).toThrow(
-      /Storage 'bf16' is not implemented on the CPU yet/,
-    );
+  it('stores f16 and bf16 on the CPU, and rejects bad device, storage, allow and tf32 values', () => {
+    for (const storage of ['f32', 'f16', 'bf16'] as const) {
+      using cpu = new FlatIndex({ dim: 4, device: 'cpu', storage });
+      expect(cpu.device).toBe('cpu');
+      expect(cpu.storage).toBe(storage);
+    }
+    using unspecified = new FlatIndex({ dim: 4 });
+    expect(unspecified.storage).toBe('f32');
+    expect(() => new FlatIndex({ dim: 4, storage: 'f64' as never })).toThrow(InvalidArgumentError);
     expect(() => new FlatIndex({ dim: 4, device: 'tpu' as never })).toThrow(/for device but received "tpu"/);
     expect(() => new FlatIndex({ dim: 4, storage: 'int8' as never })).toThrow(/for storage but received "int8"/);
     // Checked before any probe, so the same on every machine.
@@ -253,6 +270,27 @@ describe.skipIf(!info.available)('FlatIndex on the GPU', () => {
       }
     },
   );
+
+  it.each(['f16', 'bf16'] as const)('%s ranks like the CPU index with the same storage', async (storage: VectorStorage) => {
+    const n = 3000;
+    const ids = makeIds(n);
+    for (const metric of METRICS) {
+      for (const dim of [7, 100]) {
+        const data = randomVectors(n, dim, 51 + dim);
+        using cpu = new FlatIndex({ dim, metric, storage });
+        using gpu = new FlatIndex({ dim, metric, device: 'cuda', storage });
+        expect(cpu.storage).toBe(storage);
+        await cpu.add(ids, data);
+        await gpu.add(ids, data);
+        for (const nq of [3, 200]) {
+          const queries = randomVectors(nq, dim, 61 + dim + nq);
+          const expected = await cpu.search(queries, 10);
+          const tol = 1e-4 * Math.max(1, ...Array.from(expected.scores, Math.abs));
+          expectSameTopK(expected, await gpu.search(queries, 10), tol);
+        }
+      }
+    }
+  });
 
   it('halves device memory with f16 and bf16', async () => {
     const n = 20_000;

@@ -1,7 +1,7 @@
 /**
  * FlatIndex: exact top-k, in native code: on the CPU (SIMD kernels picked once per index, a
  * native thread pool, fused scoring and selection) or on a CUDA GPU (vectors resident in
- * device memory, as f32, f16 or bf16).
+ * device memory), stored as f32, f16 or bf16 on either.
  */
 import {
   DeviceUnavailableError,
@@ -31,7 +31,9 @@ export const DEVICE_PREFERENCES: readonly DevicePreference[] = ['cpu', 'cuda', '
 
 /**
  * How vectors are stored. f16 and bf16 halve the memory; both rows and queries are rounded
- * to the type and products accumulate in float32. For now GPU only.
+ * to the type (round to nearest even, after normalisation for cosine) and products
+ * accumulate in float32, with the same results on the CPU and the GPU. With f16 (ip, l2) a
+ * value of magnitude 65520 or more, which f16 cannot hold, is EBRIX_INVALID_VECTOR.
  */
 export type VectorStorage = 'f32' | 'f16' | 'bf16';
 export const VECTOR_STORAGES: readonly VectorStorage[] = ['f32', 'f16', 'bf16'];
@@ -53,7 +55,7 @@ export interface FlatIndexOptions {
    * 'auto': the GPU when usable, else the CPU, with the reason in `deviceReason`.
    */
   device?: DevicePreference;
-  /** 'f32' (default), or 'f16' / 'bf16' on the GPU ('auto' falls back to f32 on the CPU). */
+  /** 'f32' (default), 'f16' or 'bf16', on either device. */
   storage?: VectorStorage;
   /** Version id of the model whose item tower embeds this index's vectors. */
   modelVersion?: string;
@@ -106,7 +108,7 @@ export class FlatIndex implements Disposable {
   readonly metric: Metric;
   /** Where the vectors live. */
   readonly device: Device;
-  /** How the vectors are stored (f32 when 'auto' fell back to the CPU). */
+  /** How the vectors are stored. */
   readonly storage: VectorStorage;
   /** Why device 'auto' chose the CPU; empty otherwise. */
   readonly deviceReason: string;
@@ -123,11 +125,6 @@ export class FlatIndex implements Disposable {
     const storage = requireOneOf(options.storage ?? 'f32', VECTOR_STORAGES, 'storage');
     if (device === 'cuda' && simd !== undefined) {
       throw new InvalidArgumentError(`The simd option applies to the CPU only and cannot be combined with device 'cuda'`);
-    }
-    if (device === 'cpu' && storage !== 'f32') {
-      throw new InvalidArgumentError(
-        `Storage '${storage}' is not implemented on the CPU yet: use storage 'f32', or device 'cuda' or 'auto'`,
-      );
     }
     if (options.modelVersion !== undefined) this.bindModelVersion(options.modelVersion);
 
@@ -151,12 +148,11 @@ export class FlatIndex implements Disposable {
       }
     }
     if (this.#native === undefined) {
-      if (storage !== 'f32') reason += `; storage '${storage}' is not implemented on the CPU yet, so vectors are stored as f32`;
       const Native = native().FlatIndex;
-      this.#native = { device: 'cpu', index: callNative(() => new Native(this.dim, this.metric, simd, threads)) };
+      this.#native = { device: 'cpu', index: callNative(() => new Native(this.dim, this.metric, simd, threads, storage)) };
     }
     this.device = this.#native.device;
-    this.storage = this.device === 'cuda' ? storage : 'f32';
+    this.storage = this.#native.device === 'cpu' ? (this.#native.index.storage() as VectorStorage) : storage;
     this.deviceReason = reason;
   }
 

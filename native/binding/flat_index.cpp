@@ -86,11 +86,12 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
                            InstanceMethod<&FlatIndexWrap::memoryBytes>("memoryBytes"),
                            InstanceMethod<&FlatIndexWrap::simdLevel>("simdLevel"),
                            InstanceMethod<&FlatIndexWrap::threads>("threads"),
+                           InstanceMethod<&FlatIndexWrap::storage>("storage"),
                            InstanceMethod<&FlatIndexWrap::dispose>("dispose"),
                        });
   }
 
-  // new FlatIndex(dim, metric, simd | undefined, threads)
+  // new FlatIndex(dim, metric, simd | undefined, threads, storage | undefined)
   explicit FlatIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FlatIndexWrap>(info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
@@ -111,7 +112,14 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
         level = simd::defaultLevel();  // only consulted when no level is asked for
       }
       const unsigned threads = static_cast<unsigned>(requireCount(info[3], "threads"));
-      index_ = std::make_shared<FlatIndex>(dim, metric, level, threads);
+      simd::Element storage = simd::Element::F32;
+      if (info.Length() > 4 && !info[4].IsUndefined()) {
+        const std::string name = info[4].IsString() ? info[4].As<Napi::String>().Utf8Value() : std::string("(not a string)");
+        if (!simd::parseElement(name, &storage)) {
+          throwInvalid(env, "Expected 'f32', 'f16' or 'bf16' for storage but received " + name);
+        }
+      }
+      index_ = std::make_shared<FlatIndex>(dim, metric, level, threads, storage);
     })
   }
 
@@ -214,6 +222,9 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
   }
   Napi::Value threads(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), live(info.Env())->threads());
+  }
+  Napi::Value storage(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), simd::elementName(live(info.Env())->storage()));
   }
   // Drops this handle's reference; searches or adds in flight keep the data until they end.
   Napi::Value dispose(const Napi::CallbackInfo& info) {

@@ -6,6 +6,7 @@
 
 #include "aligned_buffer.h"
 #include "error.h"
+#include "simd/half.h"
 #include "topk.h"
 
 namespace ebrix {
@@ -45,6 +46,24 @@ struct AllowBits {
   }
 };
 
+size_t elementBytes(const RowSet& rows) {
+  return rows.element == simd::Element::F32 ? sizeof(float) : sizeof(uint16_t);
+}
+
+// The 16-bit kernels of the row set's element type; null for float32 rows.
+const simd::Kernels16* halfKernels(const RowSet& rows, const simd::Kernels& kernels) {
+  switch (rows.element) {
+    case simd::Element::F16: return &kernels.f16;
+    case simd::Element::BF16: return &kernels.bf16;
+    default: return nullptr;
+  }
+}
+
+const char* rowAddress(const RowSet& rows, size_t row) {
+  if (rows.element == simd::Element::F32) return reinterpret_cast<const char*>(rows.vectors + row * rows.dim);
+  return reinterpret_cast<const char*>(rows.halves + row * rows.dim);
+}
+
 // Per-thread collectors for a chunk of queries.
 struct SlotCollectors {
   std::vector<TopKCollector> perQuery;
@@ -61,7 +80,8 @@ void streamingScan(const RowSet& rows, const float* queries, size_t queryCount,
                    const float* bias, AllowBits allow, const simd::Kernels& kernels, ThreadPool& pool,
                    unsigned slots, std::vector<SlotCollectors>& collectors) {
   const size_t dim = rows.dim;
-  const size_t block = std::clamp<size_t>(kScanBlockBytes / (dim * sizeof(float)), 8, kScanBlock);
+  const size_t block = std::clamp<size_t>(kScanBlockBytes / (dim * elementBytes(rows)), 8, kScanBlock);
+  const simd::Kernels16* half = halfKernels(rows, kernels);
   const size_t perTask = rowsPerTask(rows.count, slots, kScanBlock);
   const size_t tasks = (rows.count + perTask - 1) / perTask;
   pool.parallelFor(tasks, slots, [&](size_t task, unsigned slot) {
@@ -72,8 +92,11 @@ void streamingScan(const RowSet& rows, const float* queries, size_t queryCount,
     for (size_t r0 = begin; r0 < end; r0 += block) {
       const size_t n = std::min(block, end - r0);
       for (size_t q = 0; q < queryCount; ++q) {
-        kernels.scanRows(queries + q * dim, rows.vectors + r0 * dim, n, dim,
-                         bias ? bias + r0 : nullptr, scores);
+        if (half != nullptr) {
+          half->scanRows(queries + q * dim, rows.halves + r0 * dim, n, dim, bias ? bias + r0 : nullptr, scores);
+        } else {
+          kernels.scanRows(queries + q * dim, rows.vectors + r0 * dim, n, dim, bias ? bias + r0 : nullptr, scores);
+        }
         TopKCollector& collector = mine[q];
         float threshold = collector.threshold();
         for (size_t j = 0; j < n; ++j) {
@@ -102,18 +125,31 @@ AlignedBuffer<float> packQueries(const float* queries, size_t queryCount, size_t
   return packed;
 }
 
+float widenOne(simd::Element element, uint16_t h) {
+  return element == simd::Element::F16 ? simd::f16ToFloat(h) : simd::bf16ToFloat(h);
+}
+
 // Transposes up to NR rows into dim steps of NR floats, followed by NR biases. Missing rows
-// get zero vectors and a -inf bias.
+// get zero vectors and a -inf bias. 16-bit rows are widened to float on the way.
 void packRows(const RowSet& rows, size_t first, size_t n, const float* bias,
               const simd::Kernels& kernels, float* out) {
   const size_t dim = rows.dim;
   const int nr = kernels.tileCols;
-  const float* src = rows.vectors + first * dim;
-  if (n == static_cast<size_t>(nr) && kernels.packPanel != nullptr) {
-    kernels.packPanel(src, dim, out);
+  const bool full = n == static_cast<size_t>(nr);
+  const simd::Kernels16* half = halfKernels(rows, kernels);
+  if (half != nullptr && full && half->packPanel != nullptr) {
+    half->packPanel(rows.halves + first * dim, dim, out);
+  } else if (half == nullptr && full && kernels.packPanel != nullptr) {
+    kernels.packPanel(rows.vectors + first * dim, dim, out);
   } else {
     for (size_t j = 0; j < n; ++j) {
-      for (size_t k = 0; k < dim; ++k) out[k * nr + j] = src[j * dim + k];
+      if (half != nullptr) {
+        const uint16_t* src = rows.halves + (first + j) * dim;
+        for (size_t k = 0; k < dim; ++k) out[k * nr + j] = widenOne(rows.element, src[k]);
+      } else {
+        const float* src = rows.vectors + (first + j) * dim;
+        for (size_t k = 0; k < dim; ++k) out[k * nr + j] = src[k];
+      }
     }
     for (size_t j = n; j < static_cast<size_t>(nr); ++j) {
       for (size_t k = 0; k < dim; ++k) out[k * nr + j] = 0.0f;
@@ -153,8 +189,8 @@ void tiledScan(const RowSet& rows, const float* queries, size_t queryCount, cons
       if (valid == 0) continue;
       // Ask for the next panel now, so that its rows stream in while this one is scored.
       if (r0 + nr < end) {
-        const char* next = reinterpret_cast<const char*>(rows.vectors + (r0 + nr) * dim);
-        const size_t bytes = std::min<size_t>(nr, end - r0 - nr) * dim * sizeof(float);
+        const char* next = rowAddress(rows, r0 + nr);
+        const size_t bytes = std::min<size_t>(nr, end - r0 - nr) * dim * elementBytes(rows);
         for (size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(next + offset);
       }
       packRows(rows, r0, n, bias, kernels, packedRows.data());
@@ -180,8 +216,13 @@ void tiledScan(const RowSet& rows, const float* queries, size_t queryCount, cons
   });
 }
 
-float exactScore(Metric metric, const simd::Kernels& kernels, const float* q, const float* x,
-                 size_t dim) {
+float exactScore(Metric metric, const RowSet& rows, const simd::Kernels& kernels, const float* q, size_t row) {
+  const size_t dim = rows.dim;
+  if (const simd::Kernels16* half = halfKernels(rows, kernels)) {
+    const uint16_t* x = rows.halves + row * dim;
+    return metric == Metric::L2 ? -half->l2sq(q, x, dim) : half->dot(q, x, dim);
+  }
+  const float* x = rows.vectors + row * dim;
   return metric == Metric::L2 ? -kernels.l2sq(q, x, dim) : kernels.dot(q, x, dim);
 }
 
@@ -241,7 +282,7 @@ SearchOutput exactSearch(const RowSet& rows, const float* queries, size_t queryC
         selectBest(best, keep);
         const float* query = chunkQueries + q * dim;
         for (auto& c : best) {
-          c.score = exactScore(params.metric, kernels, query, rows.vectors + size_t{c.row} * dim, dim);
+          c.score = exactScore(params.metric, rows, kernels, query, c.row);
           if (std::isnan(c.score)) c.score = kNegInf;  // keeps the sort's ordering strict
         }
         std::sort(best.begin(), best.end(), ranksBefore);

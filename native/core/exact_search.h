@@ -1,4 +1,4 @@
-// Exact top-k over row-major float32 vectors, fused: scores are produced a register tile at
+// Exact top-k over row-major float32, f16 or bf16 vectors, fused: scores are produced a register tile at
 // a time and filtered against each query's running threshold at once, so the queries ×
 // rows score matrix never exists.
 //
@@ -9,7 +9,8 @@
 //    panels: a panel of rows is transposed once into L1 and scored against every query.
 // Either way each thread keeps its own collectors and they are merged at the end; the final
 // scores of the k winners are recomputed with the plain dot / l2 kernel, so they do not
-// depend on which path or tile produced them.
+// depend on which path or tile produced them. 16-bit rows are widened to float as they are
+// read (the tiled path widens while packing a panel); products and sums stay float32.
 #pragma once
 
 #include <cstddef>
@@ -23,7 +24,11 @@
 namespace ebrix {
 
 struct RowSet {
-  const float* vectors = nullptr;  // count × dim, row-major
+  // The rows, count × dim, row-major: `vectors` for F32, `halves` (f16 / bf16 bit patterns)
+  // otherwise. The queries of a 16-bit row set must already be rounded to its type.
+  simd::Element element = simd::Element::F32;
+  const float* vectors = nullptr;
+  const uint16_t* halves = nullptr;
   const uint64_t* ids = nullptr;   // count
   // For l2 only: -0.5 * |x|^2 per row. Ranking by q·x - 0.5|x|^2 equals ranking by -|q-x|^2,
   // so l2 runs on the inner-product kernels with this per-row bias.

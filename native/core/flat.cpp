@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "simd/dispatch.h"
+#include "simd/half.h"
 #include "thread_pool.h"
 #include "topk.h"
 
@@ -58,15 +59,43 @@ void requireFinite(const float* vectors, size_t count, size_t dim, const char* w
   }
 }
 
-FlatIndex::Storage::Storage(size_t cap, size_t dim)
-    : capacity(cap), vectors(cap * dim), l2Bias(cap), ids(cap) {}
+FlatIndex::Storage::Storage(size_t cap, size_t dim, simd::Element element)
+    : capacity(cap),
+      vectors(element == simd::Element::F32 ? cap * dim : 0),
+      halves(element == simd::Element::F32 ? 0 : cap * dim),
+      l2Bias(cap),
+      ids(cap) {}
 
-FlatIndex::FlatIndex(size_t dim, Metric metric, simd::Level level, unsigned threads)
+FlatIndex::FlatIndex(size_t dim, Metric metric, simd::Level level, unsigned threads, simd::Element storage)
     : dim_(dim),
       metric_(metric),
       kernels_(&simd::kernelsFor(level)),
-      threads_(threads == 0 ? ThreadPool::hardwareThreads() : threads) {
+      threads_(threads == 0 ? ThreadPool::hardwareThreads() : threads),
+      element_(storage) {
   if (dim == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for dim but received 0");
+}
+
+void FlatIndex::requireStorable(const float* vectors, size_t count, const char* what) const {
+  // Cosine rows are normalised before rounding (|x_i| <= 1), and bf16 has float's exponent
+  // range, so only f16 with ip or l2 can overflow.
+  if (element_ != simd::Element::F16 || metric_ == Metric::Cosine) return;
+  requireF16Range(vectors, count, dim_, what);
+}
+
+void requireF16Range(const float* vectors, size_t count, size_t dim, const char* what) {
+  for (size_t r = 0; r < count; ++r) {
+    for (size_t i = 0; i < dim; ++i) {
+      const float x = vectors[r * dim + i];
+      if (std::fabs(x) >= simd::kF16RoundsToInfinity) {
+        char value[32];
+        std::snprintf(value, sizeof value, "%.9g", x);
+        throw Error(ErrorCode::InvalidVector,
+                    std::string("Expected values of magnitude below 65520 (the f16 range) for ") + what +
+                        " but received " + value + " at row " + std::to_string(r) + ", column " +
+                        std::to_string(i));
+      }
+    }
+  }
 }
 
 FlatIndex::Snapshot FlatIndex::snapshot() const {
@@ -79,7 +108,7 @@ size_t FlatIndex::size() const { return snapshot().count; }
 size_t FlatIndex::memoryBytes() const {
   const Snapshot snap = snapshot();
   if (!snap.storage) return 0;
-  size_t bytes = snap.storage->capacity * (dim_ * sizeof(float) + sizeof(float) + sizeof(uint64_t));
+  size_t bytes = snap.storage->capacity * (dim_ * elementBytes() + sizeof(float) + sizeof(uint64_t));
   return bytes + idMapBytes_.load(std::memory_order_relaxed);
 }
 
@@ -90,6 +119,7 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
 
   // Validate everything before touching the index.
   requireFinite(vectors, count, dim_, "vectors");
+  requireStorable(vectors, count, "vectors");
   std::unordered_set<uint64_t> batch;
   batch.reserve(count);
   for (size_t i = 0; i < count; ++i) {
@@ -115,9 +145,13 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
     if (!target || target->capacity < newCount) {
       const size_t oldCapacity = target ? target->capacity : 0;
       const size_t capacity = std::max({newCount, oldCapacity + oldCapacity / 2, kMinCapacity});
-      auto grown = std::make_shared<Storage>(capacity, dim_);
+      auto grown = std::make_shared<Storage>(capacity, dim_, element_);
       if (snap.count > 0) {
-        std::memcpy(grown->vectors.data(), target->vectors.data(), snap.count * dim_ * sizeof(float));
+        if (element_ == simd::Element::F32) {
+          std::memcpy(grown->vectors.data(), target->vectors.data(), snap.count * dim_ * sizeof(float));
+        } else {
+          std::memcpy(grown->halves.data(), target->halves.data(), snap.count * dim_ * sizeof(uint16_t));
+        }
         std::memcpy(grown->l2Bias.data(), target->l2Bias.data(), snap.count * sizeof(float));
         std::memcpy(grown->ids.data(), target->ids.data(), snap.count * sizeof(uint64_t));
       }
@@ -135,17 +169,36 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
     for (size_t i = 0; i < count; ++i) rowOfId_.erase(ids[i]);  // none of them was published
     throw Error(ErrorCode::OutOfMemory, "Out of memory indexing the ids of " + std::to_string(count) + " vectors");
   }
-  for (size_t i = 0; i < count; ++i) {
-    const size_t row = snap.count + i;
-    float* dst = target->vectors.data() + row * dim_;
-    const float* src = vectors + i * dim_;
-    if (metric_ == Metric::Cosine) {
-      normalizeInto(src, dst, dim_);
-    } else {
-      std::memcpy(dst, src, dim_ * sizeof(float));
+  if (element_ == simd::Element::F32) {
+    for (size_t i = 0; i < count; ++i) {
+      const size_t row = snap.count + i;
+      float* dst = target->vectors.data() + row * dim_;
+      const float* src = vectors + i * dim_;
+      if (metric_ == Metric::Cosine) {
+        normalizeInto(src, dst, dim_);
+      } else {
+        std::memcpy(dst, src, dim_ * sizeof(float));
+      }
+      target->l2Bias[row] = -halfSquaredNorm(dst, dim_);
+      target->ids[row] = ids[i];
     }
-    target->l2Bias[row] = -halfSquaredNorm(dst, dim_);
-    target->ids[row] = ids[i];
+  } else {
+    // Normalise (cosine), round to the storage type, and take the l2 bias of the rounded row.
+    const simd::Kernels16& half = halfKernels();
+    std::vector<float> prepared(metric_ == Metric::Cosine ? dim_ : 0), rounded(dim_);
+    for (size_t i = 0; i < count; ++i) {
+      const size_t row = snap.count + i;
+      uint16_t* dst = target->halves.data() + row * dim_;
+      const float* src = vectors + i * dim_;
+      if (metric_ == Metric::Cosine) {
+        normalizeInto(src, prepared.data(), dim_);
+        src = prepared.data();
+      }
+      half.fromFloat(src, dst, dim_);
+      half.toFloat(dst, rounded.data(), dim_);
+      target->l2Bias[row] = -halfSquaredNorm(rounded.data(), dim_);
+      target->ids[row] = ids[i];
+    }
   }
 
   // The id → row map, estimated: a node per id (key, value, next pointer, cached hash) and
@@ -161,6 +214,7 @@ SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k
                                const uint32_t* allowBits, size_t allowWords) const {
   if (k == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for k but received 0");
   requireFinite(queries, queryCount, dim_, "queries");
+  requireStorable(queries, queryCount, "queries");
   const Snapshot snap = snapshot();
 
   std::vector<float> normalized;
@@ -170,10 +224,23 @@ SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k
     for (size_t q = 0; q < queryCount; ++q) normalizeInto(queries + q * dim_, normalized.data() + q * dim_, dim_);
     prepared = normalized.data();
   }
+  if (element_ != simd::Element::F32) {
+    // Queries are rounded to the storage type as the rows were, and scored as floats.
+    const simd::Kernels16& half = halfKernels();
+    normalized.resize(queryCount * dim_);
+    std::vector<uint16_t> bits(dim_);
+    for (size_t q = 0; q < queryCount; ++q) {
+      half.fromFloat(prepared + q * dim_, bits.data(), dim_);
+      half.toFloat(bits.data(), normalized.data() + q * dim_, dim_);
+    }
+    prepared = normalized.data();
+  }
 
   RowSet rows;
+  rows.element = element_;
   if (snap.storage) {
     rows.vectors = snap.storage->vectors.data();
+    rows.halves = snap.storage->halves.data();
     rows.ids = snap.storage->ids.data();
     rows.l2Bias = snap.storage->l2Bias.data();
   }

@@ -1,4 +1,11 @@
-// FlatIndex: float32 vectors searched exactly.
+// FlatIndex: vectors searched exactly, stored as float32 (default), f16 or bf16.
+//
+// 16-bit storage has the GPU index's semantics (native/cuda/gpu_index.h): rows are rounded
+// to the type at add (cosine normalises first), queries are rounded the same way at search,
+// products accumulate in float32; ip and cosine rank by the inner product of the rounded
+// values, l2 by q·x - |x|^2/2 of them and reports -|q - x|^2. A value that rounds to
+// infinity in f16 (magnitude 65520 or more, after normalisation for cosine) is rejected with
+// InvalidVector: an infinite row would poison every score.
 //
 // Concurrency: searches read an immutable snapshot {storage, row count}; adds append rows
 // past every published count and then publish a new snapshot. Appending in place is safe
@@ -27,12 +34,14 @@ class FlatIndex {
   // The largest row count a flat index holds (rows are addressed with 32 bits).
   static constexpr size_t kMaxRows = 0xFFFFFFFFu;
 
-  FlatIndex(size_t dim, Metric metric, simd::Level level, unsigned threads);
+  FlatIndex(size_t dim, Metric metric, simd::Level level, unsigned threads,
+            simd::Element storage = simd::Element::F32);
 
   size_t dim() const { return dim_; }
   Metric metric() const { return metric_; }
   simd::Level level() const { return kernels_->level; }
   unsigned threads() const { return threads_; }
+  simd::Element storage() const { return element_; }
   size_t size() const;
 
   // Adds `count` vectors. Everything is validated first (finite values, ids unique within
@@ -51,9 +60,10 @@ class FlatIndex {
 
  private:
   struct Storage {
-    explicit Storage(size_t capacity, size_t dim);
+    Storage(size_t capacity, size_t dim, simd::Element element);
     size_t capacity;
-    AlignedBuffer<float> vectors;
+    AlignedBuffer<float> vectors;     // f32 storage
+    AlignedBuffer<uint16_t> halves;   // f16 / bf16 storage (bit patterns)
     AlignedBuffer<float> l2Bias;  // -0.5 * |x|^2
     AlignedBuffer<uint64_t> ids;
   };
@@ -63,11 +73,20 @@ class FlatIndex {
   };
 
   Snapshot snapshot() const;
+  size_t elementBytes() const { return element_ == simd::Element::F32 ? sizeof(float) : sizeof(uint16_t); }
+  // The 16-bit kernels of the storage type (f16 or bf16 storage only).
+  const simd::Kernels16& halfKernels() const {
+    return element_ == simd::Element::F16 ? kernels_->f16 : kernels_->bf16;
+  }
+  // Throws InvalidVector (naming row and column) for a value that would round to infinity in
+  // the storage type; `vectors` are as given (before normalisation).
+  void requireStorable(const float* vectors, size_t count, const char* what) const;
 
   const size_t dim_;
   const Metric metric_;
   const simd::Kernels* kernels_;
   const unsigned threads_;
+  const simd::Element element_;
 
   std::mutex writeMutex_;               // serialises add(); guards rowOfId_
   mutable std::mutex snapshotMutex_;    // guards current_
@@ -78,5 +97,9 @@ class FlatIndex {
 
 // Checks every value is finite; throws InvalidVector naming the first bad row and column.
 void requireFinite(const float* vectors, size_t count, size_t dim, const char* what);
+
+// Checks every value rounds to a finite f16 (magnitude below 65520); throws InvalidVector
+// naming the first bad row and column. For f16 storage with ip or l2 (cosine normalises).
+void requireF16Range(const float* vectors, size_t count, size_t dim, const char* what);
 
 }  // namespace ebrix

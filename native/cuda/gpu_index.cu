@@ -468,6 +468,8 @@ void GpuFlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) 
   std::lock_guard<std::mutex> writeLock(m.writeMutex);
   const Impl::Snapshot snap = m.snapshot();
   requireFinite(vectors, count, m.dim, "vectors");
+  // The CPU index's rule: an f16 row must not round to infinity (it would poison every score).
+  if (m.storage == Storage::F16 && m.metric != Metric::Cosine) requireF16Range(vectors, count, m.dim, "vectors");
   const size_t newCount = m.validateIds(ids, count, snap.count);
   std::vector<float> normalised;
   if (m.metric == Metric::Cosine) {
@@ -528,6 +530,7 @@ SearchOutput GpuFlatIndex::search(const float* queries, size_t queryCount, size_
                 "Expected k in [1, " + std::to_string(kMaxK) + "] on the GPU but received " + std::to_string(k));
   }
   requireFinite(queries, queryCount, m.dim, "queries");
+  if (m.storage == Storage::F16 && m.metric != Metric::Cosine) requireF16Range(queries, queryCount, m.dim, "queries");
   SearchOutput out;
   out.queries = queryCount;
   out.k = k;

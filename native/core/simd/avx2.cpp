@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "half.h"
 #include "kernels.h"
 
 namespace ebrix::simd {
@@ -111,6 +112,65 @@ void tileFixed(const float* packedQueries, const float* packedRows, size_t dim,
 #include "tile_dispatch.h"
 #include "transpose_avx2.h"
 
+// 16-bit rows: Widen8 turns 8 stored elements into floats. A tail shorter than 8 is copied
+// into a zeroed buffer first (no 16-bit masked load in AVX2), so nothing past the row is read.
+template <__m256 (*Widen8)(const uint16_t*)>
+inline __m256 widenTail(const uint16_t* x, size_t n) {
+  alignas(16) uint16_t tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (size_t j = 0; j < n; ++j) tail[j] = x[j];
+  return Widen8(tail);
+}
+
+template <__m256 (*Widen8)(const uint16_t*)>
+float dot16(const float* q, const uint16_t* x, size_t dim) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= dim; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), Widen8(x + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), Widen8(x + i + 8), acc1);
+  }
+  if (i + 8 <= dim) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), Widen8(x + i), acc0);
+    i += 8;
+  }
+  if (i < dim) {
+    const size_t n = dim - i;
+    acc1 = _mm256_fmadd_ps(_mm256_maskload_ps(q + i, tailMask(n)), widenTail<Widen8>(x + i, n), acc1);
+  }
+  return horizontalSum(_mm256_add_ps(acc0, acc1));
+}
+
+template <__m256 (*Widen8)(const uint16_t*)>
+float l2sq16(const float* q, const uint16_t* x, size_t dim) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= dim; i += 16) {
+    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(q + i), Widen8(x + i));
+    const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(q + i + 8), Widen8(x + i + 8));
+    acc0 = _mm256_fmadd_ps(d0, d0, acc0);
+    acc1 = _mm256_fmadd_ps(d1, d1, acc1);
+  }
+  if (i + 8 <= dim) {
+    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(q + i), Widen8(x + i));
+    acc0 = _mm256_fmadd_ps(d0, d0, acc0);
+    i += 8;
+  }
+  if (i < dim) {
+    const size_t n = dim - i;
+    const __m256 d1 = _mm256_sub_ps(_mm256_maskload_ps(q + i, tailMask(n)), widenTail<Widen8>(x + i, n));
+    acc1 = _mm256_fmadd_ps(d1, d1, acc1);
+  }
+  return horizontalSum(_mm256_add_ps(acc0, acc1));
+}
+
+template <__m256 (*Widen8)(const uint16_t*)>
+void scanRows16(const float* query, const uint16_t* rows, size_t count, size_t dim,
+                const float* bias, float* scores) {
+  for (size_t r = 0; r < count; ++r) {
+    scores[r] = dot16<Widen8>(query, rows + r * dim, dim) + (bias ? bias[r] : 0.0f);
+  }
+}
+
 constexpr int kFmaChains = 12;
 
 float fmaLoop(size_t iterations) {
@@ -126,7 +186,13 @@ float fmaLoop(size_t iterations) {
   return horizontalSum(sum);
 }
 
-const Kernels kTable = {Level::Avx2, "avx2", kRows, kCols, dot, l2sq, scanRows, tile, packPanel, fmaLoop, kFmaChains * 8 * 2};
+const Kernels kTable = {
+    Level::Avx2, "avx2", kRows, kCols, dot, l2sq, scanRows, tile, packPanel, fmaLoop, kFmaChains * 8 * 2,
+    {dot16<widenF16x8>, l2sq16<widenF16x8>, scanRows16<widenF16x8>, packPanel16<widenF16x8, f16ToFloat>,
+     floatsToF16, f16ToFloats},
+    {dot16<widenBf16x8>, l2sq16<widenBf16x8>, scanRows16<widenBf16x8>, packPanel16<widenBf16x8, bf16ToFloat>,
+     floatsToBf16Scalar, bf16ToFloatsScalar},
+};
 
 }  // namespace
 

@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "half.h"
 #include "kernels.h"
 
 // GCC 12's own AVX-512 headers build "undefined" vectors from themselves, which its
@@ -110,6 +111,54 @@ void tileFixed(const float* packedQueries, const float* packedRows, size_t dim,
 #include "tile_dispatch.h"
 #include "transpose_avx2.h"
 
+// 16-bit rows: Lanes widens 16 stored elements (one 256-bit load) to floats. Tails use the
+// masked 16-bit load of AVX512BW, so nothing past the row is read.
+inline __m512 f16Lanes(__m256i h) { return _mm512_cvtph_ps(h); }
+inline __m512 bf16Lanes(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+
+inline __m256i load16x16(const uint16_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
+template <__m512 (*Lanes)(__m256i)>
+float dot16(const float* q, const uint16_t* x, size_t dim) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 32 <= dim; i += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), Lanes(load16x16(x + i)), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 16), Lanes(load16x16(x + i + 16)), acc1);
+  }
+  for (; i < dim; i += 16) {
+    const __mmask16 m = dim - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tailMask(dim - i);
+    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), Lanes(_mm256_maskz_loadu_epi16(m, x + i)), acc0);
+  }
+  return horizontalSum(_mm512_add_ps(acc0, acc1));
+}
+
+template <__m512 (*Lanes)(__m256i)>
+float l2sq16(const float* q, const uint16_t* x, size_t dim) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 32 <= dim; i += 32) {
+    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(q + i), Lanes(load16x16(x + i)));
+    const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(q + i + 16), Lanes(load16x16(x + i + 16)));
+    acc0 = _mm512_fmadd_ps(d0, d0, acc0);
+    acc1 = _mm512_fmadd_ps(d1, d1, acc1);
+  }
+  for (; i < dim; i += 16) {
+    const __mmask16 m = dim - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tailMask(dim - i);
+    const __m512 d0 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, q + i), Lanes(_mm256_maskz_loadu_epi16(m, x + i)));
+    acc0 = _mm512_fmadd_ps(d0, d0, acc0);
+  }
+  return horizontalSum(_mm512_add_ps(acc0, acc1));
+}
+
+template <__m512 (*Lanes)(__m256i)>
+void scanRows16(const float* query, const uint16_t* rows, size_t count, size_t dim,
+                const float* bias, float* scores) {
+  for (size_t r = 0; r < count; ++r) {
+    scores[r] = dot16<Lanes>(query, rows + r * dim, dim) + (bias ? bias[r] : 0.0f);
+  }
+}
+
 constexpr int kFmaChains = 16;
 
 float fmaLoop(size_t iterations) {
@@ -125,7 +174,13 @@ float fmaLoop(size_t iterations) {
   return horizontalSum(sum);
 }
 
-const Kernels kTable = {Level::Avx512, "avx512", kRows, kCols, dot, l2sq, scanRows, tile, packPanel, fmaLoop, kFmaChains * 16 * 2};
+const Kernels kTable = {
+    Level::Avx512, "avx512", kRows, kCols, dot, l2sq, scanRows, tile, packPanel, fmaLoop, kFmaChains * 16 * 2,
+    {dot16<f16Lanes>, l2sq16<f16Lanes>, scanRows16<f16Lanes>, packPanel16<widenF16x8, f16ToFloat>, floatsToF16,
+     f16ToFloats},
+    {dot16<bf16Lanes>, l2sq16<bf16Lanes>, scanRows16<bf16Lanes>, packPanel16<widenBf16x8, bf16ToFloat>,
+     floatsToBf16Scalar, bf16ToFloatsScalar},
+};
 
 }  // namespace
 

@@ -80,6 +80,23 @@ bool parseLevel(const std::string& name, Level* out) {
   return true;
 }
 
+const char* elementName(Element element) {
+  switch (element) {
+    case Element::F32: return "f32";
+    case Element::F16: return "f16";
+    case Element::BF16: return "bf16";
+  }
+  return "f32";
+}
+
+bool parseElement(const std::string& name, Element* out) {
+  if (name == "f32") *out = Element::F32;
+  else if (name == "f16") *out = Element::F16;
+  else if (name == "bf16") *out = Element::BF16;
+  else return false;
+  return true;
+}
+
 bool isSupported(Level level) {
   switch (level) {
     case Level::Scalar: return true;

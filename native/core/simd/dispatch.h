@@ -12,6 +12,10 @@ namespace ebrix::simd {
 const char* levelName(Level level);
 bool parseLevel(const std::string& name, Level* out);
 
+// 'f32', 'f16', 'bf16'.
+const char* elementName(Element element);
+bool parseElement(const std::string& name, Element* out);
+
 // Levels this CPU and OS can run, best last (scalar is always first).
 std::vector<Level> supportedLevels();
 Level bestLevel();

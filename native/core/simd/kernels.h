@@ -2,8 +2,9 @@
 // translation unit compiled with its own flags; dispatch.cpp picks a table once, when an
 // index is constructed, so no per-vector dispatch ever happens.
 //
-// Rule for the ISA files: they include only this header and the intrinsics header, keep
-// every helper `static` or in an anonymous namespace, and use no standard-library templates.
+// Rule for the ISA files: they include only this header, half.h (scalar f16 / bf16
+// conversions, all `static inline`) and the intrinsics header, keep every helper `static` or
+// in an anonymous namespace, and use no standard-library templates.
 // An inline function instantiated under -mavx512f and merged by the linker with the plain
 // copy would put AVX-512 instructions on the scalar path of an older CPU.
 #pragma once
@@ -18,6 +19,25 @@ enum class Level { Scalar = 0, Avx2 = 1, Avx512 = 2, Neon = 3 };
 // Upper bounds of the register tile over all ISAs; buffers are sized with them.
 constexpr int kMaxTileRows = 12;
 constexpr int kMaxTileCols = 32;
+
+// How an index stores its rows: float32, or 16-bit IEEE half (f16) or bfloat16 (bf16) bit
+// patterns. Queries of a 16-bit index are rounded to the same type but stay float arrays
+// (every f16 / bf16 value is exactly a float), so only the row side of a kernel changes.
+enum class Element { F32 = 0, F16 = 1, BF16 = 2 };
+
+// Kernels over rows of one 16-bit element type. Products and sums are float32.
+struct Kernels16 {
+  float (*dot)(const float* q, const uint16_t* x, size_t dim);
+  float (*l2sq)(const float* q, const uint16_t* x, size_t dim);
+  // As Kernels::scanRows, over rows of 16-bit elements.
+  void (*scanRows)(const float* query, const uint16_t* rows, size_t count, size_t dim,
+                   const float* bias, float* scores);
+  // As Kernels::packPanel, widening to float while transposing. Null: the generic loop.
+  void (*packPanel)(const uint16_t* rows, size_t dim, float* out);
+  // Round to nearest even (finite inputs; f16 magnitudes from 65520 up become infinity).
+  void (*fromFloat)(const float* src, uint16_t* dst, size_t n);
+  void (*toFloat)(const uint16_t* src, float* dst, size_t n);
+};
 
 struct Kernels {
   Level level;
@@ -51,6 +71,9 @@ struct Kernels {
   // chains in flight to fill every FMA pipe; fmaLoopFlops floating-point ops per round.
   float (*fmaLoop)(size_t iterations);
   int fmaLoopFlops;
+
+  Kernels16 f16;
+  Kernels16 bf16;
 };
 
 const Kernels& scalarKernels();

@@ -3,6 +3,7 @@
 
 #include <utility>
 
+#include "half.h"
 #include "kernels.h"
 
 namespace ebrix::simd {
@@ -91,6 +92,71 @@ void tileFixed(const float* packedQueries, const float* packedRows, size_t dim,
 
 #include "tile_dispatch.h"
 
+// 16-bit rows: four stored elements widened to floats (f16 by FCVTL, bf16 by a shift).
+inline float32x4_t widenF16x4(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+inline float32x4_t widenBf16x4(const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
+
+template <float32x4_t (*Widen4)(const uint16_t*), float (*Widen1)(uint16_t)>
+float dot16(const float* q, const uint16_t* x, size_t dim) {
+  float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+  size_t i = 0;
+  for (; i + 8 <= dim; i += 8) {
+    acc0 = vfmaq_f32(acc0, vld1q_f32(q + i), Widen4(x + i));
+    acc1 = vfmaq_f32(acc1, vld1q_f32(q + i + 4), Widen4(x + i + 4));
+  }
+  if (i + 4 <= dim) {
+    acc0 = vfmaq_f32(acc0, vld1q_f32(q + i), Widen4(x + i));
+    i += 4;
+  }
+  float sum = vaddvq_f32(vaddq_f32(acc0, acc1));
+  for (; i < dim; ++i) sum += q[i] * Widen1(x[i]);
+  return sum;
+}
+
+template <float32x4_t (*Widen4)(const uint16_t*), float (*Widen1)(uint16_t)>
+float l2sq16(const float* q, const uint16_t* x, size_t dim) {
+  float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+  size_t i = 0;
+  for (; i + 8 <= dim; i += 8) {
+    const float32x4_t d0 = vsubq_f32(vld1q_f32(q + i), Widen4(x + i));
+    const float32x4_t d1 = vsubq_f32(vld1q_f32(q + i + 4), Widen4(x + i + 4));
+    acc0 = vfmaq_f32(acc0, d0, d0);
+    acc1 = vfmaq_f32(acc1, d1, d1);
+  }
+  if (i + 4 <= dim) {
+    const float32x4_t d0 = vsubq_f32(vld1q_f32(q + i), Widen4(x + i));
+    acc0 = vfmaq_f32(acc0, d0, d0);
+    i += 4;
+  }
+  float sum = vaddvq_f32(vaddq_f32(acc0, acc1));
+  for (; i < dim; ++i) {
+    const float diff = q[i] - Widen1(x[i]);
+    sum += diff * diff;
+  }
+  return sum;
+}
+
+template <float32x4_t (*Widen4)(const uint16_t*), float (*Widen1)(uint16_t)>
+void scanRows16(const float* query, const uint16_t* rows, size_t count, size_t dim,
+                const float* bias, float* scores) {
+  for (size_t r = 0; r < count; ++r) {
+    scores[r] = dot16<Widen4, Widen1>(query, rows + r * dim, dim) + (bias ? bias[r] : 0.0f);
+  }
+}
+
+// FCVTN rounds by FPCR, whose default mode is round to nearest even.
+void floatsToF16(const float* src, uint16_t* dst, size_t n) {
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+  for (; i < n; ++i) dst[i] = floatToF16(src[i]);
+}
+
+void f16ToFloats(const uint16_t* src, float* dst, size_t n) {
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, widenF16x4(src + i));
+  for (; i < n; ++i) dst[i] = f16ToFloat(src[i]);
+}
+
 constexpr int kFmaChains = 16;
 
 float fmaLoop(size_t iterations) {
@@ -105,7 +171,13 @@ float fmaLoop(size_t iterations) {
   return vaddvq_f32(sum);
 }
 
-const Kernels kTable = {Level::Neon, "neon", kRows, kCols, dot, l2sq, scanRows, tile, nullptr, fmaLoop, kFmaChains * 4 * 2};
+const Kernels kTable = {
+    Level::Neon, "neon", kRows, kCols, dot, l2sq, scanRows, tile, nullptr, fmaLoop, kFmaChains * 4 * 2,
+    {dot16<widenF16x4, f16ToFloat>, l2sq16<widenF16x4, f16ToFloat>, scanRows16<widenF16x4, f16ToFloat>, nullptr,
+     floatsToF16, f16ToFloats},
+    {dot16<widenBf16x4, bf16ToFloat>, l2sq16<widenBf16x4, bf16ToFloat>, scanRows16<widenBf16x4, bf16ToFloat>,
+     nullptr, floatsToBf16Scalar, bf16ToFloatsScalar},
+};
 
 }  // namespace
 

@@ -1,5 +1,6 @@
 // Scalar reference kernels. Every SIMD variant is tested against these; they are also the
 // kernels of a CPU with no supported vector extension.
+#include "half.h"
 #include "kernels.h"
 
 namespace ebrix::simd {
@@ -52,6 +53,32 @@ void tile(const float* packedQueries, int queryCount, const float* packedRows, s
   }
 }
 
+// 16-bit rows: each element widened to float, then as above.
+template <float (*Widen)(uint16_t)>
+float dot16(const float* q, const uint16_t* x, size_t dim) {
+  float sum = 0.0f;
+  for (size_t i = 0; i < dim; ++i) sum += q[i] * Widen(x[i]);
+  return sum;
+}
+
+template <float (*Widen)(uint16_t)>
+float l2sq16(const float* q, const uint16_t* x, size_t dim) {
+  float sum = 0.0f;
+  for (size_t i = 0; i < dim; ++i) {
+    const float diff = q[i] - Widen(x[i]);
+    sum += diff * diff;
+  }
+  return sum;
+}
+
+template <float (*Widen)(uint16_t)>
+void scanRows16(const float* query, const uint16_t* rows, size_t count, size_t dim,
+                const float* bias, float* scores) {
+  for (size_t r = 0; r < count; ++r) {
+    scores[r] = dot16<Widen>(query, rows + r * dim, dim) + (bias ? bias[r] : 0.0f);
+  }
+}
+
 constexpr int kFmaChains = 8;
 
 float fmaLoop(size_t iterations) {
@@ -65,7 +92,12 @@ float fmaLoop(size_t iterations) {
   return sum;
 }
 
-const Kernels kTable = {Level::Scalar, "scalar", kRows, kCols, dot, l2sq, scanRows, tile, nullptr, fmaLoop, kFmaChains * 2};
+const Kernels kTable = {
+    Level::Scalar, "scalar", kRows, kCols, dot, l2sq, scanRows, tile, nullptr, fmaLoop, kFmaChains * 2,
+    {dot16<f16ToFloat>, l2sq16<f16ToFloat>, scanRows16<f16ToFloat>, nullptr, floatsToF16Scalar, f16ToFloatsScalar},
+    {dot16<bf16ToFloat>, l2sq16<bf16ToFloat>, scanRows16<bf16ToFloat>, nullptr, floatsToBf16Scalar,
+     bf16ToFloatsScalar},
+};
 
 }  // namespace
 

@@ -7,6 +7,7 @@
 #include "../error.h"
 #include "../flat.h"
 #include "../simd/dispatch.h"
+#include "../simd/half.h"
 #include "check.h"
 #include "test_util.h"
 
@@ -227,4 +228,124 @@ TEST_CASE("flat.search_while_adding_sees_consistent_snapshots") {
   }
   writer.join();
   CHECK(index.size() == batch * batches);
+}
+
+// ---- f16 / bf16 storage ----
+
+namespace {
+
+// What a 16-bit index scores: rows (and queries) normalised in float for cosine as
+// FlatIndex does, then rounded to the storage type, as floats.
+std::vector<float> storedAs(simd::Element element, Metric metric, const std::vector<float>& data, size_t dim) {
+  std::vector<float> out(data.size());
+  for (size_t r = 0; r < data.size() / dim; ++r) {
+    const float* src = data.data() + r * dim;
+    float scale = 1.0f;
+    if (metric == Metric::Cosine) {
+      double sum = 0.0;
+      for (size_t i = 0; i < dim; ++i) sum += double(src[i]) * src[i];
+      scale = sum > 0.0 ? float(1.0 / std::sqrt(sum)) : 0.0f;
+    }
+    for (size_t i = 0; i < dim; ++i) {
+      const float x = metric == Metric::Cosine ? src[i] * scale : src[i];
+      out[r * dim + i] = element == simd::Element::F16 ? simd::f16ToFloat(simd::floatToF16(x))
+                                                        : simd::bf16ToFloat(simd::floatToBf16(x));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("flat.half_storage_equals_brute_force_on_rounded_values_every_isa") {
+  for (simd::Level level : simd::supportedLevels()) {
+    for (simd::Element element : {simd::Element::F16, simd::Element::BF16}) {
+      for (Metric metric : {Metric::InnerProduct, Metric::Cosine, Metric::L2}) {
+        for (size_t dim : {size_t{3}, size_t{17}, size_t{64}}) {
+          const size_t n = 1300;
+          auto data = randomVectors(n, dim, 61 + static_cast<uint32_t>(dim));
+          std::vector<uint64_t> ids(n);
+          for (size_t i = 0; i < n; ++i) ids[i] = (i * 2654435761u) % 1000003u;
+          FlatIndex index(dim, metric, level, 3, element);
+          CHECK(index.storage() == element);
+          index.add(ids.data(), data.data(), 600);
+          index.add(ids.data() + 600, data.data() + 600 * dim, n - 600);  // grows the storage
+          const auto rows = storedAs(element, metric, data, dim);
+          // Cosine over normalised, rounded vectors is their inner product.
+          const Metric scored = metric == Metric::Cosine ? Metric::InnerProduct : metric;
+          // Every 3rd row allowed, the last one excluded by a short bitset.
+          std::vector<uint32_t> bits((n - 1) / 32, 0);
+          std::vector<float> subset;
+          std::vector<uint64_t> subsetIds;
+          for (size_t r = 0; r < bits.size() * 32; ++r) {
+            if (r % 3 != 0) continue;
+            bits[r / 32] |= 1u << (r % 32);
+            subset.insert(subset.end(), rows.begin() + r * dim, rows.begin() + (r + 1) * dim);
+            subsetIds.push_back(ids[r]);
+          }
+          // 3 queries take the streaming path, 30 the tiled path.
+          for (size_t nq : {size_t{3}, size_t{30}}) {
+            const auto raw = randomVectors(nq, dim, 199 + static_cast<uint32_t>(nq));
+            const auto queries = storedAs(element, metric, raw, dim);
+            const std::string what = std::string(simd::levelName(level)) + " " + simd::elementName(element) + " " +
+                                     metricName(metric) + " dim " + std::to_string(dim) + " nq " + std::to_string(nq);
+            for (size_t k : {size_t{1}, size_t{25}, n + 5}) {
+              const SearchOutput out = index.search(raw.data(), nq, k);
+              for (size_t q = 0; q < nq; ++q) {
+                checkRow(scored, rows, ids, queries.data() + q * dim, dim, k, out.ids.data() + q * k,
+                         out.scores.data() + q * k, what + " k " + std::to_string(k));
+              }
+            }
+            const size_t k = 20;
+            const SearchOutput out = index.search(raw.data(), nq, k, 0, bits.data(), bits.size());
+            for (size_t q = 0; q < nq; ++q) {
+              checkRow(scored, subset, subsetIds, queries.data() + q * dim, dim, k, out.ids.data() + q * k,
+                       out.scores.data() + q * k, what + " allow");
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("flat.half_storage_rejects_values_f16_cannot_hold_and_halves_memory") {
+  const uint64_t ids[] = {1, 2};
+  std::vector<float> big = {1, 2, 3, 4, 5, 6, 70000.0f, 8};
+  for (Metric metric : {Metric::InnerProduct, Metric::L2}) {
+    FlatIndex f16(4, metric, simd::bestLevel(), 1, simd::Element::F16);
+    try {
+      f16.add(ids, big.data(), 2);
+      CHECK_MSG(false, "f16 accepted 70000");
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::InvalidVector);
+      CHECK_MSG(std::string(e.what()).find("row 1, column 2") != std::string::npos, e.what());
+    }
+    CHECK(f16.size() == 0);
+    CHECK_THROWS_CODE(f16.search(big.data(), 2, 1), ErrorCode::InvalidVector);
+    std::vector<float> edge = {65504.0f, -65519.0f, 0, 0, 1, 2, 3, 4};  // both round to ±65504
+    f16.add(ids, edge.data(), 2);
+    CHECK(f16.size() == 2);
+  }
+  // Cosine normalises first, and bf16 has float's range: both take 70000.
+  FlatIndex cosine(4, Metric::Cosine, simd::bestLevel(), 1, simd::Element::F16);
+  cosine.add(ids, big.data(), 2);
+  FlatIndex bf16(4, Metric::L2, simd::bestLevel(), 1, simd::Element::BF16);
+  bf16.add(ids, big.data(), 2);
+  CHECK(bf16.search(big.data() + 4, 1, 1).ids[0] == 2);
+
+  const size_t dim = 96, n = 3000;
+  const auto data = randomVectors(n, dim, 3);
+  std::vector<uint64_t> many(n);
+  for (size_t i = 0; i < n; ++i) many[i] = i;
+  size_t bytes[3] = {};
+  for (simd::Element element : {simd::Element::F32, simd::Element::F16, simd::Element::BF16}) {
+    FlatIndex index(dim, Metric::InnerProduct, simd::Level::Scalar, 1, element);
+    index.add(many.data(), data.data(), n);
+    bytes[static_cast<int>(element)] = index.memoryBytes();
+  }
+  CHECK(bytes[1] == bytes[2]);
+  CHECK(bytes[1] < bytes[0]);
+  // Only the vectors shrink: 2 bytes less per element of every row of capacity.
+  CHECK(bytes[0] - bytes[1] >= n * dim * 2);
 }
