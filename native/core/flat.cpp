@@ -82,6 +82,22 @@ void FlatIndex::requireStorable(const float* vectors, size_t count, const char* 
   requireF16Range(vectors, count, dim_, what);
 }
 
+void requireNewIds(const uint64_t* ids, size_t count, const std::unordered_map<uint64_t, uint32_t>& rowOfId) {
+  std::unordered_set<uint64_t> batch;
+  batch.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    if (ids[i] == kNoId) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "Expected ids below 2^64-1 (reserved for padding) but received 18446744073709551615");
+    }
+    const bool present = rowOfId.count(ids[i]) != 0;
+    if (!batch.insert(ids[i]).second || present) {
+      throw Error(ErrorCode::DuplicateId, "Expected unique ids but received duplicate id " + std::to_string(ids[i]) +
+                                              (present ? " (already in the index)" : " (twice in this add)"));
+    }
+  }
+}
+
 void requireF16Range(const float* vectors, size_t count, size_t dim, const char* what) {
   for (size_t r = 0; r < count; ++r) {
     for (size_t i = 0; i < dim; ++i) {
@@ -120,19 +136,7 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
   // Validate everything before touching the index.
   requireFinite(vectors, count, dim_, "vectors");
   requireStorable(vectors, count, "vectors");
-  std::unordered_set<uint64_t> batch;
-  batch.reserve(count);
-  for (size_t i = 0; i < count; ++i) {
-    if (ids[i] == kNoId) {
-      throw Error(ErrorCode::InvalidArgument,
-                  "Expected ids below 2^64-1 (reserved for padding) but received 18446744073709551615");
-    }
-    if (!batch.insert(ids[i]).second || rowOfId_.count(ids[i]) != 0) {
-      throw Error(ErrorCode::DuplicateId,
-                  "Expected unique ids but received duplicate id " + std::to_string(ids[i]) +
-                      (rowOfId_.count(ids[i]) != 0 ? " (already in the index)" : " (twice in this add)"));
-    }
-  }
+  requireNewIds(ids, count, rowOfId_);
   const size_t newCount = snap.count + count;
   if (newCount > kMaxRows) {
     throw Error(ErrorCode::InvalidArgument,

@@ -98,6 +98,10 @@ class FlatIndex {
 // Checks every value is finite; throws InvalidVector naming the first bad row and column.
 void requireFinite(const float* vectors, size_t count, size_t dim, const char* what);
 
+// Checks ids for an add: none is the reserved 2^64-1, none repeats within the call or is
+// already a key of rowOfId. Throws InvalidArgument / DuplicateId naming the id.
+void requireNewIds(const uint64_t* ids, size_t count, const std::unordered_map<uint64_t, uint32_t>& rowOfId);
+
 // Checks every value rounds to a finite f16 (magnitude below 65520); throws InvalidVector
 // naming the first bad row and column. For f16 storage with ip or l2 (cosine normalises).
 void requireF16Range(const float* vectors, size_t count, size_t dim, const char* what);

@@ -13,7 +13,6 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "error.h"
@@ -376,19 +375,7 @@ struct GpuFlatIndex::Impl {
 
   // Checks the ids (all-or-nothing) and returns the new row count.
   size_t validateIds(const uint64_t* ids, size_t count, size_t existing) const {
-    std::unordered_set<uint64_t> batch;
-    batch.reserve(count);
-    for (size_t i = 0; i < count; ++i) {
-      if (ids[i] == kNoId) {
-        throw Error(ErrorCode::InvalidArgument,
-                    "Expected ids below 2^64-1 (reserved for padding) but received 18446744073709551615");
-      }
-      const bool present = rowOfId.count(ids[i]) != 0;
-      if (!batch.insert(ids[i]).second || present) {
-        throw Error(ErrorCode::DuplicateId, "Expected unique ids but received duplicate id " + std::to_string(ids[i]) +
-                                                (present ? " (already in the index)" : " (twice in this add)"));
-      }
-    }
+    requireNewIds(ids, count, rowOfId);
     if (existing + count > kMaxRows) {
       throw Error(ErrorCode::InvalidArgument, "A flat index holds at most " + std::to_string(kMaxRows) + " vectors");
     }
