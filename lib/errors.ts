@@ -12,6 +12,7 @@ export type EbrixErrorCode =
   | 'EBRIX_UNSUPPORTED_SIMD'
   | 'EBRIX_OUT_OF_MEMORY'
   | 'EBRIX_DEVICE_UNAVAILABLE'
+  | 'EBRIX_NOT_TRAINED'
   | 'EBRIX_NATIVE_LOAD'
   | 'EBRIX_INVALID_RECORD'
   | 'EBRIX_INVALID_SPEC'
@@ -77,6 +78,13 @@ export class DeviceUnavailableError extends EbrixError {
   }
 }
 
+/** An index that needs train() first (IvfPqIndex) was searched or added to before it. */
+export class NotTrainedError extends EbrixError {
+  constructor(message: string) {
+    super('EBRIX_NOT_TRAINED', message);
+  }
+}
+
 /** A record handed to a feature encoder lacks a field or holds the wrong type or a NaN. */
 export class InvalidRecordError extends EbrixError {
   constructor(message: string) {
@@ -126,6 +134,7 @@ const byCode: Partial<Record<EbrixErrorCode, new (message: string) => EbrixError
   EBRIX_DUPLICATE_ID: DuplicateIdError,
   EBRIX_OUT_OF_MEMORY: OutOfMemoryError,
   EBRIX_DEVICE_UNAVAILABLE: DeviceUnavailableError,
+  EBRIX_NOT_TRAINED: NotTrainedError,
 };
 
 const knownCodes = new Set<string>([
@@ -143,6 +152,7 @@ const knownCodes = new Set<string>([
   'EBRIX_UNSUPPORTED_SIMD',
   'EBRIX_OUT_OF_MEMORY',
   'EBRIX_DEVICE_UNAVAILABLE',
+  'EBRIX_NOT_TRAINED',
   'EBRIX_NATIVE_LOAD',
   'EBRIX_INTERNAL',
 ]);

@@ -14,6 +14,15 @@ export {
   type SearchOptions,
   type VectorStorage,
 } from './index/flat.js';
+export {
+  IVFPQ_REFINES,
+  IvfPqIndex,
+  type IvfPqIndexOptions,
+  type IvfPqMemoryUsage,
+  type IvfPqRefine,
+  type IvfPqSearchOptions,
+  type IvfPqTrainOptions,
+} from './index/ivfpq.js';
 export { gpuInfo, type GpuInfo } from './gpu.js';
 export { SearchResult, type Hit } from './index/search-result.js';
 export { kmeans, type KMeansOptions, type KMeansResult } from './kmeans.js';
@@ -40,6 +49,7 @@ export {
   InvalidRecordError,
   InvalidSpecError,
   InvalidVectorError,
+  NotTrainedError,
   OutOfMemoryError,
   OverloadedError,
   VersionMismatchError,

@@ -33,6 +33,46 @@ export interface NativeFlatIndex {
   dispose(): void;
 }
 
+export interface NativeIvfPqMemory {
+  bytes: number;
+  codes: number;
+  ids: number;
+  centroids: number;
+  refine: number;
+  idMap: number;
+}
+
+export interface NativeIvfPqIndex {
+  trainAsync(
+    vectors: Float32Array,
+    seed: number,
+    maxIterations: number,
+    progress: ((fraction: number) => void) | undefined,
+  ): Promise<void>;
+  add(ids: BigUint64Array, vectors: Float32Array): void;
+  addAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
+  search(
+    queries: Float32Array,
+    k: number,
+    nprobe: number,
+    refineFactor: number,
+    threads: number,
+    allow?: Uint32Array,
+  ): NativeSearchOutput;
+  searchAsync(
+    queries: Float32Array,
+    k: number,
+    nprobe: number,
+    refineFactor: number,
+    threads: number,
+    allow?: Uint32Array,
+  ): Promise<NativeSearchOutput>;
+  trained(): boolean;
+  size(): number;
+  memory(): NativeIvfPqMemory;
+  dispose(): void;
+}
+
 export interface NativeAddon {
   simdLevel(): string;
   supportedSimdLevels(): string[];
@@ -46,6 +86,17 @@ export interface NativeAddon {
     threads: number,
     storage: string | undefined,
   ) => NativeFlatIndex;
+  IvfPqIndex: new (
+    dim: number,
+    metric: string,
+    nlist: number,
+    m: number,
+    nbits: number,
+    opq: boolean,
+    refine: string,
+    simd: string | undefined,
+    threads: number,
+  ) => NativeIvfPqIndex;
   kmeans(
     points: Float32Array,
     dim: number,

@@ -2,12 +2,14 @@
 #include <napi.h>
 
 #include "flat_index.h"
+#include "ivfpq_index.h"
 #include "kmeans.h"
 #include "machine.h"
 
 static Napi::Object initEbrix(Napi::Env env, Napi::Object exports) {
   ebrix::binding::initMachine(env, exports);
   ebrix::binding::initFlatIndex(env, exports);
+  ebrix::binding::initIvfPqIndex(env, exports);
   ebrix::binding::initKMeans(env, exports);
   return exports;
 }

@@ -11,6 +11,7 @@ const char* errorCodeName(ErrorCode code) {
     case ErrorCode::UnsupportedSimd: return "EBRIX_UNSUPPORTED_SIMD";
     case ErrorCode::OutOfMemory: return "EBRIX_OUT_OF_MEMORY";
     case ErrorCode::DeviceUnavailable: return "EBRIX_DEVICE_UNAVAILABLE";
+    case ErrorCode::NotTrained: return "EBRIX_NOT_TRAINED";
     case ErrorCode::Internal: return "EBRIX_INTERNAL";
   }
   return "EBRIX_INTERNAL";

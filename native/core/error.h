@@ -15,6 +15,7 @@ enum class ErrorCode {
   UnsupportedSimd,   // EBRIX_UNSUPPORTED_SIMD
   OutOfMemory,       // EBRIX_OUT_OF_MEMORY (host or device memory)
   DeviceUnavailable, // EBRIX_DEVICE_UNAVAILABLE (no usable GPU, or a CUDA failure)
+  NotTrained,        // EBRIX_NOT_TRAINED (an index that needs train() first)
   Internal,          // EBRIX_INTERNAL
 };
 

@@ -1,0 +1,276 @@
+/**
+ * IvfPqIndex: approximate top-k over an inverted file of product-quantized vectors, in
+ * native code. A coarse k-means splits the vectors into `nlist` lists; each vector is stored
+ * as the PQ code of its residual from its list's centroid (m bytes with 8-bit codes, m / 2
+ * with 4-bit fast-scan codes). A search scores the `nprobe` nearest lists of each query and,
+ * when refine vectors are kept, re-ranks k × refineFactor candidates exactly on them.
+ *
+ * Scores are those of FlatIndex (higher is better; ip, cosine, l2 as -|q - x|^2), estimated
+ * from the codes unless refine vectors are kept.
+ */
+import { DimensionMismatchError, DisposedError, awaitNative, callNative } from '../errors.js';
+import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
+import { native, type NativeIvfPqIndex } from '../native.js';
+import { invalid, requireNonNegativeInteger, requireOneOf, requirePositiveInteger } from '../validate.js';
+import { METRICS, type Metric } from './flat.js';
+import { toIdArray, type Ids } from './ids.js';
+import { SearchResult } from './search-result.js';
+import { toMatrix, type Vectors } from './vectors.js';
+
+/** Vectors kept besides the codes for an exact re-rank: none, f16 or f32 copies. */
+export type IvfPqRefine = 'none' | 'f16' | 'f32';
+export const IVFPQ_REFINES: readonly IvfPqRefine[] = ['none', 'f16', 'f32'];
+
+export interface IvfPqIndexOptions {
+  /** Vector dimension. */
+  dim: number;
+  /** Scoring, higher is better: inner product (default), cosine, or negative squared L2. */
+  metric?: Metric;
+  /** Lists of the coarse quantizer (k-means centroids). */
+  nlist: number;
+  /** Sub-quantizers; must divide dim. A code takes m bytes (nbits 8) or m / 2 (nbits 4). */
+  m: number;
+  /** 8 (default): ADC on float tables. 4: fast-scan on 8-bit tables, re-scored exactly. */
+  nbits?: 4 | 8;
+  /** Learn a rotation (OPQ) that lowers quantization error. Default false. */
+  opq?: boolean;
+  /** Keep f16 or f32 copies of the vectors to re-rank candidates exactly. Default 'none'. */
+  refine?: IvfPqRefine;
+  /** Native threads a search or train may use (default: all hardware threads). */
+  threads?: number;
+  /** Force a SIMD level (default: `EBRIX_SIMD`, else the best supported). */
+  simd?: SimdLevel;
+}
+
+export interface IvfPqTrainOptions {
+  /** Seed of the k-means samples and draws (default 1): the same seed trains the same index. */
+  seed?: number;
+  /** Lloyd iterations at most, for the coarse and the PQ k-means (default 25). */
+  maxIterations?: number;
+  /** Called with the fraction done, from 0 to 1 (the last call is 1). */
+  onProgress?: (fraction: number) => void;
+}
+
+export interface IvfPqSearchOptions {
+  /** Lists scanned per query (default min(8, nlist); clamped to nlist). More: better recall, slower. */
+  nprobe?: number;
+  /** With refine vectors, k × refineFactor candidates are re-ranked exactly (default 4). */
+  refineFactor?: number;
+  /** Threads for this search (default: the index's). */
+  threads?: number;
+  /** Only rows whose bit is set may be returned (rows in add order, as FlatIndex). */
+  allow?: Uint32Array;
+}
+
+export interface IvfPqMemoryUsage {
+  /** The sum of the parts. */
+  bytes: number;
+  /** PQ codes (plain, and fast-scan blocks with nbits 4), spare capacity included. */
+  codes: number;
+  /** Per-list ids and row numbers. */
+  ids: number;
+  /** Coarse centroids, PQ codebooks and the OPQ rotation. */
+  centroids: number;
+  /** Refine vectors. */
+  refine: number;
+  /** The id → row map (estimated). */
+  idMap: number;
+}
+
+const MAX_THREADS = 4096;
+const MAX_K = 1 << 24;
+/** Result entries (ids + scores, 12 bytes each) one search may return: 1.5 GiB. */
+const MAX_RESULT_ENTRIES = 2 ** 27;
+const MAX_REFINE_FACTOR = 1 << 16;
+
+interface PreparedSearch {
+  matrix: Float32Array;
+  nq: number;
+  k: number;
+  nprobe: number;
+  refineFactor: number;
+  threads: number;
+  allow: Uint32Array | undefined;
+}
+
+export class IvfPqIndex implements Disposable {
+  readonly dim: number;
+  readonly metric: Metric;
+  readonly nlist: number;
+  readonly m: number;
+  readonly nbits: 4 | 8;
+  readonly opq: boolean;
+  readonly refine: IvfPqRefine;
+  #native: NativeIvfPqIndex | undefined;
+
+  constructor(options: IvfPqIndexOptions) {
+    if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
+    this.dim = requirePositiveInteger(options.dim, 'dim', 1 << 20);
+    this.metric = requireOneOf(options.metric ?? 'ip', METRICS, 'metric');
+    this.nlist = requirePositiveInteger(options.nlist, 'nlist', 1 << 24);
+    this.m = requirePositiveInteger(options.m, 'm', this.dim);
+    if (this.dim % this.m !== 0) throw invalid(`a divisor of dim ${this.dim}`, 'm', options.m);
+    const nbits = options.nbits ?? 8;
+    if (nbits !== 4 && nbits !== 8) throw invalid('4 or 8', 'nbits', options.nbits);
+    this.nbits = nbits;
+    const opq = options.opq ?? false;
+    if (typeof opq !== 'boolean') throw invalid('a boolean', 'opq', options.opq);
+    this.opq = opq;
+    this.refine = requireOneOf(options.refine ?? 'none', IVFPQ_REFINES, 'refine');
+    const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'threads', MAX_THREADS);
+    const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'simd');
+    const Native = native().IvfPqIndex;
+    this.#native = callNative(
+      () => new Native(this.dim, this.metric, this.nlist, this.m, this.nbits, this.opq, this.refine, simd, threads),
+    );
+  }
+
+  /** Whether train() has completed. */
+  get trained(): boolean {
+    return this.#live().trained();
+  }
+
+  /** Number of vectors held. */
+  get size(): number {
+    return this.#live().size();
+  }
+
+  get disposed(): boolean {
+    return this.#native === undefined;
+  }
+
+  /**
+   * Trains the coarse quantizer and the PQ codebooks (and the OPQ rotation) on a sample, off
+   * the event loop. Needs at least max(nlist, 2^nbits) vectors; a few hundred per list is
+   * typical. Training twice is EBRIX_INVALID_ARGUMENT.
+   */
+  async train(sample: Vectors, options: IvfPqTrainOptions = {}): Promise<void> {
+    const live = this.#live();
+    if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
+    const matrix = toMatrix(sample, this.dim, 'sample');
+    const count = matrix.length / this.dim;
+    const minimum = Math.max(this.nlist, 2 ** this.nbits);
+    if (count < minimum) {
+      throw invalid(`at least max(nlist, 2^nbits) = ${minimum} vectors`, 'sample', `${count} vectors`);
+    }
+    const seed = options.seed === undefined ? 1 : requireNonNegativeInteger(options.seed, 'options.seed');
+    const maxIterations =
+      options.maxIterations === undefined ? 25 : requirePositiveInteger(options.maxIterations, 'options.maxIterations', 1 << 20);
+    const { onProgress } = options;
+    if (onProgress !== undefined && typeof onProgress !== 'function') {
+      throw invalid('a function', 'options.onProgress', onProgress);
+    }
+    // Native progress arrives asynchronously and may trail the promise: report only rising
+    // fractions, nothing after completion, and 1 exactly once at the end.
+    let last = -1;
+    let settled = false;
+    const progress =
+      onProgress === undefined
+        ? undefined
+        : (fraction: number) => {
+            if (settled || fraction <= last || fraction >= 1) return;
+            last = fraction;
+            onProgress(fraction);
+          };
+    try {
+      await awaitNative(live.trainAsync(matrix, seed, maxIterations, progress));
+    } finally {
+      settled = true;
+    }
+    onProgress?.(1);
+  }
+
+  /**
+   * Adds vectors under the given ids, off the event loop. All-or-nothing as FlatIndex.add; the
+   * index must be trained first (EBRIX_NOT_TRAINED). With metric 'cosine' vectors are
+   * normalised; with refine 'f16' (ip, l2) values must be below 65520 in magnitude.
+   */
+  async add(ids: Ids, vectors: Vectors): Promise<void> {
+    const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    await awaitNative(this.#live().addAsync(idArray, matrix));
+  }
+
+  /** `add` on the calling thread, for small batches. */
+  addSync(ids: Ids, vectors: Vectors): void {
+    const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    const live = this.#live();
+    callNative(() => live.add(idArray, matrix));
+  }
+
+  /**
+   * Approximate top-k for one query or many, off the event loop. k may exceed what the probed
+   * lists hold: rows are padded (NO_ID, -Infinity).
+   */
+  async search(queries: Vectors, k: number, options: IvfPqSearchOptions = {}): Promise<SearchResult> {
+    const s = this.#prepareSearch(queries, k, options);
+    const out = await awaitNative(this.#live().searchAsync(s.matrix, s.k, s.nprobe, s.refineFactor, s.threads, s.allow));
+    return new SearchResult(s.nq, s.k, out.ids, out.scores);
+  }
+
+  /** `search` on the calling thread, for small work. */
+  searchSync(queries: Vectors, k: number, options: IvfPqSearchOptions = {}): SearchResult {
+    const s = this.#prepareSearch(queries, k, options);
+    const live = this.#live();
+    const out = callNative(() => live.search(s.matrix, s.k, s.nprobe, s.refineFactor, s.threads, s.allow));
+    return new SearchResult(s.nq, s.k, out.ids, out.scores);
+  }
+
+  /** Bytes of native memory held, by part. */
+  memoryUsage(): IvfPqMemoryUsage {
+    const live = this.#live();
+    return callNative(() => live.memory());
+  }
+
+  /** Releases the native memory; work in flight finishes first. Idempotent. */
+  dispose(): void {
+    this.#native?.dispose();
+    this.#native = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  #live(): NativeIvfPqIndex {
+    if (this.#native === undefined) throw new DisposedError('index');
+    return this.#native;
+  }
+
+  #prepareAdd(ids: Ids, vectors: Vectors): [BigUint64Array, Float32Array] {
+    this.#live();
+    const idArray = toIdArray(ids);
+    const matrix = toMatrix(vectors, this.dim, 'vectors');
+    if (matrix.length !== idArray.length * this.dim) {
+      throw new DimensionMismatchError(
+        `Expected ${idArray.length * this.dim} floats for vectors (${idArray.length} ids × dim ${this.dim}) but received ${matrix.length}`,
+      );
+    }
+    return [idArray, matrix];
+  }
+
+  #prepareSearch(queries: Vectors, k: number, options: IvfPqSearchOptions): PreparedSearch {
+    this.#live();
+    if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
+    const kk = requirePositiveInteger(k, 'k', MAX_K);
+    const nprobe =
+      options.nprobe === undefined ? Math.min(8, this.nlist) : requirePositiveInteger(options.nprobe, 'options.nprobe');
+    const refineFactor =
+      options.refineFactor === undefined
+        ? 4
+        : requirePositiveInteger(options.refineFactor, 'options.refineFactor', MAX_REFINE_FACTOR);
+    const threads =
+      options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'options.threads', MAX_THREADS);
+    const { allow } = options;
+    if (allow !== undefined && !(allow instanceof Uint32Array)) throw invalid('a Uint32Array', 'options.allow', allow);
+    const matrix = toMatrix(queries, this.dim, 'queries');
+    if (matrix.length === 0) throw invalid('at least one query', 'queries', queries);
+    const nq = matrix.length / this.dim;
+    if (nq * kk > MAX_RESULT_ENTRIES) {
+      throw invalid(`nq × k of at most ${MAX_RESULT_ENTRIES} (split the batch)`, 'k', `${kk} for ${nq} queries`);
+    }
+    if (kk * refineFactor > MAX_RESULT_ENTRIES) {
+      throw invalid(`k × refineFactor of at most ${MAX_RESULT_ENTRIES}`, 'options.refineFactor', refineFactor);
+    }
+    return { matrix, nq, k: kk, nprobe: Math.min(nprobe, this.nlist), refineFactor, threads, allow };
+  }
+}

@@ -1,0 +1,595 @@
+#include "ivfpq.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <string>
+
+#include "error.h"
+#include "flat.h"  // requireFinite, requireNewIds, requireF16Range
+#include "kmeans.h"
+#include "simd/dispatch.h"
+#include "thread_pool.h"
+#include "topk.h"
+
+namespace ebrix {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// The largest row count an index holds (rows are addressed with 32 bits, as FlatIndex).
+constexpr size_t kMaxRows = 0xFFFFFFFFu;
+// Codes scored per scan step: the score buffer stays in L1.
+constexpr size_t kScanStep = 1024;
+// Bytes of per-thread collectors one query chunk may hold (as exact_search.cpp).
+constexpr size_t kCollectorBudget = size_t{128} << 20;
+
+void normalizeInto(const float* src, float* dst, size_t dim) {
+  double sum = 0.0;
+  for (size_t i = 0; i < dim; ++i) sum += static_cast<double>(src[i]) * src[i];
+  // A zero vector stays zero: its cosine with anything is scored 0.
+  const float scale = sum > 0.0 ? static_cast<float>(1.0 / std::sqrt(sum)) : 0.0f;
+  for (size_t i = 0; i < dim; ++i) dst[i] = src[i] * scale;
+}
+
+// The allow bitset of a search, as exact_search.cpp reads it.
+struct AllowBits {
+  const uint32_t* words = nullptr;  // null: every row
+  size_t count = 0;
+  bool row(size_t r) const { return words == nullptr || (r / 32 < count && (words[r / 32] >> (r % 32) & 1u)); }
+};
+
+std::string str(size_t v) { return std::to_string(v); }
+
+// Reserves room for n elements, growing geometrically: exact reserves would reallocate (and
+// copy) a list on every small add.
+template <typename T>
+void grow(std::vector<T>& v, size_t n) {
+  if (v.capacity() < n) v.reserve(std::max(n, v.capacity() + v.capacity() / 2));
+}
+
+}  // namespace
+
+// One inverted list. Plain codes are kept for both code sizes: 8-bit lists are scanned on
+// them, 4-bit lists are scanned on the packed fast-scan blocks and their candidates re-scored
+// exactly (float ADC) from the plain codes.
+struct IvfPqList {
+  std::vector<uint64_t> ids;
+  std::vector<uint32_t> rows;   // add order, for allow bitsets and refine vectors
+  std::vector<uint8_t> codes;   // rows.size() × codeBytes
+  std::vector<uint8_t> packed;  // 4-bit only: fastScanBytes(rows.size(), m)
+  size_t size() const { return rows.size(); }
+};
+
+// Concurrency: `mutex` is a reader-writer lock over everything a search reads (the trained
+// state, the lists, the refine vectors, the counts). Searches hold it shared for their whole
+// run; train and add hold it exclusively only to publish: add validates, assigns and encodes
+// under `writeMutex` alone (the quantizers are immutable once trained), then grows and
+// appends to the lists under the exclusive lock. So a search never sees half-added data, and
+// waits at most for the copies of an add, not for its encoding (nor for a training).
+struct IvfPqIndex::Impl {
+  Impl(const IvfPqParams& params, simd::Level level, unsigned threads)
+      : p(params),
+        kernels(&simd::kernelsFor(level)),
+        threads(threads == 0 ? ThreadPool::hardwareThreads() : threads),
+        pq(params.dim, params.m, params.nbits) {}
+
+  const IvfPqParams p;
+  const simd::Kernels* kernels;
+  const unsigned threads;
+
+  mutable std::shared_mutex mutex;
+  std::mutex writeMutex;  // serialises train() and add(); guards rowOfId
+
+  bool trained = false;
+  std::vector<float> centroids;         // nlist × dim (unit norm for ip / cosine)
+  std::vector<float> centroidBias;      // nlist: -0.5|c|^2 (l2 coarse search)
+  std::vector<uint64_t> centroidIds;    // 0 .. nlist-1, the coarse "ids"
+  std::vector<float> rotatedCentroids;  // nlist × dim: R·c (l2 tables of q - c); c without opq
+  ProductQuantizer pq;
+
+  std::vector<IvfPqList> lists;
+  std::vector<float> refineF32;     // rows × dim, add order
+  std::vector<uint16_t> refineF16;  // rows × dim, f16 bit patterns
+  std::unordered_map<uint64_t, uint32_t> rowOfId;
+  size_t count = 0;
+
+  size_t codeBytes() const { return pq.codeBytes(); }
+  size_t blockBytes() const { return fastScanBytes(kFastScanBlock, p.m); }
+
+  std::atomic<size_t> idMapBytes{0};  // estimated; an atomic so memory() never races an add
+
+  // The `k` best lists of each of n (prepared) vectors: by inner product with the (unit)
+  // centroids for ip / cosine, by L2 distance for l2. Scores are exact (q·c or -|q - c|^2).
+  SearchOutput nearestLists(const float* vectors, size_t n, size_t k, unsigned nthreads) const {
+    return nearestOf(centroids, centroidBias, centroidIds, vectors, n, k, nthreads);
+  }
+  SearchOutput nearestOf(const std::vector<float>& cents, const std::vector<float>& bias,
+                         const std::vector<uint64_t>& ids, const float* vectors, size_t n, size_t k,
+                         unsigned nthreads) const {
+    RowSet rows;
+    rows.vectors = cents.data();
+    rows.ids = ids.data();
+    rows.l2Bias = bias.data();
+    rows.count = p.nlist;
+    rows.dim = p.dim;
+    SearchParams params;
+    params.k = k;
+    params.metric = p.metric == Metric::L2 ? Metric::L2 : Metric::InnerProduct;
+    params.threads = nthreads;
+    return exactSearch(rows, vectors, n, params, *kernels, ThreadPool::shared());
+  }
+
+  // Cosine normalises; other metrics use the input as is.
+  const float* prepare(const float* vectors, size_t n, std::vector<float>& scratch) const {
+    if (p.metric != Metric::Cosine) return vectors;
+    scratch.resize(n * p.dim);
+    for (size_t i = 0; i < n; ++i) normalizeInto(vectors + i * p.dim, scratch.data() + i * p.dim, p.dim);
+    return scratch.data();
+  }
+
+  // Residuals x - c(list) of n prepared vectors, rotated for the PQ.
+  std::vector<float> rotatedResiduals(const float* vectors, size_t n, const SearchOutput& assigned) const {
+    const size_t dim = p.dim;
+    std::vector<float> residuals(n * dim);
+    for (size_t i = 0; i < n; ++i) {
+      const float* c = centroids.data() + assigned.ids[i] * dim;
+      const float* x = vectors + i * dim;
+      float* r = residuals.data() + i * dim;
+      for (size_t d = 0; d < dim; ++d) r[d] = x[d] - c[d];
+    }
+    if (!pq.rotated()) return residuals;
+    std::vector<float> rotated(n * dim);
+    pq.rotate(residuals.data(), n, rotated.data());
+    return rotated;
+  }
+
+  float refineScore(const float* query, uint32_t row) const {
+    const size_t dim = p.dim;
+    if (p.refine == RefineStorage::F32) {
+      const float* x = refineF32.data() + size_t{row} * dim;
+      return p.metric == Metric::L2 ? -kernels->l2sq(query, x, dim) : kernels->dot(query, x, dim);
+    }
+    const uint16_t* x = refineF16.data() + size_t{row} * dim;
+    return p.metric == Metric::L2 ? -kernels->f16.l2sq(query, x, dim) : kernels->f16.dot(query, x, dim);
+  }
+
+  SearchOutput search(const float* queries, size_t queryCount, const IvfPqSearchParams& sp) const;
+};
+
+IvfPqIndex::IvfPqIndex(const IvfPqParams& params, simd::Level level, unsigned threads) {
+  if (params.dim == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for dim but received 0");
+  if (params.nlist == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for nlist but received 0");
+  if (params.nlist > kMaxRows) throw Error(ErrorCode::InvalidArgument, "Expected nlist below 2^32 but received " + str(params.nlist));
+  if (params.m == 0 || params.dim % params.m != 0) {
+    throw Error(ErrorCode::InvalidArgument, "Expected m dividing dim " + str(params.dim) + " but received " + str(params.m));
+  }
+  if (params.nbits != 4 && params.nbits != 8) {
+    throw Error(ErrorCode::InvalidArgument, "Expected 4 or 8 for nbits but received " + str(params.nbits));
+  }
+  impl_ = std::make_unique<Impl>(params, level, threads);
+}
+
+IvfPqIndex::~IvfPqIndex() = default;
+
+const IvfPqParams& IvfPqIndex::params() const { return impl_->p; }
+
+bool IvfPqIndex::trained() const {
+  std::shared_lock<std::shared_mutex> lock(impl_->mutex);
+  return impl_->trained;
+}
+
+size_t IvfPqIndex::size() const {
+  std::shared_lock<std::shared_mutex> lock(impl_->mutex);
+  return impl_->count;
+}
+
+void IvfPqIndex::train(const float* vectors, size_t n, const IvfPqTrainParams& tp) {
+  Impl& s = *impl_;
+  const IvfPqParams& p = s.p;
+  std::lock_guard<std::mutex> writeLock(s.writeMutex);
+  if (s.trained) throw Error(ErrorCode::InvalidArgument, "The index is already trained");
+  const size_t minimum = std::max(p.nlist, s.pq.ksub());
+  if (n < minimum) {
+    throw Error(ErrorCode::InvalidArgument, "Expected at least max(nlist, 2^nbits) = " + str(minimum) +
+                                                " training vectors but received " + str(n));
+  }
+  requireFinite(vectors, n, p.dim, "training vectors");
+  const unsigned nthreads = tp.threads == 0 ? s.threads : tp.threads;
+  auto report = [&](double fraction) {
+    if (tp.progress) tp.progress(std::clamp(fraction, 0.0, 1.0));
+  };
+  report(0.0);
+
+  std::vector<float> scratch;
+  const float* data = s.prepare(vectors, n, scratch);
+
+  // Coarse quantizer: spherical k-means for ip / cosine (unit centroids, assignment by inner
+  // product, which for unit centroids is also the nearest in L2), plain k-means for l2.
+  KMeansParams km;
+  km.k = p.nlist;
+  km.maxIterations = tp.maxIterations;
+  km.seed = tp.seed;
+  km.metric = p.metric == Metric::L2 ? Metric::L2 : Metric::InnerProduct;
+  km.threads = nthreads;
+  KMeansResult coarse = kmeans(data, n, p.dim, km, *s.kernels, ThreadPool::shared());
+  report(0.3);
+
+  // Staged in locals and published at the end: a failed train leaves the index untrained.
+  std::vector<float> bias(p.nlist);
+  std::vector<uint64_t> ids(p.nlist);
+  for (size_t c = 0; c < p.nlist; ++c) {
+    double sq = 0.0;
+    for (size_t d = 0; d < p.dim; ++d) sq += static_cast<double>(coarse.centroids[c * p.dim + d]) * coarse.centroids[c * p.dim + d];
+    bias[c] = static_cast<float>(-0.5 * sq);
+    ids[c] = c;
+  }
+  // The PQ trains on a local quantizer, so searches and memory() never see a half-trained one.
+  ProductQuantizer pq(p.dim, p.m, p.nbits);
+  const std::vector<float>& cents = coarse.centroids;
+  {
+    const SearchOutput assigned = s.nearestOf(cents, bias, ids, data, n, 1, nthreads);
+    // Residuals before rotation: the PQ learns its rotation (opq) on them.
+    std::vector<float> residuals(n * p.dim);
+    for (size_t i = 0; i < n; ++i) {
+      const float* c = cents.data() + assigned.ids[i] * p.dim;
+      for (size_t d = 0; d < p.dim; ++d) residuals[i * p.dim + d] = data[i * p.dim + d] - c[d];
+    }
+    report(0.35);
+    PqTrainParams pqp;
+    pqp.seed = tp.seed + 0x9E3779B97F4A7C15ull;  // a stream apart from the coarse k-means
+    pqp.maxIterations = tp.maxIterations;
+    pqp.opq = p.opq;
+    pqp.threads = nthreads;
+    pqp.progress = [&](double f) { report(0.35 + 0.6 * std::clamp(f, 0.0, 1.0)); };
+    pq.train(residuals.data(), n, pqp, *s.kernels, ThreadPool::shared());
+  }
+  std::vector<float> rotated(cents.size());
+  if (pq.rotated()) {
+    pq.rotate(cents.data(), p.nlist, rotated.data());
+  } else {
+    rotated = cents;
+  }
+  std::vector<IvfPqList> lists(p.nlist);
+  {
+    std::unique_lock<std::shared_mutex> lock(s.mutex);
+    s.centroids = std::move(coarse.centroids);
+    s.centroidBias = std::move(bias);
+    s.centroidIds = std::move(ids);
+    s.rotatedCentroids = std::move(rotated);
+    s.pq = std::move(pq);
+    s.lists = std::move(lists);
+    s.trained = true;
+  }
+  report(1.0);
+}
+
+void IvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
+  Impl& s = *impl_;
+  const IvfPqParams& p = s.p;
+  std::lock_guard<std::mutex> writeLock(s.writeMutex);
+  if (!s.trained) throw Error(ErrorCode::NotTrained, "The index must be trained before vectors are added");
+  if (count == 0) return;
+
+  // Validate everything before touching the index.
+  requireFinite(vectors, count, p.dim, "vectors");
+  if (p.refine == RefineStorage::F16 && p.metric != Metric::Cosine) requireF16Range(vectors, count, p.dim, "vectors");
+  requireNewIds(ids, count, s.rowOfId);
+  const size_t oldCount = s.count;
+  const size_t newCount = oldCount + count;
+  if (newCount > kMaxRows) throw Error(ErrorCode::InvalidArgument, "An IVF-PQ index holds at most " + str(kMaxRows) + " vectors");
+
+  // Assign and encode without blocking searches: only this thread changes the index.
+  std::vector<float> scratch;
+  const float* data = s.prepare(vectors, count, scratch);
+  const SearchOutput assigned = s.nearestLists(data, count, 1, s.threads);
+  const std::vector<float> residuals = s.rotatedResiduals(data, count, assigned);
+  const size_t cb = s.codeBytes();
+  std::vector<uint8_t> codes(count * cb);
+  s.pq.encode(residuals.data(), count, codes.data(), ThreadPool::shared());
+
+  std::vector<uint16_t> halves;
+  if (p.refine == RefineStorage::F16) {
+    halves.resize(count * p.dim);
+    s.kernels->f16.fromFloat(data, halves.data(), count * p.dim);
+  }
+  std::vector<size_t> perList(p.nlist, 0);
+  for (size_t i = 0; i < count; ++i) ++perList[assigned.ids[i]];
+
+  // From here on searches wait: growing a list moves its storage. Everything is reserved
+  // first, so that the appends below cannot fail half-way.
+  std::unique_lock<std::shared_mutex> lock(s.mutex);
+  try {
+    s.rowOfId.reserve(newCount);
+    for (size_t l = 0; l < p.nlist; ++l) {
+      if (perList[l] == 0) continue;
+      IvfPqList& list = s.lists[l];
+      const size_t n = list.size() + perList[l];
+      grow(list.ids, n);
+      grow(list.rows, n);
+      grow(list.codes, n * cb);
+      if (p.nbits == 4) grow(list.packed, fastScanBytes(n, p.m));
+    }
+    if (p.refine == RefineStorage::F32) grow(s.refineF32, newCount * p.dim);
+    if (p.refine == RefineStorage::F16) grow(s.refineF16, newCount * p.dim);
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OutOfMemory, "Out of memory growing the index to " + str(newCount) + " vectors");
+  }
+  try {
+    for (size_t i = 0; i < count; ++i) s.rowOfId.emplace(ids[i], static_cast<uint32_t>(oldCount + i));
+  } catch (const std::bad_alloc&) {
+    for (size_t i = 0; i < count; ++i) s.rowOfId.erase(ids[i]);
+    throw Error(ErrorCode::OutOfMemory, "Out of memory indexing the ids of " + str(count) + " vectors");
+  }
+
+  std::vector<size_t> oldSizes(p.nlist);
+  for (size_t l = 0; l < p.nlist; ++l) oldSizes[l] = s.lists[l].size();
+  for (size_t i = 0; i < count; ++i) {
+    IvfPqList& list = s.lists[assigned.ids[i]];
+    list.ids.push_back(ids[i]);
+    list.rows.push_back(static_cast<uint32_t>(oldCount + i));
+    list.codes.insert(list.codes.end(), codes.begin() + i * cb, codes.begin() + (i + 1) * cb);
+  }
+  if (p.nbits == 4) {
+    // Re-pack from the first block this add touched (a partial last block gains codes).
+    for (size_t l = 0; l < p.nlist; ++l) {
+      if (perList[l] == 0) continue;
+      IvfPqList& list = s.lists[l];
+      const size_t firstBlock = oldSizes[l] / kFastScanBlock;
+      const size_t first = firstBlock * kFastScanBlock;
+      list.packed.resize(fastScanBytes(list.size(), p.m));
+      packFastScan(list.codes.data() + first * cb, list.size() - first, p.m,
+                   list.packed.data() + firstBlock * s.blockBytes());
+    }
+  }
+  if (p.refine == RefineStorage::F32) s.refineF32.insert(s.refineF32.end(), data, data + count * p.dim);
+  if (p.refine == RefineStorage::F16) s.refineF16.insert(s.refineF16.end(), halves.begin(), halves.end());
+  s.count = newCount;
+  s.idMapBytes.store(s.rowOfId.size() * (sizeof(uint64_t) + sizeof(uint32_t) + 2 * sizeof(void*)) +
+                         s.rowOfId.bucket_count() * sizeof(void*),
+                     std::memory_order_relaxed);
+}
+
+SearchOutput IvfPqIndex::search(const float* queries, size_t queryCount, const IvfPqSearchParams& params) const {
+  return impl_->search(queries, queryCount, params);
+}
+
+namespace {
+
+// Per-thread state of a search: a collector per query of the chunk and scan scratch.
+struct SlotState {
+  std::vector<TopKCollector> perQuery;
+  TopKCollector local;  // 4-bit: approximate candidates of one (query, list)
+  std::vector<float> table, shifted, scores;
+  std::vector<uint16_t> sums;
+  std::vector<Candidate> drained;
+};
+
+}  // namespace
+
+SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, const IvfPqSearchParams& sp) const {
+  const size_t dim = p.dim;
+  if (sp.k == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for k but received 0");
+  if (sp.nprobe == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for nprobe but received 0");
+  if (sp.refineFactor == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for refineFactor but received 0");
+  if (queryCount > std::numeric_limits<size_t>::max() / 16 / sp.k) {
+    throw Error(ErrorCode::InvalidArgument, "Expected a result of nq × k that fits in memory");
+  }
+  requireFinite(queries, queryCount, dim, "queries");
+
+  std::shared_lock<std::shared_mutex> lock(mutex);
+  if (!trained) throw Error(ErrorCode::NotTrained, "The index must be trained before it is searched");
+
+  SearchOutput out;
+  out.queries = queryCount;
+  out.k = sp.k;
+  out.ids.assign(queryCount * sp.k, kNoId);
+  out.scores.assign(queryCount * sp.k, kNegInf);
+  if (count == 0 || queryCount == 0) return out;
+
+  const unsigned nthreads = sp.threads == 0 ? threads : sp.threads;
+  const size_t nprobe = std::min(sp.nprobe, p.nlist);
+  const bool refined = p.refine != RefineStorage::None;
+  const bool fast = p.nbits == 4;
+  // Candidates kept by the float-ADC stage per query, and by fast-scan per (query, list).
+  const size_t keep = refined ? sp.k * sp.refineFactor : sp.k;
+  const size_t approxKeep = sp.k * std::max<size_t>(sp.refineFactor, 4);
+  const size_t ksub = pq.ksub(), cb = codeBytes(), m = p.m;
+  const AllowBits allow{sp.allowBits, sp.allowWords};
+
+  std::vector<float> scratch;
+  const float* prepared = prepare(queries, queryCount, scratch);
+
+  const size_t usable = std::min<size_t>(nthreads, 2 * ThreadPool::hardwareThreads());
+  const unsigned slots = static_cast<unsigned>(std::max<size_t>(1, std::min<size_t>(usable, p.nlist)));
+  const size_t collectorBytes = std::max<size_t>(2 * keep, keep + 64) * sizeof(Candidate);
+  const size_t chunk = std::min(queryCount, std::max<size_t>(1, kCollectorBudget / (collectorBytes * slots)));
+  std::vector<SlotState> state(slots);
+  ThreadPool& pool = ThreadPool::shared();
+
+  for (size_t q0 = 0; q0 < queryCount; q0 += chunk) {
+    const size_t n = std::min(chunk, queryCount - q0);
+    const float* chunkQueries = prepared + q0 * dim;
+    const SearchOutput probes = nearestLists(chunkQueries, n, nprobe, nthreads);
+
+    // Rotated queries; for ip (and cosine) the ADC table does not depend on the list, so it
+    // is computed (and quantized, for fast-scan) once per query.
+    std::vector<float> rotatedQueries(n * dim);
+    if (pq.rotated()) {
+      pq.rotate(chunkQueries, n, rotatedQueries.data());
+    } else {
+      std::copy(chunkQueries, chunkQueries + n * dim, rotatedQueries.begin());
+    }
+    const bool sharedTables = p.metric != Metric::L2;
+    std::vector<float> tables(sharedTables ? n * m * ksub : 0);
+    std::vector<QuantizedTable> quantized(sharedTables && fast ? n : 0);
+    if (sharedTables) {
+      pool.parallelFor(n, slots, [&](size_t q, unsigned) {
+        pq.computeTable(rotatedQueries.data() + q * dim, Metric::InnerProduct, tables.data() + q * m * ksub);
+        if (fast) quantized[q] = quantizeTable(tables.data() + q * m * ksub, m);
+      });
+    }
+
+    // Group the (query, list) pairs by list, so that each list is read once per chunk.
+    struct Probe {
+      uint32_t query;
+      float coarse;  // q·c for ip / cosine (the per-list constant of the score)
+    };
+    std::vector<size_t> offsets(p.nlist + 1, 0);
+    for (size_t i = 0; i < n * nprobe; ++i) {
+      if (probes.ids[i] != kNoId) ++offsets[probes.ids[i] + 1];
+    }
+    for (size_t l = 0; l < p.nlist; ++l) offsets[l + 1] += offsets[l];
+    std::vector<Probe> byList(offsets[p.nlist]);
+    {
+      std::vector<size_t> fill(offsets.begin(), offsets.end() - 1);
+      for (size_t q = 0; q < n; ++q) {
+        for (size_t j = 0; j < nprobe; ++j) {
+          const uint64_t l = probes.ids[q * nprobe + j];
+          if (l != kNoId) byList[fill[l]++] = {static_cast<uint32_t>(q), probes.scores[q * nprobe + j]};
+        }
+      }
+    }
+    // Heaviest lists first, so that the last tasks to start are short.
+    std::vector<uint32_t> order;
+    for (size_t l = 0; l < p.nlist; ++l) {
+      if (offsets[l + 1] > offsets[l] && lists[l].size() > 0) order.push_back(static_cast<uint32_t>(l));
+    }
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+      return lists[a].size() * (offsets[a + 1] - offsets[a]) > lists[b].size() * (offsets[b + 1] - offsets[b]);
+    });
+
+    for (auto& slot : state) {
+      if (slot.perQuery.size() < n) slot.perQuery.resize(n);
+      for (size_t q = 0; q < n; ++q) slot.perQuery[q].reset(keep);
+    }
+
+    pool.parallelFor(order.size(), slots, [&](size_t task, unsigned slotIndex) {
+      SlotState& slot = state[slotIndex];
+      const size_t l = order[task];
+      const IvfPqList& list = lists[l];
+      const size_t size = list.size();
+      slot.scores.resize(kScanStep);
+      if (!sharedTables) {
+        slot.table.resize(m * ksub);
+        slot.shifted.resize(dim);
+      }
+      if (fast) slot.sums.resize(kScanStep);
+      for (size_t pi = offsets[l]; pi < offsets[l + 1]; ++pi) {
+        const size_t q = byList[pi].query;
+        const float* table;
+        float bias;
+        QuantizedTable ownQuantized;
+        const QuantizedTable* qt = nullptr;
+        if (sharedTables) {
+          table = tables.data() + q * m * ksub;
+          bias = byList[pi].coarse;
+          if (fast) qt = &quantized[q];
+        } else {
+          // l2: -|q - c - r|^2 = -|R(q - c) - R·r|^2, the table of R·q - R·c.
+          const float* rq = rotatedQueries.data() + q * dim;
+          const float* rc = rotatedCentroids.data() + l * dim;
+          for (size_t d = 0; d < dim; ++d) slot.shifted[d] = rq[d] - rc[d];
+          pq.computeTable(slot.shifted.data(), Metric::L2, slot.table.data());
+          table = slot.table.data();
+          bias = 0.0f;
+          if (fast) {
+            ownQuantized = quantizeTable(table, m);
+            qt = &ownQuantized;
+          }
+        }
+        TopKCollector& collector = slot.perQuery[q];
+        if (!fast) {
+          for (size_t r0 = 0; r0 < size; r0 += kScanStep) {
+            const size_t step = std::min(kScanStep, size - r0);
+            pq.scan(table, list.codes.data() + r0 * cb, step, bias, slot.scores.data());
+            float threshold = collector.threshold();
+            for (size_t j = 0; j < step; ++j) {
+              const uint32_t row = list.rows[r0 + j];
+              if (slot.scores[j] >= threshold && allow.row(row)) {
+                collector.offer(slot.scores[j], row, list.ids[r0 + j]);
+                threshold = collector.threshold();
+              }
+            }
+          }
+          continue;
+        }
+        // Fast-scan: approximate scores pick the list's best candidates (row = position in
+        // the list), which are then re-scored with the float table on their plain codes.
+        slot.local.reset(approxKeep);
+        const size_t bb = blockBytes();
+        const float scale = qt->scale, offset = qt->offset + bias;
+        for (size_t r0 = 0; r0 < size; r0 += kScanStep) {
+          const size_t step = std::min(kScanStep, size - r0);
+          const size_t blocks = (step + kFastScanBlock - 1) / kFastScanBlock;
+          fastScan(*qt, m, list.packed.data() + (r0 / kFastScanBlock) * bb, blocks, slot.sums.data(), kernels->level);
+          float threshold = slot.local.threshold();
+          for (size_t j = 0; j < step; ++j) {
+            const float approx = offset + scale * static_cast<float>(slot.sums[j]);
+            if (approx >= threshold && allow.row(list.rows[r0 + j])) {
+              slot.local.offer(approx, static_cast<uint32_t>(r0 + j), list.ids[r0 + j]);
+              threshold = slot.local.threshold();
+            }
+          }
+        }
+        slot.drained.clear();
+        slot.local.drainInto(slot.drained);
+        for (const Candidate& c : slot.drained) {
+          float exact;
+          pq.scan(table, list.codes.data() + size_t{c.row} * cb, 1, bias, &exact);
+          collector.offer(exact, list.rows[c.row], c.id);
+        }
+      }
+    });
+
+    // Merge the threads' collectors; with refine vectors, re-rank on them.
+    constexpr size_t kMergeBlock = 32;
+    std::vector<std::vector<Candidate>> merged(slots);
+    pool.parallelFor((n + kMergeBlock - 1) / kMergeBlock, slots, [&](size_t block, unsigned slotIndex) {
+      std::vector<Candidate>& best = merged[slotIndex];
+      const size_t end = std::min(n, (block + 1) * kMergeBlock);
+      for (size_t q = block * kMergeBlock; q < end; ++q) {
+        best.clear();
+        for (auto& slot : state) slot.perQuery[q].drainInto(best);
+        if (refined) {
+          selectBest(best, keep);
+          const float* query = chunkQueries + q * dim;
+          for (auto& c : best) {
+            c.score = refineScore(query, c.row);
+            if (std::isnan(c.score)) c.score = kNegInf;
+          }
+        }
+        selectBest(best, sp.k);
+        const size_t base = (q0 + q) * sp.k;
+        for (size_t i = 0; i < best.size(); ++i) {
+          out.ids[base + i] = best[i].id;
+          out.scores[base + i] = best[i].score;
+        }
+      }
+    });
+  }
+  return out;
+}
+
+IvfPqMemory IvfPqIndex::memory() const {
+  const Impl& s = *impl_;
+  std::shared_lock<std::shared_mutex> lock(s.mutex);
+  IvfPqMemory mem;
+  for (const IvfPqList& list : s.lists) {
+    mem.codes += list.codes.capacity() + list.packed.capacity();
+    mem.ids += list.ids.capacity() * sizeof(uint64_t) + list.rows.capacity() * sizeof(uint32_t);
+  }
+  mem.ids += s.lists.capacity() * sizeof(IvfPqList);
+  mem.centroids = (s.centroids.capacity() + s.rotatedCentroids.capacity() + s.centroidBias.capacity() +
+                   s.pq.centroids().capacity() + s.pq.rotation().capacity()) *
+                      sizeof(float) +
+                  s.centroidIds.capacity() * sizeof(uint64_t);
+  mem.refine = s.refineF32.capacity() * sizeof(float) + s.refineF16.capacity() * sizeof(uint16_t);
+  // The id → row map, estimated as FlatIndex does: a node per id and the bucket array.
+  mem.idMap = s.idMapBytes.load(std::memory_order_relaxed);
+  return mem;
+}
+
+}  // namespace ebrix

@@ -1,0 +1,91 @@
+// IvfPqIndex: an inverted file over a coarse quantizer of `nlist` centroids, each list holding
+// the product-quantized residuals (x - centroid) of its vectors; a search scores the `nprobe`
+// nearest lists of each query with ADC tables (8-bit codes) or fast-scan (4-bit codes), and,
+// when refine vectors are kept, re-ranks the k × refineFactor best candidates exactly.
+//
+// Scores follow FlatIndex: higher is better; ip and cosine (normalised at add and search) by
+// inner product, l2 as -|q - x|^2. Ids, padding (kNoId, -inf) and errors as FlatIndex.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <shared_mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "exact_search.h"  // SearchOutput
+#include "metric.h"
+#include "pq.h"
+#include "simd/kernels.h"
+
+namespace ebrix {
+
+enum class RefineStorage { None, F16, F32 };
+
+struct IvfPqParams {
+  size_t dim = 0;
+  Metric metric = Metric::InnerProduct;
+  size_t nlist = 0;
+  size_t m = 0;          // sub-quantizers; dim % m == 0
+  unsigned nbits = 8;    // 4 (fast-scan) or 8 (ADC)
+  bool opq = false;
+  RefineStorage refine = RefineStorage::None;
+};
+
+struct IvfPqTrainParams {
+  uint64_t seed = 1;
+  size_t maxIterations = 25;
+  unsigned threads = 0;                    // 0: the index default
+  std::function<void(double)> progress;    // fraction in [0, 1], may be empty
+};
+
+struct IvfPqSearchParams {
+  size_t k = 10;
+  size_t nprobe = 8;           // clamped to nlist
+  size_t refineFactor = 4;     // with refine vectors: exact re-rank of k × refineFactor candidates
+  unsigned threads = 0;        // 0: the index default
+  const uint32_t* allowBits = nullptr;  // as SearchParams: over rows in add order
+  size_t allowWords = 0;
+};
+
+struct IvfPqMemory {
+  size_t codes = 0;       // PQ codes (both layouts where kept), list capacity included
+  size_t ids = 0;         // per-list ids and row numbers
+  size_t centroids = 0;   // coarse centroids, PQ codebooks, OPQ rotation
+  size_t refine = 0;      // refine vectors
+  size_t idMap = 0;       // id → row map (estimated)
+  size_t total() const { return codes + ids + centroids + refine + idMap; }
+};
+
+class IvfPqIndex {
+ public:
+  IvfPqIndex(const IvfPqParams& params, simd::Level level, unsigned threads);
+  ~IvfPqIndex();
+
+  const IvfPqParams& params() const;
+  bool trained() const;
+  size_t size() const;
+
+  // Trains the coarse quantizer and the PQ codebooks (and OPQ) on n vectors. Throws
+  // Error(InvalidArgument) for n < max(nlist, 2^nbits) or a second train.
+  void train(const float* vectors, size_t n, const IvfPqTrainParams& params);
+
+  // As FlatIndex::add (validation, all-or-nothing, safe while searches run). Throws
+  // Error(NotTrained) before train.
+  void add(const uint64_t* ids, const float* vectors, size_t count);
+
+  // Batched search: queries are grouped by list, so each probed list is scanned once per
+  // batch. Throws Error(NotTrained) before train.
+  SearchOutput search(const float* queries, size_t queryCount, const IvfPqSearchParams& params) const;
+
+  IvfPqMemory memory() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ebrix

@@ -1,0 +1,328 @@
+#include <algorithm>
+#include <cstdio>
+#include <atomic>
+#include <cmath>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "../error.h"
+#include "../flat.h"
+#include "../ivfpq.h"
+#include "../simd/dispatch.h"
+#include "check.h"
+#include "test_util.h"
+
+using namespace ebrix;
+using namespace ebrix::test;
+
+namespace {
+
+// Gaussian clusters as embeddings tend to be: `clusters` centres of spread 0.3 (close enough that neighbours straddle lists), points spread
+// around them along a few directions (a random 6-d subspace per cluster, scale 0.4) plus a
+// little isotropic noise (0.05), so that residuals have structure a PQ can learn.
+std::vector<float> clustered(size_t n, size_t dim, size_t clusters, uint32_t seed) {
+  constexpr size_t kRank = 6;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> centres(clusters * dim), bases(clusters * kRank * dim);
+  std::mt19937 shared(1234);  // centres and bases shared by every seed: queries match the data
+  for (auto& c : centres) c = 0.3f * normal(shared);
+  for (auto& b : bases) b = 0.4f * normal(shared) / std::sqrt(static_cast<float>(kRank));
+  std::uniform_int_distribution<size_t> pick(0, clusters - 1);
+  std::vector<float> out(n * dim);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t c = pick(rng);
+    float z[kRank];
+    for (auto& v : z) v = normal(rng);
+    for (size_t d = 0; d < dim; ++d) {
+      float x = centres[c * dim + d] + 0.05f * normal(rng);
+      for (size_t j = 0; j < kRank; ++j) x += z[j] * bases[(c * kRank + j) * dim + d];
+      out[i * dim + d] = x;
+    }
+  }
+  return out;
+}
+
+std::vector<uint64_t> makeIds(size_t n) {
+  std::vector<uint64_t> ids(n);
+  for (size_t i = 0; i < n; ++i) ids[i] = (i * 7919 + 13) % 1000003;
+  return ids;
+}
+
+SearchOutput exactTruth(Metric metric, const std::vector<float>& data, const std::vector<uint64_t>& ids,
+                        const std::vector<float>& queries, size_t dim, size_t k) {
+  FlatIndex flat(dim, metric, simd::Level::Scalar, 1);
+  flat.add(ids.data(), data.data(), ids.size());
+  return flat.search(queries.data(), queries.size() / dim, k);
+}
+
+double recall(const SearchOutput& truth, const SearchOutput& got) {
+  size_t hits = 0, total = 0;
+  for (size_t q = 0; q < truth.queries; ++q) {
+    std::set<uint64_t> want(truth.ids.begin() + q * truth.k, truth.ids.begin() + (q + 1) * truth.k);
+    for (size_t i = 0; i < got.k; ++i) hits += want.count(got.ids[q * got.k + i]);
+    total += truth.k;
+  }
+  return static_cast<double>(hits) / static_cast<double>(total);
+}
+
+struct Fixture {
+  size_t dim = 32, n = 4000, nq = 40, nlist = 16, k = 10;
+  std::vector<float> data, queries;
+  std::vector<uint64_t> ids;
+  Fixture() : data(clustered(4000, 32, 24, 7)), queries(clustered(40, 32, 24, 7 + 1)), ids(makeIds(4000)) {}
+};
+
+std::unique_ptr<IvfPqIndex> build(const Fixture& f, Metric metric, unsigned nbits, RefineStorage refine,
+                                  size_t m = 8, bool opq = false, uint64_t seed = 3, unsigned threads = 2) {
+  IvfPqParams p;
+  p.dim = f.dim;
+  p.metric = metric;
+  p.nlist = f.nlist;
+  p.m = m;
+  p.nbits = nbits;
+  p.opq = opq;
+  p.refine = refine;
+  auto index = std::make_unique<IvfPqIndex>(p, simd::defaultLevel(), threads);
+  IvfPqTrainParams tp;
+  tp.seed = seed;
+  tp.maxIterations = 12;
+  index->train(f.data.data(), f.n, tp);
+  // Two adds: rows are numbered across them.
+  index->add(f.ids.data(), f.data.data(), 1500);
+  index->add(f.ids.data() + 1500, f.data.data() + 1500 * f.dim, f.n - 1500);
+  return index;
+}
+
+void checkRecallRises(Metric metric, unsigned nbits) {
+  Fixture f;
+  const SearchOutput truth = exactTruth(metric, f.data, f.ids, f.queries, f.dim, f.k);
+  // dim / m = 2 for 4-bit codes, 4 for 8-bit: 16 bits per sub-quantizer pair either way.
+  const size_t m = nbits == 4 ? 16 : 8;
+  auto plain = build(f, metric, nbits, RefineStorage::None, m);
+  auto refined = build(f, metric, nbits, RefineStorage::F32, m);
+  CHECK(plain->size() == f.n);
+  double previous = 0.0, first = -1.0;
+  std::string trace;
+  for (size_t nprobe : {1, 2, 4, 16}) {
+    IvfPqSearchParams sp;
+    sp.k = f.k;
+    sp.nprobe = nprobe;
+    const double r = recall(truth, plain->search(f.queries.data(), f.nq, sp));
+    trace += " nprobe " + std::to_string(nprobe) + ": " + std::to_string(r);
+    CHECK_MSG(r + 0.02 >= previous, "recall fell:" << trace);
+    previous = std::max(previous, r);
+    if (first < 0) first = r;
+  }
+  CHECK_MSG(previous >= first + 0.05, "recall did not rise with nprobe:" << trace);
+  CHECK_MSG(previous >= 0.4, "PQ recall too low:" << trace);
+  IvfPqSearchParams sp;
+  if (nbits == 4) {
+    // The fast-scan shortlist (k × 4 per list by 8-bit table sums) loses next to nothing
+    // against re-scoring every code with the float table.
+    sp.k = f.k;
+    sp.nprobe = f.nlist;
+    sp.refineFactor = 1;
+    const double shortlisted = recall(truth, plain->search(f.queries.data(), f.nq, sp));
+    sp.refineFactor = 1000;
+    const double everything = recall(truth, plain->search(f.queries.data(), f.nq, sp));
+    CHECK_MSG(shortlisted + 0.02 >= everything, "fast-scan shortlist " << shortlisted << " vs " << everything);
+  }
+  sp.k = f.k;
+  sp.nprobe = f.nlist;
+  sp.refineFactor = 8;
+  const SearchOutput out = refined->search(f.queries.data(), f.nq, sp);
+  const double r = recall(truth, out);
+  CHECK_MSG(r >= 0.99, "refined recall " << r << ";" << trace);
+  std::printf("recall@10%s; refine f32 at nprobe %zu: %.4f\n", trace.c_str(), f.nlist, r);
+  // Refined scores are exact: the top score matches the exact search's.
+  for (size_t q = 0; q < f.nq; ++q) {
+    if (out.ids[q * f.k] == truth.ids[q * f.k]) {
+      CHECK_MSG(std::fabs(out.scores[q * f.k] - truth.scores[q * f.k]) <= 1e-3f * std::max(1.0f, std::fabs(truth.scores[q * f.k])),
+                "score of query " << q);
+    }
+    for (size_t i = 1; i < f.k; ++i) CHECK(out.scores[q * f.k + i] <= out.scores[q * f.k + i - 1]);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("ivfpq.recall_8bit_l2") { checkRecallRises(Metric::L2, 8); }
+TEST_CASE("ivfpq.recall_8bit_ip") { checkRecallRises(Metric::InnerProduct, 8); }
+TEST_CASE("ivfpq.recall_4bit_l2") { checkRecallRises(Metric::L2, 4); }
+TEST_CASE("ivfpq.recall_4bit_cosine") { checkRecallRises(Metric::Cosine, 4); }
+
+TEST_CASE("ivfpq.refine_f16_and_opq") {
+  Fixture f;
+  const SearchOutput truth = exactTruth(Metric::L2, f.data, f.ids, f.queries, f.dim, f.k);
+  auto index = build(f, Metric::L2, 8, RefineStorage::F16, 8, /*opq=*/true);
+  IvfPqSearchParams sp;
+  sp.k = f.k;
+  sp.nprobe = f.nlist;
+  sp.refineFactor = 8;
+  const double r = recall(truth, index->search(f.queries.data(), f.nq, sp));
+  CHECK_MSG(r >= 0.97, "f16 refine + opq recall " << r);
+}
+
+TEST_CASE("ivfpq.deterministic_under_seed") {
+  Fixture f;
+  for (unsigned nbits : {4u, 8u}) {
+    auto a = build(f, Metric::InnerProduct, nbits, RefineStorage::None, 8, false, 11, 1);
+    auto b = build(f, Metric::InnerProduct, nbits, RefineStorage::None, 8, false, 11, 2);
+    IvfPqSearchParams sp;
+    sp.k = f.k;
+    sp.nprobe = 4;
+    const SearchOutput x = a->search(f.queries.data(), f.nq, sp);
+    sp.threads = 3;
+    const SearchOutput y = b->search(f.queries.data(), f.nq, sp);
+    CHECK(x.ids == y.ids);
+    CHECK(x.scores == y.scores);
+  }
+}
+
+TEST_CASE("ivfpq.errors") {
+  IvfPqParams p;
+  p.dim = 16;
+  p.nlist = 4;
+  p.m = 4;
+  CHECK_THROWS_CODE(IvfPqIndex([&] { auto q = p; q.m = 5; return q; }(), simd::Level::Scalar, 1), ErrorCode::InvalidArgument);
+  CHECK_THROWS_CODE(IvfPqIndex([&] { auto q = p; q.nbits = 6; return q; }(), simd::Level::Scalar, 1), ErrorCode::InvalidArgument);
+  CHECK_THROWS_CODE(IvfPqIndex([&] { auto q = p; q.nlist = 0; return q; }(), simd::Level::Scalar, 1), ErrorCode::InvalidArgument);
+  CHECK_THROWS_CODE(IvfPqIndex([&] { auto q = p; q.dim = 0; return q; }(), simd::Level::Scalar, 1), ErrorCode::InvalidArgument);
+
+  IvfPqIndex index(p, simd::Level::Scalar, 1);
+  std::vector<float> data = randomVectors(600, 16, 5);
+  std::vector<uint64_t> ids = makeIds(600);
+  IvfPqSearchParams sp;
+  CHECK(!index.trained());
+  CHECK_THROWS_CODE(index.add(ids.data(), data.data(), 10), ErrorCode::NotTrained);
+  CHECK_THROWS_CODE(index.search(data.data(), 1, sp), ErrorCode::NotTrained);
+  CHECK_THROWS_CODE(index.train(data.data(), 100, IvfPqTrainParams{}), ErrorCode::InvalidArgument);  // < 256
+  std::vector<float> bad = data;
+  bad[5 * 16 + 3] = std::nanf("");
+  CHECK_THROWS_CODE(index.train(bad.data(), 600, IvfPqTrainParams{}), ErrorCode::InvalidVector);
+  CHECK(!index.trained());
+  std::vector<double> progress;
+  IvfPqTrainParams tp;
+  tp.progress = [&](double f) { progress.push_back(f); };
+  index.train(data.data(), 600, tp);
+  CHECK(index.trained());
+  CHECK(!progress.empty() && progress.back() == 1.0);
+  CHECK(std::is_sorted(progress.begin(), progress.end()));
+  CHECK_THROWS_CODE(index.train(data.data(), 600, IvfPqTrainParams{}), ErrorCode::InvalidArgument);
+
+  index.add(ids.data(), data.data(), 300);
+  CHECK_THROWS_CODE(index.add(ids.data() + 299, data.data(), 2), ErrorCode::DuplicateId);
+  std::vector<uint64_t> twice = {900001, 900001};
+  CHECK_THROWS_CODE(index.add(twice.data(), data.data(), 2), ErrorCode::DuplicateId);
+  CHECK_THROWS_CODE(index.add(ids.data() + 300, bad.data(), 10), ErrorCode::InvalidVector);
+  CHECK(index.size() == 300);
+  sp.k = 0;
+  CHECK_THROWS_CODE(index.search(data.data(), 1, sp), ErrorCode::InvalidArgument);
+  sp.k = 5;
+  sp.nprobe = 0;
+  CHECK_THROWS_CODE(index.search(data.data(), 1, sp), ErrorCode::InvalidArgument);
+  sp.nprobe = 100;  // clamped to nlist
+  const SearchOutput out = index.search(data.data(), 2, sp);
+  CHECK(out.ids[0] == ids[0]);  // a stored vector finds itself among 300 with every list probed
+}
+
+TEST_CASE("ivfpq.allow_bitsets") {
+  Fixture f;
+  for (unsigned nbits : {4u, 8u}) {
+    auto index = build(f, Metric::L2, nbits, RefineStorage::F32);
+    // Every third row allowed.
+    std::vector<uint32_t> bits((f.n + 31) / 32, 0);
+    std::vector<float> subset;
+    std::vector<uint64_t> subsetIds;
+    for (size_t r = 0; r < f.n; ++r) {
+      if (r % 3 != 0) continue;
+      bits[r / 32] |= 1u << (r % 32);
+      subset.insert(subset.end(), f.data.begin() + r * f.dim, f.data.begin() + (r + 1) * f.dim);
+      subsetIds.push_back(f.ids[r]);
+    }
+    const std::set<uint64_t> allowed(subsetIds.begin(), subsetIds.end());
+    const SearchOutput truth = exactTruth(Metric::L2, subset, subsetIds, f.queries, f.dim, f.k);
+    IvfPqSearchParams sp;
+    sp.k = f.k;
+    sp.nprobe = f.nlist;
+    sp.refineFactor = 8;
+    sp.allowBits = bits.data();
+    sp.allowWords = bits.size();
+    const SearchOutput out = index->search(f.queries.data(), f.nq, sp);
+    for (uint64_t id : out.ids) CHECK(allowed.count(id) == 1);
+    CHECK_MSG(recall(truth, out) >= 0.99, "filtered recall " << recall(truth, out));
+
+    // A short bitset: only rows 0..4 exist in it, so at most those come back, then padding.
+    const uint32_t shortBits[1] = {0x1Fu};
+    sp.allowBits = shortBits;
+    sp.allowWords = 1;
+    const SearchOutput few = index->search(f.queries.data(), 2, sp);
+    for (size_t i = 0; i < f.k; ++i) {
+      if (i < 5) {
+        CHECK(std::find(f.ids.begin(), f.ids.begin() + 5, few.ids[i]) != f.ids.begin() + 5);
+      } else {
+        CHECK(few.ids[i] == kNoId && few.scores[i] == -std::numeric_limits<float>::infinity());
+      }
+    }
+    // An empty bitset allows nothing.
+    const uint32_t none = 0;
+    sp.allowBits = &none;
+    sp.allowWords = 0;
+    const SearchOutput empty = index->search(f.queries.data(), 2, sp);
+    for (uint64_t id : empty.ids) CHECK(id == kNoId);
+  }
+}
+
+TEST_CASE("ivfpq.memory_and_padding") {
+  Fixture f;
+  auto index = build(f, Metric::InnerProduct, 8, RefineStorage::None, 4);
+  const IvfPqMemory mem = index->memory();
+  CHECK(mem.codes >= f.n * 4 && mem.codes <= f.n * 4 * 2);
+  CHECK(mem.ids >= f.n * 12);
+  CHECK(mem.centroids >= f.nlist * f.dim * 4 + 256 * f.dim * 4);
+  CHECK(mem.refine == 0);
+  CHECK(mem.idMap > 0);
+  auto refined = build(f, Metric::InnerProduct, 4, RefineStorage::F16, 4);
+  CHECK(refined->memory().refine >= f.n * f.dim * 2);
+  // k beyond the index size pads.
+  IvfPqSearchParams sp;
+  sp.k = f.n + 5;
+  sp.nprobe = f.nlist;
+  const SearchOutput out = index->search(f.queries.data(), 1, sp);
+  CHECK(out.ids[f.n - 1] != kNoId);
+  for (size_t i = f.n; i < f.n + 5; ++i) CHECK(out.ids[i] == kNoId);
+}
+
+TEST_CASE("ivfpq.add_while_searching") {
+  Fixture f;
+  IvfPqParams p;
+  p.dim = f.dim;
+  p.nlist = f.nlist;
+  p.m = 8;
+  p.nbits = 4;
+  IvfPqIndex index(p, simd::defaultLevel(), 2);
+  index.train(f.data.data(), f.n, IvfPqTrainParams{});
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    for (size_t i = 0; i < f.n; i += 100) index.add(f.ids.data() + i, f.data.data() + i * f.dim, 100);
+    done = true;
+  });
+  IvfPqSearchParams sp;
+  sp.k = 5;
+  sp.nprobe = f.nlist;
+  size_t lastSize = 0;
+  while (!done) {
+    const size_t before = index.size();
+    const SearchOutput out = index.search(f.queries.data(), 4, sp);
+    size_t found = 0;
+    for (uint64_t id : out.ids) found += id != kNoId;
+    CHECK(found >= std::min<size_t>(before, 5) * 4 || before == 0);
+    CHECK(before >= lastSize);
+    lastSize = before;
+  }
+  writer.join();
+  CHECK(index.size() == f.n);
+}
