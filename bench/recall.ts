@@ -16,13 +16,16 @@ const TIE_TOLERANCE = 1e-5;
 
 /**
  * `idsOf(q)` gives the engine's ids for reference query q (first `k` used). Ids are numbers or
- * bigints that index base rows; anything out of range (padding) is a miss.
+ * bigints that index base rows; anything out of range (padding) is a miss. `score(row, q)` is
+ * the exact float64 score the reference ranks by (default: the inner product); ties are judged
+ * with it.
  */
 export function recallAgainst(
   reference: readonly ExactTopK[],
   idsOf: (query: number) => ArrayLike<number | bigint>,
   data: { base: Float32Array; queries: Float32Array; dim: number; n: number },
   k: number,
+  score: (row: number, query: number) => number = (row, query) => exactScore(data.base, data.dim, row, data.queries, query),
 ): Recall {
   let tieAwareHits = 0;
   let strictHits = 0;
@@ -40,7 +43,7 @@ export function recallAgainst(
       if (truthIds.has(id)) {
         strictHits++;
         tieAwareHits++;
-      } else if (exactScore(data.base, data.dim, id, data.queries, q) >= kth - slack) {
+      } else if (score(id, q) >= kth - slack) {
         tieAwareHits++;
       }
     }

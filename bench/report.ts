@@ -7,6 +7,8 @@ import type { Ceiling, MachineInfo } from './machine.js';
 import { renderChart } from './chart.js';
 import type { EngineResult, FlatDatasetResult } from './suites/flat.js';
 import type { CorpusResult, EncodingResult, ModelsSuiteResult, QueryLoadResult, TailCheck } from './suites/models.js';
+import type { CurveResult, IvfPqDatasetResult, IvfPqSuiteResult, TargetSummary } from './suites/ivfpq.js';
+import type { CurveReading } from './curves.js';
 
 export interface BenchReport {
   tool: 'ebrix-bench';
@@ -22,7 +24,7 @@ export interface BenchReport {
    *  of the rounds before and after the suites (other load only lowers a ceiling). */
   ceilings: Ceiling[];
   ceilingRounds: { before: Ceiling[]; after: Ceiling[] };
-  suites: { flat?: FlatDatasetResult[]; models?: ModelsSuiteResult };
+  suites: { flat?: FlatDatasetResult[]; models?: ModelsSuiteResult; ivfpq?: IvfPqSuiteResult };
 }
 
 type Align = 'left' | 'right';
@@ -343,6 +345,185 @@ function modelsMarkdown(models: ModelsSuiteResult): string[] {
   ];
 }
 
+// ---------------------------------------------------------------------------------------------
+// Suite ivfpq
+
+function bytes(value: number): string {
+  return Number.isFinite(value) ? `${value >= 100 ? Math.round(value) : value.toFixed(1)} B` : '–';
+}
+
+function readingCell(reading: CurveReading): string {
+  if (reading.qps === null) return `– (max ${fixed(reading.maxRecall, 3)})`;
+  return significant(reading.qps) + (reading.how === 'first point' ? ' ≥' : '');
+}
+
+function ivfpqEngineTable(d: IvfPqDatasetResult, targetRecall: number): Table {
+  const f32 = d.dim * 4;
+  return {
+    headers: [
+      'engine',
+      'settings',
+      'train s',
+      'add / build s',
+      'threads',
+      'bytes/vector',
+      'vs f32',
+      'best recall',
+      `1-thread QPS @${targetRecall}`,
+      `batch QPS @${targetRecall}`,
+    ],
+    align: ['left', 'left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
+    rows: d.curves.map((c) => [
+      c.engine,
+      c.config,
+      c.trainSeconds === null ? '' : fixed(c.trainSeconds, 2),
+      fixed(c.buildSeconds, 2),
+      String(c.buildThreads),
+      bytes(c.bytesPerVector) + (c.codeBytesPerVector === null ? '' : ` (codes ${bytes(c.codeBytesPerVector)})`),
+      ratio(f32 / c.bytesPerVector),
+      fixed(Math.max(...c.points.map((p) => p.batch.recall.tieAware)), 3),
+      readingCell(c.atTarget.single),
+      readingCell(c.atTarget.batch),
+    ]),
+  };
+}
+
+function ivfpqPointsTable(curves: readonly CurveResult[]): Table {
+  return {
+    headers: ['engine', 'knob', '1-thread recall@10', '1-thread QPS', 'p50 ms', 'queries', 'batch recall@10', 'batch QPS'],
+    align: ['left', 'left', 'right', 'right', 'right', 'right', 'right', 'right'],
+    rows: curves.flatMap((c) =>
+      c.points.map((p) => [
+        c.engine,
+        `${c.param} ${p.value}`,
+        fixed(p.single.recall.tieAware, 3),
+        significant(p.single.qps),
+        significant(p.single.p50Ms),
+        String(p.single.queries),
+        fixed(p.batch.recall.tieAware, 3),
+        significant(p.batch.qps),
+      ]),
+    ),
+  };
+}
+
+function howNote(how: CurveReading['how']): string {
+  return how === 'interpolated' ? 'interpolated' : how === 'first point' ? 'lowest point already above: a lower bound' : 'not reached';
+}
+
+function targetLine(d: IvfPqDatasetResult, t: TargetSummary): string {
+  const batchSize = d.curves[0]?.points[0]?.batch.queries ?? d.queries;
+  const mode = t.mode === 'single' ? 'single-thread single-query' : `batch of ${batchSize} (${d.threads} threads where the engine has them)`;
+  const ebrix =
+    t.ebrix.qps === null
+      ? `ebrix does not reach it (${t.ebrix.engine})`
+      : `ebrix ${significant(t.ebrix.qps)} q/s (${t.ebrix.engine}, ${howNote(t.ebrix.how)})`;
+  const peers = t.peers.map((p) =>
+    p.peerQps === null
+      ? `${p.peer}: not reached, ratio –`
+      : `${p.peer} ${significant(p.peerQps)} q/s${p.peerHow === 'first point' ? ' (≥)' : ''}: ratio ${p.ratio === null ? '–' : ratio(p.ratio)}`,
+  );
+  return `${d.dataset} ${d.n.toLocaleString('en-US')}×${d.dim}, recall@10 ≥ ${t.recall}, ${mode}: ${ebrix}; ${peers.join('; ')}`;
+}
+
+function ivfpqLines(d: IvfPqDatasetResult): string[] {
+  const lines = d.targets.map((t) => targetLine(d, t));
+  const sc = d.scoring;
+  if (sc) {
+    const long = sc.longLists;
+    const sweepIx = sc.sweepIndexes;
+    lines.push(
+      `${d.dataset} ${d.n.toLocaleString('en-US')}×${d.dim} code scoring at ${sc.codeBytes} B per code (nprobe = nlist, 1 thread, one query, median of ${sc.queries}): ` +
+        `long lists (nlist ${long.nlist}): 8-bit ADC (m ${long.eightBit.m}) ${fixed(long.eightBit.nsPerCode, 2)} ns/code, ` +
+        `4-bit fast-scan (m ${long.fourBit.m}) ${fixed(long.fourBit.nsPerCode, 2)} ns/code: 4-bit is ${ratio(long.fourBitSpeedup)} as fast; ` +
+        `sweep indexes (nlist ${sweepIx.nlist}, per-list costs included): ${fixed(sweepIx.eightBit.nsPerCode, 2)} vs ${fixed(sweepIx.fourBit.nsPerCode, 2)} ns/code (${ratio(sweepIx.fourBitSpeedup)})`,
+    );
+  }
+  const f32 = d.dim * 4;
+  for (const c of d.curves.filter((x) => x.codeBytesPerVector !== null)) {
+    const parts = c.memoryParts ?? {};
+    const detail = Object.entries(parts)
+      .filter(([key]) => key !== 'bytes')
+      .map(([key, value]) => `${key} ${bytes(value / d.n)}`)
+      .join(', ');
+    lines.push(
+      `${d.dataset} ${d.n.toLocaleString('en-US')}×${d.dim} ${c.engine} memory per vector: PQ codes ${bytes(c.codeBytesPerVector!)} vs float32 ${bytes(f32)} ` +
+        `(${ratio(f32 / c.codeBytesPerVector!)} smaller); whole index ${bytes(c.bytesPerVector)} (${detail})`,
+    );
+  }
+  return lines;
+}
+
+function ivfpqNotes(suite: IvfPqSuiteResult): string[] {
+  const s = suite.settings;
+  const notes = suite.datasets.map(
+    (d) =>
+      `${d.dataset} ${d.n.toLocaleString('en-US')}×${d.dim}: ${d.description}; metric ${d.metric}; ${d.queries} queries, k=${d.k}; ` +
+      `prepared in ${fixed(d.prepareSeconds, 2)} s; exact ground truth (FlatIndex) in ${fixed(d.groundTruthSeconds, 2)} s; ` +
+      `ebrix nlist ${d.nlist}, trained on ${d.trainPoints.toLocaleString('en-US')} vectors`,
+  );
+  notes.push(
+    `ebrix: nprobe ${s.nprobes.join(', ')} (clamped to nlist), refine f16 × ${s.refineFactor}, training ≤ ${s.trainIterations} iterations on ≤ nlist × ${s.trainPointsPerList} vectors; ` +
+      `HNSW peers: connectivity/M ${s.graph.connectivity}, expansion_add/efConstruction ${s.graph.expansionAdd}, ef ${s.efs.join(', ')}`,
+  );
+  return notes;
+}
+
+function trainTargetLine(suite: IvfPqSuiteResult): string {
+  const t = suite.trainTarget;
+  if (!t) return 'Training target (1,000,000×128, nlist 1024, m 32, 8-bit): not measured in this run (it needs --synthetic 1000000x128 without --quick).';
+  return (
+    `Training target: IvfPqIndex.train on ${t.trainingVectors.toLocaleString('en-US')}×${t.dim} (${t.dataset}), nlist ${t.nlist}, m ${t.m}, ${t.nbits}-bit, ` +
+    `${t.threads} threads, default iterations: ${fixed(t.seconds, 2)} s`
+  );
+}
+
+const IVFPQ_LEGEND = [
+  'recall@10 against the exact top-10 of FlatIndex (float64 re-scored; an id tying the 10th exact score counts as a hit). 1-thread: each query alone, threads 1, timed one by one (QPS = queries / summed time); batch: the first --queries queries (--quick: 250) in one call (median of runs), recall over them; hnswlib-node has no batch call, so its batch is a loop on one thread.',
+  'QPS @ target: read on each curve\'s Pareto frontier, log QPS interpolated linearly in recall between the points around the target; "≥": the curve\'s lowest point is already above the target; "–": never reached (best recall shown). Ratios: ebrix (its best configuration at the target) / peer.',
+  'bytes/vector: ebrix `memoryUsage().bytes / n` (codes, ids, centroids, f16 refine vectors, id map); peers: their serialized index / n (vectors + graph + keys; neither binding reports memory). vs f32: 4·dim bytes / bytes per vector.',
+  'train s: ebrix k-means + PQ training; add / build s: ebrix add of the whole base, the peers\' graph build (hnswlib-node: one addPoint per vector on the main thread, the row\'s number[] conversion included).',
+];
+
+function ivfpqConsole(suite: IvfPqSuiteResult): string[] {
+  const out: string[] = [`Suite ivfpq (recall@10 against QPS; target recall ${suite.targetRecall})`];
+  for (const d of suite.datasets) {
+    out.push(
+      '',
+      `${d.dataset} ${d.n.toLocaleString('en-US')}×${d.dim}, metric ${d.metric}`,
+      renderText(ivfpqEngineTable(d, suite.targetRecall)),
+      '',
+      renderText(ivfpqPointsTable(d.curves)),
+      '',
+      ...ivfpqLines(d),
+    );
+  }
+  out.push('', trainTargetLine(suite), ...ivfpqNotes(suite).map((n) => `  ${n}`), ...IVFPQ_LEGEND.map((n) => `  ${n}`));
+  return out;
+}
+
+function ivfpqMarkdown(suite: IvfPqSuiteResult): string[] {
+  const out: string[] = [`## Suite ivfpq (recall@10 against QPS, target recall ${suite.targetRecall})`, ''];
+  for (const d of suite.datasets) {
+    out.push(
+      `### ${d.dataset} ${d.n.toLocaleString('en-US')}×${d.dim}, metric ${d.metric}`,
+      '',
+      renderMarkdown(ivfpqEngineTable(d, suite.targetRecall)),
+      '',
+      ...ivfpqLines(d).map((line) => `- **${line}**`),
+      '',
+      '<details><summary>every sweep point</summary>',
+      '',
+      renderMarkdown(ivfpqPointsTable(d.curves)),
+      '',
+      '</details>',
+      '',
+    );
+  }
+  out.push(`**${trainTargetLine(suite)}**`, '', ...ivfpqNotes(suite).map((n) => `- ${n}`), '', ...IVFPQ_LEGEND.map((n) => `- ${n}`), '');
+  return out;
+}
+
 export function renderConsole(report: BenchReport): string {
   const parts: string[] = [];
   const flat = report.suites.flat;
@@ -356,6 +537,11 @@ export function renderConsole(report: BenchReport): string {
   if (models) {
     if (parts.length > 0) parts.push('');
     parts.push(...modelsConsole(models));
+  }
+  const ivfpq = report.suites.ivfpq;
+  if (ivfpq) {
+    if (parts.length > 0) parts.push('');
+    parts.push(...ivfpqConsole(ivfpq));
   }
   parts.push('', `Total ${fixed(report.durationSeconds, 1)} s`);
   return parts.join('\n');
@@ -392,11 +578,12 @@ export function renderMarkdownReport(report: BenchReport): string {
     out.push(...LEGEND.map((note) => `- ${note}`), '');
   }
   if (report.suites.models) out.push(...modelsMarkdown(report.suites.models));
+  if (report.suites.ivfpq) out.push(...ivfpqMarkdown(report.suites.ivfpq));
   out.push(`Command: \`npm run bench -- ${report.argv.join(' ')}\` — total ${fixed(report.durationSeconds, 1)} s`, '');
   return out.join('\n');
 }
 
-/** Writes `<stamp>.json`, `<stamp>.md`, `latest.json` and `latest.md`; returns the paths. */
+/** Writes `<stamp>.json`, `<stamp>.md`, `latest.json` and `latest.md` (and the `.svg` chart); returns the paths. */
 export async function writeReport(report: BenchReport, outDir: string): Promise<string[]> {
   await mkdir(outDir, { recursive: true });
   const stamp = report.startedAt.replace(/\.\d+Z$/, 'Z').replaceAll(':', '-');

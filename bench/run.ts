@@ -2,12 +2,14 @@
 //
 //   npm run bench -- [options]          (same as: npx tsx bench/run.ts [options])
 //
-//   --quick                 small run for a laptop or CI (< 1 min on 2 cores): MNIST, synthetic
-//                           100000x128, 30 latency samples, fewer plain-TS queries, short ceilings;
-//                           models: 0.8 s load runs, 10,000 corpus items
-//   --suite NAME[,NAME]     suites to run (default: all; available: flat, models)
+//   --quick                 small run for a laptop or CI (about 1 min per suite on 2 cores): MNIST,
+//                           synthetic 100000x128 (ivfpq: 50000x128), 30 latency samples, fewer
+//                           plain-TS queries, short ceilings; models: 0.8 s load runs, 10,000
+//                           corpus items; ivfpq: fewer sweep points and timed queries
+//   --suite NAME[,NAME]     suites to run (default: all; available: flat, models, ivfpq)
 //   --synthetic LIST        synthetic clustered sets as <count>x<dim>, comma separated
-//                           (default 1000000x128,200000x768; with --quick 100000x128; "none" for none)
+//                           (default 1000000x128,200000x768; with --quick 100000x128 for flat and
+//                           50000x128 for ivfpq; "none" for none)
 //   --no-mnist              skip the MNIST dataset
 //   --threads N             threads for ebrix and usearch (default: all hardware threads), and
 //                           onnxruntime intra-op threads for the models suite (default: its own)
@@ -19,10 +21,11 @@
 //
 // Every run measures the machine's ceilings (FMA peak and read bandwidth at 1 thread and all
 // threads) before and after the suites and keeps the best of the two, then runs the peers (usearch exactSearch, a plain TS loop) on the same data in
-// the same process, and writes bench-<timestamp>.{json,md} plus latest.{json,md}. Suite models
-// builds a two-tower package in a temp dir and measures the query tower under concurrent load
-// (per-call against micro-batched), corpus embedding and feature encoding (--quick: shorter runs,
-// 10,000 items instead of 100,000).
+// the same process, and writes bench-<timestamp>.{json,md,svg} plus latest.{json,md,svg}. Suite
+// models builds a two-tower package in a temp dir and measures the query tower under concurrent
+// load (per-call against micro-batched), corpus embedding and feature encoding (--quick: shorter
+// runs, 10,000 items instead of 100,000). Suite ivfpq sweeps recall@10 against QPS for IvfPqIndex
+// (8-bit and 4-bit codes) and the HNSW peers usearch (f32, i8) and hnswlib-node on the same data.
 
 import { parseArgs } from 'node:util';
 import { hardwareThreads } from '../lib/index.js';
@@ -31,17 +34,20 @@ import { bestCeilings, describeMachine, measureCeilings, type Ceiling } from './
 import { renderCeilingsConsole, renderConsole, renderMachineConsole, writeReport, type BenchReport } from './report.js';
 import { attachCeilings, runFlatSuite, type DatasetPlan, type FlatSuiteOptions } from './suites/flat.js';
 import { runModelsSuite, type ModelsSuiteSettings } from './suites/models.js';
+import type { IvfPqSuiteOptions } from './suites/ivfpq.js';
 
-const SUITES = ['flat', 'models'] as const;
+const SUITES = ['flat', 'models', 'ivfpq'] as const;
 type SuiteName = (typeof SUITES)[number];
 
-const USAGE = `Usage: npm run bench -- [--quick] [--suite flat,models] [--synthetic 1000000x128,200000x768] [--no-mnist]
+const USAGE = `Usage: npm run bench -- [--quick] [--suite flat,models,ivfpq] [--synthetic 1000000x128,200000x768] [--no-mnist]
                        [--threads N] [--queries N] [--plain-ts-queries N] [--seed N] [--out bench/results]`;
 
 interface CliOptions {
   quick: boolean;
   suites: SuiteName[];
   synthetic: Array<{ n: number; dim: number }>;
+  /** The sets of suite ivfpq: --synthetic when given, else its own default. */
+  ivfpqSynthetic: Array<{ n: number; dim: number }>;
   mnist: boolean;
   threads: number;
   /** --threads as given, for onnxruntime; undefined leaves onnxruntime its own default. */
@@ -89,11 +95,13 @@ function parseCli(argv: string[]): CliOptions | null {
     }
   }
   const syntheticSpec = values.synthetic ?? (quick ? '100000x128' : '1000000x128,200000x768');
+  const ivfpqSpec = values.synthetic ?? (quick ? '50000x128' : '1000000x128,200000x768');
   const threads = positiveInteger(values.threads, '--threads');
   return {
     quick,
     suites: [...new Set(suiteNames)] as SuiteName[],
     synthetic: syntheticSpec === 'none' ? [] : parseSyntheticSpec(syntheticSpec),
+    ivfpqSynthetic: ivfpqSpec === 'none' ? [] : parseSyntheticSpec(ivfpqSpec),
     mnist: !(values['no-mnist'] ?? false),
     threads: threads ?? hardwareThreads(),
     modelThreads: threads,
@@ -194,6 +202,48 @@ async function main(): Promise<void> {
       log,
     };
     suites.models = await runModelsSuite(modelsSettings);
+  }
+  if (options.suites.includes('ivfpq')) {
+    // Loaded only when asked for: it needs IvfPqIndex and the hnswlib-node addon.
+    const { runIvfPqSuite, NPROBES, EFS } = await import('./suites/ivfpq.js');
+    const ivfpqOptions: IvfPqSuiteOptions = {
+      datasets: [
+        ...(options.mnist ? [{ kind: 'mnist' } as const] : []),
+        ...options.ivfpqSynthetic.map(({ n, dim }) => ({ kind: 'clustered', n, dim }) as const),
+      ],
+      queries: options.queries,
+      seed: options.seed,
+      k: 10,
+      threads: options.threads,
+      nprobes: options.quick ? [1, 2, 4, 8, 16, 32] : NPROBES,
+      efs: options.quick ? [10, 16, 32, 64, 128, 256] : EFS,
+      refineFactor: 4,
+      trainPointsPerList: options.quick ? 8 : 32,
+      trainIterations: options.quick ? 4 : 10,
+      graph: options.quick ? { connectivity: 16, expansionAdd: 64 } : { connectivity: 16, expansionAdd: 100 },
+      sweep: options.quick
+        ? {
+            singleQueries: 200,
+            singleMinQueries: 30,
+            singleMaxSeconds: 0.2,
+            batchQueries: 250,
+            batch: { minSeconds: 0, maxRuns: 1 },
+            warmupQueries: 8,
+          }
+        : {
+            singleQueries: 1000,
+            singleMinQueries: 100,
+            singleMaxSeconds: 2,
+            batchQueries: options.queries,
+            batch: { minSeconds: 1, maxRuns: 3 },
+            warmupQueries: 16,
+          },
+      scoringQueries: options.quick ? 5 : 20,
+      scoringNlist: 8,
+      trainTarget: options.quick ? null : { n: 1_000_000, dim: 128, nlist: 1024, m: 32 },
+      log,
+    };
+    suites.ivfpq = await runIvfPqSuite(ivfpqOptions);
   }
 
   log('measuring ceilings again (the best of both rounds is the reference)');
