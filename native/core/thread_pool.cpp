@@ -26,8 +26,13 @@ ThreadPool& ThreadPool::shared() {
 }
 
 unsigned ThreadPool::hardwareThreads() {
-  const unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : n;
+  // Read once: glibc answers hardware_concurrency() by opening and reading /sys files, which
+  // cost more than a small search when done on every call.
+  static const unsigned n = [] {
+    const unsigned found = std::thread::hardware_concurrency();
+    return found == 0 ? 1u : found;
+  }();
+  return n;
 }
 
 ThreadPool::ThreadPool(unsigned workers) { ensureWorkers(workers); }
