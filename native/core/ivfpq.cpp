@@ -146,6 +146,43 @@ struct IvfPqIndex::Impl {
     return rotated;
   }
 
+  // The 4-bit shortlist of one query (chunk index q): each candidate carries an approximate
+  // score and (list << 32 | position in the list) as its id. Replaces both by the exact
+  // float-ADC score and the real id. Candidates are visited list by list, so an l2 table
+  // (which depends on the list) is built once per list.
+  void rescoreShortlist(size_t q, const float* rotatedQuery, const float* sharedTable, const SearchOutput& probes,
+                        size_t nprobe, std::vector<float>& listTable, std::vector<Candidate>& best) const {
+    std::sort(best.begin(), best.end(), [](const Candidate& a, const Candidate& b) { return a.id < b.id; });
+    const size_t cb = codeBytes();
+    std::vector<float> shifted;
+    uint64_t current = kNoId;
+    const float* table = sharedTable;
+    float bias = 0.0f;
+    for (Candidate& c : best) {
+      const uint64_t l = c.id >> 32;
+      const size_t position = static_cast<size_t>(c.id & 0xFFFFFFFFu);
+      if (l != current) {
+        current = l;
+        if (sharedTable != nullptr) {
+          // ip / cosine: the list constant q·c is the probe's coarse score.
+          for (size_t j = 0; j < nprobe; ++j) {
+            if (probes.ids[q * nprobe + j] == l) bias = probes.scores[q * nprobe + j];
+          }
+        } else {
+          shifted.resize(p.dim);
+          listTable.resize(p.m * pq.ksub());
+          const float* rc = rotatedCentroids.data() + l * p.dim;
+          for (size_t d = 0; d < p.dim; ++d) shifted[d] = rotatedQuery[d] - rc[d];
+          pq.computeTable(shifted.data(), Metric::L2, listTable.data());
+          table = listTable.data();
+        }
+      }
+      const IvfPqList& list = lists[l];
+      pq.scan(table, list.codes.data() + position * cb, 1, bias, &c.score);
+      c.id = list.ids[position];
+    }
+  }
+
   float refineScore(const float* query, uint32_t row) const {
     const size_t dim = p.dim;
     if (p.refine == RefineStorage::F32) {
@@ -361,10 +398,11 @@ namespace {
 // Per-thread state of a search: a collector per query of the chunk and scan scratch.
 struct SlotState {
   std::vector<TopKCollector> perQuery;
-  TopKCollector local;  // 4-bit: approximate candidates of one (query, list)
+  // 4-bit: the best approximate candidates of each query over all its lists; the candidate's
+  // id holds (list << 32 | position in the list) until it is re-scored at the merge.
+  std::vector<TopKCollector> approxPerQuery;
   std::vector<float> table, shifted, scores;
   std::vector<uint16_t> sums;
-  std::vector<Candidate> drained;
 };
 
 }  // namespace
@@ -462,8 +500,9 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
     });
 
     for (auto& slot : state) {
-      if (slot.perQuery.size() < n) slot.perQuery.resize(n);
-      for (size_t q = 0; q < n; ++q) slot.perQuery[q].reset(keep);
+      std::vector<TopKCollector>& collectors = fast ? slot.approxPerQuery : slot.perQuery;
+      if (collectors.size() < n) collectors.resize(n);
+      for (size_t q = 0; q < n; ++q) collectors[q].reset(fast ? approxKeep : keep);
     }
 
     pool.parallelFor(order.size(), slots, [&](size_t task, unsigned slotIndex) {
@@ -516,30 +555,25 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
           }
           continue;
         }
-        // Fast-scan: approximate scores pick the list's best candidates (row = position in
-        // the list), which are then re-scored with the float table on their plain codes.
-        slot.local.reset(approxKeep);
+        // Fast-scan: approximate scores (comparable across lists: the float value of the
+        // quantized sum, plus the list constant) pick each query's best candidates over all
+        // its lists; only those are re-scored exactly, at the merge.
+        TopKCollector& approx = slot.approxPerQuery[q];
         const size_t bb = blockBytes();
         const float scale = qt->scale, offset = qt->offset + bias;
+        const uint64_t listTag = uint64_t{l} << 32;
         for (size_t r0 = 0; r0 < size; r0 += kScanStep) {
           const size_t step = std::min(kScanStep, size - r0);
           const size_t blocks = (step + kFastScanBlock - 1) / kFastScanBlock;
           fastScan(*qt, m, list.packed.data() + (r0 / kFastScanBlock) * bb, blocks, slot.sums.data(), kernels->level);
-          float threshold = slot.local.threshold();
+          float threshold = approx.threshold();
           for (size_t j = 0; j < step; ++j) {
-            const float approx = offset + scale * static_cast<float>(slot.sums[j]);
-            if (approx >= threshold && allow.row(list.rows[r0 + j])) {
-              slot.local.offer(approx, static_cast<uint32_t>(r0 + j), list.ids[r0 + j]);
-              threshold = slot.local.threshold();
+            const float estimate = offset + scale * static_cast<float>(slot.sums[j]);
+            if (estimate >= threshold && allow.row(list.rows[r0 + j])) {
+              approx.offer(estimate, list.rows[r0 + j], listTag | (r0 + j));
+              threshold = approx.threshold();
             }
           }
-        }
-        slot.drained.clear();
-        slot.local.drainInto(slot.drained);
-        for (const Candidate& c : slot.drained) {
-          float exact;
-          pq.scan(table, list.codes.data() + size_t{c.row} * cb, 1, bias, &exact);
-          collector.offer(exact, list.rows[c.row], c.id);
         }
       }
     });
@@ -550,9 +584,18 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
     pool.parallelFor((n + kMergeBlock - 1) / kMergeBlock, slots, [&](size_t block, unsigned slotIndex) {
       std::vector<Candidate>& best = merged[slotIndex];
       const size_t end = std::min(n, (block + 1) * kMergeBlock);
+      std::vector<float> listTable;
       for (size_t q = block * kMergeBlock; q < end; ++q) {
         best.clear();
-        for (auto& slot : state) slot.perQuery[q].drainInto(best);
+        if (fast) {
+          for (auto& slot : state) slot.approxPerQuery[q].drainInto(best);
+          selectBest(best, approxKeep);
+          rescoreShortlist(q, rotatedQueries.data() + q * dim,
+                           sharedTables ? tables.data() + q * m * ksub : nullptr, probes, nprobe, listTable, best);
+          selectBest(best, keep);
+        } else {
+          for (auto& slot : state) slot.perQuery[q].drainInto(best);
+        }
         if (refined) {
           selectBest(best, keep);
           const float* query = chunkQueries + q * dim;

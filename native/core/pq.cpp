@@ -581,11 +581,13 @@ QuantizedTable quantizeTable(const float* table, size_t m) {
   }
   q.scale = range > 0.f ? range / 255.f : 1.f;
   q.offset = static_cast<float>(offset);
+  // Built per query (and per list for l2), so kept to a multiply and a truncation: the
+  // shifted values are >= 0, and +0.5 rounds them to nearest (halves up).
+  const float inverse = 1.f / q.scale;
   for (size_t j = 0; j < m; ++j) {
-    for (size_t c = 0; c < 16; ++c) {
-      const float v = std::nearbyint((table[j * 16 + c] - mins[j]) / q.scale);
-      q.entries[j * 16 + c] = static_cast<uint8_t>(std::min(255.f, std::max(0.f, v)));
-    }
+    const float* t = table + j * 16;
+    uint8_t* e = q.entries.data() + j * 16;
+    for (size_t c = 0; c < 16; ++c) e[c] = static_cast<uint8_t>(std::min(255.f, (t[c] - mins[j]) * inverse + 0.5f));
   }
   return q;
 }
