@@ -74,7 +74,16 @@ struct Kernels {
 
   Kernels16 f16;
   Kernels16 bf16;
+
+  // scanRows for rows already in cache (a coarse quantizer's centroids): four rows at a time,
+  // so that independent FMA chains overlap instead of each row waiting on its own. Null
+  // where scanRows is as good (use scanRowsCachedOr below).
+  void (*scanRowsCached)(const float* query, const float* rows, size_t count, size_t dim,
+                         const float* bias, float* scores);
 };
+
+using ScanRowsFn = void (*)(const float*, const float*, size_t, size_t, const float*, float*);
+inline ScanRowsFn scanRowsCachedOr(const Kernels& k) { return k.scanRowsCached ? k.scanRowsCached : k.scanRows; }
 
 const Kernels& scalarKernels();
 #if defined(__x86_64__) || defined(_M_X64)

@@ -43,16 +43,19 @@ TEST_CASE("kernels.scan_rows_matches_dot") {
         const auto q = randomVectors(1, dim, 7);
         const auto rows = randomVectors(count, dim, 8 + static_cast<uint32_t>(count));
         const auto bias = randomVectors(1, count, 9);
-        std::vector<float> scores(count), biased(count);
-        k.scanRows(q.data(), rows.data(), count, dim, nullptr, scores.data());
-        k.scanRows(q.data(), rows.data(), count, dim, bias.data(), biased.data());
-        for (size_t r = 0; r < count; ++r) {
-          const float* x = rows.data() + r * dim;
-          const double tol = sumTolerance(absDotRef(q.data(), x, dim), dim);
-          CHECK_MSG(std::fabs(scores[r] - dotRef(q.data(), x, dim)) <= tol,
-                    k.name << " dim " << dim << " row " << r);
-          CHECK_MSG(std::fabs(biased[r] - (dotRef(q.data(), x, dim) + bias[r])) <= tol + 1e-6,
-                    k.name << " biased dim " << dim << " row " << r);
+        // Both the streaming scan and the cached-rows variant (four rows at a time).
+        for (const simd::ScanRowsFn scan : {k.scanRows, simd::scanRowsCachedOr(k)}) {
+          std::vector<float> scores(count), biased(count);
+          scan(q.data(), rows.data(), count, dim, nullptr, scores.data());
+          scan(q.data(), rows.data(), count, dim, bias.data(), biased.data());
+          for (size_t r = 0; r < count; ++r) {
+            const float* x = rows.data() + r * dim;
+            const double tol = sumTolerance(absDotRef(q.data(), x, dim), dim);
+            CHECK_MSG(std::fabs(scores[r] - dotRef(q.data(), x, dim)) <= tol,
+                      k.name << " dim " << dim << " row " << r);
+            CHECK_MSG(std::fabs(biased[r] - (dotRef(q.data(), x, dim) + bias[r])) <= tol + 1e-6,
+                      k.name << " biased dim " << dim << " row " << r);
+          }
         }
       }
     }
