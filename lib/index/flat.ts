@@ -5,7 +5,6 @@
  */
 import {
   DeviceUnavailableError,
-  DimensionMismatchError,
   DisposedError,
   InvalidArgumentError,
   VersionMismatchError,
@@ -16,9 +15,9 @@ import { gpuInfo, requireCuda } from '../gpu.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
 import { native, type NativeFlatIndex, type NativeGpuFlatIndex } from '../native.js';
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
-import { toIdArray, type Ids } from './ids.js';
+import { type Ids } from './ids.js';
 import { SearchResult } from './search-result.js';
-import { toMatrix, type Vectors } from './vectors.js';
+import { toAddArgs, toMatrix, type Vectors } from './vectors.js';
 
 export type Metric = 'ip' | 'cosine' | 'l2';
 export const METRICS: readonly Metric[] = ['ip', 'cosine', 'l2'];
@@ -276,14 +275,7 @@ export class FlatIndex implements Disposable {
 
   #prepareAdd(ids: Ids, vectors: Vectors): [BigUint64Array, Float32Array] {
     this.#live();
-    const idArray = toIdArray(ids);
-    const matrix = toMatrix(vectors, this.dim, 'vectors');
-    if (matrix.length !== idArray.length * this.dim) {
-      throw new DimensionMismatchError(
-        `Expected ${idArray.length * this.dim} floats for vectors (${idArray.length} ids × dim ${this.dim}) but received ${matrix.length}`,
-      );
-    }
-    return [idArray, matrix];
+    return toAddArgs(ids, vectors, this.dim);
   }
 
   #prepareSearch(queries: Vectors, k: number, options: SearchOptions): PreparedSearch {

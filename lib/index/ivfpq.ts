@@ -8,14 +8,14 @@
  * Scores are those of FlatIndex (higher is better; ip, cosine, l2 as -|q - x|^2), estimated
  * from the codes unless refine vectors are kept.
  */
-import { DimensionMismatchError, DisposedError, awaitNative, callNative } from '../errors.js';
+import { DisposedError, awaitNative, callNative } from '../errors.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
 import { native, type NativeIvfPqIndex } from '../native.js';
 import { invalid, requireNonNegativeInteger, requireOneOf, requirePositiveInteger } from '../validate.js';
 import { METRICS, type Metric } from './flat.js';
-import { toIdArray, type Ids } from './ids.js';
+import { type Ids } from './ids.js';
 import { SearchResult } from './search-result.js';
-import { toMatrix, type Vectors } from './vectors.js';
+import { toAddArgs, toMatrix, type Vectors } from './vectors.js';
 
 /** Vectors kept besides the codes for an exact re-rank: none, f16 or f32 copies. */
 export type IvfPqRefine = 'none' | 'f16' | 'f32';
@@ -238,14 +238,7 @@ export class IvfPqIndex implements Disposable {
 
   #prepareAdd(ids: Ids, vectors: Vectors): [BigUint64Array, Float32Array] {
     this.#live();
-    const idArray = toIdArray(ids);
-    const matrix = toMatrix(vectors, this.dim, 'vectors');
-    if (matrix.length !== idArray.length * this.dim) {
-      throw new DimensionMismatchError(
-        `Expected ${idArray.length * this.dim} floats for vectors (${idArray.length} ids × dim ${this.dim}) but received ${matrix.length}`,
-      );
-    }
-    return [idArray, matrix];
+    return toAddArgs(ids, vectors, this.dim);
   }
 
   #prepareSearch(queries: Vectors, k: number, options: IvfPqSearchOptions): PreparedSearch {

@@ -4,6 +4,7 @@
  */
 import { DimensionMismatchError } from '../errors.js';
 import { describe, invalid } from '../validate.js';
+import { toIdArray, type Ids } from './ids.js';
 
 export type Vectors = Float32Array | readonly (Float32Array | readonly number[])[];
 
@@ -33,4 +34,16 @@ export function toMatrix(vectors: unknown, dim: number, name: string): Float32Ar
     out.set(row as ArrayLike<number>, i * dim);
   }
   return out;
+}
+
+/** The ids and the n × dim floats of an add, checked against each other. */
+export function toAddArgs(ids: Ids, vectors: Vectors, dim: number): [BigUint64Array, Float32Array] {
+  const idArray = toIdArray(ids);
+  const matrix = toMatrix(vectors, dim, 'vectors');
+  if (matrix.length !== idArray.length * dim) {
+    throw new DimensionMismatchError(
+      `Expected ${idArray.length * dim} floats for vectors (${idArray.length} ids × dim ${dim}) but received ${matrix.length}`,
+    );
+  }
+  return [idArray, matrix];
 }
