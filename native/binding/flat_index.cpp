@@ -11,55 +11,27 @@
 #include "../core/simd/dispatch.h"
 #include "args.h"
 #include "errors.h"
+#include "index_args.h"
 #include "search_output.h"
 
 namespace ebrix::binding {
 namespace {
 
-class AddWorker : public PromiseWorker {
- public:
-  // Copies on the main thread: a reference keeps the typed array object alive but not its
-  // memory (the caller may transfer or detach the buffer while the add runs), and validating
-  // and then reading a buffer the caller can still write would not be all-or-nothing.
-  AddWorker(Napi::Env env, std::shared_ptr<FlatIndex> index, Napi::BigUint64Array ids,
-            Napi::Float32Array vectors, size_t count)
-      : PromiseWorker(env),
-        index_(std::move(index)),
-        ids_(ids.Data(), ids.Data() + ids.ElementLength()),
-        vectors_(vectors.Data(), vectors.Data() + vectors.ElementLength()),
-        count_(count) {}
-
- protected:
-  void Run() override { index_->add(ids_.data(), vectors_.data(), count_); }
-  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
-
- private:
-  std::shared_ptr<FlatIndex> index_;
-  std::vector<uint64_t> ids_;
-  std::vector<float> vectors_;
-  size_t count_;
-};
-
 class SearchWorker : public PromiseWorker {
  public:
   SearchWorker(Napi::Env env, std::shared_ptr<FlatIndex> index, Napi::Float32Array queries,
-               size_t count, size_t k, unsigned threads, const Napi::Uint32Array* allow)
+               size_t count, size_t k, unsigned threads, AllowArg allow)
       : PromiseWorker(env),
         index_(std::move(index)),
         queries_(queries.Data(), queries.Data() + queries.ElementLength()),
         count_(count),
         k_(k),
         threads_(threads),
-        filtered_(allow != nullptr) {
-    if (allow != nullptr) allow_.assign(allow->Data(), allow->Data() + allow->ElementLength());
-  }
+        allow_(std::move(allow)) {}
 
  protected:
   void Run() override {
-    // A given but empty bitset allows no row: pass a non-null pointer with no words.
-    static const uint32_t kNoWords = 0;
-    const uint32_t* bits = filtered_ ? (allow_.empty() ? &kNoWords : allow_.data()) : nullptr;
-    out_ = index_->search(queries_.data(), count_, k_, threads_, bits, allow_.size());
+    out_ = index_->search(queries_.data(), count_, k_, threads_, allow_.bits(), allow_.words());
   }
   Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
 
@@ -68,8 +40,7 @@ class SearchWorker : public PromiseWorker {
   std::vector<float> queries_;  // copied: queries are small next to the index
   size_t count_, k_;
   unsigned threads_;
-  bool filtered_;
-  std::vector<uint32_t> allow_;  // copied: one bit per row
+  AllowArg allow_;
   SearchOutput out_;
 };
 
@@ -129,27 +100,12 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     return index_;
   }
 
-  struct AddArgs {
-    Napi::BigUint64Array ids;
-    Napi::Float32Array vectors;
-    size_t count;
-  };
-
-  // add(ids, vectors): one id per row of dim floats.
-  AddArgs parseAdd(const Napi::CallbackInfo& info, const FlatIndex& index) {
-    AddArgs args{requireBigUint64(info[0], "ids"), requireFloat32(info[1], "vectors"), 0};
-    args.count = args.ids.ElementLength();
-    requireRows(args.vectors, args.count, index.dim());
-    return args;
-  }
-
   struct SearchArgs {
     Napi::Float32Array queries;
     size_t count;
     size_t k;
     unsigned threads;
-    bool filtered;
-    Napi::Uint32Array allow;
+    AllowArg allow;
   };
 
   // search(queries, k, threads, allow | undefined): queries is a whole number of rows of dim
@@ -157,11 +113,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
   SearchArgs parseSearch(const Napi::CallbackInfo& info, const FlatIndex& index) {
     Napi::Env env = info.Env();
     SearchArgs args{requireFloat32(info[0], "queries"), 0, requireCount(info[1], "k"),
-                    static_cast<unsigned>(requireCount(info[2], "threads")), false, Napi::Uint32Array()};
-    if (info.Length() > 3 && !info[3].IsUndefined()) {
-      args.allow = requireUint32(info[3], "allow");
-      args.filtered = true;
-    }
+                    static_cast<unsigned>(requireCount(info[2], "threads")), AllowArg::parse(info[3], "allow")};
     args.count = requireQueryRows(args.queries, index.dim());
     if (args.k == 0 || args.k > kMaxResultEntries / args.count) {
       throwInvalid(env, "Expected k from 1 to " + std::to_string(kMaxResultEntries / args.count) + " for " +
@@ -174,7 +126,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      const AddArgs args = parseAdd(info, *index);
+      const AddArgs args = parseAdd(info, index->dim());
       index->add(args.ids.Data(), args.vectors.Data(), args.count);
       return env.Undefined();
     })
@@ -184,8 +136,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      const AddArgs args = parseAdd(info, *index);
-      return (new AddWorker(env, index, args.ids, args.vectors, args.count))->Start();
+      return (new AddWorker<FlatIndex>(env, index, parseAdd(info, index->dim())))->Start();
     })
   }
 
@@ -194,10 +145,8 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const SearchArgs args = parseSearch(info, *index);
-      static const uint32_t kNoWords = 0;
-      const size_t words = args.filtered ? args.allow.ElementLength() : 0;
-      const uint32_t* bits = args.filtered ? (words > 0 ? args.allow.Data() : &kNoWords) : nullptr;
-      return searchResultObject(env, index->search(args.queries.Data(), args.count, args.k, args.threads, bits, words));
+      return searchResultObject(env, index->search(args.queries.Data(), args.count, args.k, args.threads,
+                                                   args.allow.bits(), args.allow.words()));
     })
   }
 
@@ -205,9 +154,9 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      const SearchArgs args = parseSearch(info, *index);
-      return (new SearchWorker(env, index, args.queries, args.count, args.k, args.threads,
-                               args.filtered ? &args.allow : nullptr))->Start();
+      SearchArgs args = parseSearch(info, *index);
+      return (new SearchWorker(env, index, args.queries, args.count, args.k, args.threads, std::move(args.allow)))
+          ->Start();
     })
   }
 

@@ -12,6 +12,7 @@
 #include "../core/simd/dispatch.h"
 #include "args.h"
 #include "errors.h"
+#include "index_args.h"
 #include "search_output.h"
 
 namespace ebrix::binding {
@@ -70,46 +71,21 @@ class TrainWorker : public PromiseWorker {
   double lastSent_ = -1.0;
 };
 
-class AddWorker : public PromiseWorker {
- public:
-  AddWorker(Napi::Env env, std::shared_ptr<IvfPqIndex> index, Napi::BigUint64Array ids, Napi::Float32Array vectors,
-            size_t count)
-      : PromiseWorker(env),
-        index_(std::move(index)),
-        ids_(ids.Data(), ids.Data() + ids.ElementLength()),
-        vectors_(vectors.Data(), vectors.Data() + vectors.ElementLength()),
-        count_(count) {}
-
- protected:
-  void Run() override { index_->add(ids_.data(), vectors_.data(), count_); }
-  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
-
- private:
-  std::shared_ptr<IvfPqIndex> index_;
-  std::vector<uint64_t> ids_;
-  std::vector<float> vectors_;
-  size_t count_;
-};
-
 class SearchWorker : public PromiseWorker {
  public:
   SearchWorker(Napi::Env env, std::shared_ptr<IvfPqIndex> index, Napi::Float32Array queries, size_t count,
-               IvfPqSearchParams params, const Napi::Uint32Array* allow)
+               IvfPqSearchParams params, AllowArg allow)
       : PromiseWorker(env),
         index_(std::move(index)),
         queries_(queries.Data(), queries.Data() + queries.ElementLength()),
         count_(count),
         params_(params),
-        filtered_(allow != nullptr) {
-    if (allow != nullptr) allow_.assign(allow->Data(), allow->Data() + allow->ElementLength());
-  }
+        allow_(std::move(allow)) {}
 
  protected:
   void Run() override {
-    // A given but empty bitset allows no row: pass a non-null pointer with no words.
-    static const uint32_t kNoWords = 0;
-    params_.allowBits = filtered_ ? (allow_.empty() ? &kNoWords : allow_.data()) : nullptr;
-    params_.allowWords = allow_.size();
+    params_.allowBits = allow_.bits();
+    params_.allowWords = allow_.words();
     out_ = index_->search(queries_.data(), count_, params_);
   }
   Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
@@ -119,8 +95,7 @@ class SearchWorker : public PromiseWorker {
   std::vector<float> queries_;
   size_t count_;
   IvfPqSearchParams params_;
-  bool filtered_;
-  std::vector<uint32_t> allow_;
+  AllowArg allow_;
   SearchOutput out_;
 };
 
@@ -203,39 +178,21 @@ class IvfPqIndexWrap : public Napi::ObjectWrap<IvfPqIndexWrap> {
     })
   }
 
-  struct AddArgs {
-    Napi::BigUint64Array ids;
-    Napi::Float32Array vectors;
-    size_t count;
-  };
-
-  AddArgs parseAdd(const Napi::CallbackInfo& info, const IvfPqIndex& index) {
-    AddArgs args{requireBigUint64(info[0], "ids"), requireFloat32(info[1], "vectors"), 0};
-    args.count = args.ids.ElementLength();
-    requireRows(args.vectors, args.count, index.params().dim);
-    return args;
-  }
-
   struct SearchArgs {
     Napi::Float32Array queries;
     size_t count;
     IvfPqSearchParams params;
-    bool filtered;
-    Napi::Uint32Array allow;
+    AllowArg allow;
   };
 
   // search(queries, k, nprobe, refineFactor, threads, allow | undefined)
   SearchArgs parseSearch(const Napi::CallbackInfo& info, const IvfPqIndex& index) {
     Napi::Env env = info.Env();
-    SearchArgs args{requireFloat32(info[0], "queries"), 0, IvfPqSearchParams{}, false, Napi::Uint32Array()};
+    SearchArgs args{requireFloat32(info[0], "queries"), 0, IvfPqSearchParams{}, AllowArg::parse(info[5], "allow")};
     args.params.k = requireCount(info[1], "k");
     args.params.nprobe = requireCount(info[2], "nprobe");
     args.params.refineFactor = requireCount(info[3], "refineFactor");
     args.params.threads = static_cast<unsigned>(std::min<size_t>(requireCount(info[4], "threads"), 4096));
-    if (info.Length() > 5 && !info[5].IsUndefined()) {
-      args.allow = requireUint32(info[5], "allow");
-      args.filtered = true;
-    }
     args.count = requireQueryRows(args.queries, index.params().dim);
     if (args.params.k == 0 || args.params.k > kMaxResultEntries / args.count) {
       throwInvalid(env, "Expected k from 1 to " + std::to_string(kMaxResultEntries / args.count) + " for " +
@@ -253,7 +210,7 @@ class IvfPqIndexWrap : public Napi::ObjectWrap<IvfPqIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      const AddArgs args = parseAdd(info, *index);
+      const AddArgs args = parseAdd(info, index->params().dim);
       index->add(args.ids.Data(), args.vectors.Data(), args.count);
       return env.Undefined();
     })
@@ -263,8 +220,7 @@ class IvfPqIndexWrap : public Napi::ObjectWrap<IvfPqIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      const AddArgs args = parseAdd(info, *index);
-      return (new AddWorker(env, index, args.ids, args.vectors, args.count))->Start();
+      return (new AddWorker<IvfPqIndex>(env, index, parseAdd(info, index->params().dim)))->Start();
     })
   }
 
@@ -273,10 +229,8 @@ class IvfPqIndexWrap : public Napi::ObjectWrap<IvfPqIndexWrap> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       SearchArgs args = parseSearch(info, *index);
-      static const uint32_t kNoWords = 0;
-      const size_t words = args.filtered ? args.allow.ElementLength() : 0;
-      args.params.allowBits = args.filtered ? (words > 0 ? args.allow.Data() : &kNoWords) : nullptr;
-      args.params.allowWords = words;
+      args.params.allowBits = args.allow.bits();
+      args.params.allowWords = args.allow.words();
       return searchResultObject(env, index->search(args.queries.Data(), args.count, args.params));
     })
   }
@@ -285,9 +239,8 @@ class IvfPqIndexWrap : public Napi::ObjectWrap<IvfPqIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      const SearchArgs args = parseSearch(info, *index);
-      return (new SearchWorker(env, index, args.queries, args.count, args.params,
-                               args.filtered ? &args.allow : nullptr))->Start();
+      SearchArgs args = parseSearch(info, *index);
+      return (new SearchWorker(env, index, args.queries, args.count, args.params, std::move(args.allow)))->Start();
     })
   }
 

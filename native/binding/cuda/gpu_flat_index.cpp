@@ -16,6 +16,7 @@
 #include "../../cuda/gpu_index.h"
 #include "../args.h"
 #include "../errors.h"
+#include "../index_args.h"
 #include "../search_output.h"
 
 namespace ebrix::binding {
@@ -23,48 +24,19 @@ namespace {
 
 using gpu::GpuFlatIndex;
 
-// The core reads a null bitset as "every row", so a given but empty bitset (no row allowed)
-// must still point somewhere.
-gpu::GpuSearchOptions searchOptions(bool filtered, const uint32_t* words, size_t wordCount, bool tf32) {
-  static const uint32_t kNoWords = 0;
+gpu::GpuSearchOptions searchOptions(const AllowArg& allow, bool tf32) {
   gpu::GpuSearchOptions options;
-  if (filtered) {
-    options.allowBits = wordCount > 0 ? words : &kNoWords;
-    options.allowWords = wordCount;
-  }
+  options.allowBits = allow.bits();
+  options.allowWords = allow.words();
   options.tf32 = tf32;
   return options;
 }
-
-class AddWorker : public PromiseWorker {
- public:
-  // Copies on the main thread, like the CPU binding: the caller may detach or rewrite the
-  // buffers while the add runs.
-  AddWorker(Napi::Env env, std::shared_ptr<GpuFlatIndex> index, Napi::BigUint64Array ids,
-            Napi::Float32Array vectors, size_t count)
-      : PromiseWorker(env),
-        index_(std::move(index)),
-        ids_(ids.Data(), ids.Data() + ids.ElementLength()),
-        vectors_(vectors.Data(), vectors.Data() + vectors.ElementLength()),
-        count_(count) {}
-
- protected:
-  void Run() override { index_->add(ids_.data(), vectors_.data(), count_); }
-  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
-
- private:
-  std::shared_ptr<GpuFlatIndex> index_;
-  std::vector<uint64_t> ids_;
-  std::vector<float> vectors_;
-  size_t count_;
-};
 
 struct SearchArgs {
   Napi::Float32Array queries;
   size_t count;
   size_t k;
-  bool filtered;  // an allow bitset was given
-  Napi::Uint32Array allow;
+  AllowArg allow;
   bool tf32;
 };
 
@@ -76,23 +48,19 @@ class SearchWorker : public PromiseWorker {
         queries_(args.queries.Data(), args.queries.Data() + args.queries.ElementLength()),
         count_(args.count),
         k_(args.k),
-        filtered_(args.filtered),
-        tf32_(args.tf32) {
-    if (filtered_) allow_.assign(args.allow.Data(), args.allow.Data() + args.allow.ElementLength());
-  }
+        allow_(args.allow),
+        tf32_(args.tf32) {}
 
  protected:
-  void Run() override {
-    out_ = index_->search(queries_.data(), count_, k_, searchOptions(filtered_, allow_.data(), allow_.size(), tf32_));
-  }
+  void Run() override { out_ = index_->search(queries_.data(), count_, k_, searchOptions(allow_, tf32_)); }
   Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
 
  private:
   std::shared_ptr<GpuFlatIndex> index_;
   std::vector<float> queries_;
-  std::vector<uint32_t> allow_;  // copied: one bit per row, small next to the index
   size_t count_, k_;
-  bool filtered_, tf32_;
+  AllowArg allow_;
+  bool tf32_;
   SearchOutput out_;
 };
 
@@ -139,34 +107,17 @@ class GpuFlatIndexWrap : public Napi::ObjectWrap<GpuFlatIndexWrap> {
     return index_;
   }
 
-  struct AddArgs {
-    Napi::BigUint64Array ids;
-    Napi::Float32Array vectors;
-    size_t count;
-  };
-
-  // add(ids, vectors): one id per row of dim floats.
-  AddArgs parseAdd(const Napi::CallbackInfo& info, const GpuFlatIndex& index) {
-    AddArgs args{requireBigUint64(info[0], "ids"), requireFloat32(info[1], "vectors"), 0};
-    args.count = args.ids.ElementLength();
-    requireRows(args.vectors, args.count, index.dim());
-    return args;
-  }
-
   // search(queries, k, allow | undefined, tf32): queries is a whole number of rows of dim floats.
   SearchArgs parseSearch(const Napi::CallbackInfo& info, const GpuFlatIndex& index) {
     Napi::Env env = info.Env();
-    SearchArgs args{requireFloat32(info[0], "queries"), 0, requireCount(info[1], "k"), false, {}, false};
+    SearchArgs args{requireFloat32(info[0], "queries"), 0, requireCount(info[1], "k"), AllowArg(), false};
     args.count = requireQueryRows(args.queries, index.dim());
     const size_t maxK = std::min(GpuFlatIndex::kMaxK, kMaxResultEntries / args.count);
     if (args.k == 0 || args.k > maxK) {
       throwInvalid(env, "Expected k from 1 to " + std::to_string(maxK) + " for " + std::to_string(args.count) +
                             " queries on the GPU but received " + std::to_string(args.k));
     }
-    if (!info[2].IsUndefined()) {
-      args.filtered = true;
-      args.allow = requireUint32(info[2], "allow");
-    }
+    args.allow = AllowArg::parse(info[2], "allow");
     if (!info[3].IsBoolean()) throwInvalid(env, "Expected a boolean for tf32");
     args.tf32 = info[3].As<Napi::Boolean>().Value();
     return args;
@@ -176,7 +127,7 @@ class GpuFlatIndexWrap : public Napi::ObjectWrap<GpuFlatIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      const AddArgs args = parseAdd(info, *index);
+      const AddArgs args = parseAdd(info, index->dim());
       index->add(args.ids.Data(), args.vectors.Data(), args.count);
       return env.Undefined();
     })
@@ -186,8 +137,7 @@ class GpuFlatIndexWrap : public Napi::ObjectWrap<GpuFlatIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      const AddArgs args = parseAdd(info, *index);
-      return (new AddWorker(env, index, args.ids, args.vectors, args.count))->Start();
+      return (new AddWorker<GpuFlatIndex>(env, index, parseAdd(info, index->dim())))->Start();
     })
   }
 
@@ -196,10 +146,8 @@ class GpuFlatIndexWrap : public Napi::ObjectWrap<GpuFlatIndexWrap> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const SearchArgs args = parseSearch(info, *index);
-      const size_t words = args.filtered ? args.allow.ElementLength() : 0;
-      const uint32_t* bits = args.filtered ? args.allow.Data() : nullptr;
-      return searchResultObject(env, index->search(args.queries.Data(), args.count, args.k,
-                                                   searchOptions(args.filtered, bits, words, args.tf32)));
+      return searchResultObject(env,
+                                index->search(args.queries.Data(), args.count, args.k, searchOptions(args.allow, args.tf32)));
     })
   }
 
