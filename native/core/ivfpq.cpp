@@ -52,14 +52,14 @@ void grow(std::vector<T>& v, size_t n) {
 
 }  // namespace
 
-// One inverted list. Plain codes are kept for both code sizes: 8-bit lists are scanned on
-// them, 4-bit lists are scanned on the packed fast-scan blocks and their candidates re-scored
-// exactly (float ADC) from the plain codes.
+// One inverted list. 8-bit lists keep plain codes and are scanned on them; 4-bit lists keep
+// only the packed fast-scan blocks (m / 2 bytes a vector), are scanned on them, and their
+// shortlisted candidates' codes are read back from the blocks for the exact float ADC.
 struct IvfPqList {
   std::vector<uint64_t> ids;
   std::vector<uint32_t> rows;   // add order, for allow bitsets and refine vectors
-  std::vector<uint8_t> codes;   // rows.size() × codeBytes
-  std::vector<uint8_t> packed;  // 4-bit only: fastScanBytes(rows.size(), m)
+  std::vector<uint8_t> codes;   // 8-bit only: rows.size() × codeBytes
+  std::vector<uint8_t> packed;  // 4-bit only: fastScanBytes(rows.size(), m), the only copy
   size_t size() const { return rows.size(); }
 };
 
@@ -192,6 +192,7 @@ struct IvfPqIndex::Impl {
     std::sort(best.begin(), best.end(), [](const Candidate& a, const Candidate& b) { return a.id < b.id; });
     const size_t cb = codeBytes();
     std::vector<float> shifted;
+    std::vector<uint8_t> code;
     uint64_t current = kNoId;
     const float* table = sharedTable;
     float bias = 0.0f;
@@ -215,7 +216,9 @@ struct IvfPqIndex::Impl {
         }
       }
       const IvfPqList& list = lists[l];
-      pq.scan(table, list.codes.data() + position * cb, 1, bias, &c.score);
+      code.resize(cb);
+      unpackFastScan(list.packed.data(), position, 1, p.m, code.data());
+      pq.scan(table, code.data(), 1, bias, &c.score);
       c.id = list.ids[position];
     }
   }
@@ -371,6 +374,19 @@ void IvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
   }
   std::vector<size_t> perList(p.nlist, 0);
   for (size_t i = 0; i < count; ++i) ++perList[assigned.ids[i]];
+  // 4-bit lists keep only the packed layout: each touched list is re-packed from its last
+  // partial block on, whose codes are read back into `repack` ahead of this add's codes.
+  std::vector<size_t> newStart(p.nlist + 1, 0);
+  std::vector<uint8_t> byList, repack;
+  if (p.nbits == 4) {
+    for (size_t l = 0; l < p.nlist; ++l) newStart[l + 1] = newStart[l] + perList[l];
+    byList.resize(count * cb);
+    std::vector<size_t> fill(newStart.begin(), newStart.end() - 1);
+    for (size_t i = 0; i < count; ++i) {
+      std::memcpy(byList.data() + fill[assigned.ids[i]]++ * cb, codes.data() + i * cb, cb);
+    }
+    repack.resize((kFastScanBlock + *std::max_element(perList.begin(), perList.end())) * cb);
+  }
 
   // From here on searches wait: growing a list moves its storage. Everything is reserved
   // first, so that the appends below cannot fail half-way.
@@ -383,8 +399,11 @@ void IvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
       const size_t n = list.size() + perList[l];
       grow(list.ids, n);
       grow(list.rows, n);
-      grow(list.codes, n * cb);
-      if (p.nbits == 4) grow(list.packed, fastScanBytes(n, p.m));
+      if (p.nbits == 4) {
+        grow(list.packed, fastScanBytes(n, p.m));
+      } else {
+        grow(list.codes, n * cb);
+      }
     }
     if (p.refine == RefineStorage::F32) grow(s.refineF32, newCount * p.dim);
     if (p.refine == RefineStorage::F16) grow(s.refineF16, newCount * p.dim);
@@ -404,7 +423,7 @@ void IvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
     IvfPqList& list = s.lists[assigned.ids[i]];
     list.ids.push_back(ids[i]);
     list.rows.push_back(static_cast<uint32_t>(oldCount + i));
-    list.codes.insert(list.codes.end(), codes.begin() + i * cb, codes.begin() + (i + 1) * cb);
+    if (p.nbits == 8) list.codes.insert(list.codes.end(), codes.begin() + i * cb, codes.begin() + (i + 1) * cb);
   }
   if (p.nbits == 4) {
     // Re-pack from the first block this add touched (a partial last block gains codes).
@@ -413,9 +432,11 @@ void IvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
       IvfPqList& list = s.lists[l];
       const size_t firstBlock = oldSizes[l] / kFastScanBlock;
       const size_t first = firstBlock * kFastScanBlock;
+      const size_t kept = oldSizes[l] - first;  // codes of the old partial block
+      unpackFastScan(list.packed.data(), first, kept, p.m, repack.data());
+      std::memcpy(repack.data() + kept * cb, byList.data() + newStart[l] * cb, perList[l] * cb);
       list.packed.resize(fastScanBytes(list.size(), p.m));
-      packFastScan(list.codes.data() + first * cb, list.size() - first, p.m,
-                   list.packed.data() + firstBlock * s.blockBytes());
+      packFastScan(repack.data(), kept + perList[l], p.m, list.packed.data() + firstBlock * s.blockBytes());
     }
   }
   if (p.refine == RefineStorage::F32) s.refineF32.insert(s.refineF32.end(), data, data + count * p.dim);

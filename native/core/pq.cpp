@@ -561,6 +561,16 @@ void packFastScan(const uint8_t* codes, size_t n, size_t m, uint8_t* packed) {
   }
 }
 
+void unpackFastScan(const uint8_t* packed, size_t first, size_t n, size_t m, uint8_t* codes) {
+  const size_t pairs = (m + 1) / 2;
+  for (size_t k = 0; k < n; ++k) {
+    const size_t v = first + k, b = v / kFastScanBlock, i = v % kFastScanBlock;
+    const uint8_t* block = packed + b * pairs * kFastScanBlock;
+    const size_t at = i < 16 ? 2 * i : 2 * (i - 16) + 1;
+    for (size_t p = 0; p < pairs; ++p) codes[k * pairs + p] = block[p * kFastScanBlock + at];
+  }
+}
+
 QuantizedTable quantizeTable(const float* table, size_t m) {
   QuantizedTable q;
   const size_t padded = m + (m & 1);

@@ -98,6 +98,9 @@ size_t fastScanBytes(size_t n, size_t m);
 // Plain 4-bit codes (ProductQuantizer::encode) of n vectors → packed blocks; missing vectors
 // of the last block are zero codes.
 void packFastScan(const uint8_t* codes, size_t n, size_t m, uint8_t* packed);
+// The inverse for vectors [first, first + n) of packed blocks: their plain codes, so an index
+// can keep the packed layout alone (re-scoring and appending read codes back from it).
+void unpackFastScan(const uint8_t* packed, size_t first, size_t n, size_t m, uint8_t* codes);
 
 // A float table (m × 16) quantized for fast-scan: entries of sub-quantizer j are
 // round((t[j][c] - min_j) / scale) in 0..255, with one scale for all j, so that a sum of

@@ -182,6 +182,42 @@ TEST_CASE("ivfpq.deterministic_under_seed") {
   }
 }
 
+TEST_CASE("ivfpq.many_small_adds_equal_one_add") {
+  // 4-bit lists are re-packed from their last partial block on every add (codes read back
+  // from the packed blocks): adding in uneven pieces must give the index one add would.
+  Fixture f;
+  for (unsigned nbits : {4u, 8u}) {
+    IvfPqParams p;
+    p.dim = f.dim;
+    p.metric = Metric::L2;
+    p.nlist = f.nlist;
+    p.m = nbits == 4 ? 16 : 8;
+    p.nbits = nbits;
+    IvfPqTrainParams tp;
+    tp.seed = 5;
+    tp.maxIterations = 8;
+    IvfPqIndex whole(p, simd::defaultLevel(), 2), pieces(p, simd::defaultLevel(), 2);
+    whole.train(f.data.data(), f.n, tp);
+    pieces.train(f.data.data(), f.n, tp);
+    whole.add(f.ids.data(), f.data.data(), f.n);
+    for (size_t done = 0, step = 1; done < f.n; done += step, step = step * 3 % 97 + 1) {
+      const size_t n = std::min(step, f.n - done);
+      pieces.add(f.ids.data() + done, f.data.data() + done * f.dim, n);
+    }
+    IvfPqSearchParams sp;
+    sp.k = f.k;
+    sp.nprobe = f.nlist;
+    const SearchOutput a = whole.search(f.queries.data(), f.nq, sp);
+    const SearchOutput b = pieces.search(f.queries.data(), f.nq, sp);
+    CHECK(a.ids == b.ids);
+    CHECK(a.scores == b.scores);
+    CHECK(whole.memory().codes <= pieces.memory().codes);
+    if (nbits == 4) {  // the packed blocks alone: m / 2 bytes a vector plus block padding
+      CHECK(whole.memory().codes <= (f.n + f.nlist * kFastScanBlock) * p.m / 2 * 3 / 2);
+    }
+  }
+}
+
 TEST_CASE("ivfpq.errors") {
   IvfPqParams p;
   p.dim = 16;

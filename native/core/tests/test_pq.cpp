@@ -1,4 +1,5 @@
 #include <cmath>
+#include <algorithm>
 #include <random>
 
 #include "../error.h"
@@ -75,6 +76,30 @@ TEST_CASE("pq.rejects_bad_dim_m_nbits") {
   CHECK_THROWS_CODE(pq.train(bad.data(), 64, params, best(), ThreadPool::shared()), ErrorCode::InvalidVector);
   pq.load(std::vector<float>(16 * 8, 0.5f), {});
   CHECK(pq.trained() && !pq.rotated());
+}
+
+TEST_CASE("pq.fast_scan_unpack_inverts_pack") {
+  std::mt19937 rng(17);
+  for (size_t m : {size_t{1}, size_t{7}, size_t{8}, size_t{64}}) {
+    const size_t bytes = (m + 1) / 2;
+    for (size_t n : {size_t{1}, size_t{31}, size_t{32}, size_t{33}, size_t{100}}) {
+      std::vector<uint8_t> codes(n * bytes);
+      for (auto& c : codes) c = static_cast<uint8_t>(rng());
+      if (m & 1) {
+        for (size_t i = 0; i < n; ++i) codes[i * bytes + bytes - 1] &= 0x0F;  // unused high nibble
+      }
+      std::vector<uint8_t> packed(fastScanBytes(n, m));
+      packFastScan(codes.data(), n, m, packed.data());
+      std::vector<uint8_t> back(n * bytes);
+      unpackFastScan(packed.data(), 0, n, m, back.data());
+      CHECK(back == codes);
+      if (n > 5) {  // a range in the middle
+        std::vector<uint8_t> part(3 * bytes);
+        unpackFastScan(packed.data(), n - 4, 3, m, part.data());
+        CHECK(std::equal(part.begin(), part.end(), codes.begin() + (n - 4) * bytes));
+      }
+    }
+  }
 }
 
 TEST_CASE("pq.codes_decode_to_nearest_centroid") {
