@@ -22,13 +22,18 @@ uint64_t splitmix64(uint64_t x) {
 }
 
 // The kernels for the quantizer's own loops (rotation, tables): the level an index would use,
-// scalar when EBRIX_SIMD is unusable (the index constructor reports that one).
+// scalar when EBRIX_SIMD is unusable (the index constructor reports that one). Resolved once:
+// tables are built for every query (and every probed list for l2), and defaultLevel() reads
+// the environment each time it is asked.
 const simd::Kernels& defaultKernels() {
-  try {
-    return simd::kernelsFor(simd::defaultLevel());
-  } catch (const Error&) {
-    return simd::scalarKernels();
-  }
+  static const simd::Kernels& kernels = []() -> const simd::Kernels& {
+    try {
+      return simd::kernelsFor(simd::defaultLevel());
+    } catch (const Error&) {
+      return simd::scalarKernels();
+    }
+  }();
+  return kernels;
 }
 
 void requireTrained(bool trained) {
