@@ -343,37 +343,86 @@ void IvfPqIndex::train(const float* vectors, size_t n, const IvfPqTrainParams& t
   report(1.0);
 }
 
+struct IvfPqIndex::PendingAdd::State {
+  std::unique_lock<std::mutex> writeLock;
+  std::vector<uint64_t> ids;
+  const float* data = nullptr;  // prepared vectors: the caller's, or `normalised`
+  std::vector<float> normalised;
+  size_t oldCount = 0;
+  std::vector<uint32_t> lists;
+  std::vector<uint8_t> codes;
+  std::vector<uint16_t> halves;  // f16 refine vectors
+};
+
+IvfPqIndex::PendingAdd::PendingAdd(std::unique_ptr<State> state) : state_(std::move(state)) {}
+IvfPqIndex::PendingAdd::~PendingAdd() = default;
+size_t IvfPqIndex::PendingAdd::firstRow() const { return state_->oldCount; }
+size_t IvfPqIndex::PendingAdd::count() const { return state_->ids.size(); }
+const uint64_t* IvfPqIndex::PendingAdd::ids() const { return state_->ids.data(); }
+const uint32_t* IvfPqIndex::PendingAdd::lists() const { return state_->lists.data(); }
+const uint8_t* IvfPqIndex::PendingAdd::codes() const { return state_->codes.data(); }
+const float* IvfPqIndex::PendingAdd::prepared() const { return state_->data; }
+
 void IvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
+  std::unique_ptr<PendingAdd> pending = prepareAdd(ids, vectors, count);
+  commitAdd(*pending);
+}
+
+std::unique_ptr<IvfPqIndex::PendingAdd> IvfPqIndex::prepareAdd(const uint64_t* ids, const float* vectors,
+                                                               size_t count) {
   Impl& s = *impl_;
   const IvfPqParams& p = s.p;
-  std::lock_guard<std::mutex> writeLock(s.writeMutex);
+  auto st = std::make_unique<PendingAdd::State>();
+  st->writeLock = std::unique_lock<std::mutex>(s.writeMutex);
   if (!s.trained) throw Error(ErrorCode::NotTrained, "The index must be trained before vectors are added");
-  if (count == 0) return;
+  st->oldCount = s.count;
+  if (count == 0) return std::make_unique<PendingAdd>(std::move(st));
 
   // Validate everything before touching the index.
   requireFinite(vectors, count, p.dim, "vectors");
   if (p.refine == RefineStorage::F16 && p.metric != Metric::Cosine) requireF16Range(vectors, count, p.dim, "vectors");
   requireNewIds(ids, count, s.rowOfId);
-  const size_t oldCount = s.count;
-  const size_t newCount = oldCount + count;
-  if (newCount > kMaxRows) throw Error(ErrorCode::InvalidArgument, "An IVF-PQ index holds at most " + str(kMaxRows) + " vectors");
+  if (s.count + count > kMaxRows) {
+    throw Error(ErrorCode::InvalidArgument, "An IVF-PQ index holds at most " + str(kMaxRows) + " vectors");
+  }
 
   // Assign and encode without blocking searches: only this thread changes the index.
-  std::vector<float> scratch;
-  const float* data = s.prepare(vectors, count, scratch);
-  const SearchOutput assigned = s.nearestLists(data, count, 1, s.threads);
-  const std::vector<float> residuals = s.rotatedResiduals(data, count, assigned);
-  const size_t cb = s.codeBytes();
-  std::vector<uint8_t> codes(count * cb);
-  s.pq.encode(residuals.data(), count, codes.data(), ThreadPool::shared());
-
-  std::vector<uint16_t> halves;
+  st->ids.assign(ids, ids + count);
+  st->data = s.prepare(vectors, count, st->normalised);
+  const SearchOutput assigned = s.nearestLists(st->data, count, 1, s.threads);
+  st->lists.resize(count);
+  for (size_t i = 0; i < count; ++i) st->lists[i] = static_cast<uint32_t>(assigned.ids[i]);
+  const std::vector<float> residuals = s.rotatedResiduals(st->data, count, assigned);
+  st->codes.resize(count * s.codeBytes());
+  s.pq.encode(residuals.data(), count, st->codes.data(), ThreadPool::shared());
   if (p.refine == RefineStorage::F16) {
-    halves.resize(count * p.dim);
-    s.kernels->f16.fromFloat(data, halves.data(), count * p.dim);
+    st->halves.resize(count * p.dim);
+    s.kernels->f16.fromFloat(st->data, st->halves.data(), count * p.dim);
   }
+  return std::make_unique<PendingAdd>(std::move(st));
+}
+
+void IvfPqIndex::commitAdd(PendingAdd& pending) {
+  Impl& s = *impl_;
+  const IvfPqParams& p = s.p;
+  PendingAdd::State& st = *pending.state_;
+  if (!st.writeLock.owns_lock() || st.writeLock.mutex() != &s.writeMutex) {
+    throw Error(ErrorCode::InvalidArgument, "The pending add is not one of this index's, or was committed already");
+  }
+  const size_t count = st.ids.size();
+  const uint64_t* ids = st.ids.data();
+  const float* data = st.data;
+  const uint8_t* codes = st.codes.data();
+  const size_t oldCount = st.oldCount;
+  const size_t newCount = oldCount + count;
+  const size_t cb = s.codeBytes();
+  if (count == 0) {
+    st.writeLock.unlock();
+    return;
+  }
+
   std::vector<size_t> perList(p.nlist, 0);
-  for (size_t i = 0; i < count; ++i) ++perList[assigned.ids[i]];
+  for (size_t i = 0; i < count; ++i) ++perList[st.lists[i]];
   // 4-bit lists keep only the packed layout: each touched list is re-packed from its last
   // partial block on, whose codes are read back into `repack` ahead of this add's codes.
   std::vector<size_t> newStart(p.nlist + 1, 0);
@@ -383,7 +432,7 @@ void IvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
     byList.resize(count * cb);
     std::vector<size_t> fill(newStart.begin(), newStart.end() - 1);
     for (size_t i = 0; i < count; ++i) {
-      std::memcpy(byList.data() + fill[assigned.ids[i]]++ * cb, codes.data() + i * cb, cb);
+      std::memcpy(byList.data() + fill[st.lists[i]]++ * cb, codes + i * cb, cb);
     }
     repack.resize((kFastScanBlock + *std::max_element(perList.begin(), perList.end())) * cb);
   }
@@ -420,10 +469,10 @@ void IvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
   std::vector<size_t> oldSizes(p.nlist);
   for (size_t l = 0; l < p.nlist; ++l) oldSizes[l] = s.lists[l].size();
   for (size_t i = 0; i < count; ++i) {
-    IvfPqList& list = s.lists[assigned.ids[i]];
+    IvfPqList& list = s.lists[st.lists[i]];
     list.ids.push_back(ids[i]);
     list.rows.push_back(static_cast<uint32_t>(oldCount + i));
-    if (p.nbits == 8) list.codes.insert(list.codes.end(), codes.begin() + i * cb, codes.begin() + (i + 1) * cb);
+    if (p.nbits == 8) list.codes.insert(list.codes.end(), codes + i * cb, codes + (i + 1) * cb);
   }
   if (p.nbits == 4) {
     // Re-pack from the first block this add touched (a partial last block gains codes).
@@ -440,11 +489,25 @@ void IvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
     }
   }
   if (p.refine == RefineStorage::F32) s.refineF32.insert(s.refineF32.end(), data, data + count * p.dim);
-  if (p.refine == RefineStorage::F16) s.refineF16.insert(s.refineF16.end(), halves.begin(), halves.end());
+  if (p.refine == RefineStorage::F16) s.refineF16.insert(s.refineF16.end(), st.halves.begin(), st.halves.end());
   s.count = newCount;
   s.idMapBytes.store(s.rowOfId.size() * (sizeof(uint64_t) + sizeof(uint32_t) + 2 * sizeof(void*)) +
                          s.rowOfId.bucket_count() * sizeof(void*),
                      std::memory_order_relaxed);
+  lock.unlock();
+  st.writeLock.unlock();
+}
+
+IvfPqModel IvfPqIndex::model() const {
+  const Impl& s = *impl_;
+  std::shared_lock<std::shared_mutex> lock(s.mutex);
+  if (!s.trained) throw Error(ErrorCode::NotTrained, "The index must be trained before its model is read");
+  IvfPqModel model;
+  model.centroids = s.centroids;
+  model.rotatedCentroids = s.rotatedCentroids;
+  model.codebooks = s.pq.centroids();
+  model.rotation = s.pq.rotation();
+  return model;
 }
 
 SearchOutput IvfPqIndex::search(const float* queries, size_t queryCount, const IvfPqSearchParams& params) const {

@@ -50,6 +50,15 @@ struct IvfPqSearchParams {
   size_t allowWords = 0;
 };
 
+// The trained quantizers, copied out for a mirror of the index on another device (the GPU
+// index keeps its lists in device memory and scores them with these).
+struct IvfPqModel {
+  std::vector<float> centroids;         // nlist × dim (unit norm for ip / cosine)
+  std::vector<float> rotatedCentroids;  // nlist × dim: R·c (c itself without opq)
+  std::vector<float> codebooks;         // m × 2^nbits × dim / m
+  std::vector<float> rotation;          // dim × dim, row-major; empty without opq
+};
+
 struct IvfPqMemory {
   size_t codes = 0;       // PQ codes (both layouts where kept), list capacity included
   size_t ids = 0;         // per-list ids and row numbers
@@ -76,6 +85,18 @@ class IvfPqIndex {
   // Error(NotTrained) before train.
   void add(const uint64_t* ids, const float* vectors, size_t count);
 
+  // add() in two phases, for a mirror that must take the same vectors or none (the GPU
+  // index): prepareAdd validates, assigns and encodes without changing the index and holds
+  // the writer lock (other adds wait) until the PendingAdd is committed or destroyed;
+  // commitAdd publishes it. `vectors` must outlive the PendingAdd. Dropping a PendingAdd
+  // leaves the index as it was.
+  class PendingAdd;
+  std::unique_ptr<PendingAdd> prepareAdd(const uint64_t* ids, const float* vectors, size_t count);
+  void commitAdd(PendingAdd& pending);
+
+  // Throws Error(NotTrained) before train.
+  IvfPqModel model() const;
+
   // Batched search: queries are grouped by list, so each probed list is scanned once per
   // batch. Throws Error(NotTrained) before train.
   SearchOutput search(const float* queries, size_t queryCount, const IvfPqSearchParams& params) const;
@@ -86,6 +107,28 @@ class IvfPqIndex {
 
  private:
   std::unique_ptr<Impl> impl_;
+};
+
+// What a prepared add will append: row numbers firstRow() .. firstRow() + count() - 1, in
+// the order given, each to list lists()[i] with the plain-layout code at codes() + i ×
+// codeBytes (ProductQuantizer::codeBytes). prepared(): the vectors as stored (normalised
+// for cosine).
+class IvfPqIndex::PendingAdd {
+ public:
+  ~PendingAdd();
+  size_t firstRow() const;
+  size_t count() const;
+  const uint64_t* ids() const;
+  const uint32_t* lists() const;
+  const uint8_t* codes() const;
+  const float* prepared() const;
+
+  struct State;
+  explicit PendingAdd(std::unique_ptr<State> state);
+
+ private:
+  friend class IvfPqIndex;
+  std::unique_ptr<State> state_;
 };
 
 }  // namespace ebrix

@@ -362,3 +362,62 @@ TEST_CASE("ivfpq.add_while_searching") {
   writer.join();
   CHECK(index.size() == f.n);
 }
+
+TEST_CASE("ivfpq.two_phase_add") {
+  // prepareAdd / commitAdd (the GPU index's way in) give what add gives; a dropped pending
+  // add leaves the index unchanged and lets the next add through.
+  Fixture f;
+  IvfPqParams p;
+  p.dim = f.dim;
+  p.metric = Metric::InnerProduct;
+  p.nlist = f.nlist;
+  p.m = 8;
+  p.refine = RefineStorage::F16;
+  IvfPqTrainParams tp;
+  tp.seed = 3;
+  tp.maxIterations = 6;
+  IvfPqIndex plain(p, simd::defaultLevel(), 2), phased(p, simd::defaultLevel(), 2);
+  CHECK_THROWS_CODE(phased.model(), ErrorCode::NotTrained);
+  CHECK_THROWS_CODE(phased.prepareAdd(f.ids.data(), f.data.data(), 1), ErrorCode::NotTrained);
+  plain.train(f.data.data(), f.n, tp);
+  phased.train(f.data.data(), f.n, tp);
+  plain.add(f.ids.data(), f.data.data(), f.n);
+  {
+    auto dropped = phased.prepareAdd(f.ids.data(), f.data.data(), 100);
+    CHECK(dropped->count() == 100);
+    CHECK(dropped->firstRow() == 0);
+  }
+  CHECK(phased.size() == 0);
+  const size_t half = f.n / 2;
+  auto first = phased.prepareAdd(f.ids.data(), f.data.data(), half);
+  phased.commitAdd(*first);
+  CHECK_THROWS_CODE(phased.commitAdd(*first), ErrorCode::InvalidArgument);
+  auto second = phased.prepareAdd(f.ids.data() + half, f.data.data() + half * f.dim, f.n - half);
+  CHECK(second->firstRow() == half);
+  // The pending add's lists and codes are those the index scores: the list is the nearest
+  // centroid of the model, and the code decodes near the residual.
+  const IvfPqModel model = phased.model();
+  CHECK(model.centroids.size() == f.nlist * f.dim);
+  CHECK(model.codebooks.size() == p.m * 256 * (f.dim / p.m));
+  CHECK(model.rotation.empty());
+  for (size_t i = 0; i < 20; ++i) {
+    const float* x = second->prepared() + i * f.dim;
+    size_t best = 0;
+    float bestScore = -1e30f;
+    for (size_t l = 0; l < f.nlist; ++l) {
+      float s = 0.f;
+      for (size_t d = 0; d < f.dim; ++d) s += x[d] * model.centroids[l * f.dim + d];
+      if (s > bestScore) bestScore = s, best = l;
+    }
+    CHECK(second->lists()[i] == best);
+  }
+  phased.commitAdd(*second);
+  CHECK(phased.size() == f.n);
+  IvfPqSearchParams sp;
+  sp.k = f.k;
+  sp.nprobe = 4;
+  const SearchOutput a = plain.search(f.queries.data(), f.nq, sp);
+  const SearchOutput b = phased.search(f.queries.data(), f.nq, sp);
+  CHECK(a.ids == b.ids);
+  CHECK(a.scores == b.scores);
+}
