@@ -136,9 +136,25 @@ export interface NativeGpuFlatIndex {
   dispose(): void;
 }
 
+/** The GPU IVF-PQ index: NativeIvfPqIndex's methods; memory() adds hostBytes and deviceBytes. */
+export interface NativeGpuIvfPqIndex extends NativeIvfPqIndex {
+  memory(): ReturnType<NativeIvfPqIndex['memory']> & { hostBytes: number; deviceBytes: number };
+}
+
 export interface NativeCudaAddon {
   probeDevice(device?: number): NativeDeviceInfo;
   GpuFlatIndex: new (dim: number, metric: string, storage: string, device: number) => NativeGpuFlatIndex;
+  GpuIvfPqIndex: new (
+    dim: number,
+    metric: string,
+    nlist: number,
+    m: number,
+    nbits: number,
+    opq: boolean,
+    refine: string,
+    device: number,
+    threads: number,
+  ) => NativeGpuIvfPqIndex;
 }
 
 const require = createRequire(import.meta.url);

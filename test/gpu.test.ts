@@ -13,7 +13,9 @@ import {
   FlatIndex,
   InvalidArgumentError,
   InvalidVectorError,
+  IvfPqIndex,
   NO_ID,
+  NotTrainedError,
   gpuInfo,
   type Metric,
   type SearchResult,
@@ -21,6 +23,7 @@ import {
 } from '../lib/index.js';
 import {
   bruteForce,
+  clustered,
   expectRowMatches,
   makeIds,
   randomVectors,
@@ -429,3 +432,129 @@ describe.skipIf(!info.available)('FlatIndex on the GPU', () => {
 function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+describe('IvfPqIndex without a usable GPU', () => {
+  it("falls back to the CPU under device 'auto', saying why; 'cuda' is EBRIX_DEVICE_UNAVAILABLE", async () => {
+    const dim = 16;
+    const data = clustered(600, dim, 8, 41);
+    using index = withCudaAddon(noAddon, () => new IvfPqIndex({ dim, metric: 'l2', nlist: 4, m: 4, refine: 'f32', device: 'auto' }));
+    expect(index.device).toBe('cpu');
+    expect(index.deviceReason).toBe(`cannot load ${noAddon} (from EBRIX_CUDA_ADDON): no such file`);
+    await index.train(data);
+    await index.add(makeIds(600), data);
+    expect((await index.search(data.subarray(0, dim), 1, { nprobe: 4 })).row(0).ids[0]).toBe(makeIds(1)[0]);
+    const memory = index.memoryUsage();
+    expect(memory.deviceBytes).toBe(0);
+    expect(memory.hostBytes).toBe(memory.bytes);
+    withCudaAddon(noAddon, () => {
+      expect(() => new IvfPqIndex({ dim, nlist: 4, m: 4, device: 'cuda' })).toThrow(DeviceUnavailableError);
+    });
+    expect(() => new IvfPqIndex({ dim, nlist: 4, m: 4, device: 'cuda', simd: 'scalar' })).toThrow(InvalidArgumentError);
+    expect(() => new IvfPqIndex({ dim, nlist: 4, m: 4, device: 'gpu' as never })).toThrow(InvalidArgumentError);
+  });
+});
+
+describe.skipIf(!info.available)('IvfPqIndex on the GPU', () => {
+  const dim = 32;
+  const n = 6000;
+  const nq = 50;
+  const data = clustered(n, dim, 24, 51);
+  const queries = clustered(nq, dim, 24, 52);
+  const ids = makeIds(n);
+
+  /** Mean recall@k of `result` against exact search of `metric`. */
+  function recall(metric: Metric, result: SearchResult, k: number, allowed?: (row: number) => boolean): number {
+    const rows = allowed === undefined ? null : [...Array(n).keys()].filter(allowed);
+    const subset = rows === null ? data : Float32Array.from(rows.flatMap((r) => [...data.subarray(r * dim, (r + 1) * dim)]));
+    const subsetIds = rows === null ? ids : rows.map((r) => ids[r]!);
+    let hits = 0;
+    for (let q = 0; q < nq; q++) {
+      const truth = new Set(bruteForce(metric, subset, subsetIds, queries.subarray(q * dim, (q + 1) * dim), dim).slice(0, k).map((t) => t.id));
+      for (const id of result.row(q).ids) if (truth.has(id)) hits++;
+    }
+    return hits / (nq * k);
+  }
+
+  async function pair(options: ConstructorParameters<typeof IvfPqIndex>[0]): Promise<[IvfPqIndex, IvfPqIndex]> {
+    const gpu = new IvfPqIndex({ ...options, device: 'cuda' });
+    const cpu = new IvfPqIndex({ ...options, device: 'cpu' });
+    for (const index of [gpu, cpu]) {
+      await index.train(data, { seed: 7, maxIterations: 10 });
+      await index.add(ids.slice(0, 2500), data.subarray(0, 2500 * dim));
+      await index.add(ids.slice(2500), data.subarray(2500 * dim));
+    }
+    return [gpu, cpu];
+  }
+
+  it('reaches the recall of the CPU index for the same parameters, for every metric, nbits and refine', async () => {
+    for (const metric of METRICS) {
+      for (const nbits of [8, 4] as const) {
+        for (const refine of ['none', 'f16', 'f32'] as const) {
+          const [gpu, cpu] = await pair({ dim, metric, nlist: 32, m: 8, nbits, refine, opq: nbits === 4 && refine === 'f16' });
+          try {
+            expect(gpu.device).toBe('cuda');
+            expect(gpu.size).toBe(n);
+            for (const nprobe of [2, 8]) {
+              const g = await gpu.search(queries, 10, { nprobe });
+              const c = await cpu.search(queries, 10, { nprobe });
+              const label = `${metric} nbits ${nbits} refine ${refine} nprobe ${nprobe}`;
+              expect(recall(metric, g, 10), label).toBeGreaterThanOrEqual(recall(metric, c, 10) - 0.03);
+              for (let q = 0; q < nq; q++) {
+                const scores = g.row(q).scores;
+                for (let i = 1; i < scores.length; i++) expect(scores[i]!, label).toBeLessThanOrEqual(scores[i - 1]!);
+              }
+            }
+            if (refine === 'f32') {
+              // Every list probed, exact re-rank: near exact search.
+              expect(recall(metric, await gpu.search(queries, 10, { nprobe: 32, refineFactor: 8 }), 10)).toBeGreaterThanOrEqual(0.99);
+            }
+          } finally {
+            gpu.dispose();
+            cpu.dispose();
+          }
+        }
+      }
+    }
+  }, 120_000);
+
+  it('returns only allowed rows, keeps its memory on the device, and validates like the CPU index', async () => {
+    using index = new IvfPqIndex({ dim, metric: 'l2', nlist: 16, m: 8, refine: 'f32', device: 'cuda' });
+    await expect(index.search(queries, 10)).rejects.toThrow(NotTrainedError);
+    await index.train(data);
+    await index.add(ids, data);
+    const allowed = (row: number) => row % 7 === 0;
+    const allow = new Uint32Array(Math.ceil(n / 32));
+    for (let r = 0; r < n; r++) if (allowed(r)) allow[r >> 5]! |= 1 << (r & 31);
+    const result = await index.search(queries, 10, { nprobe: 16, allow });
+    const allowedIds = new Set(ids.filter((_, r) => allowed(r)));
+    for (let q = 0; q < nq; q++) for (const id of result.row(q).ids) expect(allowedIds.has(id)).toBe(true);
+    expect(recall('l2', result, 10, allowed)).toBeGreaterThanOrEqual(0.95);
+    const memory = index.memoryUsage();
+    expect(memory.deviceBytes).toBeGreaterThan(n * (8 + dim * 4));
+    expect(memory.bytes).toBe(memory.hostBytes + memory.deviceBytes);
+    await expect(index.search(queries, 600, { refineFactor: 4 })).rejects.toThrow(InvalidArgumentError);
+    await expect(index.add([ids[0]!], data.subarray(0, dim))).rejects.toThrow(DuplicateIdError);
+    const bad = data.slice(0, dim);
+    bad[3] = Number.NaN;
+    await expect(index.add([123456789n], bad)).rejects.toThrow(InvalidVectorError);
+    await expect(index.search(data.subarray(0, dim - 1), 1)).rejects.toThrow(DimensionMismatchError);
+    expect(index.size).toBe(n);
+  });
+
+  it('serves searches while adds run, each seeing whole batches', async () => {
+    using index = new IvfPqIndex({ dim, nlist: 16, m: 8, nbits: 4, device: 'cuda' });
+    await index.train(data);
+    const batches = 6;
+    const per = n / batches;
+    const searches: Promise<SearchResult>[] = [];
+    for (let b = 0; b < batches; b++) {
+      searches.push(index.search(queries, 5, { nprobe: 16 }));
+      await index.add(ids.slice(b * per, (b + 1) * per), data.subarray(b * per * dim, (b + 1) * per * dim));
+    }
+    const known = new Set(ids);
+    for (const result of await Promise.all(searches)) {
+      for (let q = 0; q < nq; q++) for (const id of result.row(q).ids) expect(id === NO_ID || known.has(id)).toBe(true);
+    }
+    expect(index.size).toBe(n);
+  });
+});

@@ -7,12 +7,17 @@
  *
  * Scores are those of FlatIndex (higher is better; ip, cosine, l2 as -|q - x|^2), estimated
  * from the codes unless refine vectors are kept.
+ *
+ * With device 'cuda' the lists, ids and refine vectors are also kept in GPU memory and
+ * searched there (one block per query and probed list, lookup tables in shared memory); the
+ * index trains and encodes on the CPU, where a twin of the lists stays.
  */
-import { DisposedError, awaitNative, callNative } from '../errors.js';
+import { DeviceUnavailableError, DisposedError, InvalidArgumentError, awaitNative, callNative } from '../errors.js';
+import { gpuInfo, requireCuda } from '../gpu.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
 import { native, type NativeIvfPqIndex } from '../native.js';
 import { invalid, requireNonNegativeInteger, requireOneOf, requirePositiveInteger } from '../validate.js';
-import { METRICS, type Metric } from './flat.js';
+import { DEVICE_PREFERENCES, METRICS, type Device, type DevicePreference, type Metric } from './flat.js';
 import { type Ids } from './ids.js';
 import { SearchResult } from './search-result.js';
 import { toAddArgs, toMatrix, type Vectors } from './vectors.js';
@@ -38,8 +43,14 @@ export interface IvfPqIndexOptions {
   refine?: IvfPqRefine;
   /** Native threads a search or train may use (default: all hardware threads). */
   threads?: number;
-  /** Force a SIMD level (default: `EBRIX_SIMD`, else the best supported). */
+  /** Force a SIMD level (default: `EBRIX_SIMD`, else the best supported). Not with device 'cuda'. */
   simd?: SimdLevel;
+  /**
+   * 'cpu' (default); 'cuda': search on the GPU (EBRIX_DEVICE_UNAVAILABLE when none is usable,
+   * see `gpuInfo()`), where k, k × refineFactor (with refine vectors) and nprobe are at most
+   * 2048; 'auto': the GPU when usable, else the CPU, with the reason in `deviceReason`.
+   */
+  device?: DevicePreference;
 }
 
 export interface IvfPqTrainOptions {
@@ -75,6 +86,10 @@ export interface IvfPqMemoryUsage {
   refine: number;
   /** The id → row map (estimated). */
   idMap: number;
+  /** Host memory: the parts above (on the GPU, those of the CPU twin). */
+  hostBytes: number;
+  /** GPU memory: lists, ids, refine vectors, centroids and codebooks; 0 on the CPU. */
+  deviceBytes: number;
 }
 
 const MAX_THREADS = 4096;
@@ -101,6 +116,10 @@ export class IvfPqIndex implements Disposable {
   readonly nbits: 4 | 8;
   readonly opq: boolean;
   readonly refine: IvfPqRefine;
+  /** Where searches run. */
+  readonly device: Device;
+  /** Why device 'auto' chose the CPU; empty otherwise. */
+  readonly deviceReason: string;
   #native: NativeIvfPqIndex | undefined;
 
   constructor(options: IvfPqIndexOptions) {
@@ -119,10 +138,38 @@ export class IvfPqIndex implements Disposable {
     this.refine = requireOneOf(options.refine ?? 'none', IVFPQ_REFINES, 'refine');
     const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'threads', MAX_THREADS);
     const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'simd');
-    const Native = native().IvfPqIndex;
-    this.#native = callNative(
-      () => new Native(this.dim, this.metric, this.nlist, this.m, this.nbits, this.opq, this.refine, simd, threads),
-    );
+    const device = requireOneOf(options.device ?? 'cpu', DEVICE_PREFERENCES, 'device');
+    if (device === 'cuda' && simd !== undefined) {
+      throw new InvalidArgumentError(`The simd option applies to the CPU only and cannot be combined with device 'cuda'`);
+    }
+    let reason = '';
+    if (device !== 'cpu') {
+      const info = gpuInfo();
+      if (!info.available) {
+        if (device === 'cuda') throw new DeviceUnavailableError(`No usable GPU: ${info.reason}`);
+        reason = info.reason;
+      } else {
+        const { GpuIvfPqIndex } = requireCuda();
+        try {
+          this.#native = callNative(
+            () =>
+              new GpuIvfPqIndex(this.dim, this.metric, this.nlist, this.m, this.nbits, this.opq, this.refine, info.device, threads),
+          );
+        } catch (error) {
+          // As FlatIndex: a device that passed the probe and still refuses means the CPU for 'auto'.
+          if (device === 'cuda' || !(error instanceof DeviceUnavailableError)) throw error;
+          reason = error.message;
+        }
+      }
+    }
+    this.device = this.#native === undefined ? 'cpu' : 'cuda';
+    this.deviceReason = reason;
+    if (this.#native === undefined) {
+      const Native = native().IvfPqIndex;
+      this.#native = callNative(
+        () => new Native(this.dim, this.metric, this.nlist, this.m, this.nbits, this.opq, this.refine, simd, threads),
+      );
+    }
   }
 
   /** Whether train() has completed. */
@@ -215,10 +262,13 @@ export class IvfPqIndex implements Disposable {
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
 
-  /** Bytes of native memory held, by part. */
+  /** Bytes of native memory held, by part, and split between host and device. */
   memoryUsage(): IvfPqMemoryUsage {
     const live = this.#live();
-    return callNative(() => live.memory());
+    const parts = callNative(() => live.memory());
+    const deviceBytes = 'deviceBytes' in parts ? (parts.deviceBytes as number) : 0;
+    const hostBytes = 'hostBytes' in parts ? (parts.hostBytes as number) : parts.bytes;
+    return { ...parts, hostBytes, deviceBytes, bytes: hostBytes + deviceBytes };
   }
 
   /** Releases the native memory; work in flight finishes first. Idempotent. */

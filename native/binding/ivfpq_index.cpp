@@ -1,281 +1,40 @@
-// JavaScript class IvfPqIndex over ebrix::IvfPqIndex. lib/index/ivfpq.ts validates and
-// normalises arguments; this layer re-checks what memory safety depends on (types, lengths)
-// and copies inputs on the main thread before any work leaves it, as flat_index.cpp does.
+// JavaScript class IvfPqIndex over ebrix::IvfPqIndex (the CPU index); the class itself is
+// ivfpq_wrap.h's, shared with the CUDA addon's GpuIvfPqIndex.
 #include "ivfpq_index.h"
 
-#include <algorithm>
-#include <memory>
-#include <string>
-#include <vector>
-
-#include "../core/ivfpq.h"
 #include "../core/simd/dispatch.h"
-#include "args.h"
-#include "errors.h"
-#include "index_args.h"
-#include "search_output.h"
+#include "ivfpq_wrap.h"
 
 namespace ebrix::binding {
 namespace {
 
-class TrainWorker : public PromiseWorker {
- public:
-  // Progress reaches JS through a thread-safe function (non-blocking calls, throttled to
-  // steps of 1%); the promise may settle before the last of them is delivered, so
-  // lib/index/ivfpq.ts reports completion itself.
-  TrainWorker(Napi::Env env, std::shared_ptr<IvfPqIndex> index, Napi::Float32Array vectors, size_t count,
-              IvfPqTrainParams params, const Napi::Value& progress)
-      : PromiseWorker(env),
-        index_(std::move(index)),
-        vectors_(vectors.Data(), vectors.Data() + vectors.ElementLength()),
-        count_(count),
-        params_(std::move(params)) {
-    if (progress.IsFunction()) {
-      progress_ = Napi::ThreadSafeFunction::New(env, progress.As<Napi::Function>(), "ebrix.IvfPqIndex.train", 0, 1);
-      hasProgress_ = true;
-    }
-  }
-  ~TrainWorker() override {
-    if (hasProgress_) progress_.Release();
-  }
-
- protected:
-  void Run() override {
-    if (hasProgress_) {
-      params_.progress = [this](double fraction) {
-        if (fraction < lastSent_ + 0.01 && fraction < 1.0) return;
-        lastSent_ = fraction;
-        progress_.NonBlockingCall(new double(fraction), [](Napi::Env env, Napi::Function callback, double* value) {
-          const double f = *value;
-          delete value;
-          if (env == nullptr || callback.IsEmpty()) return;  // the environment is shutting down
-          try {
-            callback.Call({Napi::Number::New(env, f)});
-          } catch (const Napi::Error&) {
-            // A throwing progress callback does not stop training; its error is dropped.
-          }
-        });
-      };
-    }
-    index_->train(vectors_.data(), count_, params_);
-  }
-  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
-
- private:
-  std::shared_ptr<IvfPqIndex> index_;
-  std::vector<float> vectors_;
-  size_t count_;
-  IvfPqTrainParams params_;
-  Napi::ThreadSafeFunction progress_;
-  bool hasProgress_ = false;
-  double lastSent_ = -1.0;
-};
-
-class SearchWorker : public PromiseWorker {
- public:
-  SearchWorker(Napi::Env env, std::shared_ptr<IvfPqIndex> index, Napi::Float32Array queries, size_t count,
-               IvfPqSearchParams params, AllowArg allow)
-      : PromiseWorker(env),
-        index_(std::move(index)),
-        queries_(queries.Data(), queries.Data() + queries.ElementLength()),
-        count_(count),
-        params_(params),
-        allow_(std::move(allow)) {}
-
- protected:
-  void Run() override {
-    params_.allowBits = allow_.bits();
-    params_.allowWords = allow_.words();
-    out_ = index_->search(queries_.data(), count_, params_);
-  }
-  Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
-
- private:
-  std::shared_ptr<IvfPqIndex> index_;
-  std::vector<float> queries_;
-  size_t count_;
-  IvfPqSearchParams params_;
-  AllowArg allow_;
-  SearchOutput out_;
-};
-
-class IvfPqIndexWrap : public Napi::ObjectWrap<IvfPqIndexWrap> {
- public:
-  static Napi::Function define(Napi::Env env) {
-    return DefineClass(env, "IvfPqIndex",
-                       {
-                           InstanceMethod<&IvfPqIndexWrap::trainAsync>("trainAsync"),
-                           InstanceMethod<&IvfPqIndexWrap::add>("add"),
-                           InstanceMethod<&IvfPqIndexWrap::addAsync>("addAsync"),
-                           InstanceMethod<&IvfPqIndexWrap::search>("search"),
-                           InstanceMethod<&IvfPqIndexWrap::searchAsync>("searchAsync"),
-                           InstanceMethod<&IvfPqIndexWrap::trained>("trained"),
-                           InstanceMethod<&IvfPqIndexWrap::size>("size"),
-                           InstanceMethod<&IvfPqIndexWrap::memory>("memory"),
-                           InstanceMethod<&IvfPqIndexWrap::dispose>("dispose"),
-                       });
-  }
-
-  // new IvfPqIndex(dim, metric, nlist, m, nbits, opq, refine, simd | undefined, threads)
-  explicit IvfPqIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<IvfPqIndexWrap>(info) {
-    Napi::Env env = info.Env();
-    EBRIX_BOUNDARY(env, {
-      IvfPqParams params;
-      params.dim = requireCount(info[0], "dim");
-      if (!info[1].IsString()) throwInvalid(env, "Expected a string for metric");
-      const std::string metricName = info[1].As<Napi::String>().Utf8Value();
-      if (!parseMetric(metricName, &params.metric)) {
-        throwInvalid(env, "Expected 'ip', 'cosine' or 'l2' for metric but received " + metricName);
+struct CpuIvfPq {
+  using Index = IvfPqIndex;
+  static constexpr const char* kName = "IvfPqIndex";
+  // Argument 7: a SIMD level name, or undefined for the default.
+  static std::shared_ptr<IvfPqIndex> create(Napi::Env env, const IvfPqParams& params, const Napi::Value& simdArg,
+                                            unsigned threads) {
+    simd::Level level = simd::defaultLevel();
+    if (simdArg.IsString()) {
+      const std::string name = simdArg.As<Napi::String>().Utf8Value();
+      if (!simd::parseLevel(name, &level)) {
+        throwInvalid(env, "Expected 'scalar', 'avx2', 'avx512' or 'neon' for simd but received " + name);
       }
-      params.nlist = requireCount(info[2], "nlist");
-      params.m = requireCount(info[3], "m");
-      params.nbits = static_cast<unsigned>(std::min<size_t>(requireCount(info[4], "nbits"), 64));
-      if (!info[5].IsBoolean()) throwInvalid(env, "Expected a boolean for opq");
-      params.opq = info[5].As<Napi::Boolean>().Value();
-      const std::string refine = info[6].IsString() ? info[6].As<Napi::String>().Utf8Value() : std::string("(not a string)");
-      if (refine == "none") params.refine = RefineStorage::None;
-      else if (refine == "f16") params.refine = RefineStorage::F16;
-      else if (refine == "f32") params.refine = RefineStorage::F32;
-      else throwInvalid(env, "Expected 'none', 'f16' or 'f32' for refine but received " + refine);
-      simd::Level level;
-      if (info[7].IsString()) {
-        const std::string name = info[7].As<Napi::String>().Utf8Value();
-        if (!simd::parseLevel(name, &level)) {
-          throwInvalid(env, "Expected 'scalar', 'avx2', 'avx512' or 'neon' for simd but received " + name);
-        }
-      } else {
-        level = simd::defaultLevel();
-      }
-      const unsigned threads = static_cast<unsigned>(std::min<size_t>(requireCount(info[8], "threads"), 4096));
-      index_ = std::make_shared<IvfPqIndex>(params, level, threads);
-    })
-  }
-
- private:
-  std::shared_ptr<IvfPqIndex> live(Napi::Env env) {
-    if (!index_) throw makeError(env, {"EBRIX_DISPOSED", "The index has been disposed"});
-    return index_;
-  }
-
-  // trainAsync(vectors, seed, maxIterations, progress | undefined)
-  Napi::Value trainAsync(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    EBRIX_BOUNDARY(env, {
-      auto index = live(env);
-      auto vectors = requireFloat32(info[0], "vectors");
-      const size_t dim = index->params().dim;
-      if (vectors.ElementLength() % dim != 0) {
-        throw makeError(env, {"EBRIX_DIM_MISMATCH", "Expected a multiple of dim " + std::to_string(dim) +
-                                                        " floats for vectors but received " +
-                                                        std::to_string(vectors.ElementLength())});
-      }
-      IvfPqTrainParams params;
-      params.seed = static_cast<uint64_t>(requireCount(info[1], "seed"));
-      params.maxIterations = requireCount(info[2], "maxIterations");
-      const Napi::Value progress = info.Length() > 3 ? info[3] : env.Undefined();
-      if (!progress.IsUndefined() && !progress.IsFunction()) throwInvalid(env, "Expected a function for onProgress");
-      return (new TrainWorker(env, index, vectors, vectors.ElementLength() / dim, std::move(params), progress))->Start();
-    })
-  }
-
-  struct SearchArgs {
-    Napi::Float32Array queries;
-    size_t count;
-    IvfPqSearchParams params;
-    AllowArg allow;
-  };
-
-  // search(queries, k, nprobe, refineFactor, threads, allow | undefined)
-  SearchArgs parseSearch(const Napi::CallbackInfo& info, const IvfPqIndex& index) {
-    Napi::Env env = info.Env();
-    SearchArgs args{requireFloat32(info[0], "queries"), 0, IvfPqSearchParams{}, AllowArg::parse(info[5], "allow")};
-    args.params.k = requireCount(info[1], "k");
-    args.params.nprobe = requireCount(info[2], "nprobe");
-    args.params.refineFactor = requireCount(info[3], "refineFactor");
-    args.params.threads = static_cast<unsigned>(std::min<size_t>(requireCount(info[4], "threads"), 4096));
-    args.count = requireQueryRows(args.queries, index.params().dim);
-    if (args.params.k == 0 || args.params.k > kMaxResultEntries / args.count) {
-      throwInvalid(env, "Expected k from 1 to " + std::to_string(kMaxResultEntries / args.count) + " for " +
-                            std::to_string(args.count) + " queries but received " + std::to_string(args.params.k));
     }
-    // k × refineFactor candidates are held per query (and per thread): keep that bounded.
-    if (args.params.refineFactor == 0 || args.params.refineFactor > kMaxResultEntries / args.params.k) {
-      throwInvalid(env, "Expected refineFactor from 1 to " + std::to_string(kMaxResultEntries / args.params.k) +
-                            " but received " + std::to_string(args.params.refineFactor));
-    }
-    return args;
-  }
-
-  Napi::Value add(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    EBRIX_BOUNDARY(env, {
-      auto index = live(env);
-      const AddArgs args = parseAdd(info, index->params().dim);
-      index->add(args.ids.Data(), args.vectors.Data(), args.count);
-      return env.Undefined();
-    })
-  }
-
-  Napi::Value addAsync(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    EBRIX_BOUNDARY(env, {
-      auto index = live(env);
-      return (new AddWorker<IvfPqIndex>(env, index, parseAdd(info, index->params().dim)))->Start();
-    })
-  }
-
-  Napi::Value search(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    EBRIX_BOUNDARY(env, {
-      auto index = live(env);
-      SearchArgs args = parseSearch(info, *index);
-      args.params.allowBits = args.allow.bits();
-      args.params.allowWords = args.allow.words();
-      return searchResultObject(env, index->search(args.queries.Data(), args.count, args.params));
-    })
-  }
-
-  Napi::Value searchAsync(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    EBRIX_BOUNDARY(env, {
-      auto index = live(env);
-      SearchArgs args = parseSearch(info, *index);
-      return (new SearchWorker(env, index, args.queries, args.count, args.params, std::move(args.allow)))->Start();
-    })
-  }
-
-  Napi::Value trained(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), live(info.Env())->trained());
-  }
-  Napi::Value size(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->size()));
+    return std::make_shared<IvfPqIndex>(params, level, threads);
   }
   // { bytes, codes, ids, centroids, refine, idMap }
-  Napi::Value memory(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    const IvfPqMemory mem = live(env)->memory();
+  static Napi::Value memory(Napi::Env env, const IvfPqIndex& index) {
     Napi::Object out = Napi::Object::New(env);
-    out.Set("bytes", Napi::Number::New(env, static_cast<double>(mem.total())));
-    out.Set("codes", Napi::Number::New(env, static_cast<double>(mem.codes)));
-    out.Set("ids", Napi::Number::New(env, static_cast<double>(mem.ids)));
-    out.Set("centroids", Napi::Number::New(env, static_cast<double>(mem.centroids)));
-    out.Set("refine", Napi::Number::New(env, static_cast<double>(mem.refine)));
-    out.Set("idMap", Napi::Number::New(env, static_cast<double>(mem.idMap)));
+    setIvfPqMemory(env, index.memory(), out);
     return out;
   }
-  // Drops this handle's reference; work in flight keeps the index until it ends.
-  Napi::Value dispose(const Napi::CallbackInfo& info) {
-    index_.reset();
-    return info.Env().Undefined();
-  }
-
-  std::shared_ptr<IvfPqIndex> index_;
 };
 
 }  // namespace
 
 void initIvfPqIndex(Napi::Env env, Napi::Object exports) {
-  exports.Set("IvfPqIndex", IvfPqIndexWrap::define(env));
+  exports.Set(CpuIvfPq::kName, IvfPqWrap<CpuIvfPq>::define(env));
 }
 
 }  // namespace ebrix::binding

@@ -5,6 +5,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "cuda_util.h"
+#include "kernel_common.cuh"
 #include "select.cuh"
 
 #include <mutex>
@@ -12,22 +14,6 @@
 
 namespace ebrix::gpu {
 namespace {
-
-// A kernel's dynamic shared-memory limit is a process-wide attribute of the function: two
-// threads setting different limits and launching could each launch under the other's
-// limit. Setting and launching happen under one lock (a launch only enqueues).
-std::mutex& launchMutex() {
-  static std::mutex mutex;
-  return mutex;
-}
-
-template <typename Kernel, typename Params>
-void launchWithShared(Kernel kernel, dim3 grid, dim3 block, size_t shared, cudaStream_t stream, const Params& params) {
-  std::lock_guard<std::mutex> lock(launchMutex());
-  const cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared));
-  if (status != cudaSuccess) return;  // left for the caller's cudaPeekAtLastError
-  kernel<<<grid, block, shared, stream>>>(params);
-}
 
 // --- element types ---------------------------------------------------------------------
 
@@ -79,18 +65,6 @@ struct Elem<__nv_bfloat16> {
     }
   }
 };
-
-__device__ __forceinline__ bool rowAllowed(Allow allow, uint32_t row) {
-  if (allow.bits == nullptr) return true;
-  const uint32_t word = row >> 5;
-  return word < allow.words && ((__ldg(allow.bits + word) >> (row & 31)) & 1u);
-}
-
-__device__ __forceinline__ float warpSum(float v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
-}
 
 // --- storing rows and queries ------------------------------------------------------------
 
@@ -150,48 +124,6 @@ void storeAny(Storage storage, const float* source, size_t count, uint32_t dim, 
 }
 
 // --- shared-memory layout of the selecting kernels ---------------------------------------
-
-struct PoolLayout {
-  char* scratchBase;
-  uint32_t scratchBytes;
-  uint32_t* keys;
-  uint32_t* rows;
-  uint32_t* counters;
-  uint32_t capacity;
-  uint32_t k;
-
-  // `pools` pools and `groups` scratch areas, carved from `base` in the order plan.cpp counts.
-  __device__ PoolLayout(char* base, uint32_t pools, uint32_t groups, uint32_t capacity_, uint32_t k_,
-                        uint32_t sortSlots)
-      : capacity(capacity_), k(k_) {
-    scratchBytes = sortSlots * 8 + 256 * 4 + 16;
-    scratchBase = base;
-    base += size_t(groups) * scratchBytes;
-    keys = reinterpret_cast<uint32_t*>(base);
-    base += size_t(pools) * capacity * 4;
-    rows = reinterpret_cast<uint32_t*>(base);
-    base += size_t(pools) * capacity * 4;
-    counters = reinterpret_cast<uint32_t*>(base);
-  }
-  __device__ Pool pool(uint32_t q) const {
-    return Pool{keys + size_t(q) * capacity, rows + size_t(q) * capacity, counters + 2 * q, counters + 2 * q + 1};
-  }
-  __device__ Scratch scratch(uint32_t g) const {
-    char* b = scratchBase + size_t(g) * scratchBytes;
-    Scratch s;
-    s.keys = reinterpret_cast<uint32_t*>(b);
-    s.rows = s.keys + k;
-    s.histogram = reinterpret_cast<uint32_t*>(b + (scratchBytes - 256 * 4 - 16));
-    s.words = s.histogram + 256;
-    return s;
-  }
-};
-
-uint32_t sortSlotsFor(size_t k) {
-  uint32_t p = 1;
-  while (p < k) p <<= 1;
-  return p;
-}
 
 // --- the fused scan ----------------------------------------------------------------------
 
@@ -953,6 +885,31 @@ void launchMergeRound(const DeviceRows& rows, const uint32_t* listKeys, const ui
 
 void launchReadProbe(const void* data, size_t bytes, float* sink, int blocks, cudaStream_t stream) {
   readProbeKernel<<<blocks, 256, 0, stream>>>(static_cast<const uint4*>(data), bytes / 16, sink);
+}
+
+// Merges per-query candidate lists into sorted results, in rounds (plan.h, mergeRounds) so
+// that a long list is cut among many warps instead of one.
+void mergeLists(const DeviceRows& rows, const uint32_t* keys, const uint32_t* rowsIn, size_t listLength,
+                size_t queries, const SearchPlan& plan, size_t k, const float* norms, bool l2, float* outScores,
+                uint64_t* outIds, cudaStream_t stream) {
+  std::unique_ptr<StreamBuffer> heldKeys, heldRows;
+  for (const size_t segments : mergeRounds(listLength, k)) {
+    std::unique_ptr<StreamBuffer> nextKeys, nextRows;
+    if (segments > 1) {
+      nextKeys = std::make_unique<StreamBuffer>(queries * segments * k * 4, stream, "cudaMallocAsync(merge)");
+      nextRows = std::make_unique<StreamBuffer>(queries * segments * k * 4, stream, "cudaMallocAsync(merge)");
+    }
+    launchMergeRound(rows, keys, rowsIn, listLength, queries, segments, plan, k,
+                     nextKeys ? nextKeys->as<uint32_t>() : nullptr, nextRows ? nextRows->as<uint32_t>() : nullptr,
+                     norms, l2, outScores, outIds, stream);
+    EBRIX_LAUNCHED("mergeRound");
+    if (segments == 1) break;
+    keys = nextKeys->as<uint32_t>();
+    rowsIn = nextRows->as<uint32_t>();
+    listLength = segments * k;
+    heldKeys = std::move(nextKeys);  // freed (stream-ordered) after the next round read them
+    heldRows = std::move(nextRows);
+  }
 }
 
 }  // namespace ebrix::gpu

@@ -71,6 +71,12 @@ void launchMergeRound(const DeviceRows& rows, const uint32_t* listKeys, const ui
                       uint32_t* partRows, const float* queryNorms, bool l2, float* outScores, uint64_t* outIds,
                       cudaStream_t stream);
 
+// Every merge round of per-query candidate lists (mergeRounds in plan.h) down to sorted
+// results, with stream-ordered scratch between rounds. Throws ebrix::Error on CUDA errors.
+void mergeLists(const DeviceRows& rows, const uint32_t* keys, const uint32_t* rowsIn, size_t listLength,
+                size_t queries, const SearchPlan& plan, size_t k, const float* norms, bool l2, float* outScores,
+                uint64_t* outIds, cudaStream_t stream);
+
 // Sums `bytes` of device memory with 16-byte loads (the read-bandwidth probe of the check).
 void launchReadProbe(const void* data, size_t bytes, float* sink, int blocks, cudaStream_t stream);
 

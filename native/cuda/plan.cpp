@@ -123,6 +123,25 @@ SearchPlan planSearch(const PlanInput& in) {
   return plan;
 }
 
+IvfPqScanPlan planIvfPqScan(size_t dim, size_t m, unsigned nbits, size_t k, size_t sharedPerBlock) {
+  if (k == 0 || k > 2048) {
+    throw Error(ErrorCode::InvalidArgument, "GPU IVF-PQ search needs k (× refineFactor with refine vectors) in [1, 2048], got " +
+                                                std::to_string(k));
+  }
+  IvfPqScanPlan plan;
+  plan.poolCapacity = poolCapacityFor(k, kIvfPqThreads);
+  plan.poolBytes = roundUp(poolSharedBytes(1, plan.poolCapacity, k, false), 16);
+  plan.sharedBytes = plan.poolBytes + (m * (size_t(1) << nbits) + dim) * sizeof(float);
+  if (plan.sharedBytes > sharedPerBlock) {
+    throw Error(ErrorCode::InvalidArgument,
+                "GPU IVF-PQ search: the lookup table (m = " + std::to_string(m) + ", nbits = " + std::to_string(nbits) +
+                    "), the query (dim = " + std::to_string(dim) + ") and a pool for k = " + std::to_string(k) + " need " +
+                    std::to_string(plan.sharedBytes) + " bytes of shared memory; a block has " +
+                    std::to_string(sharedPerBlock));
+  }
+  return plan;
+}
+
 std::vector<size_t> mergeRounds(size_t listLength, size_t k) {
   std::vector<size_t> rounds;
   const size_t segment = std::max(kMergeSegment, 4 * k);

@@ -79,6 +79,20 @@ constexpr size_t kWarpSelectMaxK = 256;
 // compaction scratch, the radix histograms).
 size_t poolSharedBytes(size_t queries, size_t capacity, size_t k, bool warpSelect);
 
+// The IVF-PQ scan: one block of kIvfPqThreads per (query, probed list) builds the list's
+// lookup table in shared memory, scores the list's codes and keeps its k best in a
+// block-wide pool. Shared memory: the pool (with its select scratch), then the m × 2^nbits
+// float table, then the query (minus the list's centroid for l2) as dim floats.
+constexpr size_t kIvfPqThreads = 256;
+struct IvfPqScanPlan {
+  size_t poolCapacity = 0;
+  size_t poolBytes = 0;    // a multiple of 16; the table starts here
+  size_t sharedBytes = 0;  // the whole block's
+};
+// Throws ebrix::Error(InvalidArgument) when k is outside [1, 2048] or the block's shared
+// memory would exceed sharedPerBlock (a very large m × 2^nbits, dim or k).
+IvfPqScanPlan planIvfPqScan(size_t dim, size_t m, unsigned nbits, size_t k, size_t sharedPerBlock);
+
 // Throws ebrix::Error(InvalidArgument) for k == 0, k > 2048 or an empty index.
 SearchPlan planSearch(const PlanInput& input);
 

@@ -8,6 +8,7 @@
 #include "../../cuda/gpu_index.h"
 #include "../errors.h"
 #include "gpu_flat_index.h"
+#include "gpu_ivfpq_index.h"
 
 namespace ebrix::binding {
 namespace {
@@ -44,6 +45,7 @@ Napi::Value probeDevice(const Napi::CallbackInfo& info) {
 static Napi::Object initEbrixCuda(Napi::Env env, Napi::Object exports) {
   exports.Set("probeDevice", Napi::Function::New(env, ebrix::binding::probeDevice, "probeDevice"));
   ebrix::binding::initGpuFlatIndex(env, exports);
+  ebrix::binding::initGpuIvfPqIndex(env, exports);
   return exports;
 }
 

@@ -215,3 +215,31 @@ TEST_CASE("gpu.plan_sends_rows_too_wide_for_the_scan_to_gemm") {
   in.dim = 1024;
   CHECK(planSearch(in).path == SearchPlan::Path::FusedScan);
 }
+
+TEST_CASE("gpu.ivfpq_scan_plan_lays_out_pool_table_and_query") {
+  // The pool holds k, one step of admissions (a block of kIvfPqThreads) and slack; the
+  // table (m × 2^nbits floats) starts 16-byte aligned after it, the query (dim floats) last.
+  for (size_t k : {size_t(1), size_t(10), size_t(100), size_t(2048)}) {
+    for (unsigned nbits : {4u, 8u}) {
+      const IvfPqScanPlan plan = planIvfPqScan(128, 32, nbits, k, 227 * 1024);
+      CHECK(plan.poolCapacity >= k + kIvfPqThreads);
+      CHECK(plan.poolCapacity % 32 == 0);
+      CHECK(plan.poolBytes % 16 == 0);
+      CHECK(plan.poolBytes >= poolSharedBytes(1, plan.poolCapacity, k, false));
+      CHECK(plan.sharedBytes == plan.poolBytes + (32 * (size_t(1) << nbits) + 128) * sizeof(float));
+    }
+  }
+  auto throwsInvalid = [](auto&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.code() == ErrorCode::InvalidArgument;
+    }
+    return false;
+  };
+  CHECK(throwsInvalid([] { planIvfPqScan(128, 32, 8, 0, 227 * 1024); }));
+  CHECK(throwsInvalid([] { planIvfPqScan(128, 32, 8, 2049, 227 * 1024); }));
+  // 256 sub-quantizers of 8 bits: a 256 KiB table, more than a block's shared memory.
+  CHECK(throwsInvalid([] { planIvfPqScan(1024, 256, 8, 10, 227 * 1024); }));
+  CHECK(!throwsInvalid([] { planIvfPqScan(1024, 256, 4, 10, 227 * 1024); }));
+}

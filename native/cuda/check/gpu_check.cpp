@@ -1,5 +1,6 @@
 // The device check: GPU results against a CPU reference on fresh random data, then timings
-// of the GPU paths next to the card's measured ceilings. Run by bench/gpu/check.sh, which
+// of the GPU paths next to the card's measured ceilings (and of GPU IVF-PQ next to the CPU
+// index, ivfpq_check.cpp). Run by bench/gpu/check.sh, which
 // also times the peer (torch) in the same run and prints the ratios.
 //
 //   ebrix_gpu_check [--json FILE] [--no-bench] [--no-check] [--seed N] [--profile]
@@ -28,6 +29,7 @@
 #include "simd/dispatch.h"
 #include "gpu_index.h"
 #include "gpu_testing.h"
+#include "ivfpq_check.h"
 #include "topk.h"
 
 using namespace ebrix;
@@ -129,10 +131,7 @@ Dataset makeDataset(const std::string& name, Storage storage, Metric metric, siz
   return d;
 }
 
-struct Tally {
-  size_t cases = 0;
-  size_t failed = 0;
-};
+using check::Tally;
 
 // Compares one query's GPU answer with the reference, up to ties within the error allowance.
 bool checkQuery(const Dataset& d, size_t q, size_t k, const std::vector<uint8_t>& allowed, const uint64_t* ids,
@@ -552,13 +551,17 @@ int main(int argc, char** argv) {
       checkShapes(tally, s);
       checkConcurrency(tally, s);
       checkOutOfMemory(tally);
+      check::checkIvfPq(tally, ++s);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::printf("correctness: %zu cases, %zu failed (%.1f s)\n", tally.cases, tally.failed, seconds);
       std::fprintf(json, "{\"kind\":\"correctness\",\"cases\":%zu,\"failed\":%zu,\"seed\":%llu}\n", tally.cases,
                    tally.failed, static_cast<unsigned long long>(seed));
       std::fflush(json);
     }
-    if (doBench) bench(json, info);
+    if (doBench) {
+      bench(json, info);
+      check::benchIvfPq(json);
+    }
   } catch (const Error& e) {
     std::printf("error: %s: %s\n", e.codeName(), e.what());
     std::fclose(json);

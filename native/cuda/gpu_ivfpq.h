@@ -1,0 +1,71 @@
+// GPU IVF-PQ index: the lists (codes and row numbers), the ids and the refine vectors
+// resident in device memory, scanned list-parallel with lookup tables in shared memory.
+//
+// Training, assignment and encoding are the CPU IvfPqIndex's (native/core/ivfpq.h): this
+// index keeps one as its host twin, trained on the same sample and fed the same adds
+// (prepareAdd / commitAdd, so both take an add or neither does), and mirrors its model and
+// lists on the device. A search on the GPU:
+//   1. coarse: the nprobe nearest centroids of each query (a GpuFlatIndex of the centroids);
+//   2. scan: one block per (query, probed list) builds the list's float lookup table in
+//      shared memory (for 4-bit codes too: no 8-bit table quantization as on the CPU, so
+//      every code is scored exactly) and keeps the list's best candidates;
+//   3. merge: each query's candidates over its lists, down to k (or k × refineFactor);
+//   4. refine (with refine vectors): exact scores of that shortlist, merged down to k.
+// So the same parameters probe the same lists as the CPU index and score codes at least as
+// exactly: recall is the CPU index's or better (4-bit), equal up to float rounding (8-bit).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "exact_search.h"  // SearchOutput
+#include "ivfpq.h"
+
+namespace ebrix::gpu {
+
+class GpuIvfPqIndex {
+ public:
+  // k (× refineFactor with refine vectors) and nprobe at most this.
+  static constexpr size_t kMaxK = 2048;
+
+  // Throws Error(DeviceUnavailable) when the device cannot be used, Error(InvalidArgument)
+  // for parameters the CPU index rejects.
+  GpuIvfPqIndex(const IvfPqParams& params, unsigned threads, int device = 0);
+  ~GpuIvfPqIndex();
+  GpuIvfPqIndex(const GpuIvfPqIndex&) = delete;
+  GpuIvfPqIndex& operator=(const GpuIvfPqIndex&) = delete;
+
+  const IvfPqParams& params() const;
+  int device() const;
+  bool trained() const;
+  size_t size() const;
+
+  // As IvfPqIndex::train (on the CPU), then uploads the model. Device memory exhaustion
+  // throws Error(OutOfMemory) and leaves the index untrained; calling train again then
+  // uploads the model already trained (the sample is not read again).
+  void train(const float* vectors, size_t n, const IvfPqTrainParams& params);
+
+  // As IvfPqIndex::add; the codes, rows, ids and refine vectors are appended on the device.
+  // All or nothing: an error (device out of memory included) leaves both twins unchanged.
+  // Safe while searches run (they keep the snapshot they started with).
+  void add(const uint64_t* ids, const float* vectors, size_t count);
+
+  // IvfPqIndex::search's parameters and result; `threads` is ignored. Throws
+  // Error(InvalidArgument) for k or k × refineFactor (with refine vectors) or nprobe (after
+  // clamping to nlist) above kMaxK, and Error(NotTrained) before train.
+  SearchOutput search(const float* queries, size_t queryCount, const IvfPqSearchParams& params) const;
+
+  // The CPU twin (same model, same lists): the reference of the tests and the device check.
+  const IvfPqIndex& host() const;
+
+  IvfPqMemory hostMemory() const;
+  size_t deviceBytes() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ebrix::gpu
