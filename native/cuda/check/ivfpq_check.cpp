@@ -247,7 +247,7 @@ void benchIvfPq(std::FILE* json) {
       auto timeIt = [&](auto&& search) {
         std::vector<double> ms;
         SearchOutput last;
-        for (int rep = 0; rep < (nq >= 4096 ? 4 : 12); ++rep) {
+        for (int rep = 0; rep < (nq >= 4096 ? 3 : 12); ++rep) {
           const auto s0 = std::chrono::steady_clock::now();
           last = search();
           ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count());
