@@ -92,6 +92,7 @@ struct GpuIvfPqIndex::Impl {
   size_t refineStride = 0;    // elements per refine row (16-byte multiple)
   size_t refineRowBytes = 0;
   size_t sharedPerBlock = 0;
+  size_t multiprocessors = 0;
 
   std::mutex writeMutex;  // serialises train and add; guards `lists` below
   std::vector<List> lists;
@@ -133,6 +134,7 @@ GpuIvfPqIndex::GpuIvfPqIndex(const IvfPqParams& params, unsigned threads, int de
   cudaDeviceProp prop{};
   EBRIX_CUDA(cudaGetDeviceProperties(&prop, device));
   s.sharedPerBlock = prop.sharedMemPerBlockOptin;
+  s.multiprocessors = size_t(prop.multiProcessorCount);
   // Fail at construction rather than at the first search when even k = 1 cannot fit.
   planIvfPqScan(params.dim, params.m, params.nbits, 1, s.sharedPerBlock);
   s.lists.resize(params.nlist);
@@ -361,6 +363,10 @@ SearchOutput GpuIvfPqIndex::search(const float* queries, size_t queryCount, cons
   ContextLease context(s.contexts);
   cudaStream_t stream = context->stream;
   const size_t chunk = std::clamp<size_t>(kPartialBudget / (nprobe * keep * 8), 1, std::min<size_t>(queryCount, 65535));
+  // One grouping for every chunk (the last one may be smaller): the buffers below hold
+  // `groups` partial lists per query.
+  const size_t probesPerBlock = ivfpqProbesPerBlock(chunk, nprobe, s.multiprocessors);
+  const size_t groups = (nprobe + probesPerBlock - 1) / probesPerBlock;
   StreamBuffer rawQueries(queryCount * p.dim * sizeof(float), stream, "cudaMallocAsync(queries)");
   StreamBuffer rotated(model->rotation->bytes() > 0 ? chunk * p.dim * sizeof(float) : 0, stream,
                        "cudaMallocAsync(queries)");
@@ -383,8 +389,8 @@ SearchOutput GpuIvfPqIndex::search(const float* queries, size_t queryCount, cons
     allow.bits = allowBits.as<uint32_t>();
     allow.words = uint32_t(allowWords);
   }
-  StreamBuffer partKeys(chunk * nprobe * keep * 4, stream, "cudaMallocAsync(partial results)");
-  StreamBuffer partRows(chunk * nprobe * keep * 4, stream, "cudaMallocAsync(partial results)");
+  StreamBuffer partKeys(chunk * groups * keep * 4, stream, "cudaMallocAsync(partial results)");
+  StreamBuffer partRows(chunk * groups * keep * 4, stream, "cudaMallocAsync(partial results)");
   StreamBuffer shortScores(refined ? chunk * keep * 4 : 0, stream, "cudaMallocAsync(shortlist)");
   StreamBuffer shortRows(refined ? chunk * keep * 8 : 0, stream, "cudaMallocAsync(shortlist)");
   StreamBuffer refinedKeys(refined ? chunk * keep * 4 : 0, stream, "cudaMallocAsync(shortlist)");
@@ -412,6 +418,7 @@ SearchOutput GpuIvfPqIndex::search(const float* queries, size_t queryCount, cons
   args.m = uint32_t(p.m);
   args.nbits = p.nbits;
   args.nprobe = uint32_t(nprobe);
+  args.probesPerBlock = uint32_t(probesPerBlock);
   args.codeStride = uint32_t(s.codeStride);
   args.l2 = p.metric == Metric::L2;
   args.k = uint32_t(keep);
@@ -434,11 +441,11 @@ SearchOutput GpuIvfPqIndex::search(const float* queries, size_t queryCount, cons
     float* scores = outScores.as<float>() + q0 * sp.k;
     uint64_t* ids = outIds.as<uint64_t>() + q0 * sp.k;
     if (!refined) {
-      mergeLists(byId, partKeys.as<uint32_t>(), partRows.as<uint32_t>(), nprobe * keep, n, keepPlan, keep, nullptr,
+      mergeLists(byId, partKeys.as<uint32_t>(), partRows.as<uint32_t>(), groups * keep, n, keepPlan, keep, nullptr,
                  false, scores, ids, stream);
       continue;
     }
-    mergeLists(byRow, partKeys.as<uint32_t>(), partRows.as<uint32_t>(), nprobe * keep, n, keepPlan, keep, nullptr,
+    mergeLists(byRow, partKeys.as<uint32_t>(), partRows.as<uint32_t>(), groups * keep, n, keepPlan, keep, nullptr,
                false, shortScores.as<float>(), shortRows.as<uint64_t>(), stream);
     launchRefine(shortRows.as<uint64_t>(), chunkQueries, n, uint32_t(keep), snap.rows->refine.get(),
                  p.refine == RefineStorage::F16, uint32_t(p.dim), uint32_t(s.refineStride), args.l2,

@@ -55,41 +55,48 @@ __global__ void __launch_bounds__(kIvfPqThreads) ivfpqScanKernel(IvfPqScanArgs p
   const Pool pool = layout.pool(0);
   const Scratch scratch = layout.scratch(0);
   const uint32_t tid = threadIdx.x;
-  const uint32_t probe = blockIdx.x, query = blockIdx.y;
-  const size_t pair = size_t(query) * p.nprobe + probe;
-  const uint32_t list = p.probeLists[pair];
+  const uint32_t query = blockIdx.y;
+  const uint32_t firstProbe = blockIdx.x * p.probesPerBlock;
+  const uint32_t endProbe = min(firstProbe + p.probesPerBlock, p.nprobe);
   const uint32_t capacity = uint32_t(p.plan.poolCapacity);
+  const uint32_t dsub = p.dim / p.m;
+  const float* q = p.queries + size_t(query) * p.dim;
 
   if (tid == 0) {
     *pool.size = 0;
     *pool.threshold = kEmptyKey + 1;
   }
-  if (list != kNoList) {
-    const IvfPqListView view = p.lists[list];
-    // ip: the table of R·q (the list constant q·c comes from the coarse search); l2: of
-    // R·q - R·c, whose entries sum to -|q - c - r|^2 for the residual r a code stands for.
-    const float* q = p.queries + size_t(query) * p.dim;
-    const float* c = p.l2 ? p.rotatedCentroids + size_t(list) * p.dim : nullptr;
-    for (uint32_t d = tid; d < p.dim; d += blockDim.x) x[d] = p.l2 ? q[d] - c[d] : q[d];
-    __syncthreads();
-    const uint32_t dsub = p.dim / p.m;
-    for (uint32_t e = tid; e < p.m * kSub; e += blockDim.x) {
-      const float* centroid = p.codebooks + size_t(e) * dsub;
-      const float* part = x + (e / kSub) * dsub;
-      float s = 0.f;
-      if (p.l2) {
-        for (uint32_t t = 0; t < dsub; ++t) {
-          const float diff = part[t] - centroid[t];
-          s -= diff * diff;
+  bool tableBuilt = false;
+  for (uint32_t probe = firstProbe; probe < endProbe; ++probe) {
+    const size_t pair = size_t(query) * p.nprobe + probe;
+    const uint32_t list = p.probeLists[pair];
+    if (list == kNoList) continue;
+    if (p.l2 || !tableBuilt) {
+      // ip: the table of R·q (the list constant q·c comes from the coarse search); l2: of
+      // R·q - R·c, whose entries sum to -|q - c - r|^2 for the residual r a code stands for.
+      __syncthreads();  // the previous list's scan no longer reads the table
+      const float* c = p.l2 ? p.rotatedCentroids + size_t(list) * p.dim : nullptr;
+      for (uint32_t d = tid; d < p.dim; d += blockDim.x) x[d] = p.l2 ? q[d] - c[d] : q[d];
+      __syncthreads();
+      for (uint32_t e = tid; e < p.m * kSub; e += blockDim.x) {
+        const float* centroid = p.codebooks + size_t(e) * dsub;
+        const float* part = x + (e / kSub) * dsub;
+        float s = 0.f;
+        if (p.l2) {
+          for (uint32_t t = 0; t < dsub; ++t) {
+            const float diff = part[t] - centroid[t];
+            s -= diff * diff;
+          }
+        } else {
+          for (uint32_t t = 0; t < dsub; ++t) s += part[t] * centroid[t];
         }
-      } else {
-        for (uint32_t t = 0; t < dsub; ++t) s += part[t] * centroid[t];
+        table[e] = s;
       }
-      table[e] = s;
+      __syncthreads();
+      tableBuilt = true;
     }
+    const IvfPqListView view = p.lists[list];
     const float bias = p.l2 ? 0.f : p.probeScores[pair];
-    __syncthreads();
-
     for (uint32_t first = 0; first < view.size; first += blockDim.x) {
       const uint32_t i = first + tid;
       bool pass = false;
@@ -111,8 +118,9 @@ __global__ void __launch_bounds__(kIvfPqThreads) ivfpqScanKernel(IvfPqScanArgs p
   __syncthreads();
   compactPool<false>(pool, p.k, p.rowIds, scratch);
   const uint32_t count = *pool.size;
-  uint32_t* keys = p.partKeys + pair * p.k;
-  uint32_t* rows = p.partRows + pair * p.k;
+  const size_t part = (size_t(query) * gridDim.x + blockIdx.x) * p.k;
+  uint32_t* keys = p.partKeys + part;
+  uint32_t* rows = p.partRows + part;
   for (uint32_t i = tid; i < p.k; i += blockDim.x) {
     keys[i] = i < count ? pool.keys[i] : kEmptyKey;
     rows[i] = i < count ? pool.rows[i] : 0u;
@@ -174,7 +182,7 @@ void launchIvfPqScan(const IvfPqScanArgs& scan, size_t queries, cudaStream_t str
   if (queries == 0) return;
   IvfPqScanArgs args = scan;
   args.sortSlots = sortSlotsFor(args.k);
-  const dim3 grid(args.nprobe, unsigned(queries));
+  const dim3 grid((args.nprobe + args.probesPerBlock - 1) / args.probesPerBlock, unsigned(queries));
   if (args.nbits == 4) {
     launchWithShared(ivfpqScanKernel<4>, grid, dim3(kIvfPqThreads), args.plan.sharedBytes, stream, args);
   } else {

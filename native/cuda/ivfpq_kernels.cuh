@@ -37,19 +37,22 @@ struct IvfPqScanArgs {
   uint32_t m = 0;
   uint32_t nbits = 8;
   uint32_t nprobe = 0;
+  // Probed lists one block scans in turn (into one pool): ip and cosine build the query's
+  // table once for all of them; l2 rebuilds it per list (it depends on the centroid).
+  uint32_t probesPerBlock = 1;
   uint32_t codeStride = 0;
   bool l2 = false;
   uint32_t k = 0;
   uint32_t sortSlots = 0;  // set by the launcher
   IvfPqScanPlan plan;
-  uint32_t* partKeys = nullptr;  // [query][nprobe][k]: each (query, list)'s k best
+  uint32_t* partKeys = nullptr;  // [query][probe group][k]: each block's k best
   uint32_t* partRows = nullptr;
 };
 
 // out[q] = R · in[q] for n queries (R: dim × dim, row-major).
 void launchRotate(const float* rotation, const float* in, float* out, size_t n, uint32_t dim, cudaStream_t stream);
 
-// One block per (query, probed list) of `queries` queries.
+// One block per (query, group of probesPerBlock probed lists) of `queries` queries.
 void launchIvfPqScan(const IvfPqScanArgs& args, size_t queries, cudaStream_t stream);
 
 // Exact scores of each query's `keep` candidates (candidate rows as uint64, kNoId for none)

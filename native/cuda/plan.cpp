@@ -142,6 +142,13 @@ IvfPqScanPlan planIvfPqScan(size_t dim, size_t m, unsigned nbits, size_t k, size
   return plan;
 }
 
+size_t ivfpqProbesPerBlock(size_t queries, size_t nprobe, size_t multiprocessors) {
+  const size_t target = 8 * std::max<size_t>(multiprocessors, 1);
+  const size_t pairs = queries * nprobe;
+  if (pairs <= target) return 1;
+  return std::clamp<size_t>(pairs / target, 1, std::max<size_t>(nprobe, 1));
+}
+
 std::vector<size_t> mergeRounds(size_t listLength, size_t k) {
   std::vector<size_t> rounds;
   const size_t segment = std::max(kMergeSegment, 4 * k);

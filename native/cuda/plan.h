@@ -92,6 +92,10 @@ struct IvfPqScanPlan {
 // Throws ebrix::Error(InvalidArgument) when k is outside [1, 2048] or the block's shared
 // memory would exceed sharedPerBlock (a very large m × 2^nbits, dim or k).
 IvfPqScanPlan planIvfPqScan(size_t dim, size_t m, unsigned nbits, size_t k, size_t sharedPerBlock);
+// Probed lists per scan block for `queries` queries of `nprobe` lists: one while that keeps
+// fewer than 8 blocks per multiprocessor, else as many as still leave that many (at most
+// nprobe). A block builds an ip table once for all its lists and hands the merge one list.
+size_t ivfpqProbesPerBlock(size_t queries, size_t nprobe, size_t multiprocessors);
 
 // Throws ebrix::Error(InvalidArgument) for k == 0, k > 2048 or an empty index.
 SearchPlan planSearch(const PlanInput& input);

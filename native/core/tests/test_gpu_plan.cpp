@@ -243,3 +243,21 @@ TEST_CASE("gpu.ivfpq_scan_plan_lays_out_pool_table_and_query") {
   CHECK(throwsInvalid([] { planIvfPqScan(1024, 256, 8, 10, 227 * 1024); }));
   CHECK(!throwsInvalid([] { planIvfPqScan(1024, 256, 4, 10, 227 * 1024); }));
 }
+
+TEST_CASE("gpu.ivfpq_probes_per_block_fill_the_card_first") {
+  // 132 multiprocessors: 1,056 blocks are enough to fill the card.
+  CHECK(ivfpqProbesPerBlock(1, 8, 132) == 1);
+  CHECK(ivfpqProbesPerBlock(16, 128, 132) == 1);    // 2,048 pairs: one list a block (1.9 would be too few blocks)
+  CHECK(ivfpqProbesPerBlock(4096, 8, 132) == 8);    // each block a whole query
+  CHECK(ivfpqProbesPerBlock(4096, 128, 132) == 128);
+  CHECK(ivfpqProbesPerBlock(256, 64, 132) == 15);   // 16,384 pairs / 1,056
+  CHECK(ivfpqProbesPerBlock(10, 0, 132) == 1);
+  for (size_t q : {size_t(1), size_t(7), size_t(300), size_t(5000)}) {
+    for (size_t nprobe : {size_t(1), size_t(3), size_t(64), size_t(2048)}) {
+      const size_t per = ivfpqProbesPerBlock(q, nprobe, 132);
+      CHECK(per >= 1 && per <= nprobe);
+      const size_t blocks = q * ((nprobe + per - 1) / per);
+      CHECK(per == 1 || blocks >= 8 * 132);
+    }
+  }
+}
