@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
-import { DeviceUnavailableError } from './errors.js';
+import { DeviceUnavailableError, callNative } from './errors.js';
 import { packageRoot, type NativeCudaAddon, type NativeDeviceInfo } from './native.js';
 
 export interface GpuInfo {
@@ -69,6 +69,31 @@ export function requireCuda(): NativeCudaAddon {
   loaded ??= load();
   if (loaded.addon === undefined) throw new DeviceUnavailableError(`No usable GPU: ${loaded.info.reason}`);
   return loaded.addon;
+}
+
+/**
+ * The GPU side of a `device` option: for 'cuda' or 'auto' with a usable device, the index
+ * `create` makes there. Otherwise (and for 'cpu') `index` is undefined and, for 'auto',
+ * `reason` says why; 'cuda' without a usable device is DeviceUnavailableError. A device that
+ * passed the probe and still refuses (another process took it, a CUDA call failed) means
+ * the CPU for 'auto' too.
+ */
+export function openOnGpu<T>(
+  device: 'cpu' | 'cuda' | 'auto',
+  create: (addon: NativeCudaAddon, ordinal: number) => T,
+): { index: T | undefined; reason: string } {
+  if (device === 'cpu') return { index: undefined, reason: '' };
+  const info = gpuInfo();
+  if (!info.available) {
+    if (device === 'cuda') throw new DeviceUnavailableError(`No usable GPU: ${info.reason}`);
+    return { index: undefined, reason: info.reason };
+  }
+  try {
+    return { index: callNative(() => create(requireCuda(), info.device)), reason: '' };
+  } catch (error) {
+    if (device === 'cuda' || !(error instanceof DeviceUnavailableError)) throw error;
+    return { index: undefined, reason: error.message };
+  }
 }
 
 /** Forgets the cached probe, so that a test can change EBRIX_CUDA_ADDON. Not public API. */

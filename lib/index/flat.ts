@@ -4,14 +4,13 @@
  * device memory), stored as f32, f16 or bf16 on either.
  */
 import {
-  DeviceUnavailableError,
   DisposedError,
   InvalidArgumentError,
   VersionMismatchError,
   awaitNative,
   callNative,
 } from '../errors.js';
-import { gpuInfo, requireCuda } from '../gpu.js';
+import { openOnGpu } from '../gpu.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
 import { native, type NativeFlatIndex, type NativeGpuFlatIndex } from '../native.js';
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
@@ -127,32 +126,15 @@ export class FlatIndex implements Disposable {
     }
     if (options.modelVersion !== undefined) this.bindModelVersion(options.modelVersion);
 
-    let reason = '';
-    if (device !== 'cpu') {
-      const info = gpuInfo();
-      if (!info.available) {
-        if (device === 'cuda') throw new DeviceUnavailableError(`No usable GPU: ${info.reason}`);
-        reason = info.reason;
-      } else {
-        const { GpuFlatIndex } = requireCuda();
-        try {
-          const index = callNative(() => new GpuFlatIndex(this.dim, this.metric, storage, info.device));
-          this.#native = { device: 'cuda', index };
-        } catch (error) {
-          // The probe can pass and the device still refuse (another process took it, a
-          // CUDA call failed): 'auto' then means the CPU.
-          if (device === 'cuda' || !(error instanceof DeviceUnavailableError)) throw error;
-          reason = error.message;
-        }
-      }
-    }
+    const gpu = openOnGpu(device, (addon, ordinal) => new addon.GpuFlatIndex(this.dim, this.metric, storage, ordinal));
+    if (gpu.index !== undefined) this.#native = { device: 'cuda', index: gpu.index };
     if (this.#native === undefined) {
       const Native = native().FlatIndex;
       this.#native = { device: 'cpu', index: callNative(() => new Native(this.dim, this.metric, simd, threads, storage)) };
     }
     this.device = this.#native.device;
     this.storage = this.#native.device === 'cpu' ? (this.#native.index.storage() as VectorStorage) : storage;
-    this.deviceReason = reason;
+    this.deviceReason = gpu.reason;
   }
 
   /** Number of vectors held. */

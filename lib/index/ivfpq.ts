@@ -12,8 +12,8 @@
  * searched there (one block per query and probed list, lookup tables in shared memory); the
  * index trains and encodes on the CPU, where a twin of the lists stays.
  */
-import { DeviceUnavailableError, DisposedError, InvalidArgumentError, awaitNative, callNative } from '../errors.js';
-import { gpuInfo, requireCuda } from '../gpu.js';
+import { DisposedError, InvalidArgumentError, awaitNative, callNative } from '../errors.js';
+import { openOnGpu } from '../gpu.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
 import { native, type NativeIvfPqIndex } from '../native.js';
 import { invalid, requireNonNegativeInteger, requireOneOf, requirePositiveInteger } from '../validate.js';
@@ -142,28 +142,14 @@ export class IvfPqIndex implements Disposable {
     if (device === 'cuda' && simd !== undefined) {
       throw new InvalidArgumentError(`The simd option applies to the CPU only and cannot be combined with device 'cuda'`);
     }
-    let reason = '';
-    if (device !== 'cpu') {
-      const info = gpuInfo();
-      if (!info.available) {
-        if (device === 'cuda') throw new DeviceUnavailableError(`No usable GPU: ${info.reason}`);
-        reason = info.reason;
-      } else {
-        const { GpuIvfPqIndex } = requireCuda();
-        try {
-          this.#native = callNative(
-            () =>
-              new GpuIvfPqIndex(this.dim, this.metric, this.nlist, this.m, this.nbits, this.opq, this.refine, info.device, threads),
-          );
-        } catch (error) {
-          // As FlatIndex: a device that passed the probe and still refuses means the CPU for 'auto'.
-          if (device === 'cuda' || !(error instanceof DeviceUnavailableError)) throw error;
-          reason = error.message;
-        }
-      }
-    }
+    const gpu = openOnGpu(
+      device,
+      (addon, ordinal) =>
+        new addon.GpuIvfPqIndex(this.dim, this.metric, this.nlist, this.m, this.nbits, this.opq, this.refine, ordinal, threads),
+    );
+    this.#native = gpu.index;
+    this.deviceReason = gpu.reason;
     this.device = this.#native === undefined ? 'cpu' : 'cuda';
-    this.deviceReason = reason;
     if (this.#native === undefined) {
       const Native = native().IvfPqIndex;
       this.#native = callNative(

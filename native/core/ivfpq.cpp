@@ -26,14 +26,6 @@ constexpr size_t kScanStep = 1024;
 // Bytes of per-thread collectors one query chunk may hold (as exact_search.cpp).
 constexpr size_t kCollectorBudget = size_t{128} << 20;
 
-void normalizeInto(const float* src, float* dst, size_t dim) {
-  double sum = 0.0;
-  for (size_t i = 0; i < dim; ++i) sum += static_cast<double>(src[i]) * src[i];
-  // A zero vector stays zero: its cosine with anything is scored 0.
-  const float scale = sum > 0.0 ? static_cast<float>(1.0 / std::sqrt(sum)) : 0.0f;
-  for (size_t i = 0; i < dim; ++i) dst[i] = src[i] * scale;
-}
-
 // The allow bitset of a search, as exact_search.cpp reads it.
 struct AllowBits {
   const uint32_t* words = nullptr;  // null: every row
@@ -163,7 +155,7 @@ struct IvfPqIndex::Impl {
   const float* prepare(const float* vectors, size_t n, std::vector<float>& scratch) const {
     if (p.metric != Metric::Cosine) return vectors;
     scratch.resize(n * p.dim);
-    for (size_t i = 0; i < n; ++i) normalizeInto(vectors + i * p.dim, scratch.data() + i * p.dim, p.dim);
+    normalizeRows(vectors, scratch.data(), n, p.dim);
     return scratch.data();
   }
 

@@ -24,17 +24,6 @@ double drawUnit(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) 
 // partial sums are reduced in the same order, and results are equal, for any thread count.
 size_t chunkSize(size_t n) { return std::max<size_t>(4096, (n + 63) / 64); }
 
-void normalizeRows(float* rows, size_t count, size_t dim) {
-  for (size_t r = 0; r < count; ++r) {
-    float* row = rows + r * dim;
-    double sum = 0.0;
-    for (size_t i = 0; i < dim; ++i) sum += static_cast<double>(row[i]) * row[i];
-    if (sum <= 0.0) continue;
-    const float scale = static_cast<float>(1.0 / std::sqrt(sum));
-    for (size_t i = 0; i < dim; ++i) row[i] *= scale;
-  }
-}
-
 // k-means++ seeding: each next centre is drawn with probability proportional to the squared
 // distance to the nearest centre chosen so far. It is k passes over the points, so it runs on
 // a subsample of kSeedPointsPerCentroid × k of them (1024 passes over 262k points of 128-d
@@ -225,7 +214,7 @@ KMeansResult kmeans(const float* points, size_t count, size_t dim, const KMeansP
   }
   if (params.metric == Metric::Cosine) {
     if (own.empty()) own.assign(points, points + count * dim);
-    normalizeRows(own.data(), n, dim);
+    normalizeRows(own.data(), own.data(), n, dim);
   }
   if (!own.empty()) train = own.data();
 
@@ -241,7 +230,7 @@ KMeansResult kmeans(const float* points, size_t count, size_t dim, const KMeansP
   } else {
     result.centroids = seedPlusPlus(train, n, dim, k, rng, kernels, pool, threads);
   }
-  if (spherical) normalizeRows(result.centroids.data(), k, dim);
+  if (spherical) normalizeRows(result.centroids.data(), result.centroids.data(), k, dim);
   Assignment current = assign(train, n, dim, result.centroids, k, spherical, kernels, pool, threads);
 
   for (size_t it = 1; it <= params.maxIterations; ++it) {
@@ -270,7 +259,7 @@ KMeansResult kmeans(const float* points, size_t count, size_t dim, const KMeansP
       }
       result.reseeded += repaired;
     }
-    if (spherical) normalizeRows(result.centroids.data(), k, dim);
+    if (spherical) normalizeRows(result.centroids.data(), result.centroids.data(), k, dim);
     const double previous = current.objective;
     current = assign(train, n, dim, result.centroids, k, spherical, kernels, pool, threads);
     result.iterations = it;

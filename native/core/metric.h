@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cmath>
+#include <cstddef>
 #include <string>
 
 namespace ebrix {
@@ -23,6 +25,20 @@ inline bool parseMetric(const std::string& name, Metric* out) {
   else if (name == "l2") *out = Metric::L2;
   else return false;
   return true;
+}
+
+// Scales each of `count` rows of `dim` floats to unit length (cosine's preparation; the
+// norm is summed in double). A zero row stays zero: its cosine with anything is scored 0.
+// dst may be src.
+inline void normalizeRows(const float* src, float* dst, size_t count, size_t dim) {
+  for (size_t r = 0; r < count; ++r) {
+    const float* x = src + r * dim;
+    double sum = 0.0;
+    for (size_t i = 0; i < dim; ++i) sum += static_cast<double>(x[i]) * x[i];
+    const float scale = sum > 0.0 ? static_cast<float>(1.0 / std::sqrt(sum)) : 0.0f;
+    float* y = dst + r * dim;
+    for (size_t i = 0; i < dim; ++i) y[i] = x[i] * scale;
+  }
 }
 
 }  // namespace ebrix

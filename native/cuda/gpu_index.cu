@@ -26,15 +26,6 @@
 namespace ebrix::gpu {
 namespace {
 
-void normalizeRows(const float* source, float* dest, size_t count, size_t dim) {
-  for (size_t r = 0; r < count; ++r) {
-    double sum = 0.0;
-    for (size_t i = 0; i < dim; ++i) sum += double(source[r * dim + i]) * source[r * dim + i];
-    const float scale = sum > 0.0 ? float(1.0 / std::sqrt(sum)) : 0.0f;
-    for (size_t i = 0; i < dim; ++i) dest[r * dim + i] = source[r * dim + i] * scale;
-  }
-}
-
 cudaDataType_t blasType(Storage storage) {
   switch (storage) {
     case Storage::F16: return CUDA_R_16F;

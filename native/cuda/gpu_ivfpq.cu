@@ -39,15 +39,6 @@ SearchPlan mergePlan(size_t queries, size_t k) {
   return planSearch(in);
 }
 
-void normalizeInto(const float* source, float* dest, size_t count, size_t dim) {
-  for (size_t r = 0; r < count; ++r) {
-    double sum = 0.0;
-    for (size_t i = 0; i < dim; ++i) sum += double(source[r * dim + i]) * source[r * dim + i];
-    const float scale = sum > 0.0 ? float(1.0 / std::sqrt(sum)) : 0.0f;
-    for (size_t i = 0; i < dim; ++i) dest[r * dim + i] = source[r * dim + i] * scale;
-  }
-}
-
 }  // namespace
 
 struct GpuIvfPqIndex::Impl {
@@ -349,7 +340,7 @@ SearchOutput GpuIvfPqIndex::search(const float* queries, size_t queryCount, cons
   std::vector<float> normalised;
   if (p.metric == Metric::Cosine) {
     normalised.resize(queryCount * p.dim);
-    normalizeInto(queries, normalised.data(), queryCount, p.dim);
+    normalizeRows(queries, normalised.data(), queryCount, p.dim);
     queries = normalised.data();
   }
   // 1. The probed lists (and, for ip, their constants q·c).
