@@ -201,6 +201,47 @@ void scanRows16(const float* query, const uint16_t* rows, size_t count, size_t d
   }
 }
 
+// i8 rows: unsigned codes × signed query bytes, both widened to 16 bits and multiplied by
+// vpmaddwd, whose pair sums (at most 2 × 255 × 127) fit int32 exactly. vpmaddubsw would take
+// the bytes directly but adds its pair in a saturating 16-bit lane, which 255 × 127 × 2
+// overflows.
+inline __m256i widenCodes16(const uint8_t* p) {
+  return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256i widenQuery16(const int8_t* p) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+inline int32_t horizontalSumI32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+int32_t dotI8(const uint8_t* x, const int8_t* q, size_t dim) {
+  __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+  size_t i = 0;
+  for (; i + 32 <= dim; i += 32) {
+    acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(widenCodes16(x + i), widenQuery16(q + i)));
+    acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(widenCodes16(x + i + 16), widenQuery16(q + i + 16)));
+  }
+  if (i + 16 <= dim) {
+    acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(widenCodes16(x + i), widenQuery16(q + i)));
+    i += 16;
+  }
+  int32_t sum = horizontalSumI32(_mm256_add_epi32(acc0, acc1));
+  for (; i < dim; ++i) sum += static_cast<int32_t>(x[i]) * q[i];
+  return sum;
+}
+
+void scanRowsI8(const int8_t* query, const uint8_t* rows, size_t count, size_t dim, float scale, float offset,
+                const float* bias, float* scores) {
+  for (size_t r = 0; r < count; ++r) {
+    scores[r] = static_cast<float>(dotI8(rows + r * dim, query, dim)) * scale + offset + (bias ? bias[r] : 0.0f);
+  }
+}
+
 constexpr int kFmaChains = 12;
 
 float fmaLoop(size_t iterations) {
@@ -222,6 +263,7 @@ const Kernels kTable = {
      floatsToF16, f16ToFloats},
     {dot16<widenBf16x8>, l2sq16<widenBf16x8>, scanRows16<widenBf16x8>, packPanel16<widenBf16x8, bf16ToFloat>,
      floatsToBf16Scalar, bf16ToFloatsScalar},
+    {"avx2", dotI8, scanRowsI8},
     scanRowsCached,
 };
 
