@@ -22,7 +22,7 @@
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "conditions": [
-        ["target_arch=='x64'", {"dependencies": ["ebrix_avx2", "ebrix_avx512"]}],
+        ["target_arch=='x64'", {"dependencies": ["ebrix_avx2", "ebrix_avx512", "ebrix_avxvnni", "ebrix_avx512vnni"]}],
         ["target_arch=='arm64'", {"dependencies": ["ebrix_neon"]}]
       ]
     }
@@ -43,6 +43,20 @@
           "sources": ["<!@(node -p \"require('./native/sources.json').simd.avx512.join(' ')\")"],
           "cflags_cc": ["<!@(node -p \"require('./native/sources.json').simdFlags.avx512.join(' ')\")"],
           "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<!@(node -p \"require('./native/sources.json').simdFlags.avx512.join(' ')\")"]}
+        },
+        {
+          "target_name": "ebrix_avxvnni",
+          "type": "static_library",
+          "sources": ["<!@(node -p \"require('./native/sources.json').simd.avxvnni.join(' ')\")"],
+          "cflags_cc": ["<!@(node -p \"require('./native/sources.json').simdFlags.avxvnni.join(' ')\")"],
+          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<!@(node -p \"require('./native/sources.json').simdFlags.avxvnni.join(' ')\")"]}
+        },
+        {
+          "target_name": "ebrix_avx512vnni",
+          "type": "static_library",
+          "sources": ["<!@(node -p \"require('./native/sources.json').simd.avx512vnni.join(' ')\")"],
+          "cflags_cc": ["<!@(node -p \"require('./native/sources.json').simdFlags.avx512vnni.join(' ')\")"],
+          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<!@(node -p \"require('./native/sources.json').simdFlags.avx512vnni.join(' ')\")"]}
         }
       ]
     }],

@@ -150,6 +150,10 @@ function datasetNotes(results: readonly FlatDatasetResult[]): string[] {
       `${r.dataset} ${r.n.toLocaleString('en-US')}×${r.dim} (${fixed((r.n * r.dim * 4) / 2 ** 20, 1)} MiB): ${r.description}; ` +
       `prepared in ${fixed(r.prepareSeconds, 2)} s; ` +
       `ebrix add ${fixed(r.addSeconds, 3)} s (${significant(r.addVectorsPerSecond / 1e6)} M vectors/s, simd ${r.simd}); ` +
+      `ebrix i8 trained on ${r.i8TrainVectors.toLocaleString('en-US')} vectors in ${fixed(r.i8TrainSeconds, 3)} s, add ${fixed(r.i8AddSeconds, 3)} s, ` +
+      `${fixed(r.i8BytesPerVector, 1)} B per vector vs ${fixed(r.bytesPerVector, 1)} for float32` +
+      i8Ratios(r) +
+      '; ' +
       `${r.queries} queries, k=${r.k}, metric ${r.metric}; recall on the ${r.referenceQueries} queries the plain TS loop ran` +
       (r.usearchQueriesPerCall < r.queries
         ? `; usearch batch split into calls of ≤ ${r.usearchQueriesPerCall} queries (its n×nq scratch is capped at 2 GiB)`
@@ -157,10 +161,19 @@ function datasetNotes(results: readonly FlatDatasetResult[]): string[] {
   );
 }
 
+/** ebrix i8 against float32 ebrix: batch QPS and single-query latency ratios. */
+function i8Ratios(r: FlatDatasetResult): string {
+  const f32 = r.engines.find((e) => e.engine === 'ebrix');
+  const i8 = r.engines.find((e) => e.engine === 'ebrix i8');
+  if (!f32 || !i8) return '';
+  return ` (batch QPS ${ratio(i8.batch.qps / f32.batch.qps)}, p50 ${ratio(f32.latency.p50Ms / i8.latency.p50Ms)} of float32)`;
+}
+
 /** Warnings a reader needs before trusting the fractions. */
 function warnings(results: readonly FlatDatasetResult[]): string[] {
+  // i8's integer multiply-adds are not bound by the float FMA peak (VNNI does 4 per lane).
   const overPeak = results.flatMap((r) =>
-    r.engines.filter((e) => e.batch.fractionOfFmaPeak > 1).map((e) => `${r.dataset} ${r.n}×${r.dim} ${e.engine}`),
+    r.engines.filter((e) => e.engine !== 'ebrix i8' && e.batch.fractionOfFmaPeak > 1).map((e) => `${r.dataset} ${r.n}×${r.dim} ${e.engine}`),
   );
   return overPeak.length === 0
     ? []
@@ -172,7 +185,8 @@ function warnings(results: readonly FlatDatasetResult[]): string[] {
 
 const LEGEND = [
   'batch QPS: one `search` call with every query (median of the timed runs, after a warm-up); GFLOP/s = 2·nq·n·dim / time.',
-  'p50/p99: single-query `searchSync` (usearch: `exactSearch` with one query); GB/s = n·dim·4 bytes / p50.',
+  'p50/p99: single-query `searchSync` (usearch: `exactSearch` with one query); GB/s = n·dim·4 bytes / p50 (n·dim bytes for ebrix i8).',
+  "ebrix i8: storage 'i8', 8-bit scalar-quantizer codes scored by integer dot products (its GFLOP/s counts int8 multiply-adds), trained on a sample of the base; its recall is the cost of the quarter memory.",
   '% FMA peak and % read BW are against the ceilings measured in this run at the run\'s thread count (--threads), for every row, the single-threaded plain TS loop included; the read ceiling is from DRAM, so a base that fits in the CPU caches can exceed 100%.',
   `A trailing ${EXTRAPOLATED_MARK} on batch QPS: timed on a subset of the queries and scaled to QPS (p50/p99 are over those queries).`,
   'recall@10 against the float64 plain-TS brute force; an id whose exact score ties the 10th best counts as a hit (plain id overlap in parentheses when different).',

@@ -21,6 +21,8 @@ export interface NativeSearchOutput {
 }
 
 export interface NativeFlatIndex {
+  trainAsync(sample: Float32Array): Promise<void>;
+  trained(): boolean;
   add(ids: BigUint64Array, vectors: Float32Array): void;
   addAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
   search(queries: Float32Array, k: number, threads: number, allow?: Uint32Array): NativeSearchOutput;

@@ -19,7 +19,6 @@ import {
   gpuInfo,
   type Metric,
   type SearchResult,
-  type VectorStorage,
 } from '../lib/index.js';
 import {
   bruteForce,
@@ -250,7 +249,7 @@ describe.skipIf(!info.available)('FlatIndex on the GPU', () => {
 
   it.each(['f16', 'bf16'] as const)(
     '%s ranks like a reference that rounds rows and queries to the storage type',
-    async (storage: VectorStorage) => {
+    async (storage) => {
       const n = 2000;
       const ids = makeIds(n);
       for (const metric of METRICS) {
@@ -274,7 +273,7 @@ describe.skipIf(!info.available)('FlatIndex on the GPU', () => {
     },
   );
 
-  it.each(['f16', 'bf16'] as const)('%s ranks like the CPU index with the same storage', async (storage: VectorStorage) => {
+  it.each(['f16', 'bf16'] as const)('%s ranks like the CPU index with the same storage', async (storage) => {
     const n = 3000;
     const ids = makeIds(n);
     for (const metric of METRICS) {

@@ -1,4 +1,8 @@
-/** Plain TypeScript references the native results are checked against. */
+/** Plain TypeScript references the native results are checked against, and test data. */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+
 import { expect } from 'vitest';
 
 import { NO_ID } from '../lib/index.js';
@@ -161,6 +165,21 @@ export function clustered(n: number, dim: number, clusters: number, seed: number
       for (let j = 0; j < rank; j++) x += z[j]! * bases[(c * rank + j) * dim + d]!;
       out[i * dim + d] = x;
     }
+  }
+  return out;
+}
+
+/** The first `n` digits of the `mnist` package (784-d, values in [0, 1]), digits interleaved. */
+export function mnist(n: number): Float32Array {
+  const require = createRequire(import.meta.url);
+  const dir = join(dirname(require.resolve('mnist/package.json')), 'src', 'digits');
+  const dim = 784;
+  const perDigit = Array.from({ length: 10 }, (_, d) => (JSON.parse(readFileSync(join(dir, `${d}.json`), 'utf8')) as { data: number[] }).data);
+  const out = new Float32Array(n * dim);
+  for (let i = 0; i < n; i++) {
+    const data = perDigit[i % 10]!;
+    const row = Math.floor(i / 10);
+    for (let j = 0; j < dim; j++) out[i * dim + j] = data[row * dim + j]!;
   }
   return out;
 }

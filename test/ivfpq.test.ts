@@ -1,7 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-
 import { describe, expect, it } from 'vitest';
 
 import {
@@ -16,22 +12,7 @@ import {
   type Metric,
   type SearchResult,
 } from '../lib/index.js';
-import { clustered, makeIds } from './helpers.js';
-
-/** The first `n` digits of the `mnist` package (784-d, values in [0, 1]), digits interleaved. */
-function mnist(n: number): Float32Array {
-  const require = createRequire(import.meta.url);
-  const dir = join(dirname(require.resolve('mnist/package.json')), 'src', 'digits');
-  const dim = 784;
-  const perDigit = Array.from({ length: 10 }, (_, d) => (JSON.parse(readFileSync(join(dir, `${d}.json`), 'utf8')) as { data: number[] }).data);
-  const out = new Float32Array(n * dim);
-  for (let i = 0; i < n; i++) {
-    const data = perDigit[i % 10]!;
-    const row = Math.floor(i / 10);
-    for (let j = 0; j < dim; j++) out[i * dim + j] = data[row * dim + j]!;
-  }
-  return out;
-}
+import { clustered, makeIds, mnist } from './helpers.js';
 
 function recall(truth: SearchResult, got: SearchResult): number {
   let hits = 0;

@@ -1,5 +1,7 @@
 // Suite "flat": exact inner-product top-k over a FlatIndex, with usearch exactSearch and a
-// plain TypeScript loop measured side by side on the same arrays in the same process.
+// plain TypeScript loop measured side by side on the same arrays in the same process. The
+// FlatIndex runs twice: float32 rows ('ebrix') and 8-bit scalar-quantizer codes ('ebrix
+// i8', trained on a sample of the base), whose recall shows what the quarter memory costs.
 
 import { FlatIndex } from '../../lib/index.js';
 import { clusteredDataset, mnistDataset, type Dataset } from '../datasets.js';
@@ -8,7 +10,7 @@ import { plainTsSearch, usearchExactSearch, usearchQueriesPerCall, type ExactTop
 import { recallAgainst, type Recall } from '../recall.js';
 import { median, percentile, repeatTimed, sampleLatency, timed, type LatencyPolicy, type RepeatPolicy } from '../timing.js';
 
-export const ENGINES = ['ebrix', 'usearch exactSearch', 'plain TS loop'] as const;
+export const ENGINES = ['ebrix', 'ebrix i8', 'usearch exactSearch', 'plain TS loop'] as const;
 export type Engine = (typeof ENGINES)[number];
 
 export interface FlatSuiteSettings {
@@ -42,7 +44,7 @@ export interface LatencyMeasurement {
   samples: number;
   p50Ms: number;
   p99Ms: number;
-  /** Base bytes scanned per query / p50. */
+  /** Base bytes scanned per query (4 per value for float32, 1 for i8) / p50. */
   gbPerSecond: number;
   /** gbPerSecond / read bandwidth at the suite's thread count (filled in by attachCeilings). */
   fractionOfReadBandwidth: number;
@@ -77,6 +79,13 @@ export interface FlatDatasetResult {
   /** ebrix index.add of the whole base. */
   addSeconds: number;
   addVectorsPerSecond: number;
+  /** The i8 index: train on `i8TrainVectors` of the base, then add of the whole base. */
+  i8TrainVectors: number;
+  i8TrainSeconds: number;
+  i8AddSeconds: number;
+  /** memoryUsage().bytes of the float32 and the i8 index, per vector. */
+  bytesPerVector: number;
+  i8BytesPerVector: number;
   simd: string;
   threads: number;
   /** Queries the plain-TS loop ran; recall is measured on these. */
@@ -90,6 +99,8 @@ export interface FlatDatasetResult {
 
 const METRIC = 'ip';
 const WARMUP_QUERIES = 16;
+/** The i8 quantizer's ranges come from at most this many base vectors, as a user would train. */
+const I8_TRAIN_VECTORS = 50_000;
 
 export async function runFlatOnDataset(
   data: Dataset,
@@ -118,9 +129,9 @@ export async function runFlatOnDataset(
       extrapolated,
     };
   };
-  const latencyOf = (samples: number[]): LatencyMeasurement => {
+  const latencyOf = (samples: number[], bytes = bytesPerQuery): LatencyMeasurement => {
     const p50 = percentile(samples, 50);
-    const gbPerSecond = bytesPerQuery / p50 / 1e9;
+    const gbPerSecond = bytes / p50 / 1e9;
     return {
       samples: samples.length,
       p50Ms: p50 * 1e3,
@@ -138,10 +149,12 @@ export async function runFlatOnDataset(
   let ebrixLatency: LatencyMeasurement;
   let ebrixIds: BigUint64Array;
   let addSeconds: number;
+  let bytesPerVector: number;
   const simd = index.simd!; // a CPU index: it always has a SIMD level
   try {
     log(`${label}: ebrix add`);
     addSeconds = (await timed(() => index.add(ids, base))).seconds;
+    bytesPerVector = index.memoryUsage().bytes / n;
 
     log(`${label}: ebrix batch of ${nq} queries`);
     await index.search(warmupQueries, k, { threads });
@@ -157,6 +170,40 @@ export async function runFlatOnDataset(
     ebrixLatency = latencyOf(sampleLatency((i) => index.searchSync(oneQuery(i), k), settings.latency));
   } finally {
     index.dispose();
+  }
+
+  // ebrix i8 ---------------------------------------------------------------------------------
+  const i8TrainVectors = Math.min(n, I8_TRAIN_VECTORS);
+  const i8 = new FlatIndex({ dim, metric: METRIC, threads, storage: 'i8' });
+  let i8Batch: BatchMeasurement;
+  let i8Latency: LatencyMeasurement;
+  let i8Ids: BigUint64Array;
+  let i8TrainSeconds: number;
+  let i8AddSeconds: number;
+  let i8BytesPerVector: number;
+  try {
+    log(`${label}: ebrix i8 train on ${i8TrainVectors} vectors, add`);
+    i8TrainSeconds = (await timed(() => i8.train(base.subarray(0, i8TrainVectors * dim)))).seconds;
+    i8AddSeconds = (await timed(() => i8.add(ids, base))).seconds;
+    i8BytesPerVector = i8.memoryUsage().bytes / n;
+
+    log(`${label}: ebrix i8 batch of ${nq} queries`);
+    await i8.search(warmupQueries, k, { threads });
+    let last: Awaited<ReturnType<FlatIndex['search']>> | undefined;
+    const runs = await repeatTimed(async () => {
+      last = await i8.search(queries, k, { threads });
+    }, settings.batch);
+    i8Batch = batchOf(median(runs), runs.length, nq, false);
+    i8Ids = last!.ids;
+
+    log(`${label}: ebrix i8 single-query latency`);
+    i8.searchSync(oneQuery(0), k);
+    i8Latency = latencyOf(
+      sampleLatency((i) => i8.searchSync(oneQuery(i), k), settings.latency),
+      n * dim,
+    );
+  } finally {
+    i8.dispose();
   }
 
   // usearch exactSearch -------------------------------------------------------------------
@@ -192,6 +239,7 @@ export async function runFlatOnDataset(
   const recallData = { base, queries, dim, n };
   const rowIds = (all: BigUint64Array) => (q: number) => all.subarray(q * k, (q + 1) * k);
   const ebrixRecall = recallAgainst(reference, rowIds(ebrixIds), recallData, k);
+  const i8Recall = recallAgainst(reference, rowIds(i8Ids), recallData, k);
   const usearchRecall = recallAgainst(reference, rowIds(usearchIds!), recallData, k);
 
   const row = (
@@ -227,6 +275,11 @@ export async function runFlatOnDataset(
     prepareSeconds,
     addSeconds,
     addVectorsPerSecond: n / addSeconds,
+    i8TrainVectors,
+    i8TrainSeconds,
+    i8AddSeconds,
+    bytesPerVector,
+    i8BytesPerVector,
     simd,
     threads,
     referenceQueries,
@@ -234,6 +287,12 @@ export async function runFlatOnDataset(
     ceiling: null,
     engines: [
       row('ebrix', threads, ebrixBatch, ebrixLatency, ebrixRecall, [`simd ${simd}`]),
+      row('ebrix i8', threads, i8Batch, i8Latency, i8Recall, [
+        `simd ${simd}; GFLOP/s counts int8 multiply-adds as 2 ops`,
+        `${i8BytesPerVector.toFixed(1)} B per vector vs ${bytesPerVector.toFixed(1)} for float32; ` +
+          `trained on ${i8TrainVectors} vectors in ${i8TrainSeconds.toFixed(3)} s, add ${i8AddSeconds.toFixed(2)} s`,
+        `QPS ${(i8Batch.qps / ebrixBatch.qps).toFixed(2)}× and p50 ${(ebrixLatency.p50Ms / i8Latency.p50Ms).toFixed(2)}× of float32 ebrix`,
+      ]),
       row(
         'usearch exactSearch',
         threads,

@@ -44,11 +44,33 @@ class SearchWorker : public PromiseWorker {
   SearchOutput out_;
 };
 
+// Trains the quantizer of storage 'i8' off the event loop: one pass over the sample (and a
+// normalised copy for cosine), which for a large sample is more than a millisecond.
+class TrainWorker : public PromiseWorker {
+ public:
+  TrainWorker(Napi::Env env, std::shared_ptr<FlatIndex> index, Napi::Float32Array sample, size_t count)
+      : PromiseWorker(env),
+        index_(std::move(index)),
+        sample_(sample.Data(), sample.Data() + sample.ElementLength()),
+        count_(count) {}
+
+ protected:
+  void Run() override { index_->train(sample_.data(), count_); }
+  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  std::shared_ptr<FlatIndex> index_;
+  std::vector<float> sample_;  // copied, as add's vectors are (index_args.h)
+  size_t count_;
+};
+
 class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
     return DefineClass(env, "FlatIndex",
                        {
+                           InstanceMethod<&FlatIndexWrap::trainAsync>("trainAsync"),
+                           InstanceMethod<&FlatIndexWrap::trained>("trained"),
                            InstanceMethod<&FlatIndexWrap::add>("add"),
                            InstanceMethod<&FlatIndexWrap::addAsync>("addAsync"),
                            InstanceMethod<&FlatIndexWrap::search>("search"),
@@ -87,7 +109,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
       if (info.Length() > 4 && !info[4].IsUndefined()) {
         const std::string name = info[4].IsString() ? info[4].As<Napi::String>().Utf8Value() : std::string("(not a string)");
         if (!simd::parseElement(name, &storage)) {
-          throwInvalid(env, "Expected 'f32', 'f16' or 'bf16' for storage but received " + name);
+          throwInvalid(env, "Expected 'f32', 'f16', 'bf16' or 'i8' for storage but received " + name);
         }
       }
       index_ = std::make_shared<FlatIndex>(dim, metric, level, threads, storage);
@@ -120,6 +142,26 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
                             std::to_string(args.count) + " queries but received " + std::to_string(args.k));
     }
     return args;
+  }
+
+  // trainAsync(sample): a whole number of rows of dim floats.
+  Napi::Value trainAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      auto sample = requireFloat32(info[0], "sample");
+      const size_t dim = index->dim();
+      if (sample.ElementLength() % dim != 0) {
+        throw makeError(env, {"EBRIX_DIM_MISMATCH", "Expected a multiple of dim " + std::to_string(dim) +
+                                                        " floats for sample but received " +
+                                                        std::to_string(sample.ElementLength())});
+      }
+      return (new TrainWorker(env, index, sample, sample.ElementLength() / dim))->Start();
+    })
+  }
+
+  Napi::Value trained(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), live(info.Env())->trained());
   }
 
   Napi::Value add(const Napi::CallbackInfo& info) {

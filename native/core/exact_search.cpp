@@ -47,7 +47,11 @@ struct AllowBits {
 };
 
 size_t elementBytes(const RowSet& rows) {
-  return rows.element == simd::Element::F32 ? sizeof(float) : sizeof(uint16_t);
+  switch (rows.element) {
+    case simd::Element::F32: return sizeof(float);
+    case simd::Element::I8: return sizeof(uint8_t);
+    default: return sizeof(uint16_t);
+  }
 }
 
 // The 16-bit kernels of the row set's element type; null for float32 rows.
@@ -61,6 +65,7 @@ const simd::Kernels16* halfKernels(const RowSet& rows, const simd::Kernels& kern
 
 const char* rowAddress(const RowSet& rows, size_t row) {
   if (rows.element == simd::Element::F32) return reinterpret_cast<const char*>(rows.vectors + row * rows.dim);
+  if (rows.element == simd::Element::I8) return reinterpret_cast<const char*>(rows.codes + row * rows.dim);
   return reinterpret_cast<const char*>(rows.halves + row * rows.dim);
 }
 
@@ -76,9 +81,15 @@ void prepareSlots(std::vector<SlotCollectors>& slots, size_t queries, size_t k) 
   }
 }
 
+// The queries of a chunk quantized for i8 rows: dim signed bytes and a scale / offset each.
+struct I8Queries {
+  const int8_t* codes = nullptr;
+  const I8Query* params = nullptr;
+};
+
 void streamingScan(const RowSet& rows, const float* queries, size_t queryCount,
                    const float* bias, AllowBits allow, const simd::Kernels& kernels, ThreadPool& pool,
-                   unsigned slots, std::vector<SlotCollectors>& collectors) {
+                   unsigned slots, std::vector<SlotCollectors>& collectors, const I8Queries* i8) {
   const size_t dim = rows.dim;
   const size_t block = std::clamp<size_t>(kScanBlockBytes / (dim * elementBytes(rows)), 8, kScanBlock);
   const simd::Kernels16* half = halfKernels(rows, kernels);
@@ -92,7 +103,11 @@ void streamingScan(const RowSet& rows, const float* queries, size_t queryCount,
     for (size_t r0 = begin; r0 < end; r0 += block) {
       const size_t n = std::min(block, end - r0);
       for (size_t q = 0; q < queryCount; ++q) {
-        if (half != nullptr) {
+        if (i8 != nullptr) {
+          const I8Query& p = i8->params[q];
+          kernels.i8.scanRows(i8->codes + q * dim, rows.codes + r0 * dim, n, dim, p.scale, p.offset,
+                              bias ? bias + r0 : nullptr, scores);
+        } else if (half != nullptr) {
           half->scanRows(queries + q * dim, rows.halves + r0 * dim, n, dim, bias ? bias + r0 : nullptr, scores);
         } else {
           kernels.scanRows(queries + q * dim, rows.vectors + r0 * dim, n, dim, bias ? bias + r0 : nullptr, scores);
@@ -216,8 +231,14 @@ void tiledScan(const RowSet& rows, const float* queries, size_t queryCount, cons
   });
 }
 
-float exactScore(Metric metric, const RowSet& rows, const simd::Kernels& kernels, const float* q, size_t row) {
+// `decoded`: dim floats of scratch for an i8 row.
+float exactScore(Metric metric, const RowSet& rows, const simd::Kernels& kernels, const float* q, size_t row,
+                 float* decoded) {
   const size_t dim = rows.dim;
+  if (rows.element == simd::Element::I8) {
+    rows.quantizer->decode(rows.codes + row * dim, decoded);
+    return metric == Metric::L2 ? -kernels.l2sq(q, decoded, dim) : kernels.dot(q, decoded, dim);
+  }
   if (const simd::Kernels16* half = halfKernels(rows, kernels)) {
     const uint16_t* x = rows.halves + row * dim;
     return metric == Metric::L2 ? -half->l2sq(q, x, dim) : half->dot(q, x, dim);
@@ -244,8 +265,12 @@ SearchOutput exactSearch(const RowSet& rows, const float* queries, size_t queryC
   const size_t dim = rows.dim;
   const size_t keep = std::min(params.k, rows.count);
   const float* bias = params.metric == Metric::L2 ? rows.l2Bias : nullptr;
+  const bool i8 = rows.element == simd::Element::I8;
+  // Candidates each query's collectors keep: the i8 scan ranks by approximate scores, so it
+  // keeps more for the exact re-score to choose from.
+  const size_t shortlist = i8 ? std::min(rows.count, keep * kI8Shortlist) : keep;
 
-  const bool streaming = queryCount <= kStreamingMaxQueries;
+  const bool streaming = i8 || queryCount <= kStreamingMaxQueries;
   const size_t granule = streaming ? kScanBlock : static_cast<size_t>(kernels.tileCols);
   const size_t maxTasks = (rows.count + granule * 16 - 1) / (granule * 16);
   // The pool runs at most 2 × cores at once (thread_pool.cpp); sizing for more would only
@@ -254,20 +279,31 @@ SearchOutput exactSearch(const RowSet& rows, const float* queries, size_t queryC
   const unsigned slots = static_cast<unsigned>(std::max<size_t>(1, std::min<size_t>(usable, maxTasks)));
 
   // Chunk the queries so that per-thread collectors stay within budget.
-  const size_t collectorBytes = std::max<size_t>(2 * keep, keep + 64) * sizeof(Candidate);
+  const size_t collectorBytes = std::max<size_t>(2 * shortlist, shortlist + 64) * sizeof(Candidate);
   size_t chunk = std::max<size_t>(1, kCollectorBudget / (collectorBytes * slots));
   chunk = std::min(chunk, queryCount);
   if (!streaming) chunk = std::max<size_t>(chunk, std::min<size_t>(queryCount, kernels.tileRows));
 
   std::vector<SlotCollectors> collectors(slots);
   std::vector<std::vector<Candidate>> merged(slots);
+  std::vector<int8_t> i8Codes;
+  std::vector<I8Query> i8Params;
   for (size_t q0 = 0; q0 < queryCount; q0 += chunk) {
     const size_t n = std::min(chunk, queryCount - q0);
     const float* chunkQueries = queries + q0 * dim;
-    prepareSlots(collectors, n, keep);
+    prepareSlots(collectors, n, shortlist);
     const AllowBits allow{params.allowBits, params.allowWords};
+    I8Queries i8Queries;
+    if (i8) {
+      i8Codes.resize(n * dim);
+      i8Params.resize(n);
+      for (size_t q = 0; q < n; ++q) {
+        i8Params[q] = rows.quantizer->prepareQuery(chunkQueries + q * dim, i8Codes.data() + q * dim);
+      }
+      i8Queries = I8Queries{i8Codes.data(), i8Params.data()};
+    }
     if (streaming) {
-      streamingScan(rows, chunkQueries, n, bias, allow, kernels, pool, slots, collectors);
+      streamingScan(rows, chunkQueries, n, bias, allow, kernels, pool, slots, collectors, i8 ? &i8Queries : nullptr);
     } else {
       tiledScan(rows, chunkQueries, n, bias, allow, kernels, pool, slots, collectors);
     }
@@ -275,19 +311,20 @@ SearchOutput exactSearch(const RowSet& rows, const float* queries, size_t queryC
     constexpr size_t kMergeBlock = 32;
     pool.parallelFor((n + kMergeBlock - 1) / kMergeBlock, slots, [&](size_t block, unsigned slot) {
       std::vector<Candidate>& best = merged[slot];
+      std::vector<float> decoded(i8 ? dim : 0);
       const size_t end = std::min(n, (block + 1) * kMergeBlock);
       for (size_t q = block * kMergeBlock; q < end; ++q) {
         best.clear();
         for (auto& other : collectors) other.perQuery[q].drainInto(best);
-        selectBest(best, keep);
+        selectBest(best, shortlist);
         const float* query = chunkQueries + q * dim;
         for (auto& c : best) {
-          c.score = exactScore(params.metric, rows, kernels, query, c.row);
+          c.score = exactScore(params.metric, rows, kernels, query, c.row, decoded.data());
           if (std::isnan(c.score)) c.score = kNegInf;  // keeps the sort's ordering strict
         }
         std::sort(best.begin(), best.end(), ranksBefore);
         const size_t base = (q0 + q) * params.k;
-        for (size_t i = 0; i < best.size(); ++i) {
+        for (size_t i = 0; i < std::min(keep, best.size()); ++i) {
           out.ids[base + i] = best[i].id;
           out.scores[base + i] = best[i].score;
         }

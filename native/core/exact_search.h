@@ -11,6 +11,14 @@
 // scores of the k winners are recomputed with the plain dot / l2 kernel, so they do not
 // depend on which path or tile produced them. 16-bit rows are widened to float as they are
 // read (the tiled path widens while packing a panel); products and sums stay float32.
+//
+// i8 rows (codes of a ScalarQuantizer, sq.h) take the streaming scan at every batch size:
+// each query is quantized to signed bytes and scored by integer dot products (KernelsI8),
+// and the scan's row blocks (about 128 KiB, L2-resident) are shared by all queries of a
+// chunk, so many queries still read the codes from memory once per chunk; the threads split
+// the rows as for the other types. A register-tiled integer kernel would be faster for large
+// batches but is not written. The scan shortlists kI8Shortlist × k candidates per query,
+// which are re-scored exactly on the decoded rows with the float query.
 #pragma once
 
 #include <cstddef>
@@ -19,6 +27,7 @@
 
 #include "metric.h"
 #include "simd/kernels.h"
+#include "sq.h"
 #include "thread_pool.h"
 
 namespace ebrix {
@@ -29,6 +38,10 @@ struct RowSet {
   simd::Element element = simd::Element::F32;
   const float* vectors = nullptr;
   const uint16_t* halves = nullptr;
+  // I8: `codes` (count × dim bytes) of `quantizer`; the queries are the float queries (normalised
+  // for cosine), quantized by the search itself.
+  const uint8_t* codes = nullptr;
+  const ScalarQuantizer* quantizer = nullptr;
   const uint64_t* ids = nullptr;   // count
   // For l2 only: -0.5 * |x|^2 per row. Ranking by q·x - 0.5|x|^2 equals ranking by -|q-x|^2,
   // so l2 runs on the inner-product kernels with this per-row bias.
@@ -54,8 +67,11 @@ struct SearchOutput {
   std::vector<float> scores;  // queries × k, padded with -inf
 };
 
-// Batches of at most this many queries take the streaming path.
+// Batches of at most this many queries take the streaming path (every batch, for i8 rows).
 constexpr size_t kStreamingMaxQueries = 8;
+
+// i8 rows: candidates per result the integer scan keeps for the exact re-score.
+constexpr size_t kI8Shortlist = 2;
 
 SearchOutput exactSearch(const RowSet& rows, const float* queries, size_t queryCount,
                          const SearchParams& params, const simd::Kernels& kernels,

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <unordered_set>
 
@@ -18,14 +19,6 @@ namespace {
 
 constexpr size_t kMinCapacity = 1024;
 constexpr double kMaxSquaredNorm = 1e36;
-
-void normalizeInto(const float* src, float* dst, size_t dim) {
-  double sum = 0.0;
-  for (size_t i = 0; i < dim; ++i) sum += static_cast<double>(src[i]) * src[i];
-  // A zero vector stays zero: its cosine with anything is scored 0.
-  const float scale = sum > 0.0 ? static_cast<float>(1.0 / std::sqrt(sum)) : 0.0f;
-  for (size_t i = 0; i < dim; ++i) dst[i] = src[i] * scale;
-}
 
 float halfSquaredNorm(const float* x, size_t dim) {
   double sum = 0.0;
@@ -62,7 +55,8 @@ void requireFinite(const float* vectors, size_t count, size_t dim, const char* w
 FlatIndex::Storage::Storage(size_t cap, size_t dim, simd::Element element)
     : capacity(cap),
       vectors(element == simd::Element::F32 ? cap * dim : 0),
-      halves(element == simd::Element::F32 ? 0 : cap * dim),
+      halves(element == simd::Element::F16 || element == simd::Element::BF16 ? cap * dim : 0),
+      codes(element == simd::Element::I8 ? cap * dim : 0),
       l2Bias(cap),
       ids(cap) {}
 
@@ -73,7 +67,43 @@ FlatIndex::FlatIndex(size_t dim, Metric metric, simd::Level level, unsigned thre
       threads_(threads == 0 ? ThreadPool::hardwareThreads() : threads),
       element_(storage) {
   if (dim == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for dim but received 0");
+  // The integer scan needs 255 × dim to fit int32 even with query bytes of magnitude 1.
+  if (storage == simd::Element::I8 && dim > static_cast<size_t>(std::numeric_limits<int32_t>::max()) / 255) {
+    throw Error(ErrorCode::InvalidArgument, "Expected dim up to " +
+                                                std::to_string(std::numeric_limits<int32_t>::max() / 255) +
+                                                " for storage 'i8' but received " + std::to_string(dim));
+  }
 }
+
+void FlatIndex::train(const float* sample, size_t count) {
+  if (element_ != simd::Element::I8) {
+    throw Error(ErrorCode::InvalidArgument, std::string("Storage '") + simd::elementName(element_) +
+                                                "' needs no training: train() applies to storage 'i8'");
+  }
+  std::lock_guard<std::mutex> writeLock(writeMutex_);
+  if (snapshot().quantizer) {
+    throw Error(ErrorCode::InvalidArgument, "The index is already trained: its quantizer is fixed once vectors may be added");
+  }
+  if (count == 0) throw Error(ErrorCode::InvalidArgument, "Expected at least one vector for sample but received 0");
+  requireFinite(sample, count, dim_, "sample");
+  std::shared_ptr<const ScalarQuantizer> quantizer;
+  try {
+    std::vector<float> normalized;
+    if (metric_ == Metric::Cosine) {
+      // Cosine rows are normalised before they are encoded, so the ranges are of unit vectors.
+      normalized.resize(count * dim_);
+      normalizeRows(sample, normalized.data(), count, dim_);
+      sample = normalized.data();
+    }
+    quantizer = std::make_shared<const ScalarQuantizer>(ScalarQuantizer::train(sample, count, dim_));
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OutOfMemory, "Out of memory training on " + std::to_string(count) + " vectors");
+  }
+  std::lock_guard<std::mutex> lock(snapshotMutex_);
+  current_.quantizer = std::move(quantizer);
+}
+
+bool FlatIndex::trained() const { return element_ != simd::Element::I8 || snapshot().quantizer != nullptr; }
 
 void FlatIndex::requireStorable(const float* vectors, size_t count, const char* what) const {
   // Cosine rows are normalised before rounding (|x_i| <= 1), and bf16 has float's exponent
@@ -123,8 +153,9 @@ size_t FlatIndex::size() const { return snapshot().count; }
 
 size_t FlatIndex::memoryBytes() const {
   const Snapshot snap = snapshot();
-  if (!snap.storage) return 0;
-  size_t bytes = snap.storage->capacity * (dim_ * elementBytes() + sizeof(float) + sizeof(uint64_t));
+  size_t bytes = snap.quantizer ? snap.quantizer->memoryBytes() : 0;
+  if (!snap.storage) return bytes;
+  bytes += snap.storage->capacity * (dim_ * elementBytes() + sizeof(float) + sizeof(uint64_t));
   return bytes + idMapBytes_.load(std::memory_order_relaxed);
 }
 
@@ -132,6 +163,9 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
   if (count == 0) return;
   std::lock_guard<std::mutex> writeLock(writeMutex_);
   const Snapshot snap = snapshot();
+  if (element_ == simd::Element::I8 && !snap.quantizer) {
+    throw Error(ErrorCode::NotTrained, "The index (storage 'i8') must be trained before vectors are added");
+  }
 
   // Validate everything before touching the index.
   requireFinite(vectors, count, dim_, "vectors");
@@ -153,6 +187,8 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
       if (snap.count > 0) {
         if (element_ == simd::Element::F32) {
           std::memcpy(grown->vectors.data(), target->vectors.data(), snap.count * dim_ * sizeof(float));
+        } else if (element_ == simd::Element::I8) {
+          std::memcpy(grown->codes.data(), target->codes.data(), snap.count * dim_);
         } else {
           std::memcpy(grown->halves.data(), target->halves.data(), snap.count * dim_ * sizeof(uint16_t));
         }
@@ -179,11 +215,29 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
       float* dst = target->vectors.data() + row * dim_;
       const float* src = vectors + i * dim_;
       if (metric_ == Metric::Cosine) {
-        normalizeInto(src, dst, dim_);
+        normalizeRows(src, dst, 1, dim_);
       } else {
         std::memcpy(dst, src, dim_ * sizeof(float));
       }
       target->l2Bias[row] = -halfSquaredNorm(dst, dim_);
+      target->ids[row] = ids[i];
+    }
+  } else if (element_ == simd::Element::I8) {
+    // Normalise (cosine), encode, and take the l2 bias of the decoded row: the scan ranks
+    // by the decoded rows, and the re-score measures them.
+    const ScalarQuantizer& quantizer = *snap.quantizer;
+    std::vector<float> prepared(metric_ == Metric::Cosine ? dim_ : 0), decoded(dim_);
+    for (size_t i = 0; i < count; ++i) {
+      const size_t row = snap.count + i;
+      uint8_t* dst = target->codes.data() + row * dim_;
+      const float* src = vectors + i * dim_;
+      if (metric_ == Metric::Cosine) {
+        normalizeRows(src, prepared.data(), 1, dim_);
+        src = prepared.data();
+      }
+      quantizer.encode(src, dst);
+      quantizer.decode(dst, decoded.data());
+      target->l2Bias[row] = -halfSquaredNorm(decoded.data(), dim_);
       target->ids[row] = ids[i];
     }
   } else {
@@ -195,7 +249,7 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
       uint16_t* dst = target->halves.data() + row * dim_;
       const float* src = vectors + i * dim_;
       if (metric_ == Metric::Cosine) {
-        normalizeInto(src, prepared.data(), dim_);
+        normalizeRows(src, prepared.data(), 1, dim_);
         src = prepared.data();
       }
       half.fromFloat(src, dst, dim_);
@@ -211,7 +265,7 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
                         rowOfId_.bucket_count() * sizeof(void*),
                     std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(snapshotMutex_);
-  current_ = Snapshot{std::move(target), newCount};
+  current_ = Snapshot{std::move(target), newCount, snap.quantizer};
 }
 
 SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k, unsigned threads,
@@ -220,15 +274,18 @@ SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k
   requireFinite(queries, queryCount, dim_, "queries");
   requireStorable(queries, queryCount, "queries");
   const Snapshot snap = snapshot();
+  if (element_ == simd::Element::I8 && !snap.quantizer) {
+    throw Error(ErrorCode::NotTrained, "The index (storage 'i8') must be trained before it is searched");
+  }
 
   std::vector<float> normalized;
   const float* prepared = queries;
   if (metric_ == Metric::Cosine) {
     normalized.resize(queryCount * dim_);
-    for (size_t q = 0; q < queryCount; ++q) normalizeInto(queries + q * dim_, normalized.data() + q * dim_, dim_);
+    normalizeRows(queries, normalized.data(), queryCount, dim_);
     prepared = normalized.data();
   }
-  if (element_ != simd::Element::F32) {
+  if (element_ == simd::Element::F16 || element_ == simd::Element::BF16) {
     // Queries are rounded to the storage type as the rows were, and scored as floats.
     const simd::Kernels16& half = halfKernels();
     normalized.resize(queryCount * dim_);
@@ -245,9 +302,11 @@ SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k
   if (snap.storage) {
     rows.vectors = snap.storage->vectors.data();
     rows.halves = snap.storage->halves.data();
+    rows.codes = snap.storage->codes.data();
     rows.ids = snap.storage->ids.data();
     rows.l2Bias = snap.storage->l2Bias.data();
   }
+  rows.quantizer = snap.quantizer.get();  // i8: the exact search quantizes each query itself
   rows.count = snap.count;
   rows.dim = dim_;
 

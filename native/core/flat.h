@@ -1,4 +1,5 @@
-// FlatIndex: vectors searched exactly, stored as float32 (default), f16 or bf16.
+// FlatIndex: vectors searched exactly, stored as float32 (default), f16 or bf16, or searched
+// over 8-bit codes of a trained scalar quantizer (i8).
 //
 // 16-bit storage has the GPU index's semantics (native/cuda/gpu_index.h): rows are rounded
 // to the type at add (cosine normalises first), queries are rounded the same way at search,
@@ -6,6 +7,15 @@
 // values, l2 by q·x - |x|^2/2 of them and reports -|q - x|^2. A value that rounds to
 // infinity in f16 (magnitude 65520 or more, after normalisation for cosine) is rejected with
 // InvalidVector: an infinite row would poison every score.
+//
+// i8 storage keeps one byte per value: the code of a ScalarQuantizer (sq.h) trained by
+// train() on a sample (normalised for cosine) before the first add; add and search before
+// train are NotTrained. Rows are normalised (cosine) and encoded at add; values outside the
+// trained range clamp. A search scans the codes with integer dot products against the query
+// quantized to signed bytes (ranking by q·x - |x|^2/2 of the decoded rows for l2), shortlists
+// kI8Shortlist × k candidates per query, and re-scores those exactly against the decoded
+// rows with the float query, so the reported scores are those of the decoded rows: q·x for
+// ip and cosine, -|q - x|^2 for l2.
 //
 // Concurrency: searches read an immutable snapshot {storage, row count}; adds append rows
 // past every published count and then publish a new snapshot. Appending in place is safe
@@ -25,6 +35,7 @@
 #include "exact_search.h"
 #include "metric.h"
 #include "simd/kernels.h"
+#include "sq.h"
 #include "topk.h"
 
 namespace ebrix {
@@ -44,7 +55,14 @@ class FlatIndex {
   simd::Element storage() const { return element_; }
   size_t size() const;
 
-  // Adds `count` vectors. Everything is validated first (finite values, ids unique within
+  // Trains the scalar quantizer of i8 storage on `count` (>= 1) sample rows. Once only, and
+  // only for i8 storage: other storages, or an index already trained, are InvalidArgument.
+  // Safe to call while searches run; serialised with add().
+  void train(const float* sample, size_t count);
+  // Whether the index can take vectors: always for f32 / f16 / bf16, after train() for i8.
+  bool trained() const;
+
+  // Adds `count` vectors (NotTrained for an untrained i8 index). Everything is validated first (finite values, ids unique within
   // the call and new to the index, not the reserved padding id); on any error the index is
   // unchanged. Safe to call while searches run; concurrent adds are serialised.
   void add(const uint64_t* ids, const float* vectors, size_t count);
@@ -55,7 +73,8 @@ class FlatIndex {
   SearchOutput search(const float* queries, size_t queryCount, size_t k, unsigned threads = 0,
                       const uint32_t* allowBits = nullptr, size_t allowWords = 0) const;
 
-  // Bytes held by vectors, norms, ids (capacity included) and the id → row map (estimated).
+  // Bytes held by vectors (or codes and quantizer), norms, ids (capacity included) and the
+  // id → row map (estimated).
   size_t memoryBytes() const;
 
  private:
@@ -64,16 +83,24 @@ class FlatIndex {
     size_t capacity;
     AlignedBuffer<float> vectors;     // f32 storage
     AlignedBuffer<uint16_t> halves;   // f16 / bf16 storage (bit patterns)
+    AlignedBuffer<uint8_t> codes;     // i8 storage
     AlignedBuffer<float> l2Bias;  // -0.5 * |x|^2
     AlignedBuffer<uint64_t> ids;
   };
   struct Snapshot {
     std::shared_ptr<Storage> storage;
     size_t count = 0;
+    std::shared_ptr<const ScalarQuantizer> quantizer;  // i8 storage, once trained
   };
 
   Snapshot snapshot() const;
-  size_t elementBytes() const { return element_ == simd::Element::F32 ? sizeof(float) : sizeof(uint16_t); }
+  size_t elementBytes() const {
+    switch (element_) {
+      case simd::Element::F32: return sizeof(float);
+      case simd::Element::I8: return sizeof(uint8_t);
+      default: return sizeof(uint16_t);
+    }
+  }
   // The 16-bit kernels of the storage type (f16 or bf16 storage only).
   const simd::Kernels16& halfKernels() const {
     return element_ == simd::Element::F16 ? kernels_->f16 : kernels_->bf16;
@@ -88,7 +115,7 @@ class FlatIndex {
   const unsigned threads_;
   const simd::Element element_;
 
-  std::mutex writeMutex_;               // serialises add(); guards rowOfId_
+  std::mutex writeMutex_;               // serialises add() and train(); guards rowOfId_
   mutable std::mutex snapshotMutex_;    // guards current_
   Snapshot current_;
   std::unordered_map<uint64_t, uint32_t> rowOfId_;

@@ -201,6 +201,113 @@ void scanRows16(const float* query, const uint16_t* rows, size_t count, size_t d
   }
 }
 
+// i8 rows: unsigned codes × signed query bytes, multiplied as 16-bit lanes by vpmaddwd, whose
+// pair sums (at most 2 × 255 × 127) fit int32 exactly. vpmaddubsw would take the bytes
+// directly but adds its pair in a saturating 16-bit lane, which 2 × 255 × 127 overflows.
+// Bytes become 16-bit lanes by masks and shifts (even bytes: x & 0xFF, odd bytes: x >> 8),
+// not by vpmovzxbw / vpmovsxbw, which all compete for the one shuffle port; the query's
+// even and odd bytes are sign-extended by shifting left and then arithmetically right.
+struct QueryLanes {
+  __m256i even, odd;
+};
+
+inline QueryLanes queryLanes(const int8_t* q) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+  return {_mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8), _mm256_srai_epi16(v, 8)};
+}
+
+// 32 codes against 32 query bytes, added to acc as 8 int32 partial sums.
+inline __m256i dotI8x32(const uint8_t* x, const QueryLanes& q, __m256i lowBytes, __m256i acc) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_and_si256(v, lowBytes), q.even));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_srli_epi16(v, 8), q.odd));
+}
+
+// 16 codes against 16 query bytes (the step between 32-byte blocks and the scalar tail).
+inline __m256i dotI8x16(const uint8_t* x, const int8_t* q, __m256i acc) {
+  const __m256i xs = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+  const __m256i qs = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(xs, qs));
+}
+
+inline int32_t horizontalSumI32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+int32_t dotI8(const uint8_t* x, const int8_t* q, size_t dim) {
+  const __m256i lowBytes = _mm256_set1_epi16(0x00FF);
+  __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+  size_t i = 0;
+  for (; i + 64 <= dim; i += 64) {
+    acc0 = dotI8x32(x + i, queryLanes(q + i), lowBytes, acc0);
+    acc1 = dotI8x32(x + i + 32, queryLanes(q + i + 32), lowBytes, acc1);
+  }
+  if (i + 32 <= dim) {
+    acc0 = dotI8x32(x + i, queryLanes(q + i), lowBytes, acc0);
+    i += 32;
+  }
+  if (i + 16 <= dim) {
+    acc1 = dotI8x16(x + i, q + i, acc1);
+    i += 16;
+  }
+  int32_t sum = horizontalSumI32(_mm256_add_epi32(acc0, acc1));
+  for (; i < dim; ++i) sum += static_cast<int32_t>(x[i]) * q[i];
+  return sum;
+}
+
+// Four rows at a time: each query block is split into 16-bit lanes once for the four rows,
+// and the four sums are reduced together. The four rows are adjacent, so their loads still
+// form one forward stream for the prefetchers.
+void scanRowsI8(const int8_t* query, const uint8_t* rows, size_t count, size_t dim, float scale, float offset,
+                const float* bias, float* scores) {
+  const __m256i lowBytes = _mm256_set1_epi16(0x00FF);
+  size_t r = 0;
+  for (; r + 4 <= count; r += 4) {
+    const uint8_t* x0 = rows + r * dim;
+    const uint8_t* x1 = x0 + dim;
+    const uint8_t* x2 = x1 + dim;
+    const uint8_t* x3 = x2 + dim;
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256(), a2 = _mm256_setzero_si256(),
+            a3 = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 32 <= dim; i += 32) {
+      const QueryLanes q = queryLanes(query + i);
+      a0 = dotI8x32(x0 + i, q, lowBytes, a0);
+      a1 = dotI8x32(x1 + i, q, lowBytes, a1);
+      a2 = dotI8x32(x2 + i, q, lowBytes, a2);
+      a3 = dotI8x32(x3 + i, q, lowBytes, a3);
+    }
+    if (i + 16 <= dim) {
+      a0 = dotI8x16(x0 + i, query + i, a0);
+      a1 = dotI8x16(x1 + i, query + i, a1);
+      a2 = dotI8x16(x2 + i, query + i, a2);
+      a3 = dotI8x16(x3 + i, query + i, a3);
+      i += 16;
+    }
+    // Lane j of each 128-bit half: a partial sum of row j.
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+    alignas(16) int32_t sums[4];
+    _mm_store_si128(reinterpret_cast<__m128i*>(sums),
+                    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+    for (; i < dim; ++i) {
+      const int32_t qi = query[i];
+      sums[0] += static_cast<int32_t>(x0[i]) * qi;
+      sums[1] += static_cast<int32_t>(x1[i]) * qi;
+      sums[2] += static_cast<int32_t>(x2[i]) * qi;
+      sums[3] += static_cast<int32_t>(x3[i]) * qi;
+    }
+    for (int j = 0; j < 4; ++j) {
+      scores[r + j] = static_cast<float>(sums[j]) * scale + offset + (bias ? bias[r + j] : 0.0f);
+    }
+  }
+  for (; r < count; ++r) {
+    scores[r] = static_cast<float>(dotI8(rows + r * dim, query, dim)) * scale + offset + (bias ? bias[r] : 0.0f);
+  }
+}
+
 constexpr int kFmaChains = 12;
 
 float fmaLoop(size_t iterations) {
@@ -222,6 +329,7 @@ const Kernels kTable = {
      floatsToF16, f16ToFloats},
     {dot16<widenBf16x8>, l2sq16<widenBf16x8>, scanRows16<widenBf16x8>, packPanel16<widenBf16x8, bf16ToFloat>,
      floatsToBf16Scalar, bf16ToFloatsScalar},
+    {"avx2", dotI8, scanRowsI8},
     scanRowsCached,
 };
 

@@ -189,6 +189,44 @@ void scanRows16(const float* query, const uint16_t* rows, size_t count, size_t d
   }
 }
 
+// i8 rows without VNNI (AVX512BW): codes and query bytes widened to 16 bits, multiplied and
+// pair-summed exactly by vpmaddwd (not the saturating vpmaddubsw, see avx2.cpp). A CPU with
+// AVX512-VNNI gets i8_avx512vnni.cpp's kernels instead (dispatch.cpp).
+inline __m512i widenCodes16(__m256i bytes) { return _mm512_cvtepu8_epi16(bytes); }
+inline __m512i widenQuery16(__m256i bytes) { return _mm512_cvtepi8_epi16(bytes); }
+inline __m256i load8x32(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
+inline int32_t horizontalSumI32(__m512i v) {
+  const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+int32_t dotI8(const uint8_t* x, const int8_t* q, size_t dim) {
+  __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+  size_t i = 0;
+  for (; i + 64 <= dim; i += 64) {
+    acc0 = _mm512_add_epi32(acc0, _mm512_madd_epi16(widenCodes16(load8x32(x + i)), widenQuery16(load8x32(q + i))));
+    acc1 = _mm512_add_epi32(acc1,
+                            _mm512_madd_epi16(widenCodes16(load8x32(x + i + 32)), widenQuery16(load8x32(q + i + 32))));
+  }
+  for (; i < dim; i += 32) {
+    const __mmask32 m = dim - i >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << (dim - i)) - 1u);
+    acc0 = _mm512_add_epi32(acc0, _mm512_madd_epi16(widenCodes16(_mm256_maskz_loadu_epi8(m, x + i)),
+                                                    widenQuery16(_mm256_maskz_loadu_epi8(m, q + i))));
+  }
+  return horizontalSumI32(_mm512_add_epi32(acc0, acc1));
+}
+
+void scanRowsI8(const int8_t* query, const uint8_t* rows, size_t count, size_t dim, float scale, float offset,
+                const float* bias, float* scores) {
+  for (size_t r = 0; r < count; ++r) {
+    scores[r] = static_cast<float>(dotI8(rows + r * dim, query, dim)) * scale + offset + (bias ? bias[r] : 0.0f);
+  }
+}
+
 constexpr int kFmaChains = 16;
 
 float fmaLoop(size_t iterations) {
@@ -210,6 +248,7 @@ const Kernels kTable = {
      f16ToFloats},
     {dot16<bf16Lanes>, l2sq16<bf16Lanes>, scanRows16<bf16Lanes>, packPanel16<widenBf16x8, bf16ToFloat>,
      floatsToBf16Scalar, bf16ToFloatsScalar},
+    {"avx512", dotI8, scanRowsI8},
     scanRowsCached,
 };
 

@@ -19,6 +19,8 @@ namespace {
 struct X86Features {
   bool avx2 = false;
   bool avx512 = false;
+  bool avxVnni = false;     // with avx2: VEX vpdpbusd
+  bool avx512Vnni = false;  // with avx512: EVEX vpdpbusd
 };
 
 // Extended control register 0: which register states the OS saves on a context switch.
@@ -43,6 +45,8 @@ X86Features detectX86() {
   if (!ymmSaved) return f;
   if (__get_cpuid_max(0, nullptr) < 7) return f;
   __cpuid_count(7, 0, eax, ebx, ecx, edx);
+  const unsigned maxSubleaf = eax;
+  const bool vnni512 = ecx & (1u << 11);
   const bool avx2 = ebx & (1u << 5);
   const bool avx512f = ebx & (1u << 16);
   const bool avx512dq = ebx & (1u << 17);
@@ -50,12 +54,36 @@ X86Features detectX86() {
   const bool avx512vl = ebx & (1u << 31);
   f.avx2 = avx2 && fma && f16c;
   f.avx512 = f.avx2 && zmmSaved && avx512f && avx512dq && avx512bw && avx512vl;
+  f.avx512Vnni = f.avx512 && vnni512;
+  if (maxSubleaf >= 1) {
+    __cpuid_count(7, 1, eax, ebx, ecx, edx);
+    f.avxVnni = f.avx2 && (eax & (1u << 4));
+  }
   return f;
 }
 
 const X86Features& x86Features() {
   static const X86Features features = detectX86();
   return features;
+}
+
+// A level's table with its i8 kernels replaced by a faster variant of the same level.
+Kernels withI8(const Kernels& base, const KernelsI8& i8) {
+  Kernels k = base;
+  k.i8 = i8;
+  return k;
+}
+
+const Kernels& avx2Table() {
+  if (!x86Features().avxVnni) return avx2Kernels();
+  static const Kernels table = withI8(avx2Kernels(), avxVnniI8Kernels());
+  return table;
+}
+
+const Kernels& avx512Table() {
+  if (!x86Features().avx512Vnni) return avx512Kernels();
+  static const Kernels table = withI8(avx512Kernels(), avx512VnniI8Kernels());
+  return table;
 }
 #endif
 
@@ -85,6 +113,7 @@ const char* elementName(Element element) {
     case Element::F32: return "f32";
     case Element::F16: return "f16";
     case Element::BF16: return "bf16";
+    case Element::I8: return "i8";
   }
   return "f32";
 }
@@ -93,6 +122,7 @@ bool parseElement(const std::string& name, Element* out) {
   if (name == "f32") *out = Element::F32;
   else if (name == "f16") *out = Element::F16;
   else if (name == "bf16") *out = Element::BF16;
+  else if (name == "i8") *out = Element::I8;
   else return false;
   return true;
 }
@@ -146,14 +176,35 @@ const Kernels& kernelsFor(Level level) {
   }
   switch (level) {
 #ifdef EBRIX_X86
-    case Level::Avx2: return avx2Kernels();
-    case Level::Avx512: return avx512Kernels();
+    case Level::Avx2: return avx2Table();
+    case Level::Avx512: return avx512Table();
 #endif
 #ifdef EBRIX_ARM64
     case Level::Neon: return neonKernels();
 #endif
     default: return scalarKernels();
   }
+}
+
+std::vector<const KernelsI8*> supportedI8Kernels() {
+  std::vector<const KernelsI8*> out;
+  for (Level level : supportedLevels()) {
+    switch (level) {
+#ifdef EBRIX_X86
+      case Level::Avx2:
+        out.push_back(&avx2Kernels().i8);
+        if (x86Features().avxVnni) out.push_back(&avxVnniI8Kernels());
+        break;
+      case Level::Avx512:
+        out.push_back(&avx512Kernels().i8);
+        if (x86Features().avx512Vnni) out.push_back(&avx512VnniI8Kernels());
+        break;
+#endif
+      default:
+        out.push_back(&kernelsFor(level).i8);
+    }
+  }
+  return out;
 }
 
 }  // namespace ebrix::simd

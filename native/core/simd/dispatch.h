@@ -12,7 +12,7 @@ namespace ebrix::simd {
 const char* levelName(Level level);
 bool parseLevel(const std::string& name, Level* out);
 
-// 'f32', 'f16', 'bf16'.
+// 'f32', 'f16', 'bf16', 'i8'.
 const char* elementName(Element element);
 bool parseElement(const std::string& name, Element* out);
 
@@ -25,7 +25,12 @@ bool isSupported(Level level);
 // Throws ebrix::Error(UnsupportedSimd) when EBRIX_SIMD names a level this CPU lacks.
 Level defaultLevel();
 
-// Throws ebrix::Error(UnsupportedSimd) when the level cannot run here.
+// Throws ebrix::Error(UnsupportedSimd) when the level cannot run here. The table's i8
+// kernels are the best variant of the level this CPU runs (VNNI where present).
 const Kernels& kernelsFor(Level level);
+
+// Every i8 kernel variant this CPU runs, scalar first: each level's own, plus the VNNI
+// variants where the CPU has them (for tests against the scalar reference, and benches).
+std::vector<const KernelsI8*> supportedI8Kernels();
 
 }  // namespace ebrix::simd

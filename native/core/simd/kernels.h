@@ -23,7 +23,8 @@ constexpr int kMaxTileCols = 32;
 // How an index stores its rows: float32, or 16-bit IEEE half (f16) or bfloat16 (bf16) bit
 // patterns. Queries of a 16-bit index are rounded to the same type but stay float arrays
 // (every f16 / bf16 value is exactly a float), so only the row side of a kernel changes.
-enum class Element { F32 = 0, F16 = 1, BF16 = 2 };
+// I8: unsigned 8-bit codes of a trained scalar quantizer (sq.h), scored by KernelsI8.
+enum class Element { F32 = 0, F16 = 1, BF16 = 2, I8 = 3 };
 
 // Kernels over rows of one 16-bit element type. Products and sums are float32.
 struct Kernels16 {
@@ -37,6 +38,20 @@ struct Kernels16 {
   // Round to nearest even (finite inputs; f16 magnitudes from 65520 up become infinity).
   void (*fromFloat)(const float* src, uint16_t* dst, size_t n);
   void (*toFloat)(const uint16_t* src, float* dst, size_t n);
+};
+
+// Kernels over rows of 8-bit scalar-quantizer codes (0..255) against a query quantized to
+// signed 8 bits (sq.h folds the quantizer's steps into it). Products and sums are exact
+// int32: the caller bounds the query's magnitude so that 255 × |q| summed over dim stays
+// below 2^31 (ScalarQuantizer::queryLimit), and no kernel may saturate an intermediate.
+struct KernelsI8 {
+  // The variant, for tests and reports: one level may have several (with and without VNNI).
+  const char* name;
+  int32_t (*dot)(const uint8_t* codes, const int8_t* query, size_t dim);
+  // scores[r] = float(dot(rows + r*dim, query)) * scale + offset + bias[r] (bias may be
+  // null), for r < count; rows contiguous, row-major.
+  void (*scanRows)(const int8_t* query, const uint8_t* rows, size_t count, size_t dim, float scale,
+                   float offset, const float* bias, float* scores);
 };
 
 struct Kernels {
@@ -74,6 +89,8 @@ struct Kernels {
 
   Kernels16 f16;
   Kernels16 bf16;
+  // The level's own i8 kernels; dispatch.cpp swaps in a VNNI variant where the CPU has one.
+  KernelsI8 i8;
 
   // scanRows for rows already in cache (a coarse quantizer's centroids): four rows at a time,
   // so that independent FMA chains overlap instead of each row waiting on its own. Null
@@ -89,6 +106,10 @@ const Kernels& scalarKernels();
 #if defined(__x86_64__) || defined(_M_X64)
 const Kernels& avx2Kernels();
 const Kernels& avx512Kernels();
+// i8 kernels with dot-product instructions, each in its own translation unit: AVX-VNNI
+// (VEX, 256-bit, with AVX2) and AVX512-VNNI (with AVX-512 F/BW/VL).
+const KernelsI8& avxVnniI8Kernels();
+const KernelsI8& avx512VnniI8Kernels();
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
 const Kernels& neonKernels();

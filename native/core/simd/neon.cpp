@@ -157,6 +157,36 @@ void f16ToFloats(const uint16_t* src, float* dst, size_t n) {
   for (; i < n; ++i) dst[i] = f16ToFloat(src[i]);
 }
 
+// i8 rows: codes and query bytes widened to 16 bits and multiply-accumulated into 32-bit
+// lanes (vmlal_s16), exact. SDOT would need both sides signed (and a runtime check for the
+// dot-product extension); this runs on every arm64 CPU.
+int32_t dotI8(const uint8_t* x, const int8_t* q, size_t dim) {
+  int32x4_t acc0 = vdupq_n_s32(0), acc1 = vdupq_n_s32(0);
+  size_t i = 0;
+  for (; i + 16 <= dim; i += 16) {
+    const uint8x16_t xb = vld1q_u8(x + i);
+    const int8x16_t qb = vld1q_s8(q + i);
+    const int16x8_t xl = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(xb)));
+    const int16x8_t xh = vreinterpretq_s16_u16(vmovl_u8(vget_high_u8(xb)));
+    const int16x8_t ql = vmovl_s8(vget_low_s8(qb));
+    const int16x8_t qh = vmovl_s8(vget_high_s8(qb));
+    acc0 = vmlal_s16(acc0, vget_low_s16(xl), vget_low_s16(ql));
+    acc1 = vmlal_s16(acc1, vget_high_s16(xl), vget_high_s16(ql));
+    acc0 = vmlal_s16(acc0, vget_low_s16(xh), vget_low_s16(qh));
+    acc1 = vmlal_s16(acc1, vget_high_s16(xh), vget_high_s16(qh));
+  }
+  int32_t sum = vaddvq_s32(vaddq_s32(acc0, acc1));
+  for (; i < dim; ++i) sum += static_cast<int32_t>(x[i]) * q[i];
+  return sum;
+}
+
+void scanRowsI8(const int8_t* query, const uint8_t* rows, size_t count, size_t dim, float scale, float offset,
+                const float* bias, float* scores) {
+  for (size_t r = 0; r < count; ++r) {
+    scores[r] = static_cast<float>(dotI8(rows + r * dim, query, dim)) * scale + offset + (bias ? bias[r] : 0.0f);
+  }
+}
+
 constexpr int kFmaChains = 16;
 
 float fmaLoop(size_t iterations) {
@@ -177,6 +207,7 @@ const Kernels kTable = {
      floatsToF16, f16ToFloats},
     {dot16<widenBf16x4, bf16ToFloat>, l2sq16<widenBf16x4, bf16ToFloat>, scanRows16<widenBf16x4, bf16ToFloat>,
      nullptr, floatsToBf16Scalar, bf16ToFloatsScalar},
+    {"neon", dotI8, scanRowsI8},
 };
 
 }  // namespace

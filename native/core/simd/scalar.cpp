@@ -79,6 +79,19 @@ void scanRows16(const float* query, const uint16_t* rows, size_t count, size_t d
   }
 }
 
+int32_t dotI8(const uint8_t* codes, const int8_t* query, size_t dim) {
+  int32_t sum = 0;
+  for (size_t i = 0; i < dim; ++i) sum += static_cast<int32_t>(codes[i]) * query[i];
+  return sum;
+}
+
+void scanRowsI8(const int8_t* query, const uint8_t* rows, size_t count, size_t dim, float scale, float offset,
+                const float* bias, float* scores) {
+  for (size_t r = 0; r < count; ++r) {
+    scores[r] = static_cast<float>(dotI8(rows + r * dim, query, dim)) * scale + offset + (bias ? bias[r] : 0.0f);
+  }
+}
+
 constexpr int kFmaChains = 8;
 
 float fmaLoop(size_t iterations) {
@@ -97,6 +110,7 @@ const Kernels kTable = {
     {dot16<f16ToFloat>, l2sq16<f16ToFloat>, scanRows16<f16ToFloat>, nullptr, floatsToF16Scalar, f16ToFloatsScalar},
     {dot16<bf16ToFloat>, l2sq16<bf16ToFloat>, scanRows16<bf16ToFloat>, nullptr, floatsToBf16Scalar,
      bf16ToFloatsScalar},
+    {"scalar", dotI8, scanRowsI8},
 };
 
 }  // namespace
