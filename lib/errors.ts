@@ -18,6 +18,7 @@ export type EbrixErrorCode =
   | 'EBRIX_INVALID_SPEC'
   | 'EBRIX_CORRUPT_MODEL'
   | 'EBRIX_CORRUPT_FILE'
+  | 'EBRIX_IO'
   | 'EBRIX_OVERLOADED'
   | 'EBRIX_VERSION_MISMATCH'
   | 'EBRIX_INTERNAL';
@@ -113,6 +114,13 @@ export class CorruptFileError extends EbrixError {
   }
 }
 
+/** The file system refused an operation (missing file, permissions, disk full); the message says which. */
+export class IoError extends EbrixError {
+  constructor(message: string) {
+    super('EBRIX_IO', message);
+  }
+}
+
 /** A bounded queue is full; the caller should shed load or retry later. */
 export class OverloadedError extends EbrixError {
   constructor(message: string) {
@@ -135,6 +143,8 @@ const byCode: Partial<Record<EbrixErrorCode, new (message: string) => EbrixError
   EBRIX_OUT_OF_MEMORY: OutOfMemoryError,
   EBRIX_DEVICE_UNAVAILABLE: DeviceUnavailableError,
   EBRIX_NOT_TRAINED: NotTrainedError,
+  EBRIX_CORRUPT_FILE: CorruptFileError,
+  EBRIX_IO: IoError,
 };
 
 const knownCodes = new Set<string>([
@@ -142,6 +152,7 @@ const knownCodes = new Set<string>([
   'EBRIX_INVALID_SPEC',
   'EBRIX_CORRUPT_MODEL',
   'EBRIX_CORRUPT_FILE',
+  'EBRIX_IO',
   'EBRIX_OVERLOADED',
   'EBRIX_VERSION_MISMATCH',
   'EBRIX_INVALID_ARGUMENT',

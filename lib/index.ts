@@ -39,6 +39,7 @@ export {
 } from './machine.js';
 export {
   CorruptFileError,
+  IoError,
   CorruptModelError,
   DeviceUnavailableError,
   DimensionMismatchError,

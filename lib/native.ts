@@ -20,6 +20,9 @@ export interface NativeSearchOutput {
   scores: Float32Array;
 }
 
+/** An opened index on its way to `new FlatIndex(handle)` (an External). */
+export type NativeOpenedHandle = { readonly __openedIndex: unique symbol };
+
 export interface NativeFlatIndex {
   trainAsync(sample: Float32Array): Promise<void>;
   trained(): boolean;
@@ -33,6 +36,8 @@ export interface NativeFlatIndex {
   threads(): number;
   storage(): string;
   dispose(): void;
+  mappedBytes(): number;
+  saveAsync(path: string, modelVersion: string): Promise<void>;
 }
 
 export interface NativeIvfPqMemory {
@@ -81,13 +86,18 @@ export interface NativeAddon {
   hardwareThreads(): number;
   measureFmaPeak(threads: number, seconds: number): Promise<number>;
   measureReadBandwidth(threads: number, bytes: number): Promise<number>;
-  FlatIndex: new (
-    dim: number,
-    metric: string,
+  FlatIndex: {
+    new (dim: number, metric: string, simd: string | undefined, threads: number, storage: string | undefined): NativeFlatIndex;
+    /** Takes the index of an openFlatIndexAsync handle. */
+    new (handle: NativeOpenedHandle): NativeFlatIndex;
+  };
+  openFlatIndexAsync(
+    path: string,
+    map: boolean,
+    verify: boolean,
     simd: string | undefined,
     threads: number,
-    storage: string | undefined,
-  ) => NativeFlatIndex;
+  ): Promise<{ handle: NativeOpenedHandle; modelVersion: string; dim: number; metric: string; storage: string }>;
   IvfPqIndex: new (
     dim: number,
     metric: string,

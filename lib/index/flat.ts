@@ -13,7 +13,7 @@ import {
 } from '../errors.js';
 import { openOnGpu } from '../gpu.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
-import { native, type NativeFlatIndex, type NativeGpuFlatIndex } from '../native.js';
+import { native, type NativeFlatIndex, type NativeGpuFlatIndex, type NativeOpenedHandle } from '../native.js';
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
 import { type Ids } from './ids.js';
 import { SearchResult } from './search-result.js';
@@ -96,7 +96,32 @@ export interface MemoryUsage {
   hostBytes: number;
   /** GPU memory: vectors, norms and ids (spare capacity included); 0 on the CPU. */
   deviceBytes: number;
+  /**
+   * Rows still read from a file mapped by `FlatIndex.open` (page cache, shared and
+   * reclaimable; not in `bytes`); 0 once an add has copied them into memory.
+   */
+  mappedBytes: number;
 }
+
+export interface FlatIndexOpenOptions {
+  /**
+   * Map the file instead of reading it (default true): opening copies nothing and checks
+   * the header, the section table, the ids and norms, but not the rows (see `verify`); the
+   * rows stay in the page cache, read-only, until the first add copies them into memory.
+   * false: every section is read into memory and checked.
+   */
+  mmap?: boolean;
+  /** With mmap, check the rows' checksum too (reads every page once). Default false. */
+  verify?: boolean;
+  /** Native threads a search may use (default: all hardware threads). */
+  threads?: number;
+  /** Force a SIMD level (default: `EBRIX_SIMD`, else the best supported). */
+  simd?: SimdLevel;
+}
+
+/** Carries an opened native index into the constructor; not part of the options a user passes. */
+const OPENED = Symbol('ebrix.openedFlatIndex');
+type ConstructorOptions = FlatIndexOptions & { [OPENED]?: NativeOpenedHandle };
 
 const MAX_THREADS = 4096;
 /** The largest k one search takes, per device (GpuFlatIndex::kMaxK on the GPU). */
@@ -131,6 +156,16 @@ export class FlatIndex implements Disposable {
     if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
     this.dim = requirePositiveInteger(options.dim, 'dim', 1 << 20);
     this.metric = requireOneOf(options.metric ?? 'ip', METRICS, 'metric');
+    const opened = (options as ConstructorOptions)[OPENED];
+    if (opened !== undefined) {
+      const Native = native().FlatIndex;
+      this.#native = { device: 'cpu', index: callNative(() => new Native(opened)) };
+      this.device = 'cpu';
+      this.storage = this.#native.index.storage() as VectorStorage;
+      this.deviceReason = '';
+      if (options.modelVersion !== undefined) this.bindModelVersion(options.modelVersion);
+      return;
+    }
     const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'threads', MAX_THREADS);
     const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'simd');
     const device = requireOneOf(options.device ?? 'cpu', DEVICE_PREFERENCES, 'device');
@@ -236,11 +271,52 @@ export class FlatIndex implements Disposable {
     const live = this.#live();
     if (live.device === 'cpu') {
       const bytes = live.index.memoryBytes();
-      return { bytes, hostBytes: bytes, deviceBytes: 0 };
+      return { bytes, hostBytes: bytes, deviceBytes: 0, mappedBytes: live.index.mappedBytes() };
     }
     const hostBytes = live.index.hostBytes();
     const deviceBytes = live.index.deviceBytes();
-    return { bytes: hostBytes + deviceBytes, hostBytes, deviceBytes };
+    return { bytes: hostBytes + deviceBytes, hostBytes, deviceBytes, mappedBytes: 0 };
+  }
+
+  /**
+   * Writes the index to `path`, off the event loop: a temporary file beside it, synced, then
+   * renamed over it, so a failure (EBRIX_IO: disk full, permissions) or a crash leaves the
+   * previous file whole. The file holds the rows published when the save starts (adds and
+   * searches may run meanwhile) and the bound model version. The format is versioned and
+   * checksummed (native/core/index_file.h). CPU indexes only for now.
+   */
+  async save(path: string): Promise<void> {
+    const live = this.#live();
+    if (typeof path !== 'string' || path.length === 0) throw invalid('a file path', 'path', path);
+    if (live.device !== 'cpu') {
+      throw new InvalidArgumentError('Saving an index on the GPU is not supported yet: build a CPU index to save');
+    }
+    await awaitNative(live.index.saveAsync(path, this.#modelVersion ?? ''));
+  }
+
+  /**
+   * Opens an index file `save` wrote, off the event loop (see FlatIndexOpenOptions). A
+   * truncated, damaged or foreign file is EBRIX_CORRUPT_FILE; a missing one EBRIX_IO. The
+   * index comes back on the CPU, with its model version bound.
+   */
+  static async open(path: string, options: FlatIndexOpenOptions = {}): Promise<FlatIndex> {
+    if (typeof path !== 'string' || path.length === 0) throw invalid('a file path', 'path', path);
+    if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
+    const mmap = options.mmap ?? true;
+    if (typeof mmap !== 'boolean') throw invalid('a boolean', 'options.mmap', options.mmap);
+    const verify = options.verify ?? false;
+    if (typeof verify !== 'boolean') throw invalid('a boolean', 'options.verify', options.verify);
+    const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'options.threads', MAX_THREADS);
+    const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'options.simd');
+    const opened = await awaitNative(native().openFlatIndexAsync(path, mmap, verify, simd, threads));
+    const init: ConstructorOptions = {
+      dim: opened.dim,
+      metric: opened.metric as Metric,
+      storage: opened.storage as VectorStorage,
+      ...(opened.modelVersion === '' ? {} : { modelVersion: opened.modelVersion }),
+      [OPENED]: opened.handle,
+    };
+    return new FlatIndex(init);
   }
 
   /**

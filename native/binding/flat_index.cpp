@@ -64,6 +64,76 @@ class TrainWorker : public PromiseWorker {
   size_t count_;
 };
 
+// Writes a snapshot of the index off the event loop (the file is written, synced and renamed).
+class SaveWorker : public PromiseWorker {
+ public:
+  SaveWorker(Napi::Env env, std::shared_ptr<FlatIndex> index, std::string path, std::string modelVersion)
+      : PromiseWorker(env), index_(std::move(index)), path_(std::move(path)), modelVersion_(std::move(modelVersion)) {}
+
+ protected:
+  void Run() override { index_->save(path_, modelVersion_); }
+  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  std::shared_ptr<FlatIndex> index_;
+  std::string path_, modelVersion_;
+};
+
+// An opened index travels to the JS constructor in an External tagged as ours, so that no
+// other external can be taken for one.
+const napi_type_tag kOpenedTag = {0x6562726978666c61ull, 0x742d6f70656e6564ull};
+
+struct OpenedHandle {
+  std::shared_ptr<FlatIndex> index;
+};
+
+class OpenWorker : public PromiseWorker {
+ public:
+  OpenWorker(Napi::Env env, std::string path, bool map, bool verify, simd::Level level, unsigned threads)
+      : PromiseWorker(env), path_(std::move(path)), map_(map), verify_(verify), level_(level), threads_(threads) {}
+
+ protected:
+  void Run() override { opened_ = FlatIndex::open(path_, map_, verify_, level_, threads_); }
+  Napi::Value Resolve(Napi::Env env) override {
+    auto* handle = new OpenedHandle{std::shared_ptr<FlatIndex>(std::move(opened_.index))};
+    Napi::External<OpenedHandle> external =
+        Napi::External<OpenedHandle>::New(env, handle, [](Napi::Env, OpenedHandle* h) { delete h; });
+    if (napi_type_tag_object(env, external, &kOpenedTag) != napi_ok) {
+      throw Napi::Error::New(env, "Cannot tag the opened index");
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("handle", external);
+    out.Set("modelVersion", Napi::String::New(env, opened_.modelVersion));
+    out.Set("dim", Napi::Number::New(env, static_cast<double>(handle->index->dim())));
+    out.Set("metric", Napi::String::New(env, metricName(handle->index->metric())));
+    out.Set("storage", Napi::String::New(env, simd::elementName(handle->index->storage())));
+    return out;
+  }
+
+ private:
+  std::string path_;
+  bool map_, verify_;
+  simd::Level level_;
+  unsigned threads_;
+  FlatIndex::Opened opened_;
+};
+
+// A SIMD level argument: a level name, or undefined for the default.
+simd::Level parseSimdArg(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsString()) return simd::defaultLevel();
+  const std::string name = v.As<Napi::String>().Utf8Value();
+  simd::Level level;
+  if (!simd::parseLevel(name, &level)) {
+    throwInvalid(env, "Expected 'scalar', 'avx2', 'avx512' or 'neon' for simd but received " + name);
+  }
+  return level;
+}
+
+std::string requirePath(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsString()) throwInvalid(env, "Expected a string for path");
+  return v.As<Napi::String>().Utf8Value();
+}
+
 class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
@@ -77,6 +147,8 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
                            InstanceMethod<&FlatIndexWrap::searchAsync>("searchAsync"),
                            InstanceMethod<&FlatIndexWrap::size>("size"),
                            InstanceMethod<&FlatIndexWrap::memoryBytes>("memoryBytes"),
+                           InstanceMethod<&FlatIndexWrap::mappedBytes>("mappedBytes"),
+                           InstanceMethod<&FlatIndexWrap::saveAsync>("saveAsync"),
                            InstanceMethod<&FlatIndexWrap::simdLevel>("simdLevel"),
                            InstanceMethod<&FlatIndexWrap::threads>("threads"),
                            InstanceMethod<&FlatIndexWrap::storage>("storage"),
@@ -84,10 +156,21 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
                        });
   }
 
-  // new FlatIndex(dim, metric, simd | undefined, threads, storage | undefined)
+  // new FlatIndex(dim, metric, simd | undefined, threads, storage | undefined), or
+  // new FlatIndex(handle) with the handle of openFlatIndexAsync.
   explicit FlatIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FlatIndexWrap>(info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
+      if (info[0].IsExternal()) {
+        bool ours = false;
+        if (napi_check_object_type_tag(env, info[0], &kOpenedTag, &ours) != napi_ok || !ours) {
+          throwInvalid(env, "Expected the handle of an opened index");
+        }
+        OpenedHandle* handle = info[0].As<Napi::External<OpenedHandle>>().Data();
+        if (!handle->index) throwInvalid(env, "The opened index was taken already");
+        index_ = std::move(handle->index);
+        return;
+      }
       const size_t dim = requireCount(info[0], "dim");
       if (!info[1].IsString()) throwInvalid(env, "Expected a string for metric");
       Metric metric;
@@ -95,15 +178,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
       if (!parseMetric(metricName, &metric)) {
         throwInvalid(env, "Expected 'ip', 'cosine' or 'l2' for metric but received " + metricName);
       }
-      simd::Level level;
-      if (info[2].IsString()) {
-        const std::string name = info[2].As<Napi::String>().Utf8Value();
-        if (!simd::parseLevel(name, &level)) {
-          throwInvalid(env, "Expected 'scalar', 'avx2', 'avx512' or 'neon' for simd but received " + name);
-        }
-      } else {
-        level = simd::defaultLevel();  // only consulted when no level is asked for
-      }
+      const simd::Level level = parseSimdArg(env, info[2]);  // the default only when none is asked for
       const unsigned threads = static_cast<unsigned>(requireCount(info[3], "threads"));
       simd::Element storage = simd::Element::F32;
       if (info.Length() > 4 && !info[4].IsUndefined()) {
@@ -208,6 +283,19 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
   Napi::Value memoryBytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->memoryBytes()));
   }
+  Napi::Value mappedBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->mappedBytes()));
+  }
+  // saveAsync(path, modelVersion)
+  Napi::Value saveAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      std::string path = requirePath(env, info[0]);
+      if (!info[1].IsString()) throwInvalid(env, "Expected a string for modelVersion");
+      return (new SaveWorker(env, index, std::move(path), info[1].As<Napi::String>().Utf8Value()))->Start();
+    })
+  }
   Napi::Value simdLevel(const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), simd::levelName(live(info.Env())->level()));
   }
@@ -226,10 +314,26 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
   std::shared_ptr<FlatIndex> index_;
 };
 
+// openFlatIndexAsync(path, map, verify, simd | undefined, threads) ->
+//   { handle, modelVersion, dim, metric, storage }; `new FlatIndex(handle)` takes the index.
+Napi::Value openFlatIndexAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EBRIX_BOUNDARY(env, {
+    std::string path = requirePath(env, info[0]);
+    if (!info[1].IsBoolean() || !info[2].IsBoolean()) throwInvalid(env, "Expected booleans for map and verify");
+    const simd::Level level = parseSimdArg(env, info[3]);
+    const unsigned threads = static_cast<unsigned>(std::min<size_t>(requireCount(info[4], "threads"), 4096));
+    return (new OpenWorker(env, std::move(path), info[1].As<Napi::Boolean>().Value(), info[2].As<Napi::Boolean>().Value(),
+                           level, threads))
+        ->Start();
+  })
+}
+
 }  // namespace
 
 void initFlatIndex(Napi::Env env, Napi::Object exports) {
   exports.Set("FlatIndex", FlatIndexWrap::define(env));
+  exports.Set("openFlatIndexAsync", Napi::Function::New(env, openFlatIndexAsync, "openFlatIndexAsync"));
 }
 
 }  // namespace ebrix::binding

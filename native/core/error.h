@@ -16,6 +16,8 @@ enum class ErrorCode {
   OutOfMemory,       // EBRIX_OUT_OF_MEMORY (host or device memory)
   DeviceUnavailable, // EBRIX_DEVICE_UNAVAILABLE (no usable GPU, or a CUDA failure)
   NotTrained,        // EBRIX_NOT_TRAINED (an index that needs train() first)
+  CorruptFile,       // EBRIX_CORRUPT_FILE (truncated, damaged, foreign or newer index file)
+  Io,                // EBRIX_IO (the file system refused: missing file, permissions, disk full)
   Internal,          // EBRIX_INTERNAL
 };
 

@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "error.h"
+#include "index_file.h"
 #include "simd/dispatch.h"
 #include "simd/half.h"
 #include "thread_pool.h"
@@ -58,7 +59,13 @@ FlatIndex::Storage::Storage(size_t cap, size_t dim, simd::Element element)
       halves(element == simd::Element::F16 || element == simd::Element::BF16 ? cap * dim : 0),
       codes(element == simd::Element::I8 ? cap * dim : 0),
       l2Bias(cap),
-      ids(cap) {}
+      ids(cap) {
+  rowData = element == simd::Element::F32 ? static_cast<const void*>(vectors.data())
+            : element == simd::Element::I8 ? static_cast<const void*>(codes.data())
+                                           : static_cast<const void*>(halves.data());
+  biasData = l2Bias.data();
+  idData = ids.data();
+}
 
 FlatIndex::FlatIndex(size_t dim, Metric metric, simd::Level level, unsigned threads, simd::Element storage)
     : dim_(dim),
@@ -159,10 +166,38 @@ size_t FlatIndex::memoryBytes() const {
   return bytes + idMapBytes_.load(std::memory_order_relaxed);
 }
 
+size_t FlatIndex::mappedBytes() const {
+  const Snapshot snap = snapshot();
+  if (!snap.storage || !snap.storage->file) return 0;
+  return snap.count * (dim_ * elementBytes() + sizeof(float) + sizeof(uint64_t));
+}
+
+void FlatIndex::buildIdMap(const Snapshot& snap, const std::string& path) {
+  std::unordered_map<uint64_t, uint32_t> map;
+  try {
+    map.reserve(snap.count);
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OutOfMemory, "Out of memory indexing the ids of " + std::to_string(snap.count) + " vectors");
+  }
+  for (size_t r = 0; r < snap.count; ++r) {
+    const uint64_t id = snap.storage->idData[r];
+    if (id == kNoId || !map.emplace(id, static_cast<uint32_t>(r)).second) {
+      throw Error(ErrorCode::CorruptFile, "Corrupt index file " + path + ": id " + std::to_string(id) +
+                                              (id == kNoId ? " is reserved" : " appears twice"));
+    }
+  }
+  rowOfId_ = std::move(map);
+  idMapBuilt_ = true;
+  idMapBytes_.store(rowOfId_.size() * (sizeof(uint64_t) + sizeof(uint32_t) + 2 * sizeof(void*)) +
+                        rowOfId_.bucket_count() * sizeof(void*),
+                    std::memory_order_relaxed);
+}
+
 void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
   if (count == 0) return;
   std::lock_guard<std::mutex> writeLock(writeMutex_);
   const Snapshot snap = snapshot();
+  if (!idMapBuilt_) buildIdMap(snap, snap.storage->file->path());
   if (element_ == simd::Element::I8 && !snap.quantizer) {
     throw Error(ErrorCode::NotTrained, "The index (storage 'i8') must be trained before vectors are added");
   }
@@ -185,15 +220,10 @@ void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
       const size_t capacity = std::max({newCount, oldCapacity + oldCapacity / 2, kMinCapacity});
       auto grown = std::make_shared<Storage>(capacity, dim_, element_);
       if (snap.count > 0) {
-        if (element_ == simd::Element::F32) {
-          std::memcpy(grown->vectors.data(), target->vectors.data(), snap.count * dim_ * sizeof(float));
-        } else if (element_ == simd::Element::I8) {
-          std::memcpy(grown->codes.data(), target->codes.data(), snap.count * dim_);
-        } else {
-          std::memcpy(grown->halves.data(), target->halves.data(), snap.count * dim_ * sizeof(uint16_t));
-        }
-        std::memcpy(grown->l2Bias.data(), target->l2Bias.data(), snap.count * sizeof(float));
-        std::memcpy(grown->ids.data(), target->ids.data(), snap.count * sizeof(uint64_t));
+        // From buffers or from a mapped file alike.
+        std::memcpy(const_cast<void*>(grown->rowData), target->rowData, snap.count * dim_ * elementBytes());
+        std::memcpy(grown->l2Bias.data(), target->biasData, snap.count * sizeof(float));
+        std::memcpy(grown->ids.data(), target->idData, snap.count * sizeof(uint64_t));
       }
       target = std::move(grown);
     }
@@ -300,11 +330,12 @@ SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k
   RowSet rows;
   rows.element = element_;
   if (snap.storage) {
-    rows.vectors = snap.storage->vectors.data();
-    rows.halves = snap.storage->halves.data();
-    rows.codes = snap.storage->codes.data();
-    rows.ids = snap.storage->ids.data();
-    rows.l2Bias = snap.storage->l2Bias.data();
+    const void* data = snap.storage->rowData;
+    if (element_ == simd::Element::F32) rows.vectors = static_cast<const float*>(data);
+    else if (element_ == simd::Element::I8) rows.codes = static_cast<const uint8_t*>(data);
+    else rows.halves = static_cast<const uint16_t*>(data);
+    rows.ids = snap.storage->idData;
+    rows.l2Bias = snap.storage->biasData;
   }
   rows.quantizer = snap.quantizer.get();  // i8: the exact search quantizes each query itself
   rows.count = snap.count;
@@ -317,6 +348,137 @@ SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k
   params.allowWords = allowWords;
   params.threads = threads == 0 ? threads_ : threads;
   return exactSearch(rows, prepared, queryCount, params, *kernels_, ThreadPool::shared());
+}
+
+// --- the file ----------------------------------------------------------------------------
+//
+// A flat index file (index_file.h, type Flat) has these sections, little-endian:
+//   1 meta       u32 dim, u32 metric (0 ip, 1 cosine, 2 l2), u32 storage (0 f32, 1 f16,
+//                2 bf16, 3 i8), u32 zero, u64 count, u32 modelVersion bytes, then the
+//                model version id as UTF-8
+//   2 rows       count × dim elements of the storage type (f32, f16 / bf16 bits, i8 codes);
+//                cosine rows are the normalised ones
+//   3 l2 bias    count f32: -|x|^2 / 2 of each stored row (as decoded or rounded)
+//   4 ids        count u64, in row order
+//   5 quantizer  i8 only: dim f32 minimums, then dim f32 steps
+namespace {
+
+enum FlatSection : uint32_t { kMeta = 1, kRows = 2, kBias = 3, kIds = 4, kQuantizer = 5 };
+constexpr size_t kMetaFixedBytes = 28;
+// A model version id is a short string; anything longer is not one of ours.
+constexpr size_t kMaxModelVersionBytes = 4096;
+
+uint32_t metricCode(Metric m) { return m == Metric::InnerProduct ? 0 : m == Metric::Cosine ? 1 : 2; }
+
+}  // namespace
+
+void FlatIndex::save(const std::string& path, const std::string& modelVersion) const {
+  if (modelVersion.size() > kMaxModelVersionBytes) {
+    throw Error(ErrorCode::InvalidArgument, "Expected a model version id of at most 4096 bytes");
+  }
+  const Snapshot snap = snapshot();
+  std::vector<uint8_t> meta(kMetaFixedBytes + modelVersion.size(), 0);
+  const uint32_t fixed[4] = {static_cast<uint32_t>(dim_), metricCode(metric_), static_cast<uint32_t>(element_), 0};
+  const uint64_t count = snap.count;
+  const uint32_t versionBytes = static_cast<uint32_t>(modelVersion.size());
+  std::memcpy(meta.data(), fixed, 16);
+  std::memcpy(meta.data() + 16, &count, 8);
+  std::memcpy(meta.data() + 24, &versionBytes, 4);
+  std::memcpy(meta.data() + kMetaFixedBytes, modelVersion.data(), modelVersion.size());
+
+  FileWriter writer(path, IndexType::Flat);
+  writer.add(kMeta, meta.data(), meta.size());
+  static const uint8_t none = 0;
+  const Storage* st = snap.storage.get();
+  writer.add(kRows, st ? st->rowData : &none, count * dim_ * elementBytes());
+  writer.add(kBias, st ? static_cast<const void*>(st->biasData) : &none, count * sizeof(float));
+  writer.add(kIds, st ? static_cast<const void*>(st->idData) : &none, count * sizeof(uint64_t));
+  std::vector<float> ranges;
+  if (snap.quantizer) {
+    ranges.assign(snap.quantizer->mins(), snap.quantizer->mins() + dim_);
+    ranges.insert(ranges.end(), snap.quantizer->steps(), snap.quantizer->steps() + dim_);
+    writer.add(kQuantizer, ranges.data(), ranges.size() * sizeof(float));
+  }
+  writer.commit();
+}
+
+FlatIndex::Opened FlatIndex::open(const std::string& path, bool map, bool verify, simd::Level level,
+                                  unsigned threads) {
+  const std::shared_ptr<IndexFile> file = IndexFile::open(path, map);
+  auto corrupt = [&](const std::string& what) -> Error {
+    return Error(ErrorCode::CorruptFile, "Corrupt index file " + path + ": " + what);
+  };
+  if (file->type() != IndexType::Flat) throw corrupt("not a flat index (type " + std::to_string(int(file->type())) + ")");
+  const SectionEntry* metaEntry = file->find(kMeta);
+  if (metaEntry == nullptr || metaEntry->bytes < kMetaFixedBytes || metaEntry->bytes > kMetaFixedBytes + kMaxModelVersionBytes) {
+    throw corrupt("missing or malformed meta section");
+  }
+  std::vector<uint8_t> meta(metaEntry->bytes);
+  file->read(*metaEntry, meta.data());
+  uint32_t fixed[4];
+  uint64_t count;
+  uint32_t versionBytes;
+  std::memcpy(fixed, meta.data(), 16);
+  std::memcpy(&count, meta.data() + 16, 8);
+  std::memcpy(&versionBytes, meta.data() + 24, 4);
+  const size_t dim = fixed[0];
+  if (dim == 0 || dim > (size_t(1) << 24)) throw corrupt("dim " + std::to_string(dim));
+  if (fixed[1] > 2) throw corrupt("unknown metric " + std::to_string(fixed[1]));
+  if (fixed[2] > 3) throw corrupt("unknown storage " + std::to_string(fixed[2]));
+  if (count > kMaxRows) throw corrupt(std::to_string(count) + " rows");
+  if (kMetaFixedBytes + size_t{versionBytes} != meta.size()) throw corrupt("malformed meta section");
+  const Metric metric = fixed[1] == 0 ? Metric::InnerProduct : fixed[1] == 1 ? Metric::Cosine : Metric::L2;
+  const auto element = static_cast<simd::Element>(fixed[2]);
+
+  Opened out;
+  out.modelVersion.assign(reinterpret_cast<const char*>(meta.data()) + kMetaFixedBytes, versionBytes);
+  out.index = std::make_unique<FlatIndex>(dim, metric, level, threads, element);
+  FlatIndex& index = *out.index;
+  const size_t element_bytes = index.elementBytes();
+  // count ≤ 2^32 and dim ≤ 2^24: the products below cannot overflow 64 bits.
+  const SectionEntry& rows = file->require(kRows, count * dim * element_bytes, "rows");
+  const SectionEntry& bias = file->require(kBias, count * sizeof(float), "l2 bias");
+  const SectionEntry& ids = file->require(kIds, count * sizeof(uint64_t), "ids");
+  std::shared_ptr<const ScalarQuantizer> quantizer;
+  // An i8 index holds rows only once trained, so an empty one may have no quantizer.
+  if (element == simd::Element::I8 && (count > 0 || file->find(kQuantizer) != nullptr)) {
+    const SectionEntry& q = file->require(kQuantizer, 2 * dim * sizeof(float), "quantizer");
+    std::vector<float> ranges(2 * dim);
+    file->read(q, ranges.data());
+    for (size_t d = 0; d < dim; ++d) {
+      if (!std::isfinite(ranges[d]) || !std::isfinite(ranges[dim + d]) || ranges[dim + d] < 0.0f) {
+        throw corrupt("quantizer range of dimension " + std::to_string(d));
+      }
+    }
+    quantizer = std::make_shared<const ScalarQuantizer>(ScalarQuantizer::fromRanges(ranges.data(), ranges.data() + dim, dim));
+  }
+
+  std::shared_ptr<Storage> storage;
+  if (count > 0) {
+    if (map) {
+      storage = std::make_shared<Storage>(file);
+      storage->rowData = file->view(rows, verify);
+      storage->biasData = reinterpret_cast<const float*>(file->view(bias, true));
+      storage->idData = reinterpret_cast<const uint64_t*>(file->view(ids, true));
+    } else {
+      try {
+        storage = std::make_shared<Storage>(std::max<size_t>(count, kMinCapacity), dim, element);
+      } catch (const std::bad_alloc&) {
+        throw Error(ErrorCode::OutOfMemory, "Out of memory loading " + std::to_string(count) + " vectors");
+      }
+      file->read(rows, const_cast<void*>(storage->rowData));
+      file->read(bias, storage->l2Bias.data());
+      file->read(ids, storage->ids.data());
+    }
+  }
+  index.current_ = Snapshot{std::move(storage), count, std::move(quantizer)};
+  if (count == 0) return out;
+  if (map) {
+    index.idMapBuilt_ = false;  // built by the first add: a mapped open reads no ids
+  } else {
+    index.buildIdMap(index.current_, path);
+  }
+  return out;
 }
 
 }  // namespace ebrix

@@ -29,10 +29,12 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
 #include "aligned_buffer.h"
 #include "exact_search.h"
+#include "index_file.h"
 #include "metric.h"
 #include "simd/kernels.h"
 #include "sq.h"
@@ -74,18 +76,45 @@ class FlatIndex {
                       const uint32_t* allowBits = nullptr, size_t allowWords = 0) const;
 
   // Bytes held by vectors (or codes and quantizer), norms, ids (capacity included) and the
-  // id → row map (estimated).
+  // id → row map (estimated). Rows still in a mapped file count as 0 (mappedBytes()).
   size_t memoryBytes() const;
+  // Bytes of rows read from a mapped file (0 once an add has copied them into memory).
+  size_t mappedBytes() const;
+
+  // Writes a snapshot of the index (searches and adds may run meanwhile; the file holds the
+  // rows published when it starts) to `path` atomically, with the version id of the model
+  // whose vectors these are (may be empty). The file layout is in flat.cpp. Throws
+  // Error(Io); the previous file at `path` is then unchanged.
+  void save(const std::string& path, const std::string& modelVersion) const;
+
+  struct Opened {
+    std::unique_ptr<FlatIndex> index;
+    std::string modelVersion;
+  };
+  // Opens a file save() wrote. map: the rows stay in the file, mapped read-only (the first
+  // add copies them into memory), so opening costs no copy and no checksum over the rows
+  // unless `verify`; without map every section is read into memory and checked. Throws
+  // Error(CorruptFile) for a file that is not a well-formed flat index (duplicate ids
+  // included: found at open without map, at the first add with map), Error(Io).
+  static Opened open(const std::string& path, bool map, bool verify, simd::Level level, unsigned threads);
 
  private:
+  // The rows: buffers of `capacity` rows that adds append to, or (opened with map) the
+  // sections of a mapped file, read-only, with capacity == the row count so that the first
+  // add copies them into buffers. Readers use the const pointers, which are one or the other.
   struct Storage {
     Storage(size_t capacity, size_t dim, simd::Element element);
+    explicit Storage(std::shared_ptr<const IndexFile> mapped) : capacity(0), file(std::move(mapped)) {}
     size_t capacity;
     AlignedBuffer<float> vectors;     // f32 storage
     AlignedBuffer<uint16_t> halves;   // f16 / bf16 storage (bit patterns)
     AlignedBuffer<uint8_t> codes;     // i8 storage
     AlignedBuffer<float> l2Bias;  // -0.5 * |x|^2
     AlignedBuffer<uint64_t> ids;
+    std::shared_ptr<const IndexFile> file;  // set for a mapped storage
+    const void* rowData = nullptr;          // vectors, halves or codes, by storage type
+    const float* biasData = nullptr;
+    const uint64_t* idData = nullptr;
   };
   struct Snapshot {
     std::shared_ptr<Storage> storage;
@@ -119,7 +148,13 @@ class FlatIndex {
   mutable std::mutex snapshotMutex_;    // guards current_
   Snapshot current_;
   std::unordered_map<uint64_t, uint32_t> rowOfId_;
+  // False after a mapped open until the first add builds rowOfId_ from the file's ids.
+  bool idMapBuilt_ = true;
   std::atomic<size_t> idMapBytes_{0};
+
+  // Builds rowOfId_ from the ids of `snap` (writeMutex_ held); CorruptFile on a duplicate
+  // or reserved id.
+  void buildIdMap(const Snapshot& snap, const std::string& path);
 };
 
 // Checks every value is finite; throws InvalidVector naming the first bad row and column.

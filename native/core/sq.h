@@ -36,6 +36,15 @@ class ScalarQuantizer {
   // Per-dimension minimum and maximum of `count` (>= 1) rows of `dim` finite floats.
   static ScalarQuantizer train(const float* sample, size_t count, size_t dim);
 
+  // A quantizer with the given per-dimension minimums and steps (an index file's); the
+  // caller has checked they are finite and the steps non-negative.
+  static ScalarQuantizer fromRanges(const float* mins, const float* steps, size_t dim) {
+    ScalarQuantizer sq;
+    sq.min_.assign(mins, mins + dim);
+    sq.step_.assign(steps, steps + dim);
+    return sq;
+  }
+
   size_t dim() const { return min_.size(); }
   const float* mins() const { return min_.data(); }
   const float* steps() const { return step_.data(); }
