@@ -8,6 +8,7 @@ import { renderChart } from './chart.js';
 import type { EngineResult, FlatDatasetResult } from './suites/flat.js';
 import type { CorpusResult, EncodingResult, ModelsSuiteResult, QueryLoadResult, TailCheck } from './suites/models.js';
 import type { CurveResult, IvfPqDatasetResult, IvfPqSuiteResult, TargetSummary } from './suites/ivfpq.js';
+import { lifecycleLines, type LifecycleSuiteResult } from './suites/lifecycle.js';
 import type { CurveReading } from './curves.js';
 
 export interface BenchReport {
@@ -24,7 +25,12 @@ export interface BenchReport {
    *  of the rounds before and after the suites (other load only lowers a ceiling). */
   ceilings: Ceiling[];
   ceilingRounds: { before: Ceiling[]; after: Ceiling[] };
-  suites: { flat?: FlatDatasetResult[]; models?: ModelsSuiteResult; ivfpq?: IvfPqSuiteResult };
+  suites: {
+    flat?: FlatDatasetResult[];
+    models?: ModelsSuiteResult;
+    ivfpq?: IvfPqSuiteResult;
+    lifecycle?: LifecycleSuiteResult;
+  };
 }
 
 type Align = 'left' | 'right';
@@ -557,6 +563,11 @@ export function renderConsole(report: BenchReport): string {
     if (parts.length > 0) parts.push('');
     parts.push(...ivfpqConsole(ivfpq));
   }
+  const lifecycle = report.suites.lifecycle;
+  if (lifecycle) {
+    if (parts.length > 0) parts.push('');
+    parts.push('Suite lifecycle', ...lifecycleLines(lifecycle).map((line) => `  ${line}`));
+  }
   parts.push('', `Total ${fixed(report.durationSeconds, 1)} s`);
   return parts.join('\n');
 }
@@ -593,6 +604,9 @@ export function renderMarkdownReport(report: BenchReport): string {
   }
   if (report.suites.models) out.push(...modelsMarkdown(report.suites.models));
   if (report.suites.ivfpq) out.push(...ivfpqMarkdown(report.suites.ivfpq));
+  if (report.suites.lifecycle) {
+    out.push('## Suite lifecycle', '', ...lifecycleLines(report.suites.lifecycle).map((line) => `- ${line}`), '');
+  }
   out.push(`Command: \`npm run bench -- ${report.argv.join(' ')}\` — total ${fixed(report.durationSeconds, 1)} s`, '');
   return out.join('\n');
 }

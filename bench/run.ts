@@ -36,10 +36,10 @@ import { attachCeilings, runFlatSuite, type DatasetPlan, type FlatSuiteOptions }
 import { runModelsSuite, type ModelsSuiteSettings } from './suites/models.js';
 import type { IvfPqSuiteOptions } from './suites/ivfpq.js';
 
-const SUITES = ['flat', 'models', 'ivfpq'] as const;
+const SUITES = ['flat', 'models', 'ivfpq', 'lifecycle'] as const;
 type SuiteName = (typeof SUITES)[number];
 
-const USAGE = `Usage: npm run bench -- [--quick] [--suite flat,models,ivfpq] [--synthetic 1000000x128,200000x768] [--no-mnist]
+const USAGE = `Usage: npm run bench -- [--quick] [--suite flat,models,ivfpq,lifecycle] [--synthetic 1000000x128,200000x768] [--no-mnist]
                        [--threads N] [--queries N] [--plain-ts-queries N] [--seed N] [--out bench/results]`;
 
 interface CliOptions {
@@ -244,6 +244,19 @@ async function main(): Promise<void> {
       log,
     };
     suites.ivfpq = await runIvfPqSuite(ivfpqOptions);
+  }
+
+  if (options.suites.includes('lifecycle')) {
+    const { runLifecycleSuite } = await import('./suites/lifecycle.js');
+    suites.lifecycle = await runLifecycleSuite({
+      n: options.quick ? 200_000 : 1_000_000,
+      dim: 128,
+      seed: options.seed,
+      openRepeats: options.quick ? 5 : 9,
+      latencySeconds: options.quick ? 2 : 6,
+      writerRate: 1000,
+      log,
+    });
   }
 
   log('measuring ceilings again (the best of both rounds is the reference)');

@@ -1,0 +1,200 @@
+/**
+ * Suite lifecycle: the life of a FlatIndex beyond search.
+ *
+ * - open: `FlatIndex.open(file)` mapped and read, against the naive peer, reading the same
+ *   rows from a raw float32 file with fs.readFileSync (what a user without an index format
+ *   would do); the target is a mapped open of 1,000,000 × 128 under 50 ms.
+ * - writer: single-query search latency with and without a concurrent writer adding
+ *   `writerRate` vectors per second (in batches every 100 ms); the target is a p99 under
+ *   the writer within 1.5× of the p99 without.
+ */
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { FlatIndex } from '../../lib/index.js';
+import { seededUniform } from '../../lib/random.js';
+
+export interface LifecycleSuiteOptions {
+  n: number;
+  dim: number;
+  seed: number;
+  /** Opens timed per way (the median is reported). */
+  openRepeats: number;
+  /** Seconds of searching in each of the two latency phases. */
+  latencySeconds: number;
+  /** Vectors per second the writer adds during the second phase. */
+  writerRate: number;
+  log: (message: string) => void;
+}
+
+export interface OpenResult {
+  n: number;
+  dim: number;
+  fileBytes: number;
+  saveSeconds: number;
+  mmapOpenMs: number;
+  readOpenMs: number;
+  /** The peer: fs.readFileSync of the rows as one raw float32 file. */
+  rawReadMs: number;
+  targetMs: number;
+  pass: boolean;
+}
+
+export interface LatencyPhase {
+  searches: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+export interface WriterResult {
+  n: number;
+  dim: number;
+  writerRate: number;
+  added: number;
+  alone: LatencyPhase;
+  withWriter: LatencyPhase;
+  p99Ratio: number;
+  targetRatio: number;
+  pass: boolean;
+}
+
+export interface LifecycleSuiteResult {
+  open: OpenResult;
+  writer: WriterResult;
+}
+
+function randomRows(n: number, dim: number, seed: number): Float32Array {
+  const next = seededUniform(seed);
+  const out = new Float32Array(n * dim);
+  for (let i = 0; i < out.length; i++) out[i] = next() * 2 - 1;
+  return out;
+}
+
+function idsFrom(first: number, n: number): BigUint64Array {
+  const ids = new BigUint64Array(n);
+  for (let i = 0; i < n; i++) ids[i] = BigInt(first + i);
+  return ids;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+}
+
+async function timeMs(fn: () => Promise<unknown> | unknown): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
+
+async function latencyPhase(index: FlatIndex, queries: Float32Array, dim: number, seconds: number): Promise<LatencyPhase> {
+  const times: number[] = [];
+  const nq = queries.length / dim;
+  const end = performance.now() + seconds * 1000;
+  for (let i = 0; performance.now() < end; i++) {
+    const q = queries.subarray((i % nq) * dim, ((i % nq) + 1) * dim);
+    const t0 = performance.now();
+    await index.search(q, 10);
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  return { searches: times.length, p50Ms: percentile(times, 0.5), p99Ms: percentile(times, 0.99) };
+}
+
+export async function runLifecycleSuite(options: LifecycleSuiteOptions): Promise<LifecycleSuiteResult> {
+  const { n, dim, log } = options;
+  const dir = mkdtempSync(path.join(tmpdir(), 'ebrix-bench-lifecycle-'));
+  try {
+    log(`lifecycle: ${n.toLocaleString('en-US')} × ${dim} random rows`);
+    const rows = randomRows(n, dim, options.seed);
+    using index = new FlatIndex({ dim, metric: 'ip' });
+    await index.add(idsFrom(0, n), rows);
+
+    const file = path.join(dir, 'flat.ebrix');
+    const saveSeconds = (await timeMs(() => index.save(file))) / 1000;
+    const raw = path.join(dir, 'rows.f32');
+    writeFileSync(raw, new Uint8Array(rows.buffer, rows.byteOffset, rows.byteLength));
+    const mmapTimes: number[] = [];
+    const readTimes: number[] = [];
+    const rawTimes: number[] = [];
+    for (let r = 0; r < options.openRepeats; r++) {
+      mmapTimes.push(await timeMs(async () => (await FlatIndex.open(file)).dispose()));
+      readTimes.push(await timeMs(async () => (await FlatIndex.open(file, { mmap: false })).dispose()));
+      rawTimes.push(await timeMs(() => new Float32Array(readFileSync(raw).buffer)));
+    }
+    const mmapOpenMs = median(mmapTimes);
+    const open: OpenResult = {
+      n,
+      dim,
+      fileBytes: statSync(file).size,
+      saveSeconds,
+      mmapOpenMs,
+      readOpenMs: median(readTimes),
+      rawReadMs: median(rawTimes),
+      targetMs: 50,
+      pass: mmapOpenMs < 50,
+    };
+    log(`lifecycle: mapped open ${mmapOpenMs.toFixed(2)} ms, read open ${open.readOpenMs.toFixed(1)} ms, raw read ${open.rawReadMs.toFixed(1)} ms`);
+
+    const queries = randomRows(256, dim, options.seed + 1);
+    await latencyPhase(index, queries, dim, Math.min(0.5, options.latencySeconds)); // warm-up
+    const alone = await latencyPhase(index, queries, dim, options.latencySeconds);
+    // The writer: a batch every 100 ms, so that writerRate vectors arrive each second.
+    const batch = Math.max(1, Math.round(options.writerRate / 10));
+    const fresh = randomRows(batch * Math.ceil(options.latencySeconds * 10 + 10), dim, options.seed + 2);
+    let added = 0;
+    let writing: Promise<void> = Promise.resolve();
+    const timer = setInterval(() => {
+      writing = writing.then(async () => {
+        const offset = (added / batch) * batch * dim;
+        await index.add(idsFrom(n + added, batch), fresh.subarray(offset, offset + batch * dim));
+        added += batch;
+      });
+    }, 100);
+    let withWriter: LatencyPhase;
+    try {
+      withWriter = await latencyPhase(index, queries, dim, options.latencySeconds);
+    } finally {
+      clearInterval(timer);
+      await writing;
+    }
+    const p99Ratio = withWriter.p99Ms / alone.p99Ms;
+    const writer: WriterResult = {
+      n,
+      dim,
+      writerRate: options.writerRate,
+      added,
+      alone,
+      withWriter,
+      p99Ratio,
+      targetRatio: 1.5,
+      pass: p99Ratio <= 1.5,
+    };
+    log(`lifecycle: search p99 ${alone.p99Ms.toFixed(2)} ms alone, ${withWriter.p99Ms.toFixed(2)} ms with a writer (${added} added)`);
+    return { open, writer };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Console and Markdown lines of the suite (report.ts puts them under its heading). */
+export function lifecycleLines(r: LifecycleSuiteResult): string[] {
+  const o = r.open;
+  const w = r.writer;
+  const mb = (o.fileBytes / 1e6).toFixed(0);
+  return [
+    `open ${o.n.toLocaleString('en-US')} × ${o.dim} flat (${mb} MB file, saved in ${o.saveSeconds.toFixed(2)} s): ` +
+      `mapped ${o.mmapOpenMs.toFixed(2)} ms, read into memory ${o.readOpenMs.toFixed(1)} ms; peer fs.readFileSync of the raw rows ` +
+      `${o.rawReadMs.toFixed(1)} ms (mapped open ${(o.rawReadMs / o.mmapOpenMs).toFixed(0)}× faster); ` +
+      `target mapped < ${o.targetMs} ms: ${o.pass ? 'met' : 'missed'}`,
+    `search p50 / p99 over ${w.n.toLocaleString('en-US')} × ${w.dim}, single queries, k 10: alone ${w.alone.p50Ms.toFixed(2)} / ` +
+      `${w.alone.p99Ms.toFixed(2)} ms (${w.alone.searches} searches); with a writer adding ${w.writerRate}/s ` +
+      `${w.withWriter.p50Ms.toFixed(2)} / ${w.withWriter.p99Ms.toFixed(2)} ms (${w.withWriter.searches} searches, ${w.added} added); ` +
+      `p99 ratio ${w.p99Ratio.toFixed(2)}×, target ≤ ${w.targetRatio}×: ${w.pass ? 'met' : 'missed'}`,
+  ];
+}
