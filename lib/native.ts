@@ -78,6 +78,7 @@ export interface NativeIvfPqIndex {
   size(): number;
   memory(): NativeIvfPqMemory;
   dispose(): void;
+  saveAsync(path: string, modelVersion: string): Promise<void>;
 }
 
 export interface NativeAddon {
@@ -98,7 +99,22 @@ export interface NativeAddon {
     simd: string | undefined,
     threads: number,
   ): Promise<{ handle: NativeOpenedHandle; modelVersion: string; dim: number; metric: string; storage: string }>;
-  IvfPqIndex: new (
+  openIvfPqIndexAsync(
+    path: string,
+    simd: string | undefined,
+    threads: number,
+  ): Promise<{
+    handle: NativeOpenedHandle;
+    modelVersion: string;
+    dim: number;
+    metric: string;
+    nlist: number;
+    m: number;
+    nbits: number;
+    opq: boolean;
+    refine: string;
+  }>;
+  IvfPqIndex: (new (handle: NativeOpenedHandle) => NativeIvfPqIndex) & (new (
     dim: number,
     metric: string,
     nlist: number,
@@ -108,7 +124,7 @@ export interface NativeAddon {
     refine: string,
     simd: string | undefined,
     threads: number,
-  ) => NativeIvfPqIndex;
+  ) => NativeIvfPqIndex);
   kmeans(
     points: Float32Array,
     dim: number,

@@ -10,11 +10,12 @@ import {
   FlatIndex,
   InvalidArgumentError,
   IoError,
+  IvfPqIndex,
   VersionMismatchError,
   type Metric,
   type VectorStorage,
 } from '../lib/index.js';
-import { makeIds, randomVectors } from './helpers.js';
+import { clustered, makeIds, randomVectors } from './helpers.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dir = mkdtempSync(path.join(tmpdir(), 'ebrix-persist-'));
@@ -139,3 +140,51 @@ describe('FlatIndex save and open', () => {
     expect(statSync(file).size).toBeGreaterThan(opened.size * 64 * 4);
   }, 60_000);
 });
+
+describe('IvfPqIndex save and open', () => {
+  it('round-trips the trained state, lists and refine vectors, and keeps taking adds', async () => {
+    const dim = 32;
+    const data = clustered(3000, dim, 12, 61);
+    const queries = clustered(20, dim, 12, 62);
+    for (const [nbits, refine, opq] of [[8, 'none', false], [4, 'f16', true], [8, 'f32', false]] as const) {
+      using index = new IvfPqIndex({ dim, metric: 'l2', nlist: 16, m: 8, nbits, refine, opq, modelVersion: 'ivf-a' });
+      const file = path.join(dir, `ivf-${nbits}-${refine}.ebrix`);
+      await index.save(file); // untrained
+      using untrained = await IvfPqIndex.open(file);
+      expect(untrained.trained).toBe(false);
+      expect(untrained.modelVersion).toBe('ivf-a');
+      await index.train(data, { maxIterations: 5 });
+      await index.add(makeIds(3000), data);
+      await index.save(file);
+      using opened = await IvfPqIndex.open(file);
+      expect([opened.nlist, opened.m, opened.nbits, opened.refine, opened.opq]).toEqual([16, 8, nbits, refine, opq]);
+      expect(opened.size).toBe(3000);
+      const a = await index.search(queries, 10, { nprobe: 4 });
+      const b = await opened.search(queries, 10, { nprobe: 4 });
+      expect(b.ids).toEqual(a.ids);
+      expect(b.scores).toEqual(a.scores);
+      await expect(opened.add([makeIds(3000)[0]!], data.subarray(0, dim))).rejects.toThrow('duplicate id');
+      await opened.add([99n], data.subarray(0, dim));
+      expect(opened.size).toBe(3001);
+    }
+  });
+
+  it('rejects a file of another type, a damaged file and a missing one', async () => {
+    using flat = await built(8, 50, 'ip', 'f32', 71);
+    const file = path.join(dir, 'flat-not-ivf.ebrix');
+    await flat.save(file);
+    await expect(IvfPqIndex.open(file)).rejects.toThrow(CorruptFileError);
+    await expect(IvfPqIndex.open(path.join(dir, 'missing.ebrix'))).rejects.toThrow(IoError);
+    using index = new IvfPqIndex({ dim: 8, nlist: 4, m: 2 });
+    const data = clustered(600, 8, 4, 72);
+    await index.train(data);
+    await index.add(makeIds(600), data);
+    const ivf = path.join(dir, 'ivf-damaged.ebrix');
+    await index.save(ivf);
+    const bytes = readFileSync(ivf);
+    bytes[bytes.length - 3]! ^= 0x10;
+    writeFileSync(ivf, bytes);
+    await expect(IvfPqIndex.open(ivf)).rejects.toThrow(CorruptFileError);
+  });
+});
+

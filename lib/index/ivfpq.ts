@@ -12,10 +12,10 @@
  * searched there (one block per query and probed list, lookup tables in shared memory); the
  * index trains and encodes on the CPU, where a twin of the lists stays.
  */
-import { DisposedError, InvalidArgumentError, awaitNative, callNative } from '../errors.js';
+import { DisposedError, InvalidArgumentError, VersionMismatchError, awaitNative, callNative } from '../errors.js';
 import { openOnGpu } from '../gpu.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
-import { native, type NativeIvfPqIndex } from '../native.js';
+import { native, type NativeIvfPqIndex, type NativeOpenedHandle } from '../native.js';
 import { invalid, requireNonNegativeInteger, requireOneOf, requirePositiveInteger } from '../validate.js';
 import { DEVICE_PREFERENCES, METRICS, type Device, type DevicePreference, type Metric } from './flat.js';
 import { type Ids } from './ids.js';
@@ -45,6 +45,8 @@ export interface IvfPqIndexOptions {
   threads?: number;
   /** Force a SIMD level (default: `EBRIX_SIMD`, else the best supported). Not with device 'cuda'. */
   simd?: SimdLevel;
+  /** Version id of the model whose item tower embeds this index's vectors. */
+  modelVersion?: string;
   /**
    * 'cpu' (default); 'cuda': search on the GPU (EBRIX_DEVICE_UNAVAILABLE when none is usable,
    * see `gpuInfo()`), where k, k × refineFactor (with refine vectors) and nprobe are at most
@@ -72,6 +74,17 @@ export interface IvfPqSearchOptions {
   /** Only rows whose bit is set may be returned (rows in add order, as FlatIndex). */
   allow?: Uint32Array;
 }
+
+export interface IvfPqOpenOptions {
+  /** Native threads a search or train may use (default: all hardware threads). */
+  threads?: number;
+  /** Force a SIMD level (default: `EBRIX_SIMD`, else the best supported). */
+  simd?: SimdLevel;
+}
+
+/** Carries an opened native index into the constructor; not part of the options a user passes. */
+const OPENED = Symbol('ebrix.openedIvfPqIndex');
+type ConstructorOptions = IvfPqIndexOptions & { [OPENED]?: NativeOpenedHandle };
 
 export interface IvfPqMemoryUsage {
   /** The sum of the parts. */
@@ -121,6 +134,7 @@ export class IvfPqIndex implements Disposable {
   /** Why device 'auto' chose the CPU; empty otherwise. */
   readonly deviceReason: string;
   #native: NativeIvfPqIndex | undefined;
+  #modelVersion: string | undefined;
 
   constructor(options: IvfPqIndexOptions) {
     if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
@@ -138,6 +152,15 @@ export class IvfPqIndex implements Disposable {
     this.refine = requireOneOf(options.refine ?? 'none', IVFPQ_REFINES, 'refine');
     const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'threads', MAX_THREADS);
     const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'simd');
+    if (options.modelVersion !== undefined) this.bindModelVersion(options.modelVersion);
+    const opened = (options as ConstructorOptions)[OPENED];
+    if (opened !== undefined) {
+      const Native = native().IvfPqIndex;
+      this.#native = callNative(() => new Native(opened));
+      this.device = 'cpu';
+      this.deviceReason = '';
+      return;
+    }
     const device = requireOneOf(options.device ?? 'cpu', DEVICE_PREFERENCES, 'device');
     if (device === 'cuda' && simd !== undefined) {
       throw new InvalidArgumentError(`The simd option applies to the CPU only and cannot be combined with device 'cuda'`);
@@ -170,6 +193,54 @@ export class IvfPqIndex implements Disposable {
 
   get disposed(): boolean {
     return this.#native === undefined;
+  }
+
+  /** Version id of the model that embeds this index's vectors, once bound. */
+  get modelVersion(): string | undefined {
+    return this.#modelVersion;
+  }
+
+  /** As FlatIndex.bindModelVersion: another version than the bound one is EBRIX_VERSION_MISMATCH. */
+  bindModelVersion(version: string): void {
+    if (typeof version !== 'string' || version.length === 0) throw invalid('a non-empty string', 'modelVersion', version);
+    if (this.#modelVersion !== undefined && this.#modelVersion !== version) {
+      throw new VersionMismatchError(
+        `This index holds vectors of model version ${this.#modelVersion} and cannot take vectors of version ${version}`,
+      );
+    }
+    this.#modelVersion = version;
+  }
+
+  /**
+   * Writes the index (trained state, lists, refine vectors, model version) to `path`, off
+   * the event loop, atomically as FlatIndex.save (EBRIX_IO on failure, the previous file
+   * whole). On the GPU the CPU twin is written; `IvfPqIndex.open` reads it back on the CPU.
+   */
+  async save(path: string): Promise<void> {
+    const live = this.#live();
+    if (typeof path !== 'string' || path.length === 0) throw invalid('a file path', 'path', path);
+    await awaitNative(live.saveAsync(path, this.#modelVersion ?? ''));
+  }
+
+  /** Reads an index file `save` wrote into memory, checking every section (EBRIX_CORRUPT_FILE, EBRIX_IO). */
+  static async open(path: string, options: IvfPqOpenOptions = {}): Promise<IvfPqIndex> {
+    if (typeof path !== 'string' || path.length === 0) throw invalid('a file path', 'path', path);
+    if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
+    const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'options.threads', MAX_THREADS);
+    const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'options.simd');
+    const opened = await awaitNative(native().openIvfPqIndexAsync(path, simd, threads));
+    const init: ConstructorOptions = {
+      dim: opened.dim,
+      metric: opened.metric as Metric,
+      nlist: opened.nlist,
+      m: opened.m,
+      nbits: opened.nbits as 4 | 8,
+      opq: opened.opq,
+      refine: opened.refine as IvfPqRefine,
+      ...(opened.modelVersion === '' ? {} : { modelVersion: opened.modelVersion }),
+      [OPENED]: opened.handle,
+    };
+    return new IvfPqIndex(init);
   }
 
   /**

@@ -123,6 +123,22 @@ class IvfPqSearchWorker : public PromiseWorker {
   SearchOutput out_;
 };
 
+// Writes an index off the event loop.
+template <typename Index>
+class IvfPqSaveWorker : public PromiseWorker {
+ public:
+  IvfPqSaveWorker(Napi::Env env, std::shared_ptr<Index> index, std::string path, std::string modelVersion)
+      : PromiseWorker(env), index_(std::move(index)), path_(std::move(path)), modelVersion_(std::move(modelVersion)) {}
+
+ protected:
+  void Run() override { index_->save(path_, modelVersion_); }
+  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  std::shared_ptr<Index> index_;
+  std::string path_, modelVersion_;
+};
+
 template <typename Traits>
 class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
   using Index = typename Traits::Index;
@@ -142,15 +158,21 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
                            Wrap::template InstanceMethod<&Wrap::trained>("trained"),
                            Wrap::template InstanceMethod<&Wrap::size>("size"),
                            Wrap::template InstanceMethod<&Wrap::memory>("memory"),
+                           Wrap::template InstanceMethod<&Wrap::saveAsync>("saveAsync"),
                            Wrap::template InstanceMethod<&Wrap::dispose>("dispose"),
                        });
   }
 
   // new <kName>(dim, metric, nlist, m, nbits, opq, refine, simd | device, threads): argument 7
   // is the Traits' (a SIMD level name or undefined for the CPU, a device ordinal for the GPU).
+  // Or new <kName>(handle): an opened index (Traits::adopt).
   explicit IvfPqWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Wrap>(info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
+      if (info[0].IsExternal()) {
+        index_ = Traits::adopt(env, info[0]);
+        return;
+      }
       IvfPqParams params;
       params.dim = requireCount(info[0], "dim");
       if (!info[1].IsString()) throwInvalid(env, "Expected a string for metric");
@@ -268,6 +290,18 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
   Napi::Value size(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->size()));
   }
+  // saveAsync(path, modelVersion)
+  Napi::Value saveAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      if (!info[0].IsString() || !info[1].IsString()) throwInvalid(env, "Expected strings for path and modelVersion");
+      return (new IvfPqSaveWorker<Index>(env, index, info[0].As<Napi::String>().Utf8Value(),
+                                         info[1].As<Napi::String>().Utf8Value()))
+          ->Start();
+    })
+  }
+
   // Traits::memory's object: { bytes, codes, ids, centroids, refine, idMap, ... }
   Napi::Value memory(const Napi::CallbackInfo& info) { return Traits::memory(info.Env(), *live(info.Env())); }
   // Drops this handle's reference; work in flight keeps the index until it ends.

@@ -10,6 +10,7 @@
 
 #include "error.h"
 #include "flat.h"  // requireFinite, requireNewIds, requireF16Range
+#include "index_file.h"
 #include "kmeans.h"
 #include "simd/dispatch.h"
 #include "thread_pool.h"
@@ -747,6 +748,215 @@ IvfPqMemory IvfPqIndex::memory() const {
   // The id → row map, estimated as FlatIndex does: a node per id and the bucket array.
   mem.idMap = s.idMapBytes.load(std::memory_order_relaxed);
   return mem;
+}
+
+// --- the file ----------------------------------------------------------------------------
+//
+// An IVF-PQ index file (index_file.h, type IvfPq) has these sections, little-endian:
+//   1 meta        u32 dim, metric (0 ip, 1 cosine, 2 l2), nlist, m, nbits, opq (0/1),
+//                 refine (0 none, 1 f16, 2 f32), trained (0/1), u64 count, u32 modelVersion
+//                 bytes, then the model version id as UTF-8
+//   2 centroids   nlist × dim f32 (trained only, as the rest but 10)
+//   3 codebooks   m × 2^nbits × dim/m f32
+//   4 rotation    dim × dim f32 (opq only)
+//   5 list sizes  nlist u64
+//   6 list ids    count u64, list after list
+//   7 list rows   count u32, list after list (row numbers in add order)
+//   8 list codes  8-bit: count × m bytes, list after list; 4-bit: each list's packed
+//                 fast-scan blocks (fastScanBytes(size, m) bytes), list after list
+//   9 refine      count × dim f32, or f16 bit patterns, by row (refine f16 / f32 only)
+namespace {
+
+enum IvfPqSection : uint32_t {
+  kMeta = 1, kCentroids, kCodebooks, kRotation, kListSizes, kListIds, kListRows, kListCodes, kRefine
+};
+constexpr size_t kMetaFixedBytes = 44;
+constexpr size_t kMaxModelVersionBytes = 4096;
+
+}  // namespace
+
+void IvfPqIndex::save(const std::string& path, const std::string& modelVersion) const {
+  const Impl& s = *impl_;
+  const IvfPqParams& p = s.p;
+  if (modelVersion.size() > kMaxModelVersionBytes) {
+    throw Error(ErrorCode::InvalidArgument, "Expected a model version id of at most 4096 bytes");
+  }
+  std::shared_lock<std::shared_mutex> lock(s.mutex);
+  const uint32_t fixed[8] = {static_cast<uint32_t>(p.dim),
+                             p.metric == Metric::InnerProduct ? 0u : p.metric == Metric::Cosine ? 1u : 2u,
+                             static_cast<uint32_t>(p.nlist),
+                             static_cast<uint32_t>(p.m),
+                             p.nbits,
+                             p.opq ? 1u : 0u,
+                             p.refine == RefineStorage::None ? 0u : p.refine == RefineStorage::F16 ? 1u : 2u,
+                             s.trained ? 1u : 0u};
+  const uint64_t count = s.count;
+  const uint32_t versionBytes = static_cast<uint32_t>(modelVersion.size());
+  std::vector<uint8_t> meta(kMetaFixedBytes + modelVersion.size());
+  std::memcpy(meta.data(), fixed, 32);
+  std::memcpy(meta.data() + 32, &count, 8);
+  std::memcpy(meta.data() + 40, &versionBytes, 4);
+  std::memcpy(meta.data() + kMetaFixedBytes, modelVersion.data(), modelVersion.size());
+
+  FileWriter writer(path, IndexType::IvfPq);
+  writer.add(kMeta, meta.data(), meta.size());
+  // The lists are concatenated into staging buffers (the file wants one section per part).
+  std::vector<uint64_t> sizes, ids;
+  std::vector<uint32_t> rows;
+  std::vector<uint8_t> codes;
+  if (s.trained) {
+    writer.add(kCentroids, s.centroids.data(), s.centroids.size() * sizeof(float));
+    writer.add(kCodebooks, s.pq.centroids().data(), s.pq.centroids().size() * sizeof(float));
+    if (s.pq.rotated()) writer.add(kRotation, s.pq.rotation().data(), s.pq.rotation().size() * sizeof(float));
+    try {
+      sizes.reserve(p.nlist);
+      ids.reserve(count);
+      rows.reserve(count);
+      for (const IvfPqList& list : s.lists) {
+        sizes.push_back(list.size());
+        ids.insert(ids.end(), list.ids.begin(), list.ids.end());
+        rows.insert(rows.end(), list.rows.begin(), list.rows.end());
+        if (p.nbits == 8) {
+          codes.insert(codes.end(), list.codes.begin(), list.codes.begin() + list.size() * s.codeBytes());
+        } else {
+          codes.insert(codes.end(), list.packed.begin(), list.packed.begin() + fastScanBytes(list.size(), p.m));
+        }
+      }
+    } catch (const std::bad_alloc&) {
+      throw Error(ErrorCode::OutOfMemory, "Out of memory staging the lists of " + std::to_string(count) + " vectors");
+    }
+    writer.add(kListSizes, sizes.data(), sizes.size() * sizeof(uint64_t));
+    writer.add(kListIds, ids.data(), ids.size() * sizeof(uint64_t));
+    writer.add(kListRows, rows.data(), rows.size() * sizeof(uint32_t));
+    writer.add(kListCodes, codes.data(), codes.size());
+    if (p.refine == RefineStorage::F32) writer.add(kRefine, s.refineF32.data(), count * p.dim * sizeof(float));
+    if (p.refine == RefineStorage::F16) writer.add(kRefine, s.refineF16.data(), count * p.dim * sizeof(uint16_t));
+  }
+  writer.commit();
+}
+
+IvfPqIndex::Opened IvfPqIndex::open(const std::string& path, simd::Level level, unsigned threads) {
+  const std::shared_ptr<IndexFile> file = IndexFile::open(path, false);
+  auto corrupt = [&](const std::string& what) {
+    return Error(ErrorCode::CorruptFile, "Corrupt index file " + path + ": " + what);
+  };
+  if (file->type() != IndexType::IvfPq) throw corrupt("not an IVF-PQ index (type " + str(size_t(file->type())) + ")");
+  const SectionEntry* metaEntry = file->find(kMeta);
+  if (metaEntry == nullptr || metaEntry->bytes < kMetaFixedBytes ||
+      metaEntry->bytes > kMetaFixedBytes + kMaxModelVersionBytes) {
+    throw corrupt("missing or malformed meta section");
+  }
+  std::vector<uint8_t> meta(metaEntry->bytes);
+  file->read(*metaEntry, meta.data());
+  uint32_t fixed[8];
+  uint64_t count;
+  uint32_t versionBytes;
+  std::memcpy(fixed, meta.data(), 32);
+  std::memcpy(&count, meta.data() + 32, 8);
+  std::memcpy(&versionBytes, meta.data() + 40, 4);
+  if (kMetaFixedBytes + size_t{versionBytes} != meta.size()) throw corrupt("malformed meta section");
+  IvfPqParams p;
+  p.dim = fixed[0];
+  if (fixed[1] > 2 || fixed[5] > 1 || fixed[6] > 2 || fixed[7] > 1) throw corrupt("unknown metric, opq, refine or state");
+  p.metric = fixed[1] == 0 ? Metric::InnerProduct : fixed[1] == 1 ? Metric::Cosine : Metric::L2;
+  p.nlist = fixed[2];
+  p.m = fixed[3];
+  p.nbits = fixed[4];
+  p.opq = fixed[5] == 1;
+  p.refine = fixed[6] == 0 ? RefineStorage::None : fixed[6] == 1 ? RefineStorage::F16 : RefineStorage::F32;
+  const bool trained = fixed[7] == 1;
+  // Bounds that keep every size below far from overflow, and that no real index exceeds.
+  if (p.dim == 0 || p.dim > 65536 || p.nlist == 0 || p.nlist > (size_t(1) << 24) || p.m == 0 || p.dim % p.m != 0 ||
+      (p.nbits != 4 && p.nbits != 8) || count > kMaxRows || (!trained && count > 0)) {
+    throw corrupt("inconsistent parameters");
+  }
+  Opened out;
+  out.modelVersion.assign(reinterpret_cast<const char*>(meta.data()) + kMetaFixedBytes, versionBytes);
+  out.index = std::make_unique<IvfPqIndex>(p, level, threads);
+  if (!trained) return out;
+  Impl& s = *out.index->impl_;
+  const size_t ksub = size_t(1) << p.nbits, cb = s.codeBytes();
+
+  std::vector<float> centroids(p.nlist * p.dim), codebooks(ksub * p.dim), rotation;
+  file->read(file->require(kCentroids, centroids.size() * sizeof(float), "centroids"), centroids.data());
+  file->read(file->require(kCodebooks, codebooks.size() * sizeof(float), "codebooks"), codebooks.data());
+  if (p.opq) {
+    rotation.resize(p.dim * p.dim);
+    file->read(file->require(kRotation, rotation.size() * sizeof(float), "rotation"), rotation.data());
+  }
+  std::vector<uint64_t> sizes(p.nlist);
+  file->read(file->require(kListSizes, p.nlist * sizeof(uint64_t), "list sizes"), sizes.data());
+  uint64_t total = 0, packedTotal = 0;
+  for (uint64_t size : sizes) {
+    if (size > count) throw corrupt("a list larger than the index");
+    total += size;
+    packedTotal += fastScanBytes(size, p.m);
+  }
+  if (total != count) throw corrupt("list sizes add up to " + std::to_string(total) + ", not " + std::to_string(count));
+  std::vector<uint64_t> ids(count);
+  std::vector<uint32_t> rows(count);
+  file->read(file->require(kListIds, count * sizeof(uint64_t), "list ids"), ids.data());
+  file->read(file->require(kListRows, count * sizeof(uint32_t), "list rows"), rows.data());
+  const uint64_t codeBytes = p.nbits == 8 ? count * cb : packedTotal;
+  std::vector<uint8_t> codes(codeBytes);
+  file->read(file->require(kListCodes, codeBytes, "list codes"), codes.data());
+  // Rows are a permutation of 0 .. count-1 and ids are unique: both index other arrays.
+  std::vector<uint8_t> seen(count, 0);
+  for (uint32_t r : rows) {
+    if (r >= count || seen[r]) throw corrupt("list rows are not a permutation of the rows");
+    seen[r] = 1;
+  }
+  s.rowOfId.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    if (ids[i] == kNoId || !s.rowOfId.emplace(ids[i], rows[i]).second) {
+      throw corrupt("id " + std::to_string(ids[i]) + (ids[i] == kNoId ? " is reserved" : " appears twice"));
+    }
+  }
+  for (float v : centroids) {
+    if (!std::isfinite(v)) throw corrupt("a centroid is not finite");
+  }
+  if (p.refine == RefineStorage::F32) {
+    s.refineF32.resize(count * p.dim);
+    file->read(file->require(kRefine, count * p.dim * sizeof(float), "refine vectors"), s.refineF32.data());
+  } else if (p.refine == RefineStorage::F16) {
+    s.refineF16.resize(count * p.dim);
+    file->read(file->require(kRefine, count * p.dim * sizeof(uint16_t), "refine vectors"), s.refineF16.data());
+  }
+
+  s.pq.load(std::move(codebooks), std::move(rotation));
+  s.centroidBias.resize(p.nlist);
+  s.centroidIds.resize(p.nlist);
+  for (size_t c = 0; c < p.nlist; ++c) {
+    double sq = 0.0;
+    for (size_t d = 0; d < p.dim; ++d) sq += static_cast<double>(centroids[c * p.dim + d]) * centroids[c * p.dim + d];
+    s.centroidBias[c] = static_cast<float>(-0.5 * sq);
+    s.centroidIds[c] = c;
+  }
+  s.rotatedCentroids.resize(centroids.size());
+  if (s.pq.rotated()) {
+    s.pq.rotate(centroids.data(), p.nlist, s.rotatedCentroids.data());
+  } else {
+    s.rotatedCentroids = centroids;
+  }
+  s.centroids = std::move(centroids);
+  s.lists.resize(p.nlist);
+  size_t at = 0, codeAt = 0;
+  for (size_t l = 0; l < p.nlist; ++l) {
+    IvfPqList& list = s.lists[l];
+    const size_t n = sizes[l];
+    list.ids.assign(ids.begin() + at, ids.begin() + at + n);
+    list.rows.assign(rows.begin() + at, rows.begin() + at + n);
+    const size_t bytes = p.nbits == 8 ? n * cb : fastScanBytes(n, p.m);
+    (p.nbits == 8 ? list.codes : list.packed).assign(codes.begin() + codeAt, codes.begin() + codeAt + bytes);
+    at += n;
+    codeAt += bytes;
+  }
+  s.count = count;
+  s.trained = true;
+  s.idMapBytes.store(s.rowOfId.size() * (sizeof(uint64_t) + sizeof(uint32_t) + 2 * sizeof(void*)) +
+                         s.rowOfId.bucket_count() * sizeof(void*),
+                     std::memory_order_relaxed);
+  return out;
 }
 
 }  // namespace ebrix

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <shared_mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -102,6 +103,19 @@ class IvfPqIndex {
   SearchOutput search(const float* queries, size_t queryCount, const IvfPqSearchParams& params) const;
 
   IvfPqMemory memory() const;
+
+  // Writes the index to `path` atomically (index_file.h; sections in ivfpq.cpp), with the
+  // version id of the model whose vectors these are. Adds wait for the write to finish
+  // before publishing (their encoding does not); searches run on. Throws Error(Io).
+  void save(const std::string& path, const std::string& modelVersion) const;
+
+  struct Opened {
+    std::unique_ptr<IvfPqIndex> index;
+    std::string modelVersion;
+  };
+  // Reads a file save() wrote into memory, checking every section. Throws
+  // Error(CorruptFile) for a file that is not a well-formed IVF-PQ index, Error(Io).
+  static Opened open(const std::string& path, simd::Level level, unsigned threads);
 
   struct Impl;
 

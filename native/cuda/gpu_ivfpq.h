@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "exact_search.h"  // SearchOutput
 #include "ivfpq.h"
@@ -55,6 +56,9 @@ class GpuIvfPqIndex {
   // Error(InvalidArgument) for k or k × refineFactor (with refine vectors) or nprobe (after
   // clamping to nlist) above kMaxK, and Error(NotTrained) before train.
   SearchOutput search(const float* queries, size_t queryCount, const IvfPqSearchParams& params) const;
+
+  // Writes the host twin (the same model and lists) to `path`: a file IvfPqIndex::open reads.
+  void save(const std::string& path, const std::string& modelVersion) const { host().save(path, modelVersion); }
 
   // The CPU twin (same model, same lists): the reference of the tests and the device check.
   const IvfPqIndex& host() const;

@@ -17,6 +17,9 @@ struct GpuIvfPq {
                                        unsigned threads) {
     return std::make_shared<Index>(params, threads, requireDevice(device));
   }
+  static std::shared_ptr<Index> adopt(Napi::Env env, const Napi::Value&) {
+    throwInvalid(env, "A GPU IVF-PQ index cannot be made from an opened file yet");
+  }
   // The host twin's parts (codes, ids, centroids, refine, idMap) as the CPU index reports
   // them, plus { hostBytes: their total, deviceBytes, bytes: both }.
   static Napi::Value memory(Napi::Env env, const Index& index) {
