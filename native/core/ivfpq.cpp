@@ -877,15 +877,24 @@ IvfPqIndex::Opened IvfPqIndex::open(const std::string& path, simd::Level level, 
   Impl& s = *out.index->impl_;
   const size_t ksub = size_t(1) << p.nbits, cb = s.codeBytes();
 
+  // Every section is looked up (with its size) before anything is allocated for it: sizes
+  // come from the file, so a hostile header cannot ask for more memory than the file holds.
+  const SectionEntry& centroidSection = file->require(kCentroids, uint64_t{p.nlist} * p.dim * sizeof(float), "centroids");
+  const SectionEntry& codebookSection = file->require(kCodebooks, uint64_t{ksub} * p.dim * sizeof(float), "codebooks");
+  const SectionEntry* rotationSection =
+      p.opq ? &file->require(kRotation, uint64_t{p.dim} * p.dim * sizeof(float), "rotation") : nullptr;
+  const SectionEntry& sizeSection = file->require(kListSizes, uint64_t{p.nlist} * sizeof(uint64_t), "list sizes");
+  const SectionEntry& idSection = file->require(kListIds, count * sizeof(uint64_t), "list ids");
+  const SectionEntry& rowSection = file->require(kListRows, count * sizeof(uint32_t), "list rows");
   std::vector<float> centroids(p.nlist * p.dim), codebooks(ksub * p.dim), rotation;
-  file->read(file->require(kCentroids, centroids.size() * sizeof(float), "centroids"), centroids.data());
-  file->read(file->require(kCodebooks, codebooks.size() * sizeof(float), "codebooks"), codebooks.data());
-  if (p.opq) {
+  file->read(centroidSection, centroids.data());
+  file->read(codebookSection, codebooks.data());
+  if (rotationSection != nullptr) {
     rotation.resize(p.dim * p.dim);
-    file->read(file->require(kRotation, rotation.size() * sizeof(float), "rotation"), rotation.data());
+    file->read(*rotationSection, rotation.data());
   }
   std::vector<uint64_t> sizes(p.nlist);
-  file->read(file->require(kListSizes, p.nlist * sizeof(uint64_t), "list sizes"), sizes.data());
+  file->read(sizeSection, sizes.data());
   uint64_t total = 0, packedTotal = 0;
   for (uint64_t size : sizes) {
     if (size > count) throw corrupt("a list larger than the index");
@@ -895,11 +904,12 @@ IvfPqIndex::Opened IvfPqIndex::open(const std::string& path, simd::Level level, 
   if (total != count) throw corrupt("list sizes add up to " + std::to_string(total) + ", not " + std::to_string(count));
   std::vector<uint64_t> ids(count);
   std::vector<uint32_t> rows(count);
-  file->read(file->require(kListIds, count * sizeof(uint64_t), "list ids"), ids.data());
-  file->read(file->require(kListRows, count * sizeof(uint32_t), "list rows"), rows.data());
+  file->read(idSection, ids.data());
+  file->read(rowSection, rows.data());
   const uint64_t codeBytes = p.nbits == 8 ? count * cb : packedTotal;
+  const SectionEntry& codeSection = file->require(kListCodes, codeBytes, "list codes");
   std::vector<uint8_t> codes(codeBytes);
-  file->read(file->require(kListCodes, codeBytes, "list codes"), codes.data());
+  file->read(codeSection, codes.data());
   // Rows are a permutation of 0 .. count-1 and ids are unique: both index other arrays.
   std::vector<uint8_t> seen(count, 0);
   for (uint32_t r : rows) {
@@ -916,11 +926,13 @@ IvfPqIndex::Opened IvfPqIndex::open(const std::string& path, simd::Level level, 
     if (!std::isfinite(v)) throw corrupt("a centroid is not finite");
   }
   if (p.refine == RefineStorage::F32) {
+    const SectionEntry& refine = file->require(kRefine, count * p.dim * sizeof(float), "refine vectors");
     s.refineF32.resize(count * p.dim);
-    file->read(file->require(kRefine, count * p.dim * sizeof(float), "refine vectors"), s.refineF32.data());
+    file->read(refine, s.refineF32.data());
   } else if (p.refine == RefineStorage::F16) {
+    const SectionEntry& refine = file->require(kRefine, count * p.dim * sizeof(uint16_t), "refine vectors");
     s.refineF16.resize(count * p.dim);
-    file->read(file->require(kRefine, count * p.dim * sizeof(uint16_t), "refine vectors"), s.refineF16.data());
+    file->read(refine, s.refineF16.data());
   }
 
   s.pq.load(std::move(codebooks), std::move(rotation));

@@ -383,3 +383,42 @@ TEST_CASE("file.ivfpq_round_trips_and_rejects_damage") {
     CHECK_THROWS_CODE(IvfPqIndex::open(bad, simd::defaultLevel(), 1), ErrorCode::CorruptFile);
   }
 }
+
+TEST_CASE("file.fuzz_corpus_and_crash_regressions") {
+  // corpus/: small files of every kind written by this version's save; they must keep
+  // opening (the format stays readable) and, fuzzed, seed the libFuzzer target.
+  // crashes/: inputs a fuzzer once found to crash or read out of bounds; they must now open
+  // or fail with CorruptFile, and nothing else.
+  const std::string base = std::string(EBRIX_SOURCE_DIR) + "/native/core/tests/fuzz/";
+  size_t seeds = 0;
+  for (const char* sub : {"corpus", "crashes"}) {
+    DIR* d = opendir((base + sub).c_str());
+    if (d == nullptr) continue;
+    while (dirent* e = readdir(d)) {
+      const std::string name = e->d_name;
+      if (name == "." || name == ".." || name == "README.md") continue;
+      const std::string path = base + sub + "/" + name;
+      if (std::string(sub) == "corpus") {
+        ++seeds;
+        const bool flat = name.rfind("flat-", 0) == 0;
+        try {
+          if (flat) {
+            CHECK(FlatIndex::open(path, false, true, simd::defaultLevel(), 1).index->size() > 0);
+          } else {
+            CHECK(IvfPqIndex::open(path, simd::defaultLevel(), 1).index->size() > 0);
+          }
+        } catch (const Error& err) {
+          CHECK_MSG(false, path + ": " + err.what());
+        }
+      }
+      opensSafely(path, 0);
+      try {
+        IvfPqIndex::open(path, simd::defaultLevel(), 1);
+      } catch (const Error& err) {
+        CHECK(err.code() == ErrorCode::CorruptFile);
+      }
+    }
+    closedir(d);
+  }
+  CHECK(seeds >= 5);
+}
