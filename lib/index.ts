@@ -11,6 +11,7 @@ export {
   type FlatIndexOptions,
   type MemoryUsage,
   type Metric,
+  type FlatIndexOpenOptions,
   type SearchOptions,
   type VectorStorage,
 } from './index/flat.js';
@@ -21,8 +22,19 @@ export {
   type IvfPqMemoryUsage,
   type IvfPqRefine,
   type IvfPqSearchOptions,
+  type IvfPqOpenOptions,
   type IvfPqTrainOptions,
 } from './index/ivfpq.js';
+export {
+  IndexStore,
+  indexFileKind,
+  openIndex,
+  type IndexKind,
+  type IndexStoreOptions,
+  type IndexVersion,
+  type OpenIndexOptions,
+  type StoredIndex,
+} from './index/store.js';
 export { gpuInfo, type GpuInfo } from './gpu.js';
 export { SearchResult, type Hit } from './index/search-result.js';
 export { kmeans, type KMeansOptions, type KMeansResult } from './kmeans.js';
