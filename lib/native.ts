@@ -38,6 +38,8 @@ export interface NativeFlatIndex {
   dispose(): void;
   mappedBytes(): number;
   saveAsync(path: string, modelVersion: string): Promise<void>;
+  /** Native bytes last reported to V8 as external memory (tests). */
+  externalBytes(): number;
 }
 
 export interface NativeIvfPqMemory {
@@ -79,6 +81,8 @@ export interface NativeIvfPqIndex {
   memory(): NativeIvfPqMemory;
   dispose(): void;
   saveAsync(path: string, modelVersion: string): Promise<void>;
+  /** Native bytes last reported to V8 as external memory (tests). */
+  externalBytes(): number;
 }
 
 export interface NativeAddon {

@@ -148,6 +148,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
                            InstanceMethod<&FlatIndexWrap::size>("size"),
                            InstanceMethod<&FlatIndexWrap::memoryBytes>("memoryBytes"),
                            InstanceMethod<&FlatIndexWrap::mappedBytes>("mappedBytes"),
+                           InstanceMethod<&FlatIndexWrap::externalBytes>("externalBytes"),
                            InstanceMethod<&FlatIndexWrap::saveAsync>("saveAsync"),
                            InstanceMethod<&FlatIndexWrap::simdLevel>("simdLevel"),
                            InstanceMethod<&FlatIndexWrap::threads>("threads"),
@@ -169,6 +170,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
         OpenedHandle* handle = info[0].As<Napi::External<OpenedHandle>>().Data();
         if (!handle->index) throwInvalid(env, "The opened index was taken already");
         index_ = std::move(handle->index);
+        account(env);
         return;
       }
       const size_t dim = requireCount(info[0], "dim");
@@ -191,7 +193,19 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     })
   }
 
+  ~FlatIndexWrap() override { external_->close(Env()); }
+
  private:
+  // Tells V8 the index's native bytes (mapped rows excluded: they are the file's pages).
+  void account(Napi::Env env) {
+    if (index_) external_->update(env, index_->memoryBytes());
+  }
+  std::function<void(Napi::Env)> accountLater() {
+    return [external = external_, index = std::weak_ptr<FlatIndex>(index_)](Napi::Env env) {
+      if (auto alive = index.lock()) external->update(env, alive->memoryBytes());
+    };
+  }
+
   std::shared_ptr<FlatIndex> live(Napi::Env env) {
     if (!index_) throw makeError(env, {"EBRIX_DISPOSED", "The index has been disposed"});
     return index_;
@@ -245,6 +259,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
       auto index = live(env);
       const AddArgs args = parseAdd(info, index->dim());
       index->add(args.ids.Data(), args.vectors.Data(), args.count);
+      account(env);
       return env.Undefined();
     })
   }
@@ -253,7 +268,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      return (new AddWorker<FlatIndex>(env, index, parseAdd(info, index->dim())))->Start();
+      return (new AddWorker<FlatIndex>(env, index, parseAdd(info, index->dim()), accountLater()))->Start();
     })
   }
 
@@ -283,6 +298,9 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
   Napi::Value memoryBytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->memoryBytes()));
   }
+  Napi::Value externalBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(external_->reported()));
+  }
   Napi::Value mappedBytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->mappedBytes()));
   }
@@ -307,11 +325,13 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
   }
   // Drops this handle's reference; searches or adds in flight keep the data until they end.
   Napi::Value dispose(const Napi::CallbackInfo& info) {
+    external_->close(info.Env());
     index_.reset();
     return info.Env().Undefined();
   }
 
   std::shared_ptr<FlatIndex> index_;
+  std::shared_ptr<ExternalMemory> external_ = std::make_shared<ExternalMemory>();
 };
 
 // openFlatIndexAsync(path, map, verify, simd | undefined, threads) ->

@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -27,6 +28,30 @@ inline AddArgs parseAdd(const Napi::CallbackInfo& info, size_t dim) {
   return args;
 }
 
+// What one JS index object has told V8 about its native memory (napi external memory), so
+// that the garbage collector weighs a wrapper by the index behind it. Main thread only.
+// After close() (dispose, finalisation) updates are ignored: a worker finishing late must
+// not report an index that is being freed.
+class ExternalMemory {
+ public:
+  void update(Napi::Env env, size_t bytes) {
+    if (closed_) return;
+    const int64_t delta = static_cast<int64_t>(bytes) - reported_;
+    if (delta != 0) Napi::MemoryManagement::AdjustExternalMemory(env, delta);
+    reported_ = static_cast<int64_t>(bytes);
+  }
+  void close(Napi::Env env) {
+    update(env, 0);
+    closed_ = true;
+  }
+  // The bytes last reported (tests read it: Node's process.memoryUsage() does not show them).
+  int64_t reported() const { return reported_; }
+
+ private:
+  int64_t reported_ = 0;
+  bool closed_ = false;
+};
+
 // An add off the event loop. The inputs are copied on the main thread: a reference keeps the
 // typed array object alive but not its memory (the caller may transfer or detach the buffer
 // while the add runs), and validating and then reading a buffer the caller can still write
@@ -34,8 +59,11 @@ inline AddArgs parseAdd(const Napi::CallbackInfo& info, size_t dim) {
 template <class Index>
 class AddWorker : public PromiseWorker {
  public:
-  AddWorker(Napi::Env env, std::shared_ptr<Index> index, const AddArgs& args)
+  // `done` runs on the main thread after a successful add (memory accounting).
+  AddWorker(Napi::Env env, std::shared_ptr<Index> index, const AddArgs& args,
+            std::function<void(Napi::Env)> done = nullptr)
       : PromiseWorker(env),
+        done_(std::move(done)),
         index_(std::move(index)),
         ids_(args.ids.Data(), args.ids.Data() + args.ids.ElementLength()),
         vectors_(args.vectors.Data(), args.vectors.Data() + args.vectors.ElementLength()),
@@ -43,9 +71,13 @@ class AddWorker : public PromiseWorker {
 
  protected:
   void Run() override { index_->add(ids_.data(), vectors_.data(), count_); }
-  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
+  Napi::Value Resolve(Napi::Env env) override {
+    if (done_) done_(env);
+    return env.Undefined();
+  }
 
  private:
+  std::function<void(Napi::Env)> done_;
   std::shared_ptr<Index> index_;
   std::vector<uint64_t> ids_;
   std::vector<float> vectors_;

@@ -39,6 +39,7 @@ struct CpuIvfPq {
     if (!opened->index) throwInvalid(env, "The opened index was taken already");
     return std::move(opened->index);
   }
+  static size_t hostBytes(const IvfPqIndex& index) { return index.memory().total(); }
   // { bytes, codes, ids, centroids, refine, idMap }
   static Napi::Value memory(Napi::Env env, const IvfPqIndex& index) {
     Napi::Object out = Napi::Object::New(env);

@@ -159,6 +159,7 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
                            Wrap::template InstanceMethod<&Wrap::size>("size"),
                            Wrap::template InstanceMethod<&Wrap::memory>("memory"),
                            Wrap::template InstanceMethod<&Wrap::saveAsync>("saveAsync"),
+                           Wrap::template InstanceMethod<&Wrap::externalBytes>("externalBytes"),
                            Wrap::template InstanceMethod<&Wrap::dispose>("dispose"),
                        });
   }
@@ -171,6 +172,7 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     EBRIX_BOUNDARY(env, {
       if (info[0].IsExternal()) {
         index_ = Traits::adopt(env, info[0]);
+        account(env);
         return;
       }
       IvfPqParams params;
@@ -191,7 +193,19 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     })
   }
 
+  ~IvfPqWrap() override { external_->close(this->Env()); }
+
  private:
+  // Tells V8 the index's host bytes (Traits::hostBytes).
+  void account(Napi::Env env) {
+    if (index_) external_->update(env, Traits::hostBytes(*index_));
+  }
+  std::function<void(Napi::Env)> accountLater() {
+    return [external = external_, index = std::weak_ptr<Index>(index_)](Napi::Env env) {
+      if (auto alive = index.lock()) external->update(env, Traits::hostBytes(*alive));
+    };
+  }
+
   std::shared_ptr<Index> live(Napi::Env env) {
     if (!index_) throw makeError(env, {"EBRIX_DISPOSED", "The index has been disposed"});
     return index_;
@@ -252,6 +266,7 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
       auto index = live(env);
       const AddArgs args = parseAdd(info, index->params().dim);
       index->add(args.ids.Data(), args.vectors.Data(), args.count);
+      account(env);
       return env.Undefined();
     })
   }
@@ -260,7 +275,7 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      return (new AddWorker<Index>(env, index, parseAdd(info, index->params().dim)))->Start();
+      return (new AddWorker<Index>(env, index, parseAdd(info, index->params().dim), accountLater()))->Start();
     })
   }
 
@@ -290,6 +305,11 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
   Napi::Value size(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->size()));
   }
+  // The native bytes last reported to V8 (tests).
+  Napi::Value externalBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(external_->reported()));
+  }
+
   // saveAsync(path, modelVersion)
   Napi::Value saveAsync(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -306,11 +326,13 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
   Napi::Value memory(const Napi::CallbackInfo& info) { return Traits::memory(info.Env(), *live(info.Env())); }
   // Drops this handle's reference; work in flight keeps the index until it ends.
   Napi::Value dispose(const Napi::CallbackInfo& info) {
+    external_->close(info.Env());
     index_.reset();
     return info.Env().Undefined();
   }
 
   std::shared_ptr<Index> index_;
+  std::shared_ptr<ExternalMemory> external_ = std::make_shared<ExternalMemory>();
 };
 
 

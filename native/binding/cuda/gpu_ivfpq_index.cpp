@@ -20,6 +20,7 @@ struct GpuIvfPq {
   static std::shared_ptr<Index> adopt(Napi::Env env, const Napi::Value&) {
     throwInvalid(env, "A GPU IVF-PQ index cannot be made from an opened file yet");
   }
+  static size_t hostBytes(const Index& index) { return index.hostMemory().total(); }
   // The host twin's parts (codes, ids, centroids, refine, idMap) as the CPU index reports
   // them, plus { hostBytes: their total, deviceBytes, bytes: both }.
   static Napi::Value memory(Napi::Env env, const Index& index) {
