@@ -12,6 +12,7 @@ const char* errorCodeName(ErrorCode code) {
     case ErrorCode::OutOfMemory: return "EBRIX_OUT_OF_MEMORY";
     case ErrorCode::DeviceUnavailable: return "EBRIX_DEVICE_UNAVAILABLE";
     case ErrorCode::NotTrained: return "EBRIX_NOT_TRAINED";
+    case ErrorCode::UnknownId: return "EBRIX_UNKNOWN_ID";
     case ErrorCode::Internal: return "EBRIX_INTERNAL";
   }
   return "EBRIX_INTERNAL";

@@ -16,6 +16,7 @@ enum class ErrorCode {
   OutOfMemory,       // EBRIX_OUT_OF_MEMORY (host or device memory)
   DeviceUnavailable, // EBRIX_DEVICE_UNAVAILABLE (no usable GPU, or a CUDA failure)
   NotTrained,        // EBRIX_NOT_TRAINED (an index that needs train() first)
+  UnknownId,         // EBRIX_UNKNOWN_ID (an id the index does not hold)
   Internal,          // EBRIX_INTERNAL
 };
 
