@@ -338,11 +338,13 @@ struct HnswIndex::Impl {
   }
 
   // Called with writeMutex held and no add in its insert phase, so no usearch allocation runs
-  // concurrently. usearch's memory_usage() walks every node; its tape allocator's total (the
-  // nodes: levels and neighbour lists, reserved and wasted bytes included) is the same
-  // figure in O(1), to which the node pointer array is added.
+  // concurrently. usearch's memory_usage() walks every node; its tape allocator's counters
+  // give the nodes (levels and neighbour lists) in O(1): the arenas it mapped, less the tail
+  // of the last one that no node has reached (the first arena alone is 8 MiB of address
+  // space, most of it never touched in a small index). The node pointer array is added.
   void refreshMemory() {
-    size_t bytes = graph.tape_allocator().total_allocated() + graph.capacity() * sizeof(void*);
+    const auto& tape = graph.tape_allocator();
+    size_t bytes = tape.total_allocated() - tape.total_reserved() + graph.capacity() * sizeof(void*);
     bytes += vectors.size();
     bytes += idOfRow.capacity() * sizeof(uint64_t) + slotOfRow.capacity() * sizeof(uint32_t);
     bytes += freeSlots.capacity() * sizeof(uint32_t);
@@ -585,7 +587,7 @@ SearchOutput HnswIndex::search(const float* queries, size_t queryCount, const Hn
         for (const uint32_t row : allowedRows) {
           const uint32_t slot = m.slotOfRow[row];
           if (slot == kNoSlot) continue;  // removed
-          top.offer(-metric(query, MemberCref{nullptr, slot}), row, m.idOfRow[row]);
+          top.offer(0.0f - metric(query, MemberCref{nullptr, slot}), row, m.idOfRow[row]);
         }
         std::vector<Candidate> best;
         top.drainInto(best);
@@ -610,7 +612,7 @@ SearchOutput HnswIndex::search(const float* queries, size_t queryCount, const Hn
         // A node reused by an add running now may change key between the walk and here.
         if (row >= rowTable) continue;
         ids[n] = m.idOfRow[row];
-        scores[n] = -match.distance;
+        scores[n] = 0.0f - match.distance;  // +0, not -0, for an exact match
         ++n;
       }
     });
