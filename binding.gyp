@@ -19,7 +19,10 @@
         "<!@(node -p \"require('./native/sources.json').core.join(' ')\")",
         "<!@(node -p \"require('./native/sources.json').binding.join(' ')\")"
       ],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<!(node scripts/usearch-include.cjs)"
+      ],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "conditions": [
         ["target_arch=='x64'", {"dependencies": ["ebrix_avx2", "ebrix_avx512", "ebrix_avxvnni", "ebrix_avx512vnni"]}],

@@ -446,8 +446,19 @@ function targetLine(d: IvfPqDatasetResult, t: TargetSummary): string {
   return `${d.dataset} ${d.n.toLocaleString('en-US')}×${d.dim}, recall@10 ≥ ${t.recall}, ${mode}: ${ebrix}; ${peers.join('; ')}`;
 }
 
+function graphEfLine(d: IvfPqDatasetResult): string | undefined {
+  if (d.graphEfRatios.length === 0) return undefined;
+  const parts = d.graphEfRatios.map(
+    (r) =>
+      `ef ${r.ef}: 1-thread ${ratio(r.single)}, batch ${ratio(r.batch)} (recall ${fixed(r.ebrixRecall, 3)} vs ${fixed(r.usearchRecall, 3)})`,
+  );
+  return `${d.dataset} ${d.n.toLocaleString('en-US')}×${d.dim} ebrix HNSW f32 / usearch HNSW f32 QPS at equal ef (same graph settings, each built on its own): ${parts.join('; ')}`;
+}
+
 function ivfpqLines(d: IvfPqDatasetResult): string[] {
-  const lines = d.targets.map((t) => targetLine(d, t));
+  const lines = [...d.targets, ...(d.graphTargets ?? [])].map((t) => targetLine(d, t));
+  const efLine = d.graphEfRatios ? graphEfLine(d) : undefined;
+  if (efLine) lines.push(efLine);
   const sc = d.scoring;
   if (sc) {
     const long = sc.longLists;
@@ -500,8 +511,9 @@ function trainTargetLine(suite: IvfPqSuiteResult): string {
 
 const IVFPQ_LEGEND = [
   'recall@10 against the exact top-10 of FlatIndex (float64 re-scored; an id tying the 10th exact score counts as a hit). 1-thread: each query alone, threads 1, timed one by one (QPS = queries / summed time); batch: the first --queries queries (--quick: 250) in one call (median of runs), recall over them; hnswlib-node has no batch call, so its batch is a loop on one thread.',
-  'QPS @ target: read on each curve\'s Pareto frontier, log QPS interpolated linearly in recall between the points around the target; "≥": the curve\'s lowest point is already above the target; "–": never reached (best recall shown). Ratios: ebrix (its best configuration at the target) / peer.',
-  'bytes/vector: ebrix `memoryUsage().bytes / n` (codes, ids, centroids, f16 refine vectors, id map); peers: their serialized index / n (vectors + graph + keys; neither binding reports memory). vs f32: 4·dim bytes / bytes per vector.',
+  'QPS @ target: read on each curve\'s Pareto frontier, log QPS interpolated linearly in recall between the points around the target; "≥": the curve\'s lowest point is already above the target; "–": never reached (best recall shown). Ratios: ebrix (its best IVF-PQ configuration at the target; on the HNSW lines, HnswIndex) / peer.',
+  'ebrix HNSW f32: HnswIndex, usearch\'s graph code (its C++ headers, usearch 2.25) compiled into the ebrix addon with ebrix\'s SIMD kernels as the metric and ebrix\'s thread pool; usearch HNSW f32 is usearch\'s own npm package (prebuilt, NumKong kernels). Same connectivity and expansion_add; each builds its own graph, so recall at an ef differs a little. The equal-ef ratio is what the binding, the kernels and the threading add or save on the same algorithm.',
+  'bytes/vector: ebrix `memoryUsage().bytes / n` (IVF-PQ: codes, ids, centroids, f16 refine vectors, id map; HNSW: graph nodes and links, vectors, row and id tables, spare capacity included); peers: their serialized index / n (vectors + graph + keys; neither binding reports memory). vs f32: 4·dim bytes / bytes per vector.',
   'train s: ebrix k-means + PQ training; add / build s: ebrix add of the whole base, the peers\' graph build (hnswlib-node: one addPoint per vector on the main thread, the row\'s number[] conversion included).',
 ];
 

@@ -13,6 +13,7 @@ export type EbrixErrorCode =
   | 'EBRIX_OUT_OF_MEMORY'
   | 'EBRIX_DEVICE_UNAVAILABLE'
   | 'EBRIX_NOT_TRAINED'
+  | 'EBRIX_UNKNOWN_ID'
   | 'EBRIX_NATIVE_LOAD'
   | 'EBRIX_INVALID_RECORD'
   | 'EBRIX_INVALID_SPEC'
@@ -86,6 +87,13 @@ export class NotTrainedError extends EbrixError {
   }
 }
 
+/** An id the index does not hold was named (HnswIndex.remove); nothing was changed. */
+export class UnknownIdError extends EbrixError {
+  constructor(message: string) {
+    super('EBRIX_UNKNOWN_ID', message);
+  }
+}
+
 /** A record handed to a feature encoder lacks a field or holds the wrong type or a NaN. */
 export class InvalidRecordError extends EbrixError {
   constructor(message: string) {
@@ -145,6 +153,7 @@ const byCode: Partial<Record<EbrixErrorCode, new (message: string) => EbrixError
   EBRIX_NOT_TRAINED: NotTrainedError,
   EBRIX_CORRUPT_FILE: CorruptFileError,
   EBRIX_IO: IoError,
+  EBRIX_UNKNOWN_ID: UnknownIdError,
 };
 
 const knownCodes = new Set<string>([
@@ -164,6 +173,7 @@ const knownCodes = new Set<string>([
   'EBRIX_OUT_OF_MEMORY',
   'EBRIX_DEVICE_UNAVAILABLE',
   'EBRIX_NOT_TRAINED',
+  'EBRIX_UNKNOWN_ID',
   'EBRIX_NATIVE_LOAD',
   'EBRIX_INTERNAL',
 ]);

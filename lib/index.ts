@@ -35,6 +35,13 @@ export {
   type OpenIndexOptions,
   type StoredIndex,
 } from './index/store.js';
+export {
+  HNSW_FILTER_STRATEGIES,
+  HnswIndex,
+  type HnswFilterStrategy,
+  type HnswIndexOptions,
+  type HnswSearchOptions,
+} from './index/hnsw.js';
 export { gpuInfo, type GpuInfo } from './gpu.js';
 export { SearchResult, type Hit } from './index/search-result.js';
 export { kmeans, type KMeansOptions, type KMeansResult } from './kmeans.js';
@@ -65,6 +72,7 @@ export {
   NotTrainedError,
   OutOfMemoryError,
   OverloadedError,
+  UnknownIdError,
   VersionMismatchError,
   type EbrixErrorCode,
 } from './errors.js';

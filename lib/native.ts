@@ -85,6 +85,35 @@ export interface NativeIvfPqIndex {
   externalBytes(): number;
 }
 
+export interface NativeHnswIndex {
+  add(ids: BigUint64Array, vectors: Float32Array): void;
+  addAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
+  remove(ids: BigUint64Array): void;
+  removeAsync(ids: BigUint64Array): Promise<void>;
+  search(
+    queries: Float32Array,
+    k: number,
+    expansion: number,
+    threads: number,
+    allow: Uint32Array | undefined,
+    filter: string,
+  ): NativeSearchOutput;
+  searchAsync(
+    queries: Float32Array,
+    k: number,
+    expansion: number,
+    threads: number,
+    allow: Uint32Array | undefined,
+    filter: string,
+  ): Promise<NativeSearchOutput>;
+  has(id: bigint): boolean;
+  size(): number;
+  memoryBytes(): number;
+  simdLevel(): string;
+  threads(): number;
+  dispose(): void;
+}
+
 export interface NativeAddon {
   simdLevel(): string;
   supportedSimdLevels(): string[];
@@ -129,6 +158,16 @@ export interface NativeAddon {
     simd: string | undefined,
     threads: number,
   ) => NativeIvfPqIndex);
+  HnswIndex: new (
+    dim: number,
+    metric: string,
+    connectivity: number,
+    expansionAdd: number,
+    expansionSearch: number,
+    storage: string,
+    simd: string | undefined,
+    threads: number,
+  ) => NativeHnswIndex;
   kmeans(
     points: Float32Array,
     dim: number,

@@ -11,7 +11,8 @@ import {
   type Metric,
   type SearchResult,
 } from '../lib/index.js';
-import { clustered, makeIds, mnist } from './helpers.js';
+import { clustered, mnist } from './datasets.js';
+import { makeIds } from './helpers.js';
 
 const METRICS: Metric[] = ['ip', 'cosine', 'l2'];
 

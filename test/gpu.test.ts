@@ -20,9 +20,9 @@ import {
   type Metric,
   type SearchResult,
 } from '../lib/index.js';
+import { clustered } from './datasets.js';
 import {
   bruteForce,
-  clustered,
   expectRowMatches,
   makeIds,
   randomVectors,

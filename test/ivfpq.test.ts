@@ -10,18 +10,9 @@ import {
   NO_ID,
   NotTrainedError,
   type Metric,
-  type SearchResult,
 } from '../lib/index.js';
-import { clustered, makeIds, mnist } from './helpers.js';
-
-function recall(truth: SearchResult, got: SearchResult): number {
-  let hits = 0;
-  for (let q = 0; q < truth.nq; q++) {
-    const want = new Set(truth.row(q).ids);
-    for (const id of got.row(q).ids) if (want.has(id)) hits++;
-  }
-  return hits / (truth.nq * truth.k);
-}
+import { clustered, mnist, recall } from './datasets.js';
+import { makeIds } from './helpers.js';
 
 async function exact(metric: Metric, dim: number, ids: bigint[], data: Float32Array, queries: Float32Array, k: number) {
   using flat = new FlatIndex({ dim, metric });

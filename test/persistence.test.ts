@@ -15,7 +15,8 @@ import {
   type Metric,
   type VectorStorage,
 } from '../lib/index.js';
-import { clustered, makeIds, randomVectors } from './helpers.js';
+import { clustered } from './datasets.js';
+import { makeIds, randomVectors } from './helpers.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dir = mkdtempSync(path.join(tmpdir(), 'ebrix-persist-'));

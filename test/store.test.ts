@@ -13,7 +13,8 @@ import {
   openIndex,
   type SearchResult,
 } from '../lib/index.js';
-import { clustered, makeIds, randomVectors } from './helpers.js';
+import { clustered } from './datasets.js';
+import { makeIds, randomVectors } from './helpers.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'ebrix-store-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

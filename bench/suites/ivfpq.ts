@@ -1,11 +1,14 @@
 // Suite "ivfpq": recall@10 against QPS curves of ebrix's IvfPqIndex (8-bit ADC and 4-bit
-// fast-scan codes, f16 refine) and of two HNSW peers, usearch (f32 and i8 vectors) and
-// hnswlib-node, built on the same arrays in the same process, every recall measured against
-// the same exact ground truth (FlatIndex). Also: build / train time and memory per vector of
-// each, the 4-bit vs 8-bit code-scoring speed at equal code size, and the training time of
-// the reference configuration (1,000,000 × 128, nlist 1024, m 32).
+// fast-scan codes, f16 refine), of ebrix's HnswIndex (usearch's graph compiled into the addon,
+// with ebrix's kernels) and of two HNSW peers, usearch's own npm package (f32 and i8 vectors)
+// and hnswlib-node, built on the same arrays in the same process with the same graph
+// settings, every recall measured against the same exact ground truth (FlatIndex). Also:
+// build / train time and memory per vector of each, ebrix HNSW against usearch f32 at equal
+// ef (what the binding and the kernels add or save on the same algorithm), the 4-bit vs 8-bit
+// code-scoring speed at equal code size, and the training time of the reference
+// configuration (1,000,000 × 128, nlist 1024, m 32).
 
-import { IvfPqIndex } from '../../lib/index.js';
+import { HnswIndex, IvfPqIndex } from '../../lib/index.js';
 import { buildHnswlib, buildUsearchHnsw, type GraphBuildSettings, type GraphPeer } from '../ann-peers.js';
 import {
   exactGroundTruth,
@@ -27,7 +30,8 @@ export const TARGET_RECALL = 0.95;
 export const NPROBES = [1, 2, 4, 8, 16, 32, 64, 128] as const;
 export const EFS = [10, 16, 32, 64, 128, 256, 512] as const;
 
-export type CurveFamily = 'ebrix' | 'usearch' | 'hnswlib';
+/** 'ebrix': IvfPqIndex; 'ebrix-hnsw': HnswIndex; the rest are peers. */
+export type CurveFamily = 'ebrix' | 'ebrix-hnsw' | 'usearch' | 'hnswlib';
 
 export interface IvfPqSuiteSettings {
   k: number;
@@ -44,7 +48,7 @@ export interface IvfPqSuiteSettings {
   trainPointsPerList: number;
   /** ...with at most this many Lloyd iterations (coarse k-means and PQ codebooks). */
   trainIterations: number;
-  /** Both HNSW peers get the same graph settings. */
+  /** ebrix's HnswIndex and both HNSW peers get the same graph settings. */
   graph: GraphBuildSettings;
   sweep: SweepPolicy;
   /** Single queries timed per index for the code-scoring speed (nprobe = nlist). */
@@ -65,10 +69,10 @@ export interface CurveResult {
   param: 'nprobe' | 'ef';
   /** ebrix: k-means + PQ training on the sample (null for the graphs, which have none). */
   trainSeconds: number | null;
-  /** ebrix: add of the whole base; peers: the graph build (insertion of the whole base). */
+  /** ebrix: add of the whole base (HNSW: the graph build); peers: the graph build. */
   buildSeconds: number;
   buildThreads: number;
-  /** Bytes per base vector: ebrix memoryUsage().bytes / n; peers: serialized index / n. */
+  /** Bytes per base vector: ebrix memoryUsage().bytes / n (in memory); peers: serialized index / n. */
   bytesPerVector: number;
   memorySource: string;
   /** ebrix only: PQ codes per vector (memoryUsage().codes / n), and the parts in bytes. */
@@ -125,6 +129,16 @@ export interface TargetSummary {
   peers: TargetRatio[];
 }
 
+/** ebrix HNSW f32 against usearch HNSW f32 at one ef: same algorithm, same graph settings. */
+export interface GraphEfRatio {
+  ef: number;
+  ebrixRecall: number;
+  usearchRecall: number;
+  /** ebrix QPS / usearch QPS, single-thread single queries and batch. */
+  single: number;
+  batch: number;
+}
+
 export interface IvfPqDatasetResult {
   dataset: string;
   description: string;
@@ -140,7 +154,12 @@ export interface IvfPqDatasetResult {
   trainPoints: number;
   curves: CurveResult[];
   scoring: ScoringSpeed | null;
+  /** The best IvfPqIndex curve against the peers. */
   targets: TargetSummary[];
+  /** HnswIndex against the peers. */
+  graphTargets: TargetSummary[];
+  /** HnswIndex / usearch HNSW f32 at each ef both ran. */
+  graphEfRatios: GraphEfRatio[];
 }
 
 export interface TrainTargetResult {
@@ -333,6 +352,58 @@ async function runEbrixConfig(
   }
 }
 
+async function runEbrixHnsw(ctx: DatasetContext, settings: IvfPqSuiteSettings): Promise<CurveResult> {
+  const { data, metric, reference, score, label } = ctx;
+  const { n, dim, base, queries } = data;
+  const { k, threads, log, graph } = settings;
+  const engine = 'ebrix HNSW f32';
+  const config = `connectivity ${graph.connectivity}, expansionAdd ${graph.expansionAdd}, f32 vectors`;
+  const index = new HnswIndex({ dim, metric, connectivity: graph.connectivity, expansionAdd: graph.expansionAdd, threads });
+  try {
+    log(`${label}: ${engine}: build (${config})`);
+    const buildSeconds = (await timed(() => index.add(rowIds(n), base))).seconds;
+    log(`${label}: ${engine}: built in ${buildSeconds.toFixed(2)} s on ${threads} thread(s)`);
+    const memory = index.memoryUsage();
+    let expansion = 64;
+    const one = (q: number): Float32Array => queries.subarray(q * dim, (q + 1) * dim);
+    const target: SweepTarget = {
+      set(value) {
+        expansion = value;
+      },
+      searchOne(q, kk) {
+        return index.searchSync(one(q), kk, { expansion, threads: 1 }).ids;
+      },
+      async searchBatch(count, kk) {
+        const result = await index.search(queries.subarray(0, count * dim), kk, { expansion, threads });
+        return (q) => result.ids.subarray(q * kk, (q + 1) * kk);
+      },
+    };
+    const efs = [...new Set(settings.efs.map((ef) => Math.max(ef, k)))];
+    log(`${label}: ${engine}: sweep ef ${efs.join(', ')}`);
+    const points = await sweep(target, efs, data, reference, score, k, settings.sweep, (p) =>
+      log(`${label}: ${engine}: ${pointLine('ef', p)}`),
+    );
+    return {
+      engine,
+      family: 'ebrix-hnsw',
+      config,
+      param: 'ef',
+      trainSeconds: null,
+      buildSeconds,
+      buildThreads: threads,
+      bytesPerVector: memory.bytes / n,
+      memorySource: 'memoryUsage().bytes / n',
+      codeBytesPerVector: null,
+      memoryParts: null,
+      points,
+      atTarget: readings(points),
+      notes: [`1-thread: searchSync, threads 1; batch: one search call, ${threads} threads`],
+    };
+  } finally {
+    index.dispose();
+  }
+}
+
 async function runGraphPeer(
   ctx: DatasetContext,
   engine: string,
@@ -378,8 +449,9 @@ async function runGraphPeer(
   }
 }
 
-function summarize(curves: readonly CurveResult[], mode: 'single' | 'batch'): TargetSummary {
-  const ebrixCurves = curves.filter((c) => c.family === 'ebrix');
+/** The best curve of `family` at the target against each peer (usearch, hnswlib). */
+function summarize(curves: readonly CurveResult[], mode: 'single' | 'batch', family: 'ebrix' | 'ebrix-hnsw'): TargetSummary {
+  const ebrixCurves = curves.filter((c) => c.family === family);
   const best = ebrixCurves.reduce<CurveResult | undefined>((bestSoFar, c) => {
     const qps = c.atTarget[mode].qps;
     if (qps === null) return bestSoFar;
@@ -396,7 +468,7 @@ function summarize(curves: readonly CurveResult[], mode: 'single' | 'batch'): Ta
       how: best?.atTarget[mode].how ?? 'not reached',
     },
     peers: curves
-      .filter((c) => c.family !== 'ebrix')
+      .filter((c) => c.family === 'usearch' || c.family === 'hnswlib')
       .map((c) => {
         const reading = c.atTarget[mode];
         return {
@@ -407,6 +479,25 @@ function summarize(curves: readonly CurveResult[], mode: 'single' | 'batch'): Ta
         };
       }),
   };
+}
+
+function efRatios(curves: readonly CurveResult[]): GraphEfRatio[] {
+  const ours = curves.find((c) => c.engine === 'ebrix HNSW f32');
+  const theirs = curves.find((c) => c.engine === 'usearch HNSW f32');
+  if (!ours || !theirs) return [];
+  return ours.points.flatMap((p) => {
+    const q = theirs.points.find((o) => o.value === p.value);
+    if (!q) return [];
+    return [
+      {
+        ef: p.value,
+        ebrixRecall: p.batch.recall.tieAware,
+        usearchRecall: q.batch.recall.tieAware,
+        single: p.single.qps / q.single.qps,
+        batch: p.batch.qps / q.batch.qps,
+      },
+    ];
+  });
 }
 
 export async function runIvfPqOnDataset(
@@ -435,6 +526,8 @@ export async function runIvfPqOnDataset(
 
   const longEight = await longListScoring(ctx, { nbits: 8, m: codeBytes }, settings);
   const longFour = await longListScoring(ctx, { nbits: 4, m: 2 * codeBytes }, settings);
+
+  curves.push(await runEbrixHnsw(ctx, settings));
 
   const graph = settings.graph;
   const graphConfig = `connectivity ${graph.connectivity}, expansion_add ${graph.expansionAdd}`;
@@ -494,7 +587,9 @@ export async function runIvfPqOnDataset(
         fourBitSpeedup: eight.scoring.nsPerCode / four.scoring.nsPerCode,
       },
     },
-    targets: [summarize(curves, 'single'), summarize(curves, 'batch')],
+    targets: [summarize(curves, 'single', 'ebrix'), summarize(curves, 'batch', 'ebrix')],
+    graphTargets: [summarize(curves, 'single', 'ebrix-hnsw'), summarize(curves, 'batch', 'ebrix-hnsw')],
+    graphEfRatios: efRatios(curves),
   };
 }
 

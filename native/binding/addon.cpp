@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "flat_index.h"
+#include "hnsw_index.h"
 #include "ivfpq_index.h"
 #include "kmeans.h"
 #include "machine.h"
@@ -10,6 +11,7 @@ static Napi::Object initEbrix(Napi::Env env, Napi::Object exports) {
   ebrix::binding::initMachine(env, exports);
   ebrix::binding::initFlatIndex(env, exports);
   ebrix::binding::initIvfPqIndex(env, exports);
+  ebrix::binding::initHnswIndex(env, exports);
   ebrix::binding::initKMeans(env, exports);
   return exports;
 }

@@ -1,5 +1,5 @@
-// Argument handling shared by the index classes of both addons (FlatIndex, IvfPqIndex and
-// the CUDA addon's GpuFlatIndex): adds, and allow bitsets.
+// Argument handling shared by the index classes of both addons (FlatIndex, IvfPqIndex,
+// HnswIndex and the CUDA addon's GpuFlatIndex): adds, and allow bitsets.
 #pragma once
 
 #include <napi.h>

@@ -14,6 +14,7 @@ const char* errorCodeName(ErrorCode code) {
     case ErrorCode::NotTrained: return "EBRIX_NOT_TRAINED";
     case ErrorCode::CorruptFile: return "EBRIX_CORRUPT_FILE";
     case ErrorCode::Io: return "EBRIX_IO";
+    case ErrorCode::UnknownId: return "EBRIX_UNKNOWN_ID";
     case ErrorCode::Internal: return "EBRIX_INTERNAL";
   }
   return "EBRIX_INTERNAL";

@@ -18,6 +18,7 @@ enum class ErrorCode {
   NotTrained,        // EBRIX_NOT_TRAINED (an index that needs train() first)
   CorruptFile,       // EBRIX_CORRUPT_FILE (truncated, damaged, foreign or newer index file)
   Io,                // EBRIX_IO (the file system refused: missing file, permissions, disk full)
+  UnknownId,         // EBRIX_UNKNOWN_ID (an id the index does not hold)
   Internal,          // EBRIX_INTERNAL
 };
 

@@ -1,0 +1,270 @@
+/**
+ * HnswIndex: approximate top-k over a hierarchical navigable small-world graph, in native
+ * code: usearch's graph (its C++ headers, compiled into the addon) with ebrix's SIMD
+ * distance kernels, inserts and searches on ebrix's native thread pool.
+ *
+ * Same ids, scores, result shape and errors as FlatIndex: higher is better for every metric
+ * (`l2` as −squared distance), ids are u64 (2^64−1 reserved), rows short of k are padded
+ * with (NO_ID, −Infinity), allow bitsets address rows in add order.
+ */
+import { DisposedError, VersionMismatchError, awaitNative, callNative } from '../errors.js';
+import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
+import { native, type NativeHnswIndex } from '../native.js';
+import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
+import { METRICS, VECTOR_STORAGES, type MemoryUsage, type Metric, type VectorStorage } from './flat.js';
+import { toIdArray, type Ids } from './ids.js';
+import { SearchResult } from './search-result.js';
+import { toAddArgs, toMatrix, type Vectors } from './vectors.js';
+
+/**
+ * How a search with an allow bitset finds its rows. 'graph': usearch's filtered graph walk
+ * (rows that are not allowed still route the walk but are never returned). 'scan': every
+ * allowed row is scored exactly. 'auto' (default): the scan when so few rows are allowed
+ * that the walk would compute more distances (allowed² ≤ expansion × size), else the walk.
+ */
+export type HnswFilterStrategy = 'auto' | 'graph' | 'scan';
+export const HNSW_FILTER_STRATEGIES: readonly HnswFilterStrategy[] = ['auto', 'graph', 'scan'];
+
+export interface HnswIndexOptions {
+  /** Vector dimension. */
+  dim: number;
+  /** Scoring, higher is better: inner product (default), cosine, or negative squared L2. */
+  metric?: Metric;
+  /** Graph degree M, 2 to 1024 (default 16); the base layer keeps twice as many links. */
+  connectivity?: number;
+  /** Candidate list while inserting, efConstruction (default 128): higher builds a better graph, slower. */
+  expansionAdd?: number;
+  /** Candidate list of a search, ef, when the search names none (default 64). */
+  expansionSearch?: number;
+  /**
+   * 'f32' (default), 'f16' or 'bf16', with FlatIndex's semantics: rows and queries rounded to
+   * the type (after normalisation for cosine), products in float32; f16 (ip, l2) rejects
+   * values of magnitude 65520 or more.
+   */
+  storage?: VectorStorage;
+  /** Native threads an add or search may use (default: all hardware threads). */
+  threads?: number;
+  /** Force a SIMD level for the distance kernels (default: `EBRIX_SIMD`, else the best supported). */
+  simd?: SimdLevel;
+  /** Version id of the model whose item tower embeds this index's vectors. */
+  modelVersion?: string;
+}
+
+export interface HnswSearchOptions {
+  /** Candidate list of this search (ef; default: the index's expansionSearch; never below k). */
+  expansion?: number;
+  /** Threads for this search (default: the index's); queries of a batch run in parallel. */
+  threads?: number;
+  /**
+   * Only rows whose bit is set may be returned. Rows are numbered in add order from 0 (as
+   * FlatIndex): bit `r & 31` of word `r >> 5` allows row r; rows past the end of the bitset
+   * are not allowed. A removed vector's row is never reused.
+   */
+  allow?: Uint32Array;
+  /** How a filtered search finds its rows (default 'auto'). */
+  filter?: HnswFilterStrategy;
+}
+
+const MAX_THREADS = 4096;
+const MAX_K = 1 << 24;
+const MAX_EXPANSION = 1 << 20;
+/** Result entries (ids + scores, 12 bytes each) one search may return: 1.5 GiB. */
+const MAX_RESULT_ENTRIES = 2 ** 27;
+
+interface PreparedSearch {
+  matrix: Float32Array;
+  nq: number;
+  k: number;
+  expansion: number;
+  threads: number;
+  allow: Uint32Array | undefined;
+  filter: HnswFilterStrategy;
+}
+
+export class HnswIndex implements Disposable {
+  readonly dim: number;
+  readonly metric: Metric;
+  readonly connectivity: number;
+  readonly expansionAdd: number;
+  readonly expansionSearch: number;
+  readonly storage: VectorStorage;
+  #native: NativeHnswIndex | undefined;
+  #modelVersion: string | undefined;
+
+  constructor(options: HnswIndexOptions) {
+    if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
+    this.dim = requirePositiveInteger(options.dim, 'dim', 1 << 20);
+    this.metric = requireOneOf(options.metric ?? 'ip', METRICS, 'metric');
+    const connectivity = options.connectivity ?? 16;
+    if (connectivity === 1) throw invalid('an integer from 2 to 1024', 'connectivity', connectivity);
+    this.connectivity = requirePositiveInteger(connectivity, 'connectivity', 1024);
+    this.expansionAdd = requirePositiveInteger(options.expansionAdd ?? 128, 'expansionAdd', MAX_EXPANSION);
+    this.expansionSearch = requirePositiveInteger(options.expansionSearch ?? 64, 'expansionSearch', MAX_EXPANSION);
+    this.storage = requireOneOf(options.storage ?? 'f32', VECTOR_STORAGES, 'storage');
+    const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'threads', MAX_THREADS);
+    const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'simd');
+    if (options.modelVersion !== undefined) this.bindModelVersion(options.modelVersion);
+    const Native = native().HnswIndex;
+    this.#native = callNative(
+      () =>
+        new Native(this.dim, this.metric, this.connectivity, this.expansionAdd, this.expansionSearch, this.storage, simd, threads),
+    );
+  }
+
+  /** Number of vectors held (added and not removed). */
+  get size(): number {
+    return this.#live().size();
+  }
+
+  /** SIMD level of the distance kernels. */
+  get simd(): SimdLevel {
+    return this.#live().simdLevel() as SimdLevel;
+  }
+
+  /** Native threads an add or search uses by default. */
+  get threads(): number {
+    return this.#live().threads();
+  }
+
+  /** Version id of the model that embeds this index's vectors, once bound. */
+  get modelVersion(): string | undefined {
+    return this.#modelVersion;
+  }
+
+  /**
+   * Records which model version embeds this index's vectors. Binding again to the same
+   * version is a no-op; another version is EBRIX_VERSION_MISMATCH (as FlatIndex).
+   */
+  bindModelVersion(version: string): void {
+    if (typeof version !== 'string' || version.length === 0) throw invalid('a non-empty string', 'modelVersion', version);
+    if (this.#modelVersion !== undefined && this.#modelVersion !== version) {
+      throw new VersionMismatchError(
+        `This index holds vectors of model version ${this.#modelVersion} and cannot take vectors of version ${version}`,
+      );
+    }
+    this.#modelVersion = version;
+  }
+
+  get disposed(): boolean {
+    return this.#native === undefined;
+  }
+
+  /**
+   * Bytes of native memory held: the graph (nodes and links), the vectors, the row and id
+   * tables (spare capacity included; the id map estimated). All on the host.
+   */
+  memoryUsage(): MemoryUsage {
+    const live = this.#live();
+    const bytes = callNative(() => live.memoryBytes());
+    return { bytes, hostBytes: bytes, deviceBytes: 0, mappedBytes: 0 };
+  }
+
+  /**
+   * Inserts vectors under the given ids, off the event loop, on the index's threads. All or
+   * nothing: a wrong dimension, a NaN or Infinity, or an id already present (or repeated)
+   * rejects and leaves the index unchanged. Searches keep running meanwhile and may return
+   * vectors of an add still in flight. With metric 'cosine' the stored vectors are
+   * normalised copies.
+   */
+  async add(ids: Ids, vectors: Vectors): Promise<void> {
+    const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    await awaitNative(this.#live().addAsync(idArray, matrix));
+  }
+
+  /** `add` on the calling thread (its inserts still use the native threads), for small batches. */
+  addSync(ids: Ids, vectors: Vectors): void {
+    const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    const live = this.#live();
+    callNative(() => live.add(idArray, matrix));
+  }
+
+  /**
+   * Removes the vectors of the given ids, off the event loop: it waits for the searches in
+   * flight, and no search after it returns them. An id not in the index is EBRIX_UNKNOWN_ID
+   * and a repeated one EBRIX_DUPLICATE_ID, and then nothing is removed. The graph keeps a
+   * removed node (it still routes searches) until a later add reuses it; a removed id can be
+   * added again, under a new row number.
+   */
+  async remove(ids: Ids): Promise<void> {
+    const idArray = this.#prepareRemove(ids);
+    await awaitNative(this.#live().removeAsync(idArray));
+  }
+
+  /** `remove` on the calling thread: it blocks until the searches in flight end. */
+  removeSync(ids: Ids): void {
+    const idArray = this.#prepareRemove(ids);
+    const live = this.#live();
+    callNative(() => live.remove(idArray));
+  }
+
+  /** Whether a vector is held under `id`. */
+  has(id: number | bigint): boolean {
+    const live = this.#live();
+    const [value] = toIdArray([id], 'id');
+    return callNative(() => live.has(value!));
+  }
+
+  /**
+   * Approximate top-k for one query (a Float32Array of dim) or many (n × dim, or an array of
+   * rows), off the event loop; the queries of a batch run in parallel. k may exceed the
+   * index size: rows are padded.
+   */
+  async search(queries: Vectors, k: number, options: HnswSearchOptions = {}): Promise<SearchResult> {
+    const s = this.#prepareSearch(queries, k, options);
+    const out = await awaitNative(this.#live().searchAsync(s.matrix, s.k, s.expansion, s.threads, s.allow, s.filter));
+    return new SearchResult(s.nq, s.k, out.ids, out.scores);
+  }
+
+  /** `search` on the calling thread, for small work (a query or a few). */
+  searchSync(queries: Vectors, k: number, options: HnswSearchOptions = {}): SearchResult {
+    const s = this.#prepareSearch(queries, k, options);
+    const live = this.#live();
+    const out = callNative(() => live.search(s.matrix, s.k, s.expansion, s.threads, s.allow, s.filter));
+    return new SearchResult(s.nq, s.k, out.ids, out.scores);
+  }
+
+  /** Releases the native memory; work in flight finishes first. Idempotent. */
+  dispose(): void {
+    this.#native?.dispose();
+    this.#native = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  #live(): NativeHnswIndex {
+    if (this.#native === undefined) throw new DisposedError('index');
+    return this.#native;
+  }
+
+  #prepareAdd(ids: Ids, vectors: Vectors): [BigUint64Array, Float32Array] {
+    this.#live();
+    return toAddArgs(ids, vectors, this.dim);
+  }
+
+  #prepareRemove(ids: Ids): BigUint64Array {
+    this.#live();
+    return toIdArray(ids);
+  }
+
+  #prepareSearch(queries: Vectors, k: number, options: HnswSearchOptions): PreparedSearch {
+    this.#live();
+    if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
+    const kk = requirePositiveInteger(k, 'k', MAX_K);
+    const expansion =
+      options.expansion === undefined ? 0 : requirePositiveInteger(options.expansion, 'options.expansion', MAX_EXPANSION);
+    const threads =
+      options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'options.threads', MAX_THREADS);
+    const { allow } = options;
+    if (allow !== undefined && !(allow instanceof Uint32Array)) throw invalid('a Uint32Array', 'options.allow', allow);
+    const filter = requireOneOf(options.filter ?? 'auto', HNSW_FILTER_STRATEGIES, 'options.filter');
+    const matrix = toMatrix(queries, this.dim, 'queries');
+    if (matrix.length === 0) throw invalid('at least one query', 'queries', queries);
+    const nq = matrix.length / this.dim;
+    if (nq * kk > MAX_RESULT_ENTRIES) {
+      throw invalid(`nq × k of at most ${MAX_RESULT_ENTRIES} (split the batch)`, 'k', `${kk} for ${nq} queries`);
+    }
+    return { matrix, nq, k: kk, expansion, threads, allow, filter };
+  }
+}

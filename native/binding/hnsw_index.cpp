@@ -1,0 +1,252 @@
+// JavaScript class HnswIndex over ebrix::HnswIndex. lib/index/hnsw.ts validates and
+// normalises arguments; this layer re-checks what memory safety depends on (types, lengths)
+// and copies inputs on the main thread before any work leaves it, as flat_index.cpp does.
+#include "hnsw_index.h"
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/hnsw.h"
+#include "../core/simd/dispatch.h"
+#include "args.h"
+#include "errors.h"
+#include "index_args.h"
+#include "search_output.h"
+
+namespace ebrix::binding {
+namespace {
+
+class SearchWorker : public PromiseWorker {
+ public:
+  SearchWorker(Napi::Env env, std::shared_ptr<HnswIndex> index, Napi::Float32Array queries, size_t count,
+               HnswSearchParams params, AllowArg allow)
+      : PromiseWorker(env),
+        index_(std::move(index)),
+        queries_(queries.Data(), queries.Data() + queries.ElementLength()),
+        count_(count),
+        params_(params),
+        allow_(std::move(allow)) {}
+
+ protected:
+  void Run() override {
+    params_.allowBits = allow_.bits();
+    params_.allowWords = allow_.words();
+    out_ = index_->search(queries_.data(), count_, params_);
+  }
+  Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
+
+ private:
+  std::shared_ptr<HnswIndex> index_;
+  std::vector<float> queries_;
+  size_t count_;
+  HnswSearchParams params_;
+  AllowArg allow_;
+  SearchOutput out_;
+};
+
+// A remove waits for the searches in flight (it changes what they may return), so it runs
+// off the event loop too.
+class RemoveWorker : public PromiseWorker {
+ public:
+  RemoveWorker(Napi::Env env, std::shared_ptr<HnswIndex> index, const Napi::BigUint64Array& ids)
+      : PromiseWorker(env), index_(std::move(index)), ids_(ids.Data(), ids.Data() + ids.ElementLength()) {}
+
+ protected:
+  void Run() override { index_->remove(ids_.data(), ids_.size()); }
+  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  std::shared_ptr<HnswIndex> index_;
+  std::vector<uint64_t> ids_;
+};
+
+class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "HnswIndex",
+                       {
+                           InstanceMethod<&HnswIndexWrap::add>("add"),
+                           InstanceMethod<&HnswIndexWrap::addAsync>("addAsync"),
+                           InstanceMethod<&HnswIndexWrap::remove>("remove"),
+                           InstanceMethod<&HnswIndexWrap::removeAsync>("removeAsync"),
+                           InstanceMethod<&HnswIndexWrap::search>("search"),
+                           InstanceMethod<&HnswIndexWrap::searchAsync>("searchAsync"),
+                           InstanceMethod<&HnswIndexWrap::has>("has"),
+                           InstanceMethod<&HnswIndexWrap::size>("size"),
+                           InstanceMethod<&HnswIndexWrap::memoryBytes>("memoryBytes"),
+                           InstanceMethod<&HnswIndexWrap::simdLevel>("simdLevel"),
+                           InstanceMethod<&HnswIndexWrap::threads>("threads"),
+                           InstanceMethod<&HnswIndexWrap::dispose>("dispose"),
+                       });
+  }
+
+  // new HnswIndex(dim, metric, connectivity, expansionAdd, expansionSearch, storage,
+  //               simd | undefined, threads)
+  explicit HnswIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<HnswIndexWrap>(info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      HnswParams params;
+      params.dim = requireCount(info[0], "dim");
+      if (!info[1].IsString()) throwInvalid(env, "Expected a string for metric");
+      const std::string metricName = info[1].As<Napi::String>().Utf8Value();
+      if (!parseMetric(metricName, &params.metric)) {
+        throwInvalid(env, "Expected 'ip', 'cosine' or 'l2' for metric but received " + metricName);
+      }
+      params.connectivity = requireCount(info[2], "connectivity");
+      params.expansionAdd = requireCount(info[3], "expansionAdd");
+      params.expansionSearch = requireCount(info[4], "expansionSearch");
+      const std::string storage = info[5].IsString() ? info[5].As<Napi::String>().Utf8Value() : std::string("(not a string)");
+      if (!simd::parseElement(storage, &params.storage)) {
+        throwInvalid(env, "Expected 'f32', 'f16' or 'bf16' for storage but received " + storage);
+      }
+      simd::Level level;
+      if (info[6].IsString()) {
+        const std::string name = info[6].As<Napi::String>().Utf8Value();
+        if (!simd::parseLevel(name, &level)) {
+          throwInvalid(env, "Expected 'scalar', 'avx2', 'avx512' or 'neon' for simd but received " + name);
+        }
+      } else {
+        level = simd::defaultLevel();
+      }
+      const unsigned threads = static_cast<unsigned>(std::min<size_t>(requireCount(info[7], "threads"), 4096));
+      index_ = std::make_shared<HnswIndex>(params, level, threads);
+    })
+  }
+
+ private:
+  std::shared_ptr<HnswIndex> live(Napi::Env env) {
+    if (!index_) throw makeError(env, {"EBRIX_DISPOSED", "The index has been disposed"});
+    return index_;
+  }
+
+  struct SearchArgs {
+    Napi::Float32Array queries;
+    size_t count;
+    HnswSearchParams params;
+    AllowArg allow;
+  };
+
+  // search(queries, k, expansion, threads, allow | undefined, filter)
+  SearchArgs parseSearch(const Napi::CallbackInfo& info, const HnswIndex& index) {
+    Napi::Env env = info.Env();
+    SearchArgs args{requireFloat32(info[0], "queries"), 0, HnswSearchParams{}, AllowArg::parse(info[4], "allow")};
+    args.params.k = requireCount(info[1], "k");
+    args.params.expansion = requireCount(info[2], "expansion");
+    args.params.threads = static_cast<unsigned>(std::min<size_t>(requireCount(info[3], "threads"), 4096));
+    const std::string filter = info[5].IsString() ? info[5].As<Napi::String>().Utf8Value() : std::string("(not a string)");
+    if (filter == "auto") args.params.filter = HnswFilter::Auto;
+    else if (filter == "graph") args.params.filter = HnswFilter::Graph;
+    else if (filter == "scan") args.params.filter = HnswFilter::Scan;
+    else throwInvalid(env, "Expected 'auto', 'graph' or 'scan' for filter but received " + filter);
+    args.count = requireQueryRows(args.queries, index.dim());
+    if (args.params.k == 0 || args.params.k > kMaxResultEntries / args.count) {
+      throwInvalid(env, "Expected k from 1 to " + std::to_string(kMaxResultEntries / args.count) + " for " +
+                            std::to_string(args.count) + " queries but received " + std::to_string(args.params.k));
+    }
+    // usearch keeps max(k, expansion) candidates per search thread: keep that bounded.
+    if (args.params.expansion > kMaxResultEntries) {
+      throwInvalid(env, "Expected expansion up to " + std::to_string(kMaxResultEntries) + " but received " +
+                            std::to_string(args.params.expansion));
+    }
+    return args;
+  }
+
+  Napi::Value add(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const AddArgs args = parseAdd(info, index->dim());
+      index->add(args.ids.Data(), args.vectors.Data(), args.count);
+      return env.Undefined();
+    })
+  }
+
+  Napi::Value addAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return (new AddWorker<HnswIndex>(env, index, parseAdd(info, index->dim())))->Start();
+    })
+  }
+
+  // remove(ids): ids a BigUint64Array.
+  Napi::Value remove(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const Napi::BigUint64Array ids = requireBigUint64(info[0], "ids");
+      index->remove(ids.Data(), ids.ElementLength());
+      return env.Undefined();
+    })
+  }
+
+  Napi::Value removeAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return (new RemoveWorker(env, index, requireBigUint64(info[0], "ids")))->Start();
+    })
+  }
+
+  Napi::Value search(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      SearchArgs args = parseSearch(info, *index);
+      args.params.allowBits = args.allow.bits();
+      args.params.allowWords = args.allow.words();
+      return searchResultObject(env, index->search(args.queries.Data(), args.count, args.params));
+    })
+  }
+
+  Napi::Value searchAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      SearchArgs args = parseSearch(info, *index);
+      return (new SearchWorker(env, index, args.queries, args.count, args.params, std::move(args.allow)))->Start();
+    })
+  }
+
+  // has(id): id a bigint.
+  Napi::Value has(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      if (!info[0].IsBigInt()) throwInvalid(env, "Expected a bigint for id");
+      bool lossless = false;
+      const uint64_t id = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+      return Napi::Boolean::New(env, lossless && index->contains(id));
+    })
+  }
+
+  Napi::Value size(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->size()));
+  }
+  Napi::Value memoryBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->memoryBytes()));
+  }
+  Napi::Value simdLevel(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), simd::levelName(live(info.Env())->level()));
+  }
+  Napi::Value threads(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), live(info.Env())->threads());
+  }
+  // Drops this handle's reference; work in flight keeps the index until it ends.
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    index_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<HnswIndex> index_;
+};
+
+}  // namespace
+
+void initHnswIndex(Napi::Env env, Napi::Object exports) {
+  exports.Set("HnswIndex", HnswIndexWrap::define(env));
+}
+
+}  // namespace ebrix::binding

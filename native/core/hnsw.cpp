@@ -1,0 +1,623 @@
+#include "hnsw.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <new>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+// SIMD inside usearch: off. usearch computes distances either with NumKong (its SIMD
+// library, which would have to be compiled per ISA and dispatched at run time to be safe in
+// a prebuilt binary) or with portable loops. Neither is used here: usearch's graph gets
+// ebrix's own kernels as its metric (GraphMetric below), picked once per index by
+// simd::kernelsFor, so the graph code is compiled for the baseline ISA only, distances run
+// at the CPU's best level, EBRIX_SIMD forces a level for HNSW as for every other index, and
+// nothing here can SIGILL on a plain x86-64. OpenMP stays off: inserts and searches run on
+// ebrix's thread pool.
+//
+// usearch's graph (index_gt), not its index_dense_gt wrapper: the wrapper's key → slot hash
+// set in usearch 2.25 keeps removed keys as tombstones it never reclaims at a fixed capacity,
+// so after enough add / remove cycles every slot is a tombstone and lookups walk the whole
+// table or spin forever (USearch issues #753 and #769, fixed after 2.25; 2.26 needs Node 22).
+// Here the graph's keys are ebrix row numbers, the vectors live in one contiguous array by
+// graph slot, a removed node is marked with kFreeKey and its slot reused by the next add
+// (usearch's update()), and rows, slots and ids are mapped with plain arrays.
+#define USEARCH_USE_NUMKONG 0
+#define USEARCH_USE_OPENMP 0
+#include <usearch/index_plugins.hpp>  // index_gt and its allocators
+
+#include "aligned_buffer.h"
+#include "error.h"
+#include "flat.h"  // requireFinite, requireNewIds, requireF16Range
+#include "simd/dispatch.h"
+#include "thread_pool.h"
+#include "topk.h"
+
+namespace ebrix {
+namespace {
+
+namespace us = unum::usearch;
+using Graph = us::index_gt<float, uint64_t, uint32_t, us::aligned_allocator_gt<us::byte_t, 64>,
+                           us::memory_mapping_allocator_gt<64>>;
+using MemberRef = Graph::member_ref_t;
+using MemberCref = Graph::member_cref_t;
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr size_t kMinCapacity = 1024;
+// The key of a removed node (rows are below 2^32, so no row has it).
+constexpr uint64_t kFreeKey = std::numeric_limits<uint64_t>::max();
+constexpr uint32_t kNoSlot = std::numeric_limits<uint32_t>::max();
+// 16-bit rows are widened this many elements at a time, on the stack.
+constexpr size_t kWidenChunk = 256;
+
+std::string str(size_t v) { return std::to_string(v); }
+
+void normalizeInto(const float* src, float* dst, size_t dim) {
+  double sum = 0.0;
+  for (size_t i = 0; i < dim; ++i) sum += static_cast<double>(src[i]) * src[i];
+  // A zero vector stays zero: its cosine with anything is scored 0 (as FlatIndex).
+  const float scale = sum > 0.0 ? static_cast<float>(1.0 / std::sqrt(sum)) : 0.0f;
+  for (size_t i = 0; i < dim; ++i) dst[i] = src[i] * scale;
+}
+
+// A distance is lower-is-better: ip and cosine give -dot (not 1 - dot, so that the score is
+// read back exactly as -distance) and l2 gives |a - b|^2. usearch's HNSW only compares
+// distances, so negative ones are fine.
+struct DistanceState {
+  size_t dim = 0;
+  float (*dot)(const float*, const float*, size_t) = nullptr;
+  float (*l2sq)(const float*, const float*, size_t) = nullptr;
+  const simd::Kernels16* half = nullptr;  // 16-bit storage
+};
+
+struct NegDotF32 {
+  static float distance(const void* a, const void* b, const DistanceState& s) {
+    return -s.dot(static_cast<const float*>(a), static_cast<const float*>(b), s.dim);
+  }
+};
+
+struct L2F32 {
+  static float distance(const void* a, const void* b, const DistanceState& s) {
+    return s.l2sq(static_cast<const float*>(a), static_cast<const float*>(b), s.dim);
+  }
+};
+
+// Both sides of a 16-bit distance are stored rows (or a query rounded the same way); ebrix's
+// 16-bit kernels take one float side, so one side is widened a chunk at a time on the stack
+// (no allocation, no thread-local lookup per distance).
+template <bool kL2>
+struct Half16 {
+  static float distance(const void* a, const void* b, const DistanceState& s) {
+    const auto* x = static_cast<const uint16_t*>(a);
+    const auto* y = static_cast<const uint16_t*>(b);
+    float wide[kWidenChunk];
+    float sum = 0.0f;
+    for (size_t off = 0; off < s.dim; off += kWidenChunk) {
+      const size_t n = std::min(kWidenChunk, s.dim - off);
+      s.half->toFloat(x + off, wide, n);
+      sum += kL2 ? s.half->l2sq(wide, y + off, n) : s.half->dot(wide, y + off, n);
+    }
+    return kL2 ? sum : -sum;
+  }
+};
+
+// The metric usearch's templates call: a value (a query or a vector being inserted, as stored)
+// against a graph member, or two members; members are looked up by slot in the vector array.
+// Built per operation under the gate, so `vectors` is the array of the moment.
+template <class Kernel>
+struct GraphMetric {
+  const uint8_t* vectors;
+  size_t stride;
+  const DistanceState* state;
+
+  const void* at(const uint8_t* value) const { return value; }
+  template <class Member>
+  const void* at(const Member& member) const {
+    return vectors + get_slot(member) * stride;
+  }
+  template <class A, class B>
+  float operator()(const A& a, const B& b) const {
+    return Kernel::distance(at(a), at(b), *state);
+  }
+};
+
+// A reader-writer gate that admits no new reader while a writer waits. Searches and the
+// insert phase of an add are readers; growing the graph and removing are writers.
+// std::shared_mutex is glibc's reader-preferring rwlock, under which a steady stream of
+// overlapping searches could keep a growing add waiting forever. No thread takes the gate
+// twice, so admitting the writer first cannot deadlock.
+class Gate {
+ public:
+  void lock_shared() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [&] { return !writer_ && writersWaiting_ == 0; });
+    ++readers_;
+  }
+  void unlock_shared() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (--readers_ == 0 && writersWaiting_ > 0) cv_.notify_all();
+  }
+  void lock() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    ++writersWaiting_;
+    cv_.wait(lock, [&] { return !writer_ && readers_ == 0; });
+    --writersWaiting_;
+    writer_ = true;
+  }
+  void unlock() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      writer_ = false;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  size_t readers_ = 0;
+  size_t writersWaiting_ = 0;
+  bool writer_ = false;
+};
+
+struct SharedGate {
+  explicit SharedGate(Gate& g) : gate(g) { gate.lock_shared(); }
+  ~SharedGate() { gate.unlock_shared(); }
+  Gate& gate;
+};
+
+// usearch keeps per-thread state (visited set, candidate heaps, level generator) in
+// "contexts" named by a thread id below the reserved thread count; two threads must never
+// share one. The threads calling in here are not bounded (pool workers, libuv threads, the
+// main thread), so contexts are leased: a task takes one for one insert or one query and
+// waits when none is free. A task never holds two, so waiting cannot deadlock.
+class ContextPool {
+ public:
+  explicit ContextPool(size_t count) {
+    free_.reserve(count);
+    for (size_t i = count; i > 0; --i) free_.push_back(i - 1);
+  }
+  size_t acquire() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [&] { return !free_.empty(); });
+    const size_t id = free_.back();
+    free_.pop_back();
+    return id;
+  }
+  void release(size_t id) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      free_.push_back(id);
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<size_t> free_;
+};
+
+struct ContextLease {
+  explicit ContextLease(ContextPool& p) : pool(p), id(p.acquire()) {}
+  ~ContextLease() { pool.release(id); }
+  ContextPool& pool;
+  const size_t id;
+};
+
+// usearch reports failures as error_t, whose destructor throws unless the message is taken.
+template <class Result>
+[[noreturn]] void throwUsearch(Result& result, const char* what) {
+  const char* message = result.error.release();
+  const std::string text = message ? message : "unknown error";
+  const ErrorCode code = text.find("emory") != std::string::npos ? ErrorCode::OutOfMemory : ErrorCode::Internal;
+  throw Error(code, std::string("usearch ") + what + " failed: " + text);
+}
+
+}  // namespace
+
+struct HnswIndex::Impl {
+  HnswParams params;
+  const simd::Kernels* kernels;
+  unsigned threads;
+  DistanceState distance;
+  size_t stride;         // bytes per stored vector
+  size_t contextCount;   // usearch thread contexts
+  mutable ContextPool contexts;
+  mutable Gate gate;
+  Graph graph;
+
+  // Resized only under the exclusive gate; searches read them under the shared one.
+  AlignedBuffer<uint8_t> vectors;  // by graph slot, stride bytes each
+  std::vector<uint64_t> idOfRow;   // row → id
+  std::vector<uint32_t> slotOfRow; // row → graph slot, kNoSlot once removed
+
+  std::mutex writeMutex;  // serialises add() and remove(); guards freeSlots
+  std::vector<uint32_t> freeSlots;  // removed nodes (key kFreeKey), reused by later adds
+  std::atomic<size_t> freeCount{0};  // freeSlots.size(), for searches
+  std::atomic<size_t> rowCount{0};   // rows numbered so far (published when an add completes)
+
+  mutable std::mutex idsMutex;  // guards rowOfId for readers; writers also hold writeMutex
+  std::unordered_map<uint64_t, uint32_t> rowOfId;
+  std::atomic<size_t> live{0};
+  std::atomic<size_t> memoryBytes{0};
+
+  Impl(const HnswParams& p, simd::Level level, unsigned t)
+      : params(p),
+        kernels(&simd::kernelsFor(level)),
+        threads(t == 0 ? ThreadPool::hardwareThreads() : t),
+        stride(p.dim * (p.storage == simd::Element::F32 ? sizeof(float) : sizeof(uint16_t))),
+        // Room for every pool thread, the libuv threads and the main thread to run at once;
+        // beyond that a task waits for a context (ContextPool).
+        contextCount(2 * ThreadPool::hardwareThreads() + 8),
+        contexts(contextCount),
+        graph(us::index_config_t(p.connectivity < 2 ? 2 : p.connectivity)) {
+    if (p.dim == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for dim but received 0");
+    if (p.connectivity < 2 || p.connectivity > 1024) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "Expected connectivity from 2 to 1024 but received " + str(p.connectivity));
+    }
+    if (p.expansionAdd == 0 || p.expansionSearch == 0) {
+      throw Error(ErrorCode::InvalidArgument, "Expected positive expansionAdd and expansionSearch");
+    }
+    distance.dim = p.dim;
+    distance.dot = kernels->dot;
+    distance.l2sq = kernels->l2sq;
+    if (p.storage == simd::Element::F16) distance.half = &kernels->f16;
+    if (p.storage == simd::Element::BF16) distance.half = &kernels->bf16;
+    refreshMemory();
+  }
+
+  // Runs fn(metric) with the metric of this index's storage and scoring: the choice is made
+  // once per operation, and usearch's templates are compiled for each.
+  template <class Fn>
+  void withMetric(Fn&& fn) const {
+    const bool l2 = params.metric == Metric::L2;
+    if (params.storage == simd::Element::F32) {
+      if (l2) fn(GraphMetric<L2F32>{vectors.data(), stride, &distance});
+      else fn(GraphMetric<NegDotF32>{vectors.data(), stride, &distance});
+    } else {
+      if (l2) fn(GraphMetric<Half16<true>>{vectors.data(), stride, &distance});
+      else fn(GraphMetric<Half16<false>>{vectors.data(), stride, &distance});
+    }
+  }
+
+  void requireStorable(const float* vectors, size_t count, const char* what) const {
+    // As FlatIndex: cosine rows are normalised first and bf16 has float's range.
+    if (params.storage == simd::Element::F16 && params.metric != Metric::Cosine) {
+      requireF16Range(vectors, count, params.dim, what);
+    }
+  }
+
+  // The vectors as the index stores them: normalised for cosine, rounded to 16 bits for f16 /
+  // bf16 storage. Returns `vectors` itself when nothing changes.
+  const uint8_t* prepare(const float* input, size_t count, std::vector<float>& floats,
+                         std::vector<uint16_t>& halves) const {
+    const size_t dim = params.dim;
+    const float* src = input;
+    if (params.metric == Metric::Cosine) {
+      floats.resize(count * dim);
+      for (size_t i = 0; i < count; ++i) normalizeInto(input + i * dim, floats.data() + i * dim, dim);
+      src = floats.data();
+    }
+    if (params.storage == simd::Element::F32) return reinterpret_cast<const uint8_t*>(src);
+    halves.resize(count * dim);
+    distance.half->fromFloat(src, halves.data(), count * dim);
+    return reinterpret_cast<const uint8_t*>(halves.data());
+  }
+
+  // Grows the graph's node capacity, the vector array and the row tables under the exclusive
+  // gate (usearch's reserve reallocates the node array and the thread contexts that searches
+  // use). Geometric, so an index built by many small adds reallocates O(log n) times.
+  void ensureCapacity(size_t nodesNeeded, size_t rowsNeeded) {
+    if (nodesNeeded <= graph.capacity() && rowsNeeded <= idOfRow.size()) return;
+    std::lock_guard<Gate> exclusive(gate);
+    try {
+      if (nodesNeeded > graph.capacity()) {
+        const size_t capacity = std::max({nodesNeeded, 2 * graph.capacity(), kMinCapacity});
+        AlignedBuffer<uint8_t> grown(capacity * stride);
+        if (graph.size() > 0) std::memcpy(grown.data(), vectors.data(), graph.size() * stride);
+        if (!graph.reserve(us::index_limits_t(capacity, contextCount))) throw std::bad_alloc();
+        vectors = std::move(grown);
+      }
+      if (rowsNeeded > idOfRow.size()) {
+        const size_t rows = std::max({rowsNeeded, 2 * idOfRow.size(), kMinCapacity});
+        idOfRow.resize(rows, 0);
+        slotOfRow.resize(rows, kNoSlot);
+      }
+    } catch (const std::bad_alloc&) {
+      throw Error(ErrorCode::OutOfMemory, "Out of memory growing the index to " + str(nodesNeeded) + " vectors");
+    }
+  }
+
+  // Called with writeMutex held and no add in its insert phase, so no usearch allocation runs
+  // concurrently. usearch's memory_usage() walks every node; its tape allocator's counters
+  // give the nodes (levels and neighbour lists) in O(1): the arenas it mapped, less the tail
+  // of the last one that no node has reached (the first arena alone is 8 MiB of address
+  // space, most of it never touched in a small index). The node pointer array is added.
+  void refreshMemory() {
+    const auto& tape = graph.tape_allocator();
+    size_t bytes = tape.total_allocated() - tape.total_reserved() + graph.capacity() * sizeof(void*);
+    bytes += vectors.size();
+    bytes += idOfRow.capacity() * sizeof(uint64_t) + slotOfRow.capacity() * sizeof(uint32_t);
+    bytes += freeSlots.capacity() * sizeof(uint32_t);
+    bytes += rowOfId.size() * (sizeof(uint64_t) + sizeof(uint32_t) + 2 * sizeof(void*)) +
+             rowOfId.bucket_count() * sizeof(void*);
+    memoryBytes.store(bytes, std::memory_order_relaxed);
+  }
+};
+
+HnswIndex::HnswIndex(const HnswParams& params, simd::Level level, unsigned threads)
+    : impl_(std::make_unique<Impl>(params, level, threads)) {}
+
+HnswIndex::~HnswIndex() = default;
+
+const HnswParams& HnswIndex::params() const { return impl_->params; }
+size_t HnswIndex::dim() const { return impl_->params.dim; }
+simd::Level HnswIndex::level() const { return impl_->kernels->level; }
+unsigned HnswIndex::threads() const { return impl_->threads; }
+size_t HnswIndex::size() const { return impl_->live.load(std::memory_order_relaxed); }
+size_t HnswIndex::memoryBytes() const { return impl_->memoryBytes.load(std::memory_order_relaxed); }
+
+bool HnswIndex::contains(uint64_t id) const {
+  std::lock_guard<std::mutex> lock(impl_->idsMutex);
+  return impl_->rowOfId.count(id) != 0;
+}
+
+void HnswIndex::add(const uint64_t* ids, const float* vectors, size_t count, unsigned threads) {
+  if (count == 0) return;
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> write(m.writeMutex);
+
+  // Validate everything before touching the index.
+  requireFinite(vectors, count, m.params.dim, "vectors");
+  m.requireStorable(vectors, count, "vectors");
+  requireNewIds(ids, count, m.rowOfId);
+  const size_t base = m.rowCount.load(std::memory_order_relaxed);
+  if (base + count > kMaxRows) {
+    throw Error(ErrorCode::InvalidArgument, "An HNSW index numbers at most " + str(kMaxRows) + " rows over its life");
+  }
+
+  std::vector<float> floats;
+  std::vector<uint16_t> halves;
+  const uint8_t* prepared;
+  try {
+    prepared = m.prepare(vectors, count, floats, halves);
+    m.rowOfId.reserve(m.rowOfId.size() + count);
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OutOfMemory, "Out of memory preparing " + str(count) + " vectors");
+  }
+  // The first `reused` vectors take the nodes of removed ones; the rest become new nodes.
+  const size_t reused = std::min(count, m.freeSlots.size());
+  const uint32_t* reusedSlots = m.freeSlots.data() + m.freeSlots.size() - reused;
+  m.ensureCapacity(m.graph.size() + count - reused, base + count);
+  for (size_t i = 0; i < count; ++i) m.idOfRow[base + i] = ids[i];
+
+  // Insert on the pool, as a reader: searches keep running (usearch's graph takes per-node
+  // locks so that inserts and searches can run at once).
+  std::vector<uint8_t> inserted(count, 0);
+  try {
+    {
+      SharedGate shared(m.gate);
+      const unsigned parallelism = threads == 0 ? m.threads : threads;
+      m.withMetric([&](const auto& metric) {
+        ThreadPool::shared().parallelFor(count, parallelism, [&](size_t i, unsigned) {
+          ContextLease context(m.contexts);
+          const uint64_t row = base + i;
+          const uint8_t* vector = prepared + i * m.stride;
+          us::index_update_config_t config;
+          config.expansion = m.params.expansionAdd;
+          config.thread = context.id;
+          if (i < reused) {
+            // The node keeps kFreeKey (so no search returns it) until update() relinks it and
+            // gives it the row; its vector is written first so that relinking measures the
+            // new one.
+            const uint32_t slot = reusedSlots[i];
+            std::memcpy(m.vectors.data() + size_t{slot} * m.stride, vector, m.stride);
+            m.slotOfRow[row] = slot;
+            auto result = m.graph.update(m.graph.iterator_at(slot), row, vector, metric, config);
+            if (result.error) throwUsearch(result, "insert");
+          } else {
+            // The callback runs once the node exists and before any link reaches it.
+            auto result = m.graph.add(row, vector, metric, config, [&](MemberRef member) {
+              std::memcpy(m.vectors.data() + member.slot * m.stride, vector, m.stride);
+              m.slotOfRow[row] = static_cast<uint32_t>(member.slot);
+            });
+            if (result.error) throwUsearch(result, "insert");
+          }
+          inserted[i] = 1;
+        });
+      });
+    }
+    std::lock_guard<std::mutex> lock(m.idsMutex);
+    for (size_t i = 0; i < count; ++i) m.rowOfId.emplace(ids[i], static_cast<uint32_t>(base + i));
+  } catch (...) {
+    // All or nothing: the ids were all new, so every one of them in the map was put there by
+    // this add; the nodes that went in are marked removed and kept for reuse, with the reused
+    // ones (whose update may have stopped half way, still keyed kFreeKey).
+    {
+      std::lock_guard<std::mutex> lock(m.idsMutex);
+      for (size_t i = 0; i < count; ++i) m.rowOfId.erase(ids[i]);
+    }
+    std::lock_guard<Gate> exclusive(m.gate);
+    for (size_t i = reused; i < count; ++i) {
+      if (!inserted[i]) continue;
+      const uint32_t slot = m.slotOfRow[base + i];
+      m.graph.at(slot).key = kFreeKey;
+      m.freeSlots.push_back(slot);
+    }
+    for (size_t i = 0; i < reused; ++i) m.graph.at(reusedSlots[i]).key = kFreeKey;
+    for (size_t i = 0; i < count; ++i) m.slotOfRow[base + i] = kNoSlot;
+    m.freeCount.store(m.freeSlots.size(), std::memory_order_relaxed);
+    throw;
+  }
+
+  m.freeSlots.resize(m.freeSlots.size() - reused);
+  m.freeCount.store(m.freeSlots.size(), std::memory_order_relaxed);
+  m.rowCount.store(base + count, std::memory_order_release);
+  m.live.fetch_add(count, std::memory_order_relaxed);
+  m.refreshMemory();
+}
+
+void HnswIndex::remove(const uint64_t* ids, size_t count) {
+  if (count == 0) return;
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> write(m.writeMutex);
+
+  std::vector<uint32_t> rows(count);
+  {
+    std::unordered_set<uint64_t> seen;
+    seen.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+      const auto it = m.rowOfId.find(ids[i]);
+      if (it == m.rowOfId.end()) {
+        throw Error(ErrorCode::UnknownId, "Expected ids in the index but received unknown id " + std::to_string(ids[i]));
+      }
+      if (!seen.insert(ids[i]).second) {
+        throw Error(ErrorCode::DuplicateId,
+                    "Expected unique ids but received duplicate id " + std::to_string(ids[i]) + " (twice in this remove)");
+      }
+      rows[i] = it->second;
+    }
+  }
+  try {
+    m.freeSlots.reserve(m.freeSlots.size() + count);
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OutOfMemory, "Out of memory removing " + str(count) + " vectors");
+  }
+  {
+    // Exclusive: searches read node keys without locks, and none that starts after this
+    // returns may see a removed id. The node stays in the graph (its links still route
+    // searches) until an add reuses it.
+    std::lock_guard<Gate> exclusive(m.gate);
+    for (const uint32_t row : rows) {
+      const uint32_t slot = m.slotOfRow[row];
+      m.graph.at(slot).key = kFreeKey;
+      m.slotOfRow[row] = kNoSlot;
+      m.freeSlots.push_back(slot);
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(m.idsMutex);
+    for (size_t i = 0; i < count; ++i) m.rowOfId.erase(ids[i]);
+  }
+  m.freeCount.store(m.freeSlots.size(), std::memory_order_relaxed);
+  m.live.fetch_sub(count, std::memory_order_relaxed);
+  m.refreshMemory();
+}
+
+SearchOutput HnswIndex::search(const float* queries, size_t queryCount, const HnswSearchParams& sp) const {
+  const Impl& m = *impl_;
+  const size_t k = sp.k;
+  if (k == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for k but received 0");
+  requireFinite(queries, queryCount, m.params.dim, "queries");
+  m.requireStorable(queries, queryCount, "queries");
+
+  SearchOutput out;
+  out.queries = queryCount;
+  out.k = k;
+  out.ids.assign(queryCount * k, kNoId);
+  out.scores.assign(queryCount * k, kNegInf);
+  if (queryCount == 0) return out;
+
+  std::vector<float> floats;
+  std::vector<uint16_t> halves;
+  const uint8_t* prepared = m.prepare(queries, queryCount, floats, halves);
+  const size_t ef = std::max(k, sp.expansion == 0 ? m.params.expansionSearch : sp.expansion);
+  const uint32_t* bits = sp.allowBits;
+  const size_t words = sp.allowWords;
+
+  SharedGate shared(m.gate);
+  const size_t rows = m.rowCount.load(std::memory_order_acquire);
+
+  // A filtered graph walk keeps expanding until its list holds ef allowed rows: with a
+  // fraction s of rows allowed it computes about ef / s distances, against allowedCount for
+  // scoring the allowed rows directly. The direct scan wins when allowedCount^2 <= ef × live,
+  // and it is exact.
+  std::vector<uint32_t> allowedRows;
+  bool direct = false;
+  if (bits != nullptr) {
+    size_t allowedCount = 0;
+    const size_t usedWords = std::min(words, (rows + 31) / 32);
+    const auto word = [&](size_t w) {
+      // Bits past the last numbered row are not rows yet.
+      return w == rows / 32 ? bits[w] & ((1u << (rows % 32)) - 1u) : bits[w];
+    };
+    for (size_t w = 0; w < usedWords; ++w) allowedCount += static_cast<size_t>(__builtin_popcount(word(w)));
+    if (allowedCount == 0) return out;
+    const double live = static_cast<double>(m.live.load(std::memory_order_relaxed));
+    direct = sp.filter == HnswFilter::Scan ||
+             (sp.filter == HnswFilter::Auto &&
+              static_cast<double>(allowedCount) * static_cast<double>(allowedCount) <= static_cast<double>(ef) * live);
+    if (direct) {
+      allowedRows.reserve(allowedCount);
+      for (size_t w = 0; w < usedWords; ++w) {
+        for (uint32_t b = word(w); b != 0; b &= b - 1) {
+          allowedRows.push_back(static_cast<uint32_t>(w * 32 + static_cast<size_t>(__builtin_ctz(b))));
+        }
+      }
+    }
+  }
+  // Removed nodes stay in the graph under kFreeKey until reused; removals are exclusive, so
+  // none appears while this search runs if there was none when it began.
+  const bool tombstones = m.freeCount.load(std::memory_order_relaxed) > 0;
+  const auto admit = [bits, words](const MemberCref& member) noexcept {
+    const uint64_t row = member.key;
+    return row != kFreeKey &&
+           (bits == nullptr || ((row >> 5) < words && ((bits[row >> 5] >> (row & 31)) & 1u) != 0));
+  };
+
+  const size_t rowTable = m.idOfRow.size();
+  const unsigned parallelism = sp.threads == 0 ? m.threads : sp.threads;
+  m.withMetric([&](const auto& metric) {
+    ThreadPool::shared().parallelFor(queryCount, parallelism, [&](size_t q, unsigned) {
+      const uint8_t* query = prepared + q * m.stride;
+      uint64_t* ids = out.ids.data() + q * k;
+      float* scores = out.scores.data() + q * k;
+      if (direct) {
+        TopKCollector top;
+        top.reset(k);
+        for (const uint32_t row : allowedRows) {
+          const uint32_t slot = m.slotOfRow[row];
+          if (slot == kNoSlot) continue;  // removed
+          top.offer(0.0f - metric(query, MemberCref{nullptr, slot}), row, m.idOfRow[row]);
+        }
+        std::vector<Candidate> best;
+        top.drainInto(best);
+        selectBest(best, k);
+        for (size_t i = 0; i < best.size(); ++i) {
+          ids[i] = best[i].id;
+          scores[i] = best[i].score;
+        }
+        return;
+      }
+      ContextLease context(m.contexts);
+      us::index_search_config_t config;
+      config.thread = context.id;
+      config.expansion = ef;
+      auto result = bits != nullptr || tombstones ? m.graph.search(query, k, metric, config, admit)
+                                                  : m.graph.search(query, k, metric, config);
+      if (result.error) throwUsearch(result, "search");
+      size_t n = 0;
+      for (size_t i = 0; i < result.count; ++i) {
+        const auto match = result[i];
+        const uint64_t row = match.member.key;
+        // A node reused by an add running now may change key between the walk and here.
+        if (row >= rowTable) continue;
+        ids[n] = m.idOfRow[row];
+        scores[n] = 0.0f - match.distance;  // +0, not -0, for an exact match
+        ++n;
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace ebrix

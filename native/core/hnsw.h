@@ -1,0 +1,95 @@
+// HnswIndex: an approximate index over a hierarchical navigable small-world graph, built
+// and searched by usearch's index_dense_gt (header-only, included by hnsw.cpp alone so that
+// nothing else needs usearch's headers).
+//
+// Scores, ids, padding and errors follow FlatIndex: higher is better (ip and cosine by inner
+// product, cosine normalised at add and search; l2 reported as -|q - x|^2), ids are u64
+// with 2^64-1 reserved, rows short of k are padded with (kNoId, -inf). Storage f32, f16 or
+// bf16 with FlatIndex's semantics (rounded after normalisation, products in float32, f16
+// values from 65520 up rejected).
+//
+// Rows: every added vector gets a row number in add order (across adds, starting at 0),
+// which allow bitsets address as FlatIndex's do. A removed vector's row is never reused, so
+// a bitset built before a remove still means the same vectors; re-adding a removed id gives
+// it a new row. At most 2^32-1 rows over the life of an index.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "exact_search.h"  // SearchOutput
+#include "metric.h"
+#include "simd/kernels.h"
+
+namespace ebrix {
+
+struct HnswParams {
+  size_t dim = 0;
+  Metric metric = Metric::InnerProduct;
+  size_t connectivity = 16;      // graph degree (M); the base layer keeps twice as many
+  size_t expansionAdd = 128;     // candidate list while inserting (efConstruction)
+  size_t expansionSearch = 64;   // candidate list of a search (ef) when a search names none
+  simd::Element storage = simd::Element::F32;
+};
+
+// How a search with an allow bitset finds its rows: usearch's filtered graph walk, a scan
+// that scores every allowed row exactly, or (Auto) whichever computes fewer distances.
+enum class HnswFilter { Auto, Graph, Scan };
+
+struct HnswSearchParams {
+  size_t k = 10;
+  size_t expansion = 0;   // 0: the index's expansionSearch; the list is never shorter than k
+  unsigned threads = 0;   // 0: the index default
+  // As SearchParams: bit r of word r/32 allows row r; rows past the last word are not
+  // allowed; null allows every row.
+  const uint32_t* allowBits = nullptr;
+  size_t allowWords = 0;
+  HnswFilter filter = HnswFilter::Auto;
+};
+
+class HnswIndex {
+ public:
+  // The most rows an index numbers over its life (rows are 32-bit, as in FlatIndex).
+  static constexpr size_t kMaxRows = 0xFFFFFFFFu;
+
+  HnswIndex(const HnswParams& params, simd::Level level, unsigned threads);
+  ~HnswIndex();
+  HnswIndex(const HnswIndex&) = delete;
+  HnswIndex& operator=(const HnswIndex&) = delete;
+
+  const HnswParams& params() const;
+  size_t dim() const;
+  simd::Level level() const;
+  unsigned threads() const;
+  // Vectors held (added and not removed).
+  size_t size() const;
+  bool contains(uint64_t id) const;
+
+  // Inserts `count` vectors on up to `threads` threads (0: the index default). Validated first
+  // as FlatIndex::add (finite values, f16 range, ids new and unique, not 2^64-1); on any error
+  // the index is unchanged. Safe while searches run; adds and removes are serialised.
+  void add(const uint64_t* ids, const float* vectors, size_t count, unsigned threads = 0);
+
+  // Removes the vectors of `ids`. Throws UnknownId (nothing removed) when an id is not in the
+  // index, DuplicateId when one repeats. Waits for searches in flight; none after it returns
+  // the removed ids.
+  void remove(const uint64_t* ids, size_t count);
+
+  // Approximate top-k of each query, queries in parallel. With an allow bitset, only allowed
+  // rows are returned: through usearch's filtered graph search, or (HnswFilter::Scan, or
+  // Auto when so few rows are allowed that the graph walk would compute more distances than
+  // there are allowed rows) by scoring exactly the allowed rows.
+  SearchOutput search(const float* queries, size_t queryCount, const HnswSearchParams& params) const;
+
+  // Bytes held: usearch's graph, vectors and key lookup, the row → id table and the id → row
+  // map (estimated). Updated when an add or a remove completes.
+  size_t memoryBytes() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ebrix
