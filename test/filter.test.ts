@@ -293,7 +293,7 @@ describe('Attributes filters against a brute-force reference', () => {
     using attributes = new Attributes(world.schema);
     for (const size of [50_000, 20_000, 1, 70_000]) appendRandom(world, attributes, size, next);
     const idToRow = idToRowOf(world);
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < 25; i++) {
       const filter = randomFilter(world, next);
       expectMatchesReference(world, await attributes.compile(filter, { idToRow }), filter, 0.01);
     }

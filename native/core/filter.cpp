@@ -337,22 +337,36 @@ void clearFrom(uint32_t* out, uint32_t rows, uint32_t total) {
   if (to > from) std::memset(out + from, 0, (to - from) * sizeof(uint32_t));
 }
 
-// out[w] bit j = pred(32 w + j) for rows [0, rows). Rows past `rows` are never read: they may
-// be being written by an append.
-template <class Pred>
-void pack(uint32_t rows, uint32_t* out, Pred pred) {
-  const uint32_t full = rows / 32;
-  for (uint32_t w = 0; w < full; ++w) {
-    const uint32_t base = w * 32;
-    uint32_t bits = 0;
-    for (uint32_t j = 0; j < 32; ++j) bits |= static_cast<uint32_t>(pred(base + j)) << j;
-    out[w] = bits;
-  }
-  if (rows % 32 != 0) {
-    const uint32_t base = full * 32;
-    uint32_t bits = 0;
-    for (uint32_t j = 0; j < rows % 32; ++j) bits |= static_cast<uint32_t>(pred(base + j)) << j;
-    out[full] = bits;
+// Leaves compute a block of rows at a time into 0/1 bytes with plain loops over the column
+// arrays, which compilers vectorise (a compare per lane), and then pack the bytes into bits.
+constexpr uint32_t kBlockRows = 256;
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack8 reads 8 flag bytes as one little-endian word");
+
+// Bits 0..7 from 8 bytes that are each 0 or 1: the multiplier's terms move byte i's low bit to
+// bit 56 + i, and no two terms share a bit, so nothing carries.
+inline uint32_t pack8(const uint8_t* flags) {
+  uint64_t x;
+  std::memcpy(&x, flags, sizeof x);
+  return static_cast<uint32_t>((x * 0x0102040810204080ull) >> 56);
+}
+
+inline uint32_t pack32(const uint8_t* flags) {
+  return pack8(flags) | pack8(flags + 8) << 8 | pack8(flags + 16) << 16 | pack8(flags + 24) << 24;
+}
+
+// out bit r = flag of row r for rows [0, rows), where fill(flags, begin, count) writes the 0/1
+// flags of rows [begin, begin + count). Rows past `rows` are never read: an append may be
+// writing them.
+template <class Fill>
+void packBlocks(uint32_t rows, uint32_t* out, Fill fill) {
+  alignas(64) uint8_t flags[kBlockRows];
+  for (uint32_t begin = 0; begin < rows; begin += kBlockRows) {
+    const uint32_t count = std::min(kBlockRows, rows - begin);
+    fill(flags, begin, count);
+    const uint32_t words = wordsFor(count);
+    std::memset(flags + count, 0, words * 32 - count);
+    for (uint32_t w = 0; w < words; ++w) out[begin / 32 + w] = pack32(flags + 32 * w);
   }
 }
 
@@ -360,14 +374,18 @@ void andWords(uint32_t* out, const std::atomic<uint32_t>* words, uint32_t rows) 
   for (uint32_t w = 0, n = wordsFor(rows); w < n; ++w) out[w] &= words[w].load(std::memory_order_relaxed);
 }
 
+// Flags of rows whose value is in `set` (ascending): one vectorised pass per value when the
+// set is small, a binary search per row otherwise.
 template <class T>
-bool inSet(const std::vector<T>& set, T v) {
+void fillInSet(uint8_t* flags, const T* values, uint32_t count, const std::vector<T>& set) {
   if (set.size() <= kLinearSetSize) {
-    bool found = false;
-    for (T s : set) found |= s == v;
-    return found;
+    std::memset(flags, 0, count);
+    for (const T s : set) {
+      for (uint32_t j = 0; j < count; ++j) flags[j] |= static_cast<uint8_t>(values[j] == s);
+    }
+    return;
   }
-  return std::binary_search(set.begin(), set.end(), v);
+  for (uint32_t j = 0; j < count; ++j) flags[j] = std::binary_search(set.begin(), set.end(), values[j]);
 }
 
 inline bool inBits(const std::vector<uint64_t>& bits, uint32_t code) {
@@ -427,7 +445,7 @@ class Evaluator {
       return;
     }
     const uint32_t rows = std::min(len, chunk->capacity);  // past its capacity a column is missing
-    leaf(p, *chunk, rows, out);
+    leaf(p, *chunk, rows, out, depth);
     clearFrom(out, rows, len);
   }
 
@@ -438,14 +456,34 @@ class Evaluator {
     return scratch_[depth].get();
   }
 
-  // Fills words [0, wordsFor(rows)) from one column chunk; bits past `rows` are cleared by the caller.
-  static void leaf(const Plan& p, const AttributeChunk& chunk, uint32_t rows, uint32_t* out) {
+  // Rows of a multi-valued chunk whose set holds a code `member` accepts. Branch-free over
+  // rows of any set size: one pass counts matches over the chunk's codes (a running prefix
+  // sum), and a row matches when the count rises across its offsets.
+  template <class Member>
+  void multiAny(const AttributeChunk& chunk, uint32_t rows, uint32_t* out, Member member) {
     const uint32_t* offsets = chunk.offsets.get();
     const uint32_t* codes = chunk.codes.get();
+    const uint32_t total = offsets[rows];
+    prefix_.resize(size_t{total} + 1);
+    uint32_t* prefix = prefix_.data();
+    prefix[0] = 0;
+    for (uint32_t j = 0; j < total; ++j) prefix[j + 1] = prefix[j] + static_cast<uint32_t>(member(codes[j]));
+    packBlocks(rows, out, [&](uint8_t* f, uint32_t b, uint32_t n) {
+      const uint32_t* o = offsets + b;
+      for (uint32_t j = 0; j < n; ++j) f[j] = prefix[o[j + 1]] != prefix[o[j]];
+    });
+  }
+
+  // Fills words [0, wordsFor(rows)) from one column chunk; bits past `rows` are cleared by the caller.
+  void leaf(const Plan& p, const AttributeChunk& chunk, uint32_t rows, uint32_t* out, size_t depth) {
     switch (p.kind) {
       case Kind::Exists:
-        if (offsets) {
-          pack(rows, out, [&](uint32_t r) { return offsets[r + 1] != offsets[r]; });
+        if (chunk.offsets) {
+          const uint32_t* offsets = chunk.offsets.get();
+          packBlocks(rows, out, [&](uint8_t* f, uint32_t b, uint32_t n) {
+            const uint32_t* o = offsets + b;
+            for (uint32_t j = 0; j < n; ++j) f[j] = o[j + 1] != o[j];
+          });
           return;
         }
         for (uint32_t w = 0, n = wordsFor(rows); w < n; ++w) out[w] = chunk.present[w].load(std::memory_order_relaxed);
@@ -454,34 +492,40 @@ class Evaluator {
         if (chunk.wideValues) {
           const uint64_t* v = chunk.wideValues.get();
           const uint64_t lo = p.lo, span = p.hi - p.lo;
-          pack(rows, out, [&](uint32_t r) { return v[r] - lo <= span; });
+          packBlocks(rows, out, [&](uint8_t* f, uint32_t b, uint32_t n) {
+            for (uint32_t j = 0; j < n; ++j) f[j] = v[b + j] - lo <= span;
+          });
         } else if (p.lo > kMaxNarrow) {
           std::fill(out, out + wordsFor(rows), 0u);
         } else {
           const uint32_t* v = chunk.narrow.get();
           const uint32_t lo = static_cast<uint32_t>(p.lo);
           const uint32_t span = static_cast<uint32_t>(std::min(p.hi, kMaxNarrow) - p.lo);
-          pack(rows, out, [&](uint32_t r) { return static_cast<uint32_t>(v[r] - lo) <= span; });
+          packBlocks(rows, out, [&](uint8_t* f, uint32_t b, uint32_t n) {
+            for (uint32_t j = 0; j < n; ++j) f[j] = static_cast<uint32_t>(v[b + j] - lo) <= span;
+          });
         }
         break;
       case Kind::UintSet:
         if (chunk.wideValues) {
           const uint64_t* v = chunk.wideValues.get();
-          pack(rows, out, [&](uint32_t r) { return inSet(p.uints, v[r]); });
+          packBlocks(rows, out, [&](uint8_t* f, uint32_t b, uint32_t n) { fillInSet(f, v + b, n, p.uints); });
         } else {
           const uint32_t* v = chunk.narrow.get();
-          pack(rows, out, [&](uint32_t r) { return inSet(p.narrowUints, v[r]); });
+          packBlocks(rows, out, [&](uint8_t* f, uint32_t b, uint32_t n) { fillInSet(f, v + b, n, p.narrowUints); });
         }
         break;
       case Kind::NumberRange: {
         const double* v = chunk.numbers.get();
         const double low = p.low, high = p.high;
-        pack(rows, out, [&](uint32_t r) { return (v[r] >= low) & (v[r] <= high); });
+        packBlocks(rows, out, [&](uint8_t* f, uint32_t b, uint32_t n) {
+          for (uint32_t j = 0; j < n; ++j) f[j] = (v[b + j] >= low) & (v[b + j] <= high);
+        });
         break;
       }
       case Kind::NumberSet: {
         const double* v = chunk.numbers.get();
-        pack(rows, out, [&](uint32_t r) { return inSet(p.numbers, v[r]); });
+        packBlocks(rows, out, [&](uint8_t* f, uint32_t b, uint32_t n) { fillInSet(f, v + b, n, p.numbers); });
         break;
       }
       case Kind::Bool: {
@@ -493,40 +537,37 @@ class Evaluator {
         const uint32_t* v = chunk.narrow.get();
         if (p.codes.size() == 1) {
           const uint32_t code = p.codes[0];
-          pack(rows, out, [&](uint32_t r) { return v[r] == code; });
+          packBlocks(rows, out, [&](uint8_t* f, uint32_t b, uint32_t n) {
+            for (uint32_t j = 0; j < n; ++j) f[j] = v[b + j] == code;
+          });
         } else {
-          pack(rows, out, [&](uint32_t r) { return inBits(p.codeBits, v[r]); });
+          packBlocks(rows, out, [&](uint8_t* f, uint32_t b, uint32_t n) {
+            for (uint32_t j = 0; j < n; ++j) f[j] = inBits(p.codeBits, v[b + j]);
+          });
         }
         break;
       }
       case Kind::MultiAny:
         if (p.codes.size() == 1) {
           const uint32_t code = p.codes[0];
-          pack(rows, out, [&](uint32_t r) {
-            for (uint32_t j = offsets[r]; j < offsets[r + 1]; ++j) {
-              if (codes[j] == code) return true;
-            }
-            return false;
-          });
+          multiAny(chunk, rows, out, [code](uint32_t c) { return c == code; });
         } else {
-          pack(rows, out, [&](uint32_t r) {
-            for (uint32_t j = offsets[r]; j < offsets[r + 1]; ++j) {
-              if (inBits(p.codeBits, codes[j])) return true;
-            }
-            return false;
-          });
+          multiAny(chunk, rows, out, [&](uint32_t c) { return inBits(p.codeBits, c); });
         }
         return;
-      case Kind::MultiAll:
-        pack(rows, out, [&](uint32_t r) {
-          const uint32_t* begin = codes + offsets[r];
-          const uint32_t* end = codes + offsets[r + 1];
-          for (uint32_t code : p.codes) {
-            if (std::find(begin, end, code) == end) return false;
+      case Kind::MultiAll: {
+        // Rows holding every code: the rows holding each one, intersected.
+        const uint32_t words = wordsFor(rows);
+        uint32_t* tmp = scratch(depth);
+        for (size_t i = 0; i < p.codes.size(); ++i) {
+          const uint32_t code = p.codes[i];
+          multiAny(chunk, rows, i == 0 ? out : tmp, [code](uint32_t c) { return c == code; });
+          if (i > 0) {
+            for (uint32_t w = 0; w < words; ++w) out[w] &= tmp[w];
           }
-          return true;
-        });
+        }
         return;
+      }
       default: return;
     }
     andWords(out, chunk.present.get(), rows);  // single-valued leaves: a missing value never matches
@@ -534,6 +575,7 @@ class Evaluator {
 
   const AttributeSnapshot& state_;
   std::vector<std::unique_ptr<uint32_t[]>> scratch_;  // one chunk of words per tree depth
+  std::vector<uint32_t> prefix_;                      // multiAny's match counts
 };
 
 size_t popcount(const uint32_t* words, size_t n) {
