@@ -408,6 +408,13 @@ describe('Attributes semantics', () => {
     }
   });
 
+  it('compiles on an empty table', () => {
+    using a = new Attributes(schema);
+    expect(a.compileSync({ level: 1 })).toEqual({ bits: new Uint32Array(0), count: 0, rowCount: 0, rows: new Uint32Array(0) });
+    a.append([]);
+    expect(a.size).toBe(0);
+  });
+
   it('reports memory and size, and disposes', () => {
     const a = new Attributes(schema);
     const empty = a.memoryBytes();
@@ -473,6 +480,7 @@ describe('Attributes errors', () => {
     expect(f({ id: { in: [1] } })).toMatch(/^Expected a Map or a function from id to row \(filter.id.in needs one\) for options.idToRow/);
     expect(f({ id: { within: [1] } })).toMatch(/for a key of filter.id but received "within"/);
     expect(f(null)).toBe('Expected a filter object for filter but received null');
+    expect(f(new Map([['level', 1]]))).toBe('Expected a filter object for filter but received an object (Map)');
     let deep: Filter = { level: 1 };
     for (let i = 0; i < 40; i++) deep = { not: deep };
     expect(f(deep)).toMatch(/nested at most 30 levels deep/);

@@ -199,6 +199,12 @@ function nonEmptyArray(value: unknown, name: string): unknown[] {
 
 // --- filters -------------------------------------------------------------------------------
 
+// A Map, Date or typed array has no own keys and would read as `{}`, which selects every row.
+function isPlainObject(value: object): boolean {
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
 export interface FilterContext {
   columns: ReadonlyMap<string, AttributeColumn>;
   idToRow: IdToRow | undefined;
@@ -211,7 +217,7 @@ export interface FilterContext {
  */
 export function toNativeFilter(filter: unknown, context: FilterContext, name = 'filter', depth = 0): NativeFilterNode {
   if (depth > MAX_DEPTH) throw invalid(`a filter nested at most ${MAX_DEPTH} levels deep`, name, 'a deeper one');
-  if (filter === null || typeof filter !== 'object' || Array.isArray(filter) || ArrayBuffer.isView(filter)) {
+  if (filter === null || typeof filter !== 'object' || Array.isArray(filter) || !isPlainObject(filter)) {
     throw invalid('a filter object', name, filter);
   }
   const clauses: NativeFilterNode[] = [];
