@@ -42,6 +42,23 @@ export {
   type HnswIndexOptions,
   type HnswSearchOptions,
 } from './index/hnsw.js';
+export { Attributes, type CompileFilterOptions, type CompiledFilter } from './index/attributes.js';
+export {
+  ATTRIBUTE_TYPES,
+  type AttributeColumn,
+  type AttributeCondition,
+  type AttributeFilter,
+  type AttributeRecord,
+  type AttributeSchema,
+  type AttributeSpec,
+  type AttributeType,
+  type AttributeValue,
+  type Filter,
+  type FilterScalar,
+  type IdCondition,
+  type IdToRow,
+  type LogicalFilter,
+} from './index/filter.js';
 export { gpuInfo, type GpuInfo } from './gpu.js';
 export { SearchResult, type Hit } from './index/search-result.js';
 export { kmeans, type KMeansOptions, type KMeansResult } from './kmeans.js';

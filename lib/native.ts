@@ -114,6 +114,64 @@ export interface NativeHnswIndex {
   dispose(): void;
 }
 
+/** One attribute of a table's schema (lib/index/filter.ts normalises the public schema to it). */
+export interface NativeAttributeSpec {
+  name: string;
+  type: 'uint' | 'number' | 'bool' | 'category';
+  multi: boolean;
+}
+
+/**
+ * One column of an append or setRows batch: `values` for uint (Uint32Array or BigUint64Array),
+ * number (Float64Array) and bool (Uint8Array); `dictionary` + `codes` (+ `offsets`, count + 1,
+ * for a multi-valued one) for a category. `present` (a byte per row, 0: missing) is optional.
+ */
+export interface NativeAttributeColumn {
+  values?: Uint32Array | BigUint64Array | Float64Array | Uint8Array;
+  present?: Uint8Array;
+  dictionary?: string[];
+  codes?: Uint32Array;
+  offsets?: Uint32Array;
+}
+
+/** A filter as the native compiler takes it (built by lib/index/filter.ts). */
+export type NativeFilterNode =
+  | { op: 'all' | 'none' }
+  | { op: 'and' | 'or'; args: NativeFilterNode[] }
+  | { op: 'not'; arg: NativeFilterNode }
+  | { op: 'exists'; attr: string }
+  | {
+      op: 'eq' | 'in' | 'has' | 'hasAny' | 'hasAll';
+      attr: string;
+      values: BigUint64Array | Float64Array | boolean[] | string[];
+    }
+  | {
+      op: 'range';
+      attr: string;
+      lower?: bigint | number;
+      lowerInclusive: boolean;
+      upper?: bigint | number;
+      upperInclusive: boolean;
+    }
+  | { op: 'rows'; rows: Uint32Array };
+
+export interface NativeFilterResult {
+  rowCount: number;
+  count: number;
+  bits: Uint32Array;
+  rows?: Uint32Array;
+}
+
+export interface NativeAttributeTable {
+  append(count: number, columns: Record<string, NativeAttributeColumn>): void;
+  setRows(rows: Uint32Array, columns: Record<string, NativeAttributeColumn>): void;
+  compile(filter: NativeFilterNode, rowListBelow: number, threads: number): NativeFilterResult;
+  compileAsync(filter: NativeFilterNode, rowListBelow: number, threads: number): Promise<NativeFilterResult>;
+  size(): number;
+  memoryBytes(): number;
+  dispose(): void;
+}
+
 export interface NativeAddon {
   simdLevel(): string;
   supportedSimdLevels(): string[];
@@ -168,6 +226,7 @@ export interface NativeAddon {
     simd: string | undefined,
     threads: number,
   ) => NativeHnswIndex;
+  AttributeTable: new (schema: NativeAttributeSpec[]) => NativeAttributeTable;
   kmeans(
     points: Float32Array,
     dim: number,

@@ -1,6 +1,7 @@
 // Module entry: registers each exported part of the addon.
 #include <napi.h>
 
+#include "attributes.h"
 #include "flat_index.h"
 #include "hnsw_index.h"
 #include "ivfpq_index.h"
@@ -13,6 +14,7 @@ static Napi::Object initEbrix(Napi::Env env, Napi::Object exports) {
   ebrix::binding::initIvfPqIndex(env, exports);
   ebrix::binding::initHnswIndex(env, exports);
   ebrix::binding::initKMeans(env, exports);
+  ebrix::binding::initAttributeTable(env, exports);
   return exports;
 }
 
