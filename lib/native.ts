@@ -40,6 +40,8 @@ export interface NativeFlatIndex {
   saveAsync(path: string, modelVersion: string): Promise<void>;
   /** Native bytes last reported to V8 as external memory (tests). */
   externalBytes(): number;
+  /** The row of each id, -1 for an id the index does not hold. */
+  rowsOf(ids: BigUint64Array): Float64Array;
 }
 
 export interface NativeIvfPqMemory {

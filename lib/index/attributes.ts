@@ -106,9 +106,18 @@ export class Attributes implements Disposable {
    * Runs on the calling thread (converting records to columns costs more than storing them).
    */
   append(records: readonly AttributeRecord[]): void {
+    this.prepareAppend(records)();
+  }
+
+  /**
+   * `append` in two steps, for an index that must add vectors and their attributes together:
+   * validates and converts the records now (throwing as `append` does), and returns the
+   * function that appends them, which fails only on memory exhaustion.
+   */
+  prepareAppend(records: readonly AttributeRecord[]): () => void {
     const table = this.#live();
     const columns = toColumns(records, this.schema, this.#columns, 'records');
-    callNative(() => table.append(records.length, columns));
+    return () => callNative(() => table.append(records.length, columns));
   }
 
   /**

@@ -17,6 +17,8 @@ import { native, type NativeFlatIndex, type NativeGpuFlatIndex, type NativeOpene
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
 import { type Ids } from './ids.js';
 import { SearchResult } from './search-result.js';
+import { Attributes, type CompileFilterOptions } from './attributes.js';
+import type { AttributeRecord, AttributeSchema, Filter } from './filter.js';
 import { toAddArgs, toMatrix, type Vectors } from './vectors.js';
 
 export type Metric = 'ip' | 'cosine' | 'l2';
@@ -71,6 +73,16 @@ export interface FlatIndexOptions {
   storage?: VectorStorage;
   /** Version id of the model whose item tower embeds this index's vectors. */
   modelVersion?: string;
+  /**
+   * Attributes kept per vector (columnar, native), for `search(q, k, { filter })`; see
+   * Attributes and the Filter language. `add` then takes one record per vector.
+   */
+  attributes?: AttributeSchema;
+}
+
+export interface AddOptions {
+  /** One attribute record per vector, in order (an index with `attributes`); default all missing. */
+  attributes?: readonly AttributeRecord[];
 }
 
 export interface SearchOptions {
@@ -82,6 +94,12 @@ export interface SearchOptions {
    * Tested inside the scan on both devices, so a filtered search stays exact.
    */
   allow?: Uint32Array;
+  /**
+   * Only rows whose attributes pass the filter (an index made with `attributes`): compiled
+   * natively to an allow bitset (combined with `allow` when both are given) and tested inside
+   * the scan, so the search stays exact. `id: { in | notIn }` conditions need a CPU index.
+   */
+  filter?: Filter;
   /**
    * f32 storage on the GPU: let matrix products use TF32 tensor cores (about 10 mantissa
    * bits: faster on large batches, less exact). Ignored elsewhere. Default false.
@@ -131,6 +149,36 @@ const MAX_RESULT_ENTRIES = 2 ** 27;
 
 type NativeIndex = { device: 'cpu'; index: NativeFlatIndex } | { device: 'cuda'; index: NativeGpuFlatIndex };
 
+/** Bitwise and of two allow bitsets (b optional); rows past the shorter are not allowed. */
+function andBits(a: Uint32Array, b: Uint32Array | undefined): Uint32Array {
+  if (b === undefined) return a;
+  const out = new Uint32Array(Math.min(a.length, b.length));
+  for (let i = 0; i < out.length; i++) out[i] = a[i]! & b[i]!;
+  return out;
+}
+
+/** The ids named by `id: { in | notIn }` conditions anywhere in a filter (unvalidated). */
+function filterIds(filter: unknown, out: bigint[] = []): bigint[] {
+  if (filter === null || typeof filter !== 'object') return out;
+  for (const [key, value] of Object.entries(filter)) {
+    if (key === 'and' || key === 'or') {
+      if (Array.isArray(value)) for (const f of value) filterIds(f, out);
+    } else if (key === 'not') {
+      filterIds(value, out);
+    } else if (key === 'id' && value !== null && typeof value === 'object') {
+      for (const list of [(value as { in?: unknown }).in, (value as { notIn?: unknown }).notIn]) {
+        if (!Array.isArray(list)) continue;
+        for (const id of list) {
+          if ((typeof id === 'number' && Number.isSafeInteger(id) && id >= 0) || (typeof id === 'bigint' && id >= 0n)) {
+            out.push(BigInt(id));
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
 interface PreparedSearch {
   matrix: Float32Array;
   nq: number;
@@ -151,6 +199,9 @@ export class FlatIndex implements Disposable {
   readonly deviceReason: string;
   #native: NativeIndex | undefined;
   #modelVersion: string | undefined;
+  #attributes: Attributes | undefined;
+  /** With attributes, adds run one after another so that rows and records stay aligned. */
+  #adds: Promise<unknown> = Promise.resolve();
 
   constructor(options: FlatIndexOptions) {
     if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
@@ -193,6 +244,12 @@ export class FlatIndex implements Disposable {
     this.device = this.#native.device;
     this.storage = this.#native.device === 'cpu' ? (this.#native.index.storage() as VectorStorage) : storage;
     this.deviceReason = reason;
+    if (options.attributes !== undefined) this.#attributes = new Attributes(options.attributes);
+  }
+
+  /** The index's attributes (an index made with `attributes`), e.g. to compile a filter once. */
+  get attributes(): Attributes | undefined {
+    return this.#attributes;
   }
 
   /** Number of vectors held. */
@@ -326,17 +383,28 @@ export class FlatIndex implements Disposable {
    * With metric 'cosine' the stored vectors are normalised copies. Storage 'i8' must be
    * trained first (EBRIX_NOT_TRAINED).
    */
-  async add(ids: Ids, vectors: Vectors): Promise<void> {
+  async add(ids: Ids, vectors: Vectors, options: AddOptions = {}): Promise<void> {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    const commit = this.#prepareAttributes(idArray.length, options);
+    if (commit !== undefined) {
+      const run = this.#adds.then(async () => {
+        await awaitNative(this.#live().index.addAsync(idArray, matrix));
+        commit();
+      });
+      this.#adds = run.catch(() => undefined);
+      return run;
+    }
     await awaitNative(this.#live().index.addAsync(idArray, matrix));
   }
 
   /** `add` on the calling thread, for small batches. Adds are serialised: while an async add
    * runs, addSync waits for it (blocking the event loop), so do not mix them on a hot path. */
-  addSync(ids: Ids, vectors: Vectors): void {
+  addSync(ids: Ids, vectors: Vectors, options: AddOptions = {}): void {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    const commit = this.#prepareAttributes(idArray.length, options);
     const live = this.#live();
     callNative(() => (live.device === 'cpu' ? live.index.add(idArray, matrix) : live.index.addSync(idArray, matrix)));
+    commit?.();
   }
 
   /**
@@ -346,6 +414,9 @@ export class FlatIndex implements Disposable {
    */
   async search(queries: Vectors, k: number, options: SearchOptions = {}): Promise<SearchResult> {
     const s = this.#prepareSearch(queries, k, options);
+    if (options.filter !== undefined) {
+      s.allow = andBits((await this.#requireAttributes().compile(options.filter, this.#filterOptions(options.filter))).bits, s.allow);
+    }
     const live = this.#live();
     const out = await awaitNative(
       live.device === 'cpu'
@@ -358,6 +429,9 @@ export class FlatIndex implements Disposable {
   /** `search` on the calling thread, for small work (one query, a small index). */
   searchSync(queries: Vectors, k: number, options: SearchOptions = {}): SearchResult {
     const s = this.#prepareSearch(queries, k, options);
+    if (options.filter !== undefined) {
+      s.allow = andBits(this.#requireAttributes().compileSync(options.filter, this.#filterOptions(options.filter)).bits, s.allow);
+    }
     const live = this.#live();
     const out = callNative(() =>
       live.device === 'cpu'
@@ -369,6 +443,8 @@ export class FlatIndex implements Disposable {
 
   /** Releases the native memory; in-flight searches finish first. Idempotent. */
   dispose(): void {
+    this.#attributes?.dispose();
+    this.#attributes = undefined;
     this.#native?.index.dispose();
     this.#native = undefined;
   }
@@ -380,6 +456,43 @@ export class FlatIndex implements Disposable {
   #live(): NativeIndex {
     if (this.#native === undefined) throw new DisposedError('index');
     return this.#native;
+  }
+
+  /** Validates and converts the attribute records of an add; returns their append, if any. */
+  #prepareAttributes(count: number, options: AddOptions): (() => void) | undefined {
+    if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
+    const { attributes: records } = options;
+    if (this.#attributes === undefined) {
+      if (records !== undefined) {
+        throw new InvalidArgumentError('This index keeps no attributes: create it with options.attributes (a schema)');
+      }
+      return undefined;
+    }
+    if (records !== undefined && (!Array.isArray(records) || records.length !== count)) {
+      throw invalid(`an array of ${count} attribute records (one per vector)`, 'options.attributes', records);
+    }
+    return this.#attributes.prepareAppend(records ?? Array.from({ length: count }, () => ({})));
+  }
+
+  #requireAttributes(): Attributes {
+    if (this.#attributes === undefined) {
+      throw new InvalidArgumentError('options.filter needs an index made with options.attributes (a schema)');
+    }
+    return this.#attributes;
+  }
+
+  /** Resolves the ids a filter names to rows with one native call. */
+  #filterOptions(filter: Filter): CompileFilterOptions {
+    const ids = filterIds(filter);
+    if (ids.length === 0) return {};
+    const live = this.#live();
+    if (live.device !== 'cpu') throw new InvalidArgumentError('Filters on ids need an index on the CPU for now');
+    const rows = callNative(() => live.index.rowsOf(BigUint64Array.from(ids)));
+    const idToRow = new Map<bigint, number>();
+    ids.forEach((id, i) => {
+      if (rows[i]! >= 0) idToRow.set(id, rows[i]!);
+    });
+    return { idToRow: (id) => idToRow.get(id) };
   }
 
   #prepareAdd(ids: Ids, vectors: Vectors): [BigUint64Array, Float32Array] {

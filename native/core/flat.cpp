@@ -193,6 +193,16 @@ void FlatIndex::buildIdMap(const Snapshot& snap, const std::string& path) {
                     std::memory_order_relaxed);
 }
 
+void FlatIndex::rowsOf(const uint64_t* ids, size_t count, int64_t* rows) {
+  std::lock_guard<std::mutex> writeLock(writeMutex_);
+  const Snapshot snap = snapshot();
+  if (!idMapBuilt_) buildIdMap(snap, snap.storage->file->path());
+  for (size_t i = 0; i < count; ++i) {
+    const auto it = rowOfId_.find(ids[i]);
+    rows[i] = it == rowOfId_.end() ? -1 : static_cast<int64_t>(it->second);
+  }
+}
+
 void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
   if (count == 0) return;
   std::lock_guard<std::mutex> writeLock(writeMutex_);

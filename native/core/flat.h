@@ -75,6 +75,10 @@ class FlatIndex {
   SearchOutput search(const float* queries, size_t queryCount, size_t k, unsigned threads = 0,
                       const uint32_t* allowBits = nullptr, size_t allowWords = 0) const;
 
+  // The row of each id (-1 for an id the index does not hold): for filters that name ids.
+  // Waits for a running add.
+  void rowsOf(const uint64_t* ids, size_t count, int64_t* rows);
+
   // Bytes held by vectors (or codes and quantizer), norms, ids (capacity included) and the
   // id → row map (estimated). Rows still in a mapped file count as 0 (mappedBytes()).
   size_t memoryBytes() const;
