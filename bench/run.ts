@@ -255,6 +255,7 @@ async function main(): Promise<void> {
       openRepeats: options.quick ? 5 : 9,
       latencySeconds: options.quick ? 2 : 6,
       writerRate: 1000,
+      filterQueries: options.quick ? 20 : 100,
       log,
     });
   }

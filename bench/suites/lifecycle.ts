@@ -4,6 +4,10 @@
  * - open: `FlatIndex.open(file)` mapped and read, against the naive peer, reading the same
  *   rows from a raw float32 file with fs.readFileSync (what a user without an index format
  *   would do); the target is a mapped open of 1,000,000 × 128 under 50 ms.
+ * - filter: single-query filtered search (pre-filtering: the filter compiled natively to an
+ *   allow bitset tested inside the scan) at selectivities 50%, 10%, 1% and 0.1%, against
+ *   post-filtering as the naive peer (search 10 × k unfiltered, keep the rows that pass);
+ *   recall@10 of both against exact filtered search.
  * - writer: single-query search latency with and without a concurrent writer adding
  *   `writerRate` vectors per second (in batches every 100 ms); the target is a p99 under
  *   the writer within 1.5× of the p99 without.
@@ -25,6 +29,8 @@ export interface LifecycleSuiteOptions {
   latencySeconds: number;
   /** Vectors per second the writer adds during the second phase. */
   writerRate: number;
+  /** Queries per selectivity of the filtered search. */
+  filterQueries: number;
   log: (message: string) => void;
 }
 
@@ -59,8 +65,28 @@ export interface WriterResult {
   pass: boolean;
 }
 
+export interface FilterPoint {
+  selectivity: number;
+  /** Pre-filtering (ebrix filter): queries per second and recall@10. */
+  preQps: number;
+  preRecall: number;
+  /** Post-filtering 10 × k candidates. */
+  postQps: number;
+  postRecall: number;
+}
+
+export interface FilterResult {
+  n: number;
+  dim: number;
+  queries: number;
+  points: FilterPoint[];
+  /** Pre-filtering has recall 1.0 everywhere and its QPS rises as selectivity falls. */
+  pass: boolean;
+}
+
 export interface LifecycleSuiteResult {
   open: OpenResult;
+  filter: FilterResult;
   writer: WriterResult;
 }
 
@@ -142,6 +168,7 @@ export async function runLifecycleSuite(options: LifecycleSuiteOptions): Promise
     log(`lifecycle: mapped open ${mmapOpenMs.toFixed(2)} ms, read open ${open.readOpenMs.toFixed(1)} ms, raw read ${open.rawReadMs.toFixed(1)} ms`);
 
     const queries = randomRows(256, dim, options.seed + 1);
+    const filter = await filterPoints(rows, n, dim, queries, options);
     await latencyPhase(index, queries, dim, Math.min(0.5, options.latencySeconds)); // warm-up
     const alone = await latencyPhase(index, queries, dim, options.latencySeconds);
     // The writer: a batch every 100 ms, so that writerRate vectors arrive each second.
@@ -176,18 +203,80 @@ export async function runLifecycleSuite(options: LifecycleSuiteOptions): Promise
       pass: p99Ratio <= 1.5,
     };
     log(`lifecycle: search p99 ${alone.p99Ms.toFixed(2)} ms alone, ${withWriter.p99Ms.toFixed(2)} ms with a writer (${added} added)`);
-    return { open, writer };
+    return { open, filter, writer };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+async function filterPoints(
+  rows: Float32Array,
+  n: number,
+  dim: number,
+  queries: Float32Array,
+  options: LifecycleSuiteOptions,
+): Promise<FilterResult> {
+  const levels = 100_000;
+  const next = seededUniform(options.seed + 3);
+  const level = Uint32Array.from({ length: n }, () => Math.floor(next() * levels));
+  using index = new FlatIndex({ dim, metric: 'ip', attributes: { level: 'uint' } });
+  const records = Array.from(level, (l) => ({ level: l }));
+  await index.add(idsFrom(0, n), rows, { attributes: records });
+  const k = 10;
+  const nq = Math.min(options.filterQueries, queries.length / dim);
+  const points: FilterPoint[] = [];
+  for (const selectivity of [0.5, 0.1, 0.01, 0.001]) {
+    const bound = Math.round(selectivity * levels);
+    const filter = { level: { lt: bound } };
+    let preHits = 0;
+    let postHits = 0;
+    let preMs = 0;
+    let postMs = 0;
+    // Exact filtered truth: the same exact scan with a bitset built here from the levels.
+    const allow = new Uint32Array(Math.ceil(n / 32));
+    for (let r = 0; r < n; r++) if (level[r]! < bound) allow[r >> 5]! |= 1 << (r & 31);
+    for (let q = 0; q < nq; q++) {
+      const query = queries.subarray(q * dim, (q + 1) * dim);
+      const truth = new Set((await index.search(query, k, { allow })).row(0).ids);
+      let t0 = performance.now();
+      const pre = (await index.search(query, k, { filter })).row(0).ids;
+      preMs += performance.now() - t0;
+      t0 = performance.now();
+      const over = (await index.search(query, 10 * k)).row(0).ids;
+      const post = [...over].filter((id) => level[Number(id)]! < bound).slice(0, k);
+      postMs += performance.now() - t0;
+      for (const id of pre) if (truth.has(id)) preHits++;
+      for (const id of post) if (truth.has(id)) postHits++;
+    }
+    points.push({
+      selectivity,
+      preQps: (nq * 1000) / preMs,
+      preRecall: preHits / (nq * k),
+      postQps: (nq * 1000) / postMs,
+      postRecall: postHits / (nq * k),
+    });
+    options.log(`lifecycle: filter ${selectivity * 100}%: pre ${points.at(-1)!.preQps.toFixed(0)} QPS recall ${points.at(-1)!.preRecall.toFixed(3)}, post ${points.at(-1)!.postQps.toFixed(0)} QPS recall ${points.at(-1)!.postRecall.toFixed(3)}`);
+  }
+  const rising = points.every((p, i) => i === 0 || p.preQps >= points[i - 1]!.preQps * 0.95);
+  return { n, dim, queries: nq, points, pass: points.every((p) => p.preRecall === 1) && rising };
 }
 
 /** Console and Markdown lines of the suite (report.ts puts them under its heading). */
 export function lifecycleLines(r: LifecycleSuiteResult): string[] {
   const o = r.open;
   const w = r.writer;
+  const f = r.filter;
   const mb = (o.fileBytes / 1e6).toFixed(0);
   return [
+    `filtered search over ${f.n.toLocaleString('en-US')} × ${f.dim}, single queries, k 10 (${f.queries} per point): ` +
+      f.points
+        .map(
+          (p) =>
+            `${p.selectivity * 100}%: ebrix ${p.preQps.toFixed(0)} QPS recall ${p.preRecall.toFixed(3)} vs post-filter ` +
+            `${p.postQps.toFixed(0)} QPS recall ${p.postRecall.toFixed(3)}`,
+        )
+        .join('; ') +
+      `; target recall 1.0 everywhere and QPS rising as selectivity falls: ${f.pass ? 'met' : 'missed'}`,
     `open ${o.n.toLocaleString('en-US')} × ${o.dim} flat (${mb} MB file, saved in ${o.saveSeconds.toFixed(2)} s): ` +
       `mapped ${o.mmapOpenMs.toFixed(2)} ms, read into memory ${o.readOpenMs.toFixed(1)} ms; peer fs.readFileSync of the raw rows ` +
       `${o.rawReadMs.toFixed(1)} ms (mapped open ${(o.rawReadMs / o.mmapOpenMs).toFixed(0)}× faster); ` +

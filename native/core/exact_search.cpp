@@ -100,24 +100,50 @@ void streamingScan(const RowSet& rows, const float* queries, size_t queryCount,
     auto& mine = collectors[slot].perQuery;
     const size_t begin = task * perTask;
     const size_t end = std::min(rows.count, begin + perTask);
+    // Spans of a block that hold allowed rows: 32-row groups with none are not scored, so a
+    // selective filter reads less (at 1% of rows spread at random, ~70% of groups are empty).
+    struct Span {
+      size_t begin, end;
+    };
+    Span spans[kScanBlock / 32 + 1];
     for (size_t r0 = begin; r0 < end; r0 += block) {
       const size_t n = std::min(block, end - r0);
-      for (size_t q = 0; q < queryCount; ++q) {
-        if (i8 != nullptr) {
-          const I8Query& p = i8->params[q];
-          kernels.i8.scanRows(i8->codes + q * dim, rows.codes + r0 * dim, n, dim, p.scale, p.offset,
-                              bias ? bias + r0 : nullptr, scores);
-        } else if (half != nullptr) {
-          half->scanRows(queries + q * dim, rows.halves + r0 * dim, n, dim, bias ? bias + r0 : nullptr, scores);
-        } else {
-          kernels.scanRows(queries + q * dim, rows.vectors + r0 * dim, n, dim, bias ? bias + r0 : nullptr, scores);
+      size_t spanCount = 0;
+      if (allow.all()) {
+        spans[spanCount++] = {0, n};
+      } else {
+        for (size_t g = 0; g < n; g += 32) {
+          const size_t len = std::min<size_t>(32, n - g);
+          const uint32_t bits = allow.window(r0 + g) & (len == 32 ? ~0u : (1u << len) - 1u);
+          if (bits == 0) continue;
+          if (spanCount > 0 && spans[spanCount - 1].end == g) {
+            spans[spanCount - 1].end = g + len;
+          } else {
+            spans[spanCount++] = {g, g + len};
+          }
         }
+      }
+      for (size_t q = 0; q < queryCount; ++q) {
         TopKCollector& collector = mine[q];
-        float threshold = collector.threshold();
-        for (size_t j = 0; j < n; ++j) {
-          if (scores[j] >= threshold && allow.row(r0 + j)) {
-            collector.offer(scores[j], static_cast<uint32_t>(r0 + j), rows.ids[r0 + j]);
-            threshold = collector.threshold();
+        for (size_t si = 0; si < spanCount; ++si) {
+          const size_t first = r0 + spans[si].begin;
+          const size_t len = spans[si].end - spans[si].begin;
+          if (i8 != nullptr) {
+            const I8Query& p = i8->params[q];
+            kernels.i8.scanRows(i8->codes + q * dim, rows.codes + first * dim, len, dim, p.scale, p.offset,
+                                bias ? bias + first : nullptr, scores);
+          } else if (half != nullptr) {
+            half->scanRows(queries + q * dim, rows.halves + first * dim, len, dim, bias ? bias + first : nullptr, scores);
+          } else {
+            kernels.scanRows(queries + q * dim, rows.vectors + first * dim, len, dim, bias ? bias + first : nullptr,
+                             scores);
+          }
+          float threshold = collector.threshold();
+          for (size_t j = 0; j < len; ++j) {
+            if (scores[j] >= threshold && allow.row(first + j)) {
+              collector.offer(scores[j], static_cast<uint32_t>(first + j), rows.ids[first + j]);
+              threshold = collector.threshold();
+            }
           }
         }
       }
