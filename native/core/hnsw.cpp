@@ -398,7 +398,19 @@ void HnswIndex::add(const uint64_t* ids, const float* vectors, size_t count, uns
   const size_t reused = std::min(count, m.freeSlots.size());
   const uint32_t* reusedSlots = m.freeSlots.data() + m.freeSlots.size() - reused;
   m.ensureCapacity(m.graph.size() + count - reused, base + count);
-  for (size_t i = 0; i < count; ++i) m.idOfRow[base + i] = ids[i];
+  // Atomic: a search may reach a row of this add through the graph while the add runs, and
+  // usearch publishes nodes without a fence the reader takes (see the TSan suppressions).
+  for (size_t i = 0; i < count; ++i) __atomic_store_n(&m.idOfRow[base + i], ids[i], __ATOMIC_RELEASE);
+  if (reused > 0) {
+    // A removed node still routes searches and inserts, which read its vector; the new one
+    // replaces it while none runs. The node keeps kFreeKey (no search returns it) until
+    // update() has relinked it around the new vector and given it its row.
+    std::lock_guard<Gate> exclusive(m.gate);
+    for (size_t i = 0; i < reused; ++i) {
+      std::memcpy(m.vectors.data() + size_t{reusedSlots[i]} * m.stride, prepared + i * m.stride, m.stride);
+      m.slotOfRow[base + i] = reusedSlots[i];
+    }
+  }
 
   // Insert on the pool, as a reader: searches keep running (usearch's graph takes per-node
   // locks so that inserts and searches can run at once).
@@ -416,13 +428,7 @@ void HnswIndex::add(const uint64_t* ids, const float* vectors, size_t count, uns
           config.expansion = m.params.expansionAdd;
           config.thread = context.id;
           if (i < reused) {
-            // The node keeps kFreeKey (so no search returns it) until update() relinks it and
-            // gives it the row; its vector is written first so that relinking measures the
-            // new one.
-            const uint32_t slot = reusedSlots[i];
-            std::memcpy(m.vectors.data() + size_t{slot} * m.stride, vector, m.stride);
-            m.slotOfRow[row] = slot;
-            auto result = m.graph.update(m.graph.iterator_at(slot), row, vector, metric, config);
+            auto result = m.graph.update(m.graph.iterator_at(reusedSlots[i]), row, vector, metric, config);
             if (result.error) throwUsearch(result, "insert");
           } else {
             // The callback runs once the node exists and before any link reaches it.
@@ -611,7 +617,7 @@ SearchOutput HnswIndex::search(const float* queries, size_t queryCount, const Hn
         const uint64_t row = match.member.key;
         // A node reused by an add running now may change key between the walk and here.
         if (row >= rowTable) continue;
-        ids[n] = m.idOfRow[row];
+        ids[n] = __atomic_load_n(&m.idOfRow[row], __ATOMIC_ACQUIRE);
         scores[n] = 0.0f - match.distance;  // +0, not -0, for an exact match
         ++n;
       }

@@ -12,6 +12,14 @@
 // which allow bitsets address as FlatIndex's do. A removed vector's row is never reused, so
 // a bitset built before a remove still means the same vectors; re-adding a removed id gives
 // it a new row. At most 2^32-1 rows over the life of an index.
+//
+// Concurrency: searches run beside the inserts of an add, as usearch's graph is built for
+// (an insert locks the nodes it links; a search reads without locks). What usearch does not
+// make safe beside a search runs alone, behind a writer-preferring gate: growing the graph
+// (it reallocates nodes, vectors and per-thread contexts), removing (it rewrites keys that
+// searches read) and writing the new vector of a reused node. Adds and removes are
+// serialised among themselves. See hnsw.cpp for the details and the TSan suppressions
+// (native/core/tests/tsan-usearch.supp) for usearch's lock-free reads.
 #pragma once
 
 #include <cstddef>
