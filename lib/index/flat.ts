@@ -7,7 +7,6 @@
 import {
   DisposedError,
   InvalidArgumentError,
-  VersionMismatchError,
   awaitNative,
   callNative,
 } from '../errors.js';
@@ -16,6 +15,7 @@ import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
 import { native, type NativeFlatIndex, type NativeGpuFlatIndex, type NativeOpenedHandle } from '../native.js';
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
 import { type Ids } from './ids.js';
+import { bindVersion } from './model-version.js';
 import { SearchResult } from './search-result.js';
 import { Attributes, type CompileFilterOptions } from './attributes.js';
 import type { AttributeRecord, AttributeSchema, Filter } from './filter.js';
@@ -306,13 +306,7 @@ export class FlatIndex implements Disposable {
    * never share an index.
    */
   bindModelVersion(version: string): void {
-    if (typeof version !== 'string' || version.length === 0) throw invalid('a non-empty string', 'modelVersion', version);
-    if (this.#modelVersion !== undefined && this.#modelVersion !== version) {
-      throw new VersionMismatchError(
-        `This index holds vectors of model version ${this.#modelVersion} and cannot take vectors of version ${version}`,
-      );
-    }
-    this.#modelVersion = version;
+    this.#modelVersion = bindVersion(this.#modelVersion, version);
   }
 
   get disposed(): boolean {

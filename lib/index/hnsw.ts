@@ -7,12 +7,13 @@
  * (`l2` as −squared distance), ids are u64 (2^64−1 reserved), rows short of k are padded
  * with (NO_ID, −Infinity), allow bitsets address rows in add order.
  */
-import { DisposedError, VersionMismatchError, awaitNative, callNative } from '../errors.js';
+import { DisposedError, awaitNative, callNative } from '../errors.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
 import { native, type NativeHnswIndex } from '../native.js';
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
 import { METRICS, VECTOR_STORAGES, type MemoryUsage, type Metric, type VectorStorage } from './flat.js';
 import { toIdArray, type Ids } from './ids.js';
+import { bindVersion } from './model-version.js';
 import { SearchResult } from './search-result.js';
 import { toAddArgs, toMatrix, type Vectors } from './vectors.js';
 
@@ -136,13 +137,7 @@ export class HnswIndex implements Disposable {
    * version is a no-op; another version is EBRIX_VERSION_MISMATCH (as FlatIndex).
    */
   bindModelVersion(version: string): void {
-    if (typeof version !== 'string' || version.length === 0) throw invalid('a non-empty string', 'modelVersion', version);
-    if (this.#modelVersion !== undefined && this.#modelVersion !== version) {
-      throw new VersionMismatchError(
-        `This index holds vectors of model version ${this.#modelVersion} and cannot take vectors of version ${version}`,
-      );
-    }
-    this.#modelVersion = version;
+    this.#modelVersion = bindVersion(this.#modelVersion, version);
   }
 
   get disposed(): boolean {

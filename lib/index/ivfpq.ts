@@ -12,13 +12,14 @@
  * searched there (one block per query and probed list, lookup tables in shared memory); the
  * index trains and encodes on the CPU, where a twin of the lists stays.
  */
-import { DisposedError, InvalidArgumentError, VersionMismatchError, awaitNative, callNative } from '../errors.js';
+import { DisposedError, InvalidArgumentError, awaitNative, callNative } from '../errors.js';
 import { openOnGpu } from '../gpu.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
 import { native, type NativeIvfPqIndex, type NativeOpenedHandle } from '../native.js';
 import { invalid, requireNonNegativeInteger, requireOneOf, requirePositiveInteger } from '../validate.js';
 import { DEVICE_PREFERENCES, METRICS, type Device, type DevicePreference, type Metric } from './flat.js';
 import { type Ids } from './ids.js';
+import { bindVersion } from './model-version.js';
 import { SearchResult } from './search-result.js';
 import { toAddArgs, toMatrix, type Vectors } from './vectors.js';
 
@@ -202,13 +203,7 @@ export class IvfPqIndex implements Disposable {
 
   /** As FlatIndex.bindModelVersion: another version than the bound one is EBRIX_VERSION_MISMATCH. */
   bindModelVersion(version: string): void {
-    if (typeof version !== 'string' || version.length === 0) throw invalid('a non-empty string', 'modelVersion', version);
-    if (this.#modelVersion !== undefined && this.#modelVersion !== version) {
-      throw new VersionMismatchError(
-        `This index holds vectors of model version ${this.#modelVersion} and cannot take vectors of version ${version}`,
-      );
-    }
-    this.#modelVersion = version;
+    this.#modelVersion = bindVersion(this.#modelVersion, version);
   }
 
   /**
