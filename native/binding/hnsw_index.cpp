@@ -18,33 +18,7 @@
 namespace ebrix::binding {
 namespace {
 
-class SearchWorker : public PromiseWorker {
- public:
-  SearchWorker(Napi::Env env, std::shared_ptr<HnswIndex> index, Napi::Float32Array queries, size_t count,
-               HnswSearchParams params, AllowArg allow)
-      : PromiseWorker(env),
-        index_(std::move(index)),
-        queries_(queries.Data(), queries.Data() + queries.ElementLength()),
-        count_(count),
-        params_(params),
-        allow_(std::move(allow)) {}
-
- protected:
-  void Run() override {
-    params_.allowBits = allow_.bits();
-    params_.allowWords = allow_.words();
-    out_ = index_->search(queries_.data(), count_, params_);
-  }
-  Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
-
- private:
-  std::shared_ptr<HnswIndex> index_;
-  std::vector<float> queries_;
-  size_t count_;
-  HnswSearchParams params_;
-  AllowArg allow_;
-  SearchOutput out_;
-};
+using SearchWorker = ParamsSearchWorker<HnswIndex, HnswSearchParams>;
 
 // A remove waits for the searches in flight (it changes what they may return), so it runs
 // off the event loop too.

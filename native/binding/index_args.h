@@ -11,6 +11,7 @@
 
 #include "args.h"
 #include "errors.h"
+#include "search_output.h"
 
 namespace ebrix::binding {
 
@@ -107,6 +108,38 @@ class AllowArg {
  private:
   bool given_ = false;
   std::vector<uint32_t> words_;
+};
+
+// A search off the event loop for an index whose search takes (queries, count, params) with
+// the allow bitset in params.allowBits / allowWords (IvfPqIndex, HnswIndex). The queries and
+// the bitset are copied on the main thread, as an add's inputs are.
+template <typename Index, typename Params>
+class ParamsSearchWorker : public PromiseWorker {
+ public:
+  ParamsSearchWorker(Napi::Env env, std::shared_ptr<Index> index, Napi::Float32Array queries, size_t count,
+                     Params params, AllowArg allow)
+      : PromiseWorker(env),
+        index_(std::move(index)),
+        queries_(queries.Data(), queries.Data() + queries.ElementLength()),
+        count_(count),
+        params_(params),
+        allow_(std::move(allow)) {}
+
+ protected:
+  void Run() override {
+    params_.allowBits = allow_.bits();
+    params_.allowWords = allow_.words();
+    out_ = index_->search(queries_.data(), count_, params_);
+  }
+  Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
+
+ private:
+  std::shared_ptr<Index> index_;
+  std::vector<float> queries_;
+  size_t count_;
+  Params params_;
+  AllowArg allow_;
+  SearchOutput out_;
 };
 
 }  // namespace ebrix::binding

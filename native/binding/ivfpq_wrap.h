@@ -95,33 +95,7 @@ class IvfPqTrainWorker : public PromiseWorker {
 };
 
 template <typename Index>
-class IvfPqSearchWorker : public PromiseWorker {
- public:
-  IvfPqSearchWorker(Napi::Env env, std::shared_ptr<Index> index, Napi::Float32Array queries, size_t count,
-               IvfPqSearchParams params, AllowArg allow)
-      : PromiseWorker(env),
-        index_(std::move(index)),
-        queries_(queries.Data(), queries.Data() + queries.ElementLength()),
-        count_(count),
-        params_(params),
-        allow_(std::move(allow)) {}
-
- protected:
-  void Run() override {
-    params_.allowBits = allow_.bits();
-    params_.allowWords = allow_.words();
-    out_ = index_->search(queries_.data(), count_, params_);
-  }
-  Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
-
- private:
-  std::shared_ptr<Index> index_;
-  std::vector<float> queries_;
-  size_t count_;
-  IvfPqSearchParams params_;
-  AllowArg allow_;
-  SearchOutput out_;
-};
+using IvfPqSearchWorker = ParamsSearchWorker<Index, IvfPqSearchParams>;
 
 // Writes an index off the event loop.
 template <typename Index>
