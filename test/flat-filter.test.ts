@@ -71,6 +71,11 @@ describe('FlatIndex with attributes and filters', () => {
     expect(index.attributes?.size).toBe(10);
     index.addSync([5n], data.subarray(0, dim)); // no records: all attributes missing
     expect(index.attributes?.size).toBe(11);
+    const pending = index.add([6n], data.subarray(0, dim));
+    expect(() => index.addSync([7n], data.subarray(0, dim))).toThrow('await the add first');
+    await pending;
+    index.addSync([7n], data.subarray(0, dim));
+    expect([index.size, index.attributes?.size]).toEqual([13, 13]);
     await expect(index.search(data.subarray(0, dim), 1, { filter: { levle: 1 } as never })).rejects.toThrow(InvalidArgumentError);
     using plain = new FlatIndex({ dim });
     await expect(plain.search(data.subarray(0, dim), 1, { filter: { level: 1 } })).rejects.toThrow('options.attributes');

@@ -202,6 +202,7 @@ export class FlatIndex implements Disposable {
   #attributes: Attributes | undefined;
   /** With attributes, adds run one after another so that rows and records stay aligned. */
   #adds: Promise<unknown> = Promise.resolve();
+  #pendingAdds = 0;
 
   constructor(options: FlatIndexOptions) {
     if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
@@ -381,9 +382,14 @@ export class FlatIndex implements Disposable {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     const commit = this.#prepareAttributes(idArray.length, options);
     if (commit !== undefined) {
+      this.#pendingAdds++;
       const run = this.#adds.then(async () => {
-        await awaitNative(this.#live().index.addAsync(idArray, matrix));
-        commit();
+        try {
+          await awaitNative(this.#live().index.addAsync(idArray, matrix));
+          commit();
+        } finally {
+          this.#pendingAdds--;
+        }
       });
       this.#adds = run.catch(() => undefined);
       return run;
@@ -396,6 +402,10 @@ export class FlatIndex implements Disposable {
   addSync(ids: Ids, vectors: Vectors, options: AddOptions = {}): void {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     const commit = this.#prepareAttributes(idArray.length, options);
+    if (commit !== undefined && this.#pendingAdds > 0) {
+      // Its rows could land before those of the pending add while its records land after.
+      throw new InvalidArgumentError('addSync on an index with attributes while an add is pending: await the add first');
+    }
     const live = this.#live();
     callNative(() => (live.device === 'cpu' ? live.index.add(idArray, matrix) : live.index.addSync(idArray, matrix)));
     commit?.();
