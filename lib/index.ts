@@ -11,6 +11,7 @@ export {
   type FlatIndexOptions,
   type MemoryUsage,
   type Metric,
+  type AddOptions,
   type FlatIndexOpenOptions,
   type SearchOptions,
   type VectorStorage,

@@ -85,6 +85,8 @@ export interface NativeIvfPqIndex {
   saveAsync(path: string, modelVersion: string): Promise<void>;
   /** Native bytes last reported to V8 as external memory (tests). */
   externalBytes(): number;
+  /** The row of each id, -1 for an id the index does not hold. */
+  rowsOf(ids: BigUint64Array): Float64Array;
 }
 
 export interface NativeHnswIndex {
@@ -114,6 +116,8 @@ export interface NativeHnswIndex {
   simdLevel(): string;
   threads(): number;
   dispose(): void;
+  /** The row of each id, -1 for an id the index does not hold. */
+  rowsOf(ids: BigUint64Array): Float64Array;
 }
 
 /** One attribute of a table's schema (lib/index/filter.ts normalises the public schema to it). */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { FlatIndex, InvalidArgumentError, type Filter } from '../lib/index.js';
+import { FlatIndex, InvalidArgumentError, IvfPqIndex, type Filter } from '../lib/index.js';
 import { bruteForce, makeIds, randomVectors, rng } from './helpers.js';
 
 describe('FlatIndex with attributes and filters', () => {
@@ -80,5 +80,35 @@ describe('FlatIndex with attributes and filters', () => {
     using plain = new FlatIndex({ dim });
     await expect(plain.search(data.subarray(0, dim), 1, { filter: { level: 1 } })).rejects.toThrow('options.attributes');
     expect(() => plain.addSync([1n], data.subarray(0, dim), { attributes: [{}] })).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('IvfPqIndex with attributes and filters', () => {
+  it('returns only rows that pass, and with every list probed and exact refine, the filtered top-k', async () => {
+    const dim = 16;
+    const n = 2000;
+    const data = randomVectors(n, dim, 15);
+    const ids = makeIds(n);
+    const records = Array.from({ length: n }, (_, i) => ({ tier: i % 10 }));
+    using index = new IvfPqIndex({ dim, nlist: 8, m: 4, refine: 'f32', attributes: { tier: 'uint' } });
+    await index.train(data, { maxIterations: 5 });
+    await index.add(ids.slice(0, 1200), data.subarray(0, 1200 * dim), { attributes: records.slice(0, 1200) });
+    index.addSync(ids.slice(1200), data.subarray(1200 * dim), { attributes: records.slice(1200) });
+    expect(index.attributes?.size).toBe(n);
+    const queries = randomVectors(5, dim, 16);
+    for (let q = 0; q < 5; q++) {
+      const query = queries.subarray(q * dim, (q + 1) * dim);
+      const filter: Filter = { or: [{ tier: 3 }, { id: { in: [ids[7]!] } }] };
+      const got = (await index.search(query, 10, { filter, nprobe: 8, refineFactor: 50 })).row(0);
+      const keep = (r: number) => records[r]!.tier === 3 || r === 7;
+      const rows = [...Array(n).keys()].filter(keep);
+      const sub = new Float32Array(rows.length * dim);
+      rows.forEach((r, i) => sub.set(data.subarray(r * dim, (r + 1) * dim), i * dim));
+      const want = bruteForce('ip', sub, rows.map((r) => ids[r]!), query, dim).slice(0, 10).map((w) => w.id);
+      expect([...got.ids]).toEqual(want);
+      expect(index.searchSync(query, 10, { filter, nprobe: 8, refineFactor: 50 }).row(0).ids).toEqual(got.ids);
+    }
+    using plain = new IvfPqIndex({ dim, nlist: 8, m: 4 });
+    await expect(plain.search(queries.subarray(0, dim), 1, { filter: { tier: 1 } })).rejects.toThrow('options.attributes');
   });
 });

@@ -17,8 +17,9 @@ import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
 import { type Ids } from './ids.js';
 import { bindVersion } from './model-version.js';
 import { SearchResult } from './search-result.js';
-import { Attributes, type CompileFilterOptions } from './attributes.js';
-import type { AttributeRecord, AttributeSchema, Filter } from './filter.js';
+import type { Attributes } from './attributes.js';
+import type { AttributeSchema, Filter } from './filter.js';
+import { RowAttributes, checkAddOptions, requireAttributes, type AddOptions } from './row-attributes.js';
 import { toAddArgs, toMatrix, type Vectors } from './vectors.js';
 
 export type Metric = 'ip' | 'cosine' | 'l2';
@@ -80,10 +81,7 @@ export interface FlatIndexOptions {
   attributes?: AttributeSchema;
 }
 
-export interface AddOptions {
-  /** One attribute record per vector, in order (an index with `attributes`); default all missing. */
-  attributes?: readonly AttributeRecord[];
-}
+export type { AddOptions } from './row-attributes.js';
 
 export interface SearchOptions {
   /** Threads for this search (default: the index's). Ignored on the GPU. */
@@ -149,36 +147,6 @@ const MAX_RESULT_ENTRIES = 2 ** 27;
 
 type NativeIndex = { device: 'cpu'; index: NativeFlatIndex } | { device: 'cuda'; index: NativeGpuFlatIndex };
 
-/** Bitwise and of two allow bitsets (b optional); rows past the shorter are not allowed. */
-function andBits(a: Uint32Array, b: Uint32Array | undefined): Uint32Array {
-  if (b === undefined) return a;
-  const out = new Uint32Array(Math.min(a.length, b.length));
-  for (let i = 0; i < out.length; i++) out[i] = a[i]! & b[i]!;
-  return out;
-}
-
-/** The ids named by `id: { in | notIn }` conditions anywhere in a filter (unvalidated). */
-function filterIds(filter: unknown, out: bigint[] = []): bigint[] {
-  if (filter === null || typeof filter !== 'object') return out;
-  for (const [key, value] of Object.entries(filter)) {
-    if (key === 'and' || key === 'or') {
-      if (Array.isArray(value)) for (const f of value) filterIds(f, out);
-    } else if (key === 'not') {
-      filterIds(value, out);
-    } else if (key === 'id' && value !== null && typeof value === 'object') {
-      for (const list of [(value as { in?: unknown }).in, (value as { notIn?: unknown }).notIn]) {
-        if (!Array.isArray(list)) continue;
-        for (const id of list) {
-          if ((typeof id === 'number' && Number.isSafeInteger(id) && id >= 0) || (typeof id === 'bigint' && id >= 0n)) {
-            out.push(BigInt(id));
-          }
-        }
-      }
-    }
-  }
-  return out;
-}
-
 interface PreparedSearch {
   matrix: Float32Array;
   nq: number;
@@ -199,10 +167,7 @@ export class FlatIndex implements Disposable {
   readonly deviceReason: string;
   #native: NativeIndex | undefined;
   #modelVersion: string | undefined;
-  #attributes: Attributes | undefined;
-  /** With attributes, adds run one after another so that rows and records stay aligned. */
-  #adds: Promise<unknown> = Promise.resolve();
-  #pendingAdds = 0;
+  #attributes: RowAttributes | undefined;
 
   constructor(options: FlatIndexOptions) {
     if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
@@ -245,12 +210,12 @@ export class FlatIndex implements Disposable {
     this.device = this.#native.device;
     this.storage = this.#native.device === 'cpu' ? (this.#native.index.storage() as VectorStorage) : storage;
     this.deviceReason = reason;
-    if (options.attributes !== undefined) this.#attributes = new Attributes(options.attributes);
+    if (options.attributes !== undefined) this.#attributes = new RowAttributes(options.attributes);
   }
 
   /** The index's attributes (an index made with `attributes`), e.g. to compile a filter once. */
   get attributes(): Attributes | undefined {
-    return this.#attributes;
+    return this.#attributes?.table;
   }
 
   /** Number of vectors held. */
@@ -380,19 +345,9 @@ export class FlatIndex implements Disposable {
    */
   async add(ids: Ids, vectors: Vectors, options: AddOptions = {}): Promise<void> {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
-    const commit = this.#prepareAttributes(idArray.length, options);
-    if (commit !== undefined) {
-      this.#pendingAdds++;
-      const run = this.#adds.then(async () => {
-        try {
-          await awaitNative(this.#live().index.addAsync(idArray, matrix));
-          commit();
-        } finally {
-          this.#pendingAdds--;
-        }
-      });
-      this.#adds = run.catch(() => undefined);
-      return run;
+    checkAddOptions(options, this.#attributes);
+    if (this.#attributes !== undefined) {
+      return this.#attributes.add(idArray.length, options, () => awaitNative(this.#live().index.addAsync(idArray, matrix)));
     }
     await awaitNative(this.#live().index.addAsync(idArray, matrix));
   }
@@ -401,14 +356,12 @@ export class FlatIndex implements Disposable {
    * runs, addSync waits for it (blocking the event loop), so do not mix them on a hot path. */
   addSync(ids: Ids, vectors: Vectors, options: AddOptions = {}): void {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
-    const commit = this.#prepareAttributes(idArray.length, options);
-    if (commit !== undefined && this.#pendingAdds > 0) {
-      // Its rows could land before those of the pending add while its records land after.
-      throw new InvalidArgumentError('addSync on an index with attributes while an add is pending: await the add first');
-    }
+    checkAddOptions(options, this.#attributes);
     const live = this.#live();
-    callNative(() => (live.device === 'cpu' ? live.index.add(idArray, matrix) : live.index.addSync(idArray, matrix)));
-    commit?.();
+    const addVectors = () =>
+      callNative(() => (live.device === 'cpu' ? live.index.add(idArray, matrix) : live.index.addSync(idArray, matrix)));
+    if (this.#attributes !== undefined) this.#attributes.addSync(idArray.length, options, addVectors);
+    else addVectors();
   }
 
   /**
@@ -419,7 +372,7 @@ export class FlatIndex implements Disposable {
   async search(queries: Vectors, k: number, options: SearchOptions = {}): Promise<SearchResult> {
     const s = this.#prepareSearch(queries, k, options);
     if (options.filter !== undefined) {
-      s.allow = andBits((await this.#requireAttributes().compile(options.filter, this.#filterOptions(options.filter))).bits, s.allow);
+      s.allow = await requireAttributes(this.#attributes).allow(options.filter, s.allow, this.#rowsOf);
     }
     const live = this.#live();
     const out = await awaitNative(
@@ -434,7 +387,7 @@ export class FlatIndex implements Disposable {
   searchSync(queries: Vectors, k: number, options: SearchOptions = {}): SearchResult {
     const s = this.#prepareSearch(queries, k, options);
     if (options.filter !== undefined) {
-      s.allow = andBits(this.#requireAttributes().compileSync(options.filter, this.#filterOptions(options.filter)).bits, s.allow);
+      s.allow = requireAttributes(this.#attributes).allowSync(options.filter, s.allow, this.#rowsOf);
     }
     const live = this.#live();
     const out = callNative(() =>
@@ -462,42 +415,12 @@ export class FlatIndex implements Disposable {
     return this.#native;
   }
 
-  /** Validates and converts the attribute records of an add; returns their append, if any. */
-  #prepareAttributes(count: number, options: AddOptions): (() => void) | undefined {
-    if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
-    const { attributes: records } = options;
-    if (this.#attributes === undefined) {
-      if (records !== undefined) {
-        throw new InvalidArgumentError('This index keeps no attributes: create it with options.attributes (a schema)');
-      }
-      return undefined;
-    }
-    if (records !== undefined && (!Array.isArray(records) || records.length !== count)) {
-      throw invalid(`an array of ${count} attribute records (one per vector)`, 'options.attributes', records);
-    }
-    return this.#attributes.prepareAppend(records ?? Array.from({ length: count }, () => ({})));
-  }
-
-  #requireAttributes(): Attributes {
-    if (this.#attributes === undefined) {
-      throw new InvalidArgumentError('options.filter needs an index made with options.attributes (a schema)');
-    }
-    return this.#attributes;
-  }
-
-  /** Resolves the ids a filter names to rows with one native call. */
-  #filterOptions(filter: Filter): CompileFilterOptions {
-    const ids = filterIds(filter);
-    if (ids.length === 0) return {};
+  /** Rows of ids, for filters that name ids (CPU indexes). */
+  #rowsOf = (ids: BigUint64Array): Float64Array => {
     const live = this.#live();
     if (live.device !== 'cpu') throw new InvalidArgumentError('Filters on ids need an index on the CPU for now');
-    const rows = callNative(() => live.index.rowsOf(BigUint64Array.from(ids)));
-    const idToRow = new Map<bigint, number>();
-    ids.forEach((id, i) => {
-      if (rows[i]! >= 0) idToRow.set(id, rows[i]!);
-    });
-    return { idToRow: (id) => idToRow.get(id) };
-  }
+    return callNative(() => live.index.rowsOf(ids));
+  };
 
   #prepareAdd(ids: Ids, vectors: Vectors): [BigUint64Array, Float32Array] {
     this.#live();

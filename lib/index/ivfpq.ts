@@ -20,6 +20,9 @@ import { invalid, requireNonNegativeInteger, requireOneOf, requirePositiveIntege
 import { DEVICE_PREFERENCES, METRICS, type Device, type DevicePreference, type Metric } from './flat.js';
 import { type Ids } from './ids.js';
 import { bindVersion } from './model-version.js';
+import type { Attributes } from './attributes.js';
+import type { AttributeSchema, Filter } from './filter.js';
+import { RowAttributes, checkAddOptions, requireAttributes, type AddOptions } from './row-attributes.js';
 import { SearchResult } from './search-result.js';
 import { toAddArgs, toMatrix, type Vectors } from './vectors.js';
 
@@ -48,6 +51,8 @@ export interface IvfPqIndexOptions {
   simd?: SimdLevel;
   /** Version id of the model whose item tower embeds this index's vectors. */
   modelVersion?: string;
+  /** Attributes kept per vector, for `search(q, k, { filter })` (as FlatIndex). */
+  attributes?: AttributeSchema;
   /**
    * 'cpu' (default); 'cuda': search on the GPU (EBRIX_DEVICE_UNAVAILABLE when none is usable,
    * see `gpuInfo()`), where k, k × refineFactor (with refine vectors) and nprobe are at most
@@ -74,6 +79,13 @@ export interface IvfPqSearchOptions {
   threads?: number;
   /** Only rows whose bit is set may be returned (rows in add order, as FlatIndex). */
   allow?: Uint32Array;
+  /**
+   * Only rows whose attributes pass the filter (an index made with `attributes`), compiled to
+   * an allow bitset (ANDed with `allow`) that the list scan tests. The probed lists stay
+   * those of the query: a very selective filter may leave fewer than k rows in them, so
+   * raise nprobe with it (an automatic switch is still to come).
+   */
+  filter?: Filter;
 }
 
 export interface IvfPqOpenOptions {
@@ -136,6 +148,7 @@ export class IvfPqIndex implements Disposable {
   readonly deviceReason: string;
   #native: NativeIvfPqIndex | undefined;
   #modelVersion: string | undefined;
+  #attributes: RowAttributes | undefined;
 
   constructor(options: IvfPqIndexOptions) {
     if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
@@ -154,6 +167,7 @@ export class IvfPqIndex implements Disposable {
     const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'threads', MAX_THREADS);
     const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'simd');
     if (options.modelVersion !== undefined) this.bindModelVersion(options.modelVersion);
+    if (options.attributes !== undefined) this.#attributes = new RowAttributes(options.attributes);
     const opened = (options as ConstructorOptions)[OPENED];
     if (opened !== undefined) {
       const Native = native().IvfPqIndex;
@@ -284,16 +298,27 @@ export class IvfPqIndex implements Disposable {
    * index must be trained first (EBRIX_NOT_TRAINED). With metric 'cosine' vectors are
    * normalised; with refine 'f16' (ip, l2) values must be below 65520 in magnitude.
    */
-  async add(ids: Ids, vectors: Vectors): Promise<void> {
+  async add(ids: Ids, vectors: Vectors, options: AddOptions = {}): Promise<void> {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
-    await awaitNative(this.#live().addAsync(idArray, matrix));
+    checkAddOptions(options, this.#attributes);
+    const addVectors = () => awaitNative(this.#live().addAsync(idArray, matrix));
+    if (this.#attributes !== undefined) return this.#attributes.add(idArray.length, options, addVectors);
+    await addVectors();
   }
 
   /** `add` on the calling thread, for small batches. */
-  addSync(ids: Ids, vectors: Vectors): void {
+  addSync(ids: Ids, vectors: Vectors, options: AddOptions = {}): void {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    checkAddOptions(options, this.#attributes);
     const live = this.#live();
-    callNative(() => live.add(idArray, matrix));
+    const addVectors = () => callNative(() => live.add(idArray, matrix));
+    if (this.#attributes !== undefined) this.#attributes.addSync(idArray.length, options, addVectors);
+    else addVectors();
+  }
+
+  /** The index's attributes (an index made with `attributes`). */
+  get attributes(): Attributes | undefined {
+    return this.#attributes?.table;
   }
 
   /**
@@ -302,6 +327,9 @@ export class IvfPqIndex implements Disposable {
    */
   async search(queries: Vectors, k: number, options: IvfPqSearchOptions = {}): Promise<SearchResult> {
     const s = this.#prepareSearch(queries, k, options);
+    if (options.filter !== undefined) {
+      s.allow = await requireAttributes(this.#attributes).allow(options.filter, s.allow, this.#rowsOf);
+    }
     const out = await awaitNative(this.#live().searchAsync(s.matrix, s.k, s.nprobe, s.refineFactor, s.threads, s.allow));
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
@@ -309,6 +337,9 @@ export class IvfPqIndex implements Disposable {
   /** `search` on the calling thread, for small work. */
   searchSync(queries: Vectors, k: number, options: IvfPqSearchOptions = {}): SearchResult {
     const s = this.#prepareSearch(queries, k, options);
+    if (options.filter !== undefined) {
+      s.allow = requireAttributes(this.#attributes).allowSync(options.filter, s.allow, this.#rowsOf);
+    }
     const live = this.#live();
     const out = callNative(() => live.search(s.matrix, s.k, s.nprobe, s.refineFactor, s.threads, s.allow));
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
@@ -325,9 +356,16 @@ export class IvfPqIndex implements Disposable {
 
   /** Releases the native memory; work in flight finishes first. Idempotent. */
   dispose(): void {
+    this.#attributes?.dispose();
+    this.#attributes = undefined;
     this.#native?.dispose();
     this.#native = undefined;
   }
+
+  #rowsOf = (ids: BigUint64Array): Float64Array => {
+    const live = this.#live();
+    return callNative(() => live.rowsOf(ids));
+  };
 
   [Symbol.dispose](): void {
     this.dispose();

@@ -302,16 +302,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
   // rowsOf(ids: BigUint64Array) -> Float64Array of rows, -1 for an unknown id.
   Napi::Value rowsOf(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    EBRIX_BOUNDARY(env, {
-      auto index = live(env);
-      const Napi::BigUint64Array ids = requireBigUint64(info[0], "ids");
-      const std::vector<uint64_t> copy(ids.Data(), ids.Data() + ids.ElementLength());
-      std::vector<int64_t> rows(copy.size());
-      index->rowsOf(copy.data(), copy.size(), rows.data());
-      Napi::Float64Array out = Napi::Float64Array::New(env, rows.size());
-      for (size_t i = 0; i < rows.size(); ++i) out[i] = static_cast<double>(rows[i]);
-      return out;
-    })
+    EBRIX_BOUNDARY(env, { return rowsOfValue(env, *live(env), info[0]); })
   }
   Napi::Value externalBytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(external_->reported()));

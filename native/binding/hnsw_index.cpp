@@ -42,6 +42,7 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     return DefineClass(env, "HnswIndex",
                        {
                            InstanceMethod<&HnswIndexWrap::add>("add"),
+                           InstanceMethod<&HnswIndexWrap::rowsOf>("rowsOf"),
                            InstanceMethod<&HnswIndexWrap::addAsync>("addAsync"),
                            InstanceMethod<&HnswIndexWrap::remove>("remove"),
                            InstanceMethod<&HnswIndexWrap::removeAsync>("removeAsync"),
@@ -185,6 +186,12 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
   }
 
   // has(id): id a bigint.
+  // rowsOf(ids: BigUint64Array) -> Float64Array of rows, -1 for an unknown id.
+  Napi::Value rowsOf(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, { return rowsOfValue(env, *live(env), info[0]); })
+  }
+
   Napi::Value has(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {

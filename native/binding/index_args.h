@@ -110,6 +110,18 @@ class AllowArg {
   std::vector<uint32_t> words_;
 };
 
+// rowsOf(ids: BigUint64Array) -> Float64Array of rows, -1 for an id the index does not hold.
+template <typename Index>
+Napi::Value rowsOfValue(Napi::Env env, Index& index, const Napi::Value& idsArg) {
+  const Napi::BigUint64Array ids = requireBigUint64(idsArg, "ids");
+  const std::vector<uint64_t> copy(ids.Data(), ids.Data() + ids.ElementLength());
+  std::vector<int64_t> rows(copy.size());
+  index.rowsOf(copy.data(), copy.size(), rows.data());
+  Napi::Float64Array out = Napi::Float64Array::New(env, rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) out[i] = static_cast<double>(rows[i]);
+  return out;
+}
+
 // A search off the event loop for an index whose search takes (queries, count, params) with
 // the allow bitset in params.allowBits / allowWords (IvfPqIndex, HnswIndex). The queries and
 // the bitset are copied on the main thread, as an add's inputs are.

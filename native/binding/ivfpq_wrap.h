@@ -134,6 +134,7 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
                            Wrap::template InstanceMethod<&Wrap::memory>("memory"),
                            Wrap::template InstanceMethod<&Wrap::saveAsync>("saveAsync"),
                            Wrap::template InstanceMethod<&Wrap::externalBytes>("externalBytes"),
+                           Wrap::template InstanceMethod<&Wrap::rowsOf>("rowsOf"),
                            Wrap::template InstanceMethod<&Wrap::dispose>("dispose"),
                        });
   }
@@ -279,6 +280,12 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
   Napi::Value size(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->size()));
   }
+  // rowsOf(ids: BigUint64Array) -> Float64Array of rows, -1 for an unknown id.
+  Napi::Value rowsOf(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, { return rowsOfValue(env, *live(env), info[0]); })
+  }
+
   // The native bytes last reported to V8 (tests).
   Napi::Value externalBytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(external_->reported()));

@@ -371,6 +371,14 @@ bool HnswIndex::contains(uint64_t id) const {
   return impl_->rowOfId.count(id) != 0;
 }
 
+void HnswIndex::rowsOf(const uint64_t* ids, size_t count, int64_t* rows) const {
+  std::lock_guard<std::mutex> lock(impl_->idsMutex);
+  for (size_t i = 0; i < count; ++i) {
+    const auto it = impl_->rowOfId.find(ids[i]);
+    rows[i] = it == impl_->rowOfId.end() ? -1 : static_cast<int64_t>(it->second);
+  }
+}
+
 void HnswIndex::add(const uint64_t* ids, const float* vectors, size_t count, unsigned threads) {
   if (count == 0) return;
   Impl& m = *impl_;

@@ -73,6 +73,8 @@ class HnswIndex {
   // Vectors held (added and not removed).
   size_t size() const;
   bool contains(uint64_t id) const;
+  // The row of each id (-1 for an id the index does not hold, removed ones included).
+  void rowsOf(const uint64_t* ids, size_t count, int64_t* rows) const;
 
   // Inserts `count` vectors on up to `threads` threads (0: the index default). Validated first
   // as FlatIndex::add (finite values, f16 range, ids new and unique, not 2^64-1); on any error

@@ -491,6 +491,15 @@ void IvfPqIndex::commitAdd(PendingAdd& pending) {
   st.writeLock.unlock();
 }
 
+void IvfPqIndex::rowsOf(const uint64_t* ids, size_t count, int64_t* rows) const {
+  // rowOfId changes only under the exclusive lock (commitAdd), so the shared one suffices.
+  std::shared_lock<std::shared_mutex> lock(impl_->mutex);
+  for (size_t i = 0; i < count; ++i) {
+    const auto it = impl_->rowOfId.find(ids[i]);
+    rows[i] = it == impl_->rowOfId.end() ? -1 : static_cast<int64_t>(it->second);
+  }
+}
+
 IvfPqModel IvfPqIndex::model() const {
   const Impl& s = *impl_;
   std::shared_lock<std::shared_mutex> lock(s.mutex);

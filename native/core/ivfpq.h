@@ -104,6 +104,9 @@ class IvfPqIndex {
 
   IvfPqMemory memory() const;
 
+  // The row of each id (-1 for an id the index does not hold): for filters that name ids.
+  void rowsOf(const uint64_t* ids, size_t count, int64_t* rows) const;
+
   // Writes the index to `path` atomically (index_file.h; sections in ivfpq.cpp), with the
   // version id of the model whose vectors these are. Adds wait for the write to finish
   // before publishing (their encoding does not); searches run on. Throws Error(Io).

@@ -60,6 +60,9 @@ class GpuIvfPqIndex {
   // Writes the host twin (the same model and lists) to `path`: a file IvfPqIndex::open reads.
   void save(const std::string& path, const std::string& modelVersion) const { host().save(path, modelVersion); }
 
+  // As IvfPqIndex::rowsOf (the twin holds the same rows).
+  void rowsOf(const uint64_t* ids, size_t count, int64_t* rows) const { host().rowsOf(ids, count, rows); }
+
   // The CPU twin (same model, same lists): the reference of the tests and the device check.
   const IvfPqIndex& host() const;
 
