@@ -64,28 +64,8 @@ class TrainWorker : public PromiseWorker {
   size_t count_;
 };
 
-// Writes a snapshot of the index off the event loop (the file is written, synced and renamed).
-class SaveWorker : public PromiseWorker {
- public:
-  SaveWorker(Napi::Env env, std::shared_ptr<FlatIndex> index, std::string path, std::string modelVersion)
-      : PromiseWorker(env), index_(std::move(index)), path_(std::move(path)), modelVersion_(std::move(modelVersion)) {}
-
- protected:
-  void Run() override { index_->save(path_, modelVersion_); }
-  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
-
- private:
-  std::shared_ptr<FlatIndex> index_;
-  std::string path_, modelVersion_;
-};
-
-// An opened index travels to the JS constructor in an External tagged as ours, so that no
-// other external can be taken for one.
+// The tag of opened FlatIndex handles (index_args.h, openedHandle).
 const napi_type_tag kOpenedTag = {0x6562726978666c61ull, 0x742d6f70656e6564ull};
-
-struct OpenedHandle {
-  std::shared_ptr<FlatIndex> index;
-};
 
 class OpenWorker : public PromiseWorker {
  public:
@@ -95,18 +75,13 @@ class OpenWorker : public PromiseWorker {
  protected:
   void Run() override { opened_ = FlatIndex::open(path_, map_, verify_, level_, threads_); }
   Napi::Value Resolve(Napi::Env env) override {
-    auto* handle = new OpenedHandle{std::shared_ptr<FlatIndex>(std::move(opened_.index))};
-    Napi::External<OpenedHandle> external =
-        Napi::External<OpenedHandle>::New(env, handle, [](Napi::Env, OpenedHandle* h) { delete h; });
-    if (napi_type_tag_object(env, external, &kOpenedTag) != napi_ok) {
-      throw Napi::Error::New(env, "Cannot tag the opened index");
-    }
+    const FlatIndex& index = *opened_.index;
     Napi::Object out = Napi::Object::New(env);
-    out.Set("handle", external);
     out.Set("modelVersion", Napi::String::New(env, opened_.modelVersion));
-    out.Set("dim", Napi::Number::New(env, static_cast<double>(handle->index->dim())));
-    out.Set("metric", Napi::String::New(env, metricName(handle->index->metric())));
-    out.Set("storage", Napi::String::New(env, simd::elementName(handle->index->storage())));
+    out.Set("dim", Napi::Number::New(env, static_cast<double>(index.dim())));
+    out.Set("metric", Napi::String::New(env, metricName(index.metric())));
+    out.Set("storage", Napi::String::New(env, simd::elementName(index.storage())));
+    out.Set("handle", openedHandle(env, std::shared_ptr<FlatIndex>(std::move(opened_.index)), kOpenedTag));
     return out;
   }
 
@@ -164,13 +139,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       if (info[0].IsExternal()) {
-        bool ours = false;
-        if (napi_check_object_type_tag(env, info[0], &kOpenedTag, &ours) != napi_ok || !ours) {
-          throwInvalid(env, "Expected the handle of an opened index");
-        }
-        OpenedHandle* handle = info[0].As<Napi::External<OpenedHandle>>().Data();
-        if (!handle->index) throwInvalid(env, "The opened index was taken already");
-        index_ = std::move(handle->index);
+        index_ = takeOpened<FlatIndex>(env, info[0], kOpenedTag);
         account(env);
         return;
       }
@@ -317,7 +286,7 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
       auto index = live(env);
       std::string path = requirePath(env, info[0]);
       if (!info[1].IsString()) throwInvalid(env, "Expected a string for modelVersion");
-      return (new SaveWorker(env, index, std::move(path), info[1].As<Napi::String>().Utf8Value()))->Start();
+      return (new SaveWorker<FlatIndex>(env, index, std::move(path), info[1].As<Napi::String>().Utf8Value()))->Start();
     })
   }
   Napi::Value simdLevel(const Napi::CallbackInfo& info) {

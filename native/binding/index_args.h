@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <memory>
 #include <vector>
 
@@ -109,6 +110,45 @@ class AllowArg {
   bool given_ = false;
   std::vector<uint32_t> words_;
 };
+
+// Writes an index to a file off the event loop (Index::save(path, modelVersion)).
+template <typename Index>
+class SaveWorker : public PromiseWorker {
+ public:
+  SaveWorker(Napi::Env env, std::shared_ptr<Index> index, std::string path, std::string modelVersion)
+      : PromiseWorker(env), index_(std::move(index)), path_(std::move(path)), modelVersion_(std::move(modelVersion)) {}
+
+ protected:
+  void Run() override { index_->save(path_, modelVersion_); }
+  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  std::shared_ptr<Index> index_;
+  std::string path_, modelVersion_;
+};
+
+// An index opened by a worker travels to its JS class's constructor in an External tagged
+// with the class's own tag, so that no other external (another class's, another addon's) can
+// be taken for one; the constructor takes the index out, once.
+template <typename Index>
+Napi::External<std::shared_ptr<Index>> openedHandle(Napi::Env env, std::shared_ptr<Index> index,
+                                                    const napi_type_tag& tag) {
+  auto external = Napi::External<std::shared_ptr<Index>>::New(
+      env, new std::shared_ptr<Index>(std::move(index)), [](Napi::Env, std::shared_ptr<Index>* p) { delete p; });
+  if (napi_type_tag_object(env, external, &tag) != napi_ok) throw Napi::Error::New(env, "Cannot tag the opened index");
+  return external;
+}
+
+template <typename Index>
+std::shared_ptr<Index> takeOpened(Napi::Env env, const Napi::Value& handle, const napi_type_tag& tag) {
+  bool ours = false;
+  if (!handle.IsExternal() || napi_check_object_type_tag(env, handle, &tag, &ours) != napi_ok || !ours) {
+    throwInvalid(env, "Expected the handle of an opened index");
+  }
+  std::shared_ptr<Index>* opened = handle.As<Napi::External<std::shared_ptr<Index>>>().Data();
+  if (!*opened) throwInvalid(env, "The opened index was taken already");
+  return std::move(*opened);
+}
 
 // rowsOf(ids: BigUint64Array) -> Float64Array of rows, -1 for an id the index does not hold.
 template <typename Index>

@@ -8,12 +8,8 @@
 namespace ebrix::binding {
 namespace {
 
-// An opened index travels to the JS constructor in an External tagged as ours.
+// The tag of opened IvfPqIndex handles (index_args.h, openedHandle).
 const napi_type_tag kOpenedTag = {0x6562726978697666ull, 0x70712d6f70656e64ull};
-
-struct OpenedHandle {
-  std::shared_ptr<IvfPqIndex> index;
-};
 
 struct CpuIvfPq {
   using Index = IvfPqIndex;
@@ -31,13 +27,7 @@ struct CpuIvfPq {
     return std::make_shared<IvfPqIndex>(params, level, threads);
   }
   static std::shared_ptr<IvfPqIndex> adopt(Napi::Env env, const Napi::Value& handle) {
-    bool ours = false;
-    if (napi_check_object_type_tag(env, handle, &kOpenedTag, &ours) != napi_ok || !ours) {
-      throwInvalid(env, "Expected the handle of an opened index");
-    }
-    OpenedHandle* opened = handle.As<Napi::External<OpenedHandle>>().Data();
-    if (!opened->index) throwInvalid(env, "The opened index was taken already");
-    return std::move(opened->index);
+    return takeOpened<IvfPqIndex>(env, handle, kOpenedTag);
   }
   static size_t hostBytes(const IvfPqIndex& index) { return index.memory().total(); }
   // { bytes, codes, ids, centroids, refine, idMap }
@@ -56,13 +46,9 @@ class OpenWorker : public PromiseWorker {
  protected:
   void Run() override { opened_ = IvfPqIndex::open(path_, level_, threads_); }
   Napi::Value Resolve(Napi::Env env) override {
-    auto* handle = new OpenedHandle{std::shared_ptr<IvfPqIndex>(std::move(opened_.index))};
-    Napi::External<OpenedHandle> external =
-        Napi::External<OpenedHandle>::New(env, handle, [](Napi::Env, OpenedHandle* h) { delete h; });
-    if (napi_type_tag_object(env, external, &kOpenedTag) != napi_ok) throw Napi::Error::New(env, "Cannot tag the opened index");
-    const IvfPqParams& p = handle->index->params();
+    const IvfPqParams p = opened_.index->params();
     Napi::Object out = Napi::Object::New(env);
-    out.Set("handle", external);
+    out.Set("handle", openedHandle(env, std::shared_ptr<IvfPqIndex>(std::move(opened_.index)), kOpenedTag));
     out.Set("modelVersion", Napi::String::New(env, opened_.modelVersion));
     out.Set("dim", Napi::Number::New(env, static_cast<double>(p.dim)));
     out.Set("metric", Napi::String::New(env, metricName(p.metric)));

@@ -97,21 +97,6 @@ class IvfPqTrainWorker : public PromiseWorker {
 template <typename Index>
 using IvfPqSearchWorker = ParamsSearchWorker<Index, IvfPqSearchParams>;
 
-// Writes an index off the event loop.
-template <typename Index>
-class IvfPqSaveWorker : public PromiseWorker {
- public:
-  IvfPqSaveWorker(Napi::Env env, std::shared_ptr<Index> index, std::string path, std::string modelVersion)
-      : PromiseWorker(env), index_(std::move(index)), path_(std::move(path)), modelVersion_(std::move(modelVersion)) {}
-
- protected:
-  void Run() override { index_->save(path_, modelVersion_); }
-  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
-
- private:
-  std::shared_ptr<Index> index_;
-  std::string path_, modelVersion_;
-};
 
 template <typename Traits>
 class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
@@ -297,7 +282,7 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       if (!info[0].IsString() || !info[1].IsString()) throwInvalid(env, "Expected strings for path and modelVersion");
-      return (new IvfPqSaveWorker<Index>(env, index, info[0].As<Napi::String>().Utf8Value(),
+      return (new SaveWorker<Index>(env, index, info[0].As<Napi::String>().Utf8Value(),
                                          info[1].As<Napi::String>().Utf8Value()))
           ->Start();
     })
