@@ -9,6 +9,7 @@ import type { EngineResult, FlatDatasetResult } from './suites/flat.js';
 import type { CorpusResult, EncodingResult, ModelsSuiteResult, QueryLoadResult, TailCheck } from './suites/models.js';
 import type { CurveResult, IvfPqDatasetResult, IvfPqSuiteResult, TargetSummary } from './suites/ivfpq.js';
 import { lifecycleLines, type LifecycleSuiteResult } from './suites/lifecycle.js';
+import { trainLines, type TrainSuiteResult } from './suites/train.js';
 import type { CurveReading } from './curves.js';
 
 export interface BenchReport {
@@ -30,6 +31,7 @@ export interface BenchReport {
     models?: ModelsSuiteResult;
     ivfpq?: IvfPqSuiteResult;
     lifecycle?: LifecycleSuiteResult;
+    train?: TrainSuiteResult;
   };
 }
 
@@ -580,6 +582,11 @@ export function renderConsole(report: BenchReport): string {
     if (parts.length > 0) parts.push('');
     parts.push('Suite lifecycle', ...lifecycleLines(lifecycle).map((line) => `  ${line}`));
   }
+  const train = report.suites.train;
+  if (train) {
+    if (parts.length > 0) parts.push('');
+    parts.push('Suite train', ...trainLines(train).map((line) => `  ${line}`));
+  }
   parts.push('', `Total ${fixed(report.durationSeconds, 1)} s`);
   return parts.join('\n');
 }
@@ -618,6 +625,13 @@ export function renderMarkdownReport(report: BenchReport): string {
   if (report.suites.ivfpq) out.push(...ivfpqMarkdown(report.suites.ivfpq));
   if (report.suites.lifecycle) {
     out.push('## Suite lifecycle', '', ...lifecycleLines(report.suites.lifecycle).map((line) => `- ${line}`), '');
+  }
+  if (report.suites.train) {
+    // Table rows stay rows; the other lines are bullets, with a blank line before the table.
+    const lines = trainLines(report.suites.train);
+    const table = lines.filter((line) => line.startsWith('|'));
+    const notes = lines.filter((line) => !line.startsWith('|')).map((line) => `- ${line}`);
+    out.push('## Suite train', '', ...notes, '', ...table, '');
   }
   out.push(`Command: \`npm run bench -- ${report.argv.join(' ')}\` — total ${fixed(report.durationSeconds, 1)} s`, '');
   return out.join('\n');

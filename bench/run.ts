@@ -6,7 +6,7 @@
 //                           synthetic 100000x128 (ivfpq: 50000x128), 30 latency samples, fewer
 //                           plain-TS queries, short ceilings; models: 0.8 s load runs, 10,000
 //                           corpus items; ivfpq: fewer sweep points and timed queries
-//   --suite NAME[,NAME]     suites to run (default: all; available: flat, models, ivfpq)
+//   --suite NAME[,NAME]     suites to run (default: all; available: flat, models, ivfpq, lifecycle, train)
 //   --synthetic LIST        synthetic clustered sets as <count>x<dim>, comma separated
 //                           (default 1000000x128,200000x768; with --quick 100000x128 for flat and
 //                           50000x128 for ivfpq; "none" for none)
@@ -26,6 +26,9 @@
 // load (per-call against micro-batched), corpus embedding and feature encoding (--quick: shorter
 // runs, 10,000 items instead of 100,000). Suite ivfpq sweeps recall@10 against QPS for IvfPqIndex
 // (8-bit and 4-bit codes) and the HNSW peers usearch (f32, i8) and hnswlib-node on the same data.
+// Suite lifecycle measures filtered search, mapped opens and latency under a writer. Suite train
+// trains the WordNet default model (3 epochs; --quick: 1) and its single-task baselines, and
+// compares held-out recall with a BM25 baseline over the same text.
 
 import { parseArgs } from 'node:util';
 import { hardwareThreads } from '../lib/index.js';
@@ -36,10 +39,10 @@ import { attachCeilings, runFlatSuite, type DatasetPlan, type FlatSuiteOptions }
 import { runModelsSuite, type ModelsSuiteSettings } from './suites/models.js';
 import type { IvfPqSuiteOptions } from './suites/ivfpq.js';
 
-const SUITES = ['flat', 'models', 'ivfpq', 'lifecycle'] as const;
+const SUITES = ['flat', 'models', 'ivfpq', 'lifecycle', 'train'] as const;
 type SuiteName = (typeof SUITES)[number];
 
-const USAGE = `Usage: npm run bench -- [--quick] [--suite flat,models,ivfpq,lifecycle] [--synthetic 1000000x128,200000x768] [--no-mnist]
+const USAGE = `Usage: npm run bench -- [--quick] [--suite flat,models,ivfpq,lifecycle,train] [--synthetic 1000000x128,200000x768] [--no-mnist]
                        [--threads N] [--queries N] [--plain-ts-queries N] [--seed N] [--out bench/results]`;
 
 interface CliOptions {
@@ -256,6 +259,20 @@ async function main(): Promise<void> {
       latencySeconds: options.quick ? 2 : 6,
       writerRate: 1000,
       filterQueries: options.quick ? 20 : 100,
+      log,
+    });
+  }
+
+  if (options.suites.includes('train')) {
+    // Loaded only when asked for: it reads WordNet and needs minisearch.
+    const { runTrainSuite } = await import('./suites/train.js');
+    suites.train = await runTrainSuite({
+      epochs: options.quick ? 1 : 3,
+      batchSize: 512,
+      extraNegatives: 512,
+      threads: options.threads,
+      seed: options.seed,
+      singleTask: true,
       log,
     });
   }

@@ -178,6 +178,97 @@ export interface NativeAttributeTable {
   dispose(): void;
 }
 
+export type NativeTensors = Array<Int32Array | Float32Array>;
+
+export interface NativeTrainerTower {
+  inputs: Array<
+    | { kind: 'ids'; table: number }
+    | { kind: 'bag'; table: number; length: number; pooling: 'mean' | 'sum' }
+    | { kind: 'dense'; width: number }
+  >;
+  layers: Array<{
+    inDim: number;
+    outDim: number;
+    weight: Float32Array;
+    bias: Float32Array;
+    relu: boolean;
+    layerNorm: { gamma: Float32Array; beta: Float32Array; epsilon: number } | null;
+    residual: boolean;
+  }>;
+  heads: Array<{ inDim: number; outDim: number; weight: Float32Array; bias: Float32Array; normalize: boolean }>;
+}
+
+export interface NativeTrainerConfig {
+  tables: Array<{ rows: number; dim: number; data: Float32Array }>;
+  towers: [NativeTrainerTower, NativeTrainerTower];
+  tasks: Array<{
+    kind: 'retrieval' | 'bce' | 'mse';
+    queryHead: number;
+    itemHead: number;
+    weight: number;
+    temperature: number;
+    logQ: boolean;
+    maskAccidentalHits: boolean;
+  }>;
+  optimizer: {
+    learningRate: number;
+    sparseLearningRate: number;
+    beta1: number;
+    beta2: number;
+    epsilon: number;
+    sparse: 'adam' | 'adagrad';
+    clipNorm: number;
+    weightDecay: number;
+  };
+  uncertaintyWeighting: boolean;
+  threads: number;
+}
+
+export interface NativeTrainerBatch {
+  size: number;
+  query: NativeTensors;
+  itemRows: number;
+  item: NativeTensors;
+  itemKey: Uint32Array;
+  itemLogQ: Float32Array;
+  task: Int32Array;
+  label: Float32Array;
+  weight: Float32Array;
+}
+
+export interface NativeTrainerStepResult {
+  loss: number;
+  taskLoss: Float64Array;
+  taskExamples: Float64Array;
+  gradNorm: number;
+  step: number;
+}
+
+interface NativeTowerParameters {
+  layers: Array<{ weight: Float32Array; bias: Float32Array; gamma?: Float32Array; beta?: Float32Array }>;
+  heads: Array<{ weight: Float32Array; bias: Float32Array }>;
+}
+
+export interface NativeTrainerParameters {
+  tables: Float32Array[];
+  towers: [NativeTowerParameters, NativeTowerParameters];
+  taskLogVariance: Float32Array;
+}
+
+export interface NativeTrainer {
+  step(batch: NativeTrainerBatch): Promise<NativeTrainerStepResult>;
+  evaluate(batch: NativeTrainerBatch): Promise<NativeTrainerStepResult>;
+  gradients(batch: NativeTrainerBatch): NativeTrainerParameters & { loss: number };
+  embed(role: 0 | 1, tensors: NativeTensors, rows: number, head: number): Float32Array;
+  embedAsync(role: 0 | 1, tensors: NativeTensors, rows: number, head: number): Promise<Float32Array>;
+  parameters(): NativeTrainerParameters;
+  setParameters(parameters: NativeTrainerParameters): void;
+  saveState(): Promise<Uint8Array>;
+  loadState(bytes: Uint8Array): void;
+  steps(): number;
+  dispose(): void;
+}
+
 export interface NativeAddon {
   simdLevel(): string;
   supportedSimdLevels(): string[];
@@ -233,6 +324,7 @@ export interface NativeAddon {
     threads: number,
   ) => NativeHnswIndex;
   AttributeTable: new (schema: NativeAttributeSpec[]) => NativeAttributeTable;
+  Trainer: new (config: NativeTrainerConfig) => NativeTrainer;
   kmeans(
     points: Float32Array,
     dim: number,

