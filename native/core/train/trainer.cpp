@@ -249,6 +249,16 @@ void Trainer::setParameters(const Parameters& params) {
   copyInPlace(params_.taskLogVariance, params.taskLogVariance);
 }
 
+size_t Trainer::memoryBytes() const {
+  size_t floats = 0;
+  for (const TableSpec& t : config_.tables) {
+    // The table, its moments or accumulator, and its row → slot map.
+    floats += t.rows * t.dim * (config_.optimizer.sparse == SparseOptimizer::Adam ? 3 : 2) + t.rows;
+  }
+  for (const DenseSlot& slot : dense_) floats += 4 * slot.rows * slot.cols;  // value, gradient, m, v
+  return floats * sizeof(float);
+}
+
 std::vector<StateArray> Trainer::stateArrays() const {
   // The checkpoint reads through these pointers on save and writes through them on load.
   auto* self = const_cast<Trainer*>(this);

@@ -76,6 +76,8 @@ class Trainer {
   // shape, Error(InvalidVector) for a non-finite value, before anything changes.
   void setParameters(const Parameters& params);
   uint64_t steps() const { return step_; }
+  // Bytes held for parameters, gradients, optimizer state and row maps (scratch excluded).
+  size_t memoryBytes() const;
 
   // Everything needed to resume bit-identically (checkpoint.h).
   std::vector<uint8_t> saveState() const;
