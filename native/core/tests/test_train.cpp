@@ -691,6 +691,15 @@ TEST_CASE("train.corrupt_checkpoint_is_refused") {
   for (size_t cut : {size_t(0), size_t(10), size_t(64), good.size() / 3, good.size() - 1}) {
     CHECK_THROWS_CODE(other.loadState(good.data(), cut), ErrorCode::CorruptFile);
   }
+  // Any one damaged byte is caught: the header checksum covers bytes [0, 56), the data
+  // checksum everything from byte 64 on, and bytes [56, 64) are the header checksum itself.
+  std::mt19937 rng(17);
+  for (int trial = 0; trial < 200; ++trial) {
+    bad = good;
+    bad[rng() % bad.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+    CHECK_THROWS_CODE(other.loadState(bad.data(), bad.size()), ErrorCode::CorruptFile);
+    CHECK_THROWS_CODE(other.loadState(good.data(), rng() % good.size()), ErrorCode::CorruptFile);
+  }
   bad = good;
   bad.push_back(0);
   CHECK_THROWS_CODE(other.loadState(bad.data(), bad.size()), ErrorCode::CorruptFile);
@@ -841,13 +850,20 @@ TEST_CASE("train.invalid_batch_is_refused") {
 TEST_CASE("train.throughput_wordnet_sized") {
   // Query: a 32-token bag in a 2^18-row table; item: two bags and two categoricals;
   // embeddingDim 64, one hidden layer of 128, output 64, batch 512 + 512 extra negatives.
-  // EBRIX_TRAIN_BENCH_STEPS sets the number of timed steps (default 6).
+  // EBRIX_TRAIN_BENCH_STEPS sets the number of timed steps (default 6), EBRIX_TRAIN_BENCH_THREADS
+  // the threads (default 0: all).
   const char* env = std::getenv("EBRIX_TRAIN_BENCH_STEPS");
   const int steps = env ? std::max(1, std::atoi(env)) : 6;
-  const TrainerConfig c = wordnetConfig(size_t(1) << 18, 64, 128, 64, SparseOptimizer::Adam, 0);
+  const char* threads = std::getenv("EBRIX_TRAIN_BENCH_THREADS");
+  const TrainerConfig c = wordnetConfig(size_t(1) << 18, 64, 128, 64, SparseOptimizer::Adam,
+                                        threads ? static_cast<unsigned>(std::max(0, std::atoi(threads))) : 0);
   Trainer trainer(c, wordnetParameters(c, 1));
   std::vector<OwnedBatch> batches;
-  for (uint32_t s = 0; s < 4; ++s) batches.push_back(wordnetBatch(c, 512, 512, 300 + s));
+  for (uint32_t s = 0; s < 4; ++s) {
+    batches.push_back(wordnetBatch(c, 512, 512, 300 + s));
+    // Every query holds all 32 tokens (the item bags keep random lengths).
+    std::fill(batches.back().query.values[0].begin(), batches.back().query.values[0].end(), 1.0f);
+  }
   trainer.step(batches[0].view());  // warm the scratch buffers
   const auto start = std::chrono::steady_clock::now();
   double loss = 0;
