@@ -7,8 +7,12 @@
 namespace ebrix::train {
 namespace {
 
-// Sizes past this are refused before anything is allocated (2^40 floats is 4 TiB).
+// Sizes past these are refused before anything is allocated (2^40 floats is 4 TiB). The
+// width and length caps keep rows × width and rows × length far from overflow for any batch
+// the binding accepts (at most 2^31 rows).
 constexpr size_t kMaxElements = size_t(1) << 40;
+constexpr size_t kMaxWidth = size_t(1) << 24;
+constexpr size_t kMaxBagLength = size_t(1) << 20;
 
 const char* roleName(size_t role) { return role == 0 ? "query" : "item"; }
 
@@ -69,6 +73,7 @@ void validateConfig(const TrainerConfig& config) {
     const TableSpec& table = config.tables[t];
     const std::string what = "tables[" + std::to_string(t) + "]";
     if (table.rows == 0 || table.dim == 0) spec(what + " needs positive rows and dim");
+    if (table.dim > kMaxWidth) spec(what + " has a dim above 2^24");
     if (table.rows > static_cast<size_t>(std::numeric_limits<int32_t>::max()) + 1) {
       spec(what + " has " + std::to_string(table.rows) + " rows; ids are int32, so at most 2^31");
     }
@@ -83,7 +88,7 @@ void validateConfig(const TrainerConfig& config) {
       const InputSpec& input = tower.inputs[i];
       const std::string what = name + ".inputs[" + std::to_string(i) + "]";
       if (input.kind == InputKind::Dense) {
-        if (input.width == 0 || input.width > kMaxElements) spec(what + " needs a positive width");
+        if (input.width == 0 || input.width > kMaxWidth) spec(what + " needs a width from 1 to 2^24");
         width += input.width;
         continue;
       }
@@ -91,11 +96,12 @@ void validateConfig(const TrainerConfig& config) {
         spec(what + " reads table " + std::to_string(input.table) + " but there are " +
              std::to_string(config.tables.size()) + " tables");
       }
-      if (input.kind == InputKind::Bag && (input.length == 0 || input.length > kMaxElements)) {
-        spec(what + " is a bag with no length");
+      if (input.kind == InputKind::Bag && (input.length == 0 || input.length > kMaxBagLength)) {
+        spec(what + " needs a bag length from 1 to 2^20");
       }
       width += config.tables[input.table].dim;
     }
+    if (width > kMaxWidth) spec(name + " concatenates " + std::to_string(width) + " features per row, above 2^24");
     for (size_t l = 0; l < tower.layers.size(); ++l) {
       const LayerSpec& layer = tower.layers[l];
       const std::string what = name + ".layers[" + std::to_string(l) + "]";
@@ -103,7 +109,7 @@ void validateConfig(const TrainerConfig& config) {
         spec(what + ".inDim is " + std::to_string(layer.inDim) + " but it receives " + std::to_string(width) +
              " values per row (" + (l == 0 ? std::string("the concatenated input features") : "the previous layer's outDim") + ")");
       }
-      if (layer.outDim == 0) spec(what + " needs a positive outDim");
+      if (layer.outDim == 0 || layer.outDim > kMaxWidth) spec(what + " needs an outDim from 1 to 2^24");
       checkedProduct(layer.inDim, layer.outDim, what + ".weight");
       if (layer.residual && layer.inDim != layer.outDim) {
         spec(what + " is residual but its inDim (" + std::to_string(layer.inDim) + ") differs from its outDim (" +
@@ -120,7 +126,7 @@ void validateConfig(const TrainerConfig& config) {
         spec(what + ".inDim is " + std::to_string(head.inDim) + " but it receives " + std::to_string(width) +
              " values per row");
       }
-      if (head.outDim == 0) spec(what + " needs a positive outDim");
+      if (head.outDim == 0 || head.outDim > kMaxWidth) spec(what + " needs an outDim from 1 to 2^24");
       checkedProduct(head.inDim, head.outDim, what + ".weight");
     }
   }
