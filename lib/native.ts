@@ -178,16 +178,38 @@ export interface NativeAttributeTable {
   dispose(): void;
 }
 
-/**
- * The native two-tower trainer's config (native/core/train; lib/train builds it from a model
- * spec). Every array is copied by the constructor. Config errors are EBRIX_INVALID_SPEC.
- */
+export type NativeTensors = Array<Int32Array | Float32Array>;
+
+export interface NativeTrainerTower {
+  inputs: Array<
+    | { kind: 'ids'; table: number }
+    | { kind: 'bag'; table: number; length: number; pooling: 'mean' | 'sum' }
+    | { kind: 'dense'; width: number }
+  >;
+  layers: Array<{
+    inDim: number;
+    outDim: number;
+    weight: Float32Array;
+    bias: Float32Array;
+    relu: boolean;
+    layerNorm: { gamma: Float32Array; beta: Float32Array; epsilon: number } | null;
+    residual: boolean;
+  }>;
+  heads: Array<{ inDim: number; outDim: number; weight: Float32Array; bias: Float32Array; normalize: boolean }>;
+}
+
 export interface NativeTrainerConfig {
-  /** Embedding tables shared by both towers; an input names one by index. */
   tables: Array<{ rows: number; dim: number; data: Float32Array }>;
-  /** [query, item]. */
-  towers: [NativeTowerConfig, NativeTowerConfig];
-  tasks: NativeTaskConfig[];
+  towers: [NativeTrainerTower, NativeTrainerTower];
+  tasks: Array<{
+    kind: 'retrieval' | 'bce' | 'mse';
+    queryHead: number;
+    itemHead: number;
+    weight: number;
+    temperature: number;
+    logQ: boolean;
+    maskAccidentalHits: boolean;
+  }>;
   optimizer: {
     learningRate: number;
     sparseLearningRate: number;
@@ -195,95 +217,34 @@ export interface NativeTrainerConfig {
     beta2: number;
     epsilon: number;
     sparse: 'adam' | 'adagrad';
-    /** Global-norm clipping over every gradient of a step; 0 = off. */
     clipNorm: number;
-    /** Decoupled (AdamW), on layer and head weights only. */
     weightDecay: number;
   };
-  /** total = Σ_t (exp(−s_t)·L_t + s_t) with a learned s_t per task, instead of Σ_t weight_t·L_t. */
   uncertaintyWeighting: boolean;
-  /** 0 = all hardware threads. */
   threads: number;
-  /** Initial s_t per task (default 0). */
-  taskLogVariance?: Float32Array;
-  /** SIMD level of the kernels (default: EBRIX_SIMD or the best); results are bit-identical per level. */
-  simd?: string;
 }
 
-export type NativeTowerInputConfig =
-  | { kind: 'ids'; table: number }
-  | { kind: 'bag'; table: number; length: number; pooling: 'mean' | 'sum' }
-  | { kind: 'dense'; width: number };
-
-export interface NativeTowerConfig {
-  inputs: NativeTowerInputConfig[];
-  layers: Array<{
-    inDim: number;
-    outDim: number;
-    /** outDim × inDim, row-major. */
-    weight: Float32Array;
-    bias: Float32Array;
-    relu: boolean;
-    /** epsilon defaults to 1e-5 when omitted. */
-    layerNorm: { gamma: Float32Array; beta: Float32Array; epsilon?: number } | null;
-    residual: boolean;
-  }>;
-  heads: Array<{ inDim: number; outDim: number; weight: Float32Array; bias: Float32Array; normalize: boolean }>;
-}
-
-export interface NativeTaskConfig {
-  kind: 'retrieval' | 'bce' | 'mse';
-  queryHead: number;
-  itemHead: number;
-  weight: number;
-  /** τ > 0: retrieval and bce logits are (q·v)/τ. */
-  temperature: number;
-  /** Retrieval: subtract itemLogQ[j] from every logit. */
-  logQ: boolean;
-  /** Retrieval: leave out columns j ≠ b holding example b's item key. */
-  maskAccidentalHits: boolean;
-}
-
-/**
- * A tower's tensors, one entry per tensor in input order: ids → Int32Array[rows]; bag → two
- * entries, Int32Array[rows × length] ids then Float32Array[rows × length] mask; dense →
- * Float32Array[rows × width].
- */
-export type NativeTensors = Array<Int32Array | Float32Array>;
-
-export interface NativeBatch {
-  /** B examples. */
+export interface NativeTrainerBatch {
   size: number;
-  /** B rows. */
   query: NativeTensors;
-  /** N >= B: rows [0, B) are the examples' own items, rows [B, N) extra negatives. */
   itemRows: number;
-  /** N rows. */
   item: NativeTensors;
-  /** N; equal keys = the same item (accidental-hit masking). */
   itemKey: Uint32Array;
-  /** N; log of each item's estimated sampling probability (logQ correction). */
   itemLogQ: Float32Array;
-  /** B each. */
   task: Int32Array;
   label: Float32Array;
   weight: Float32Array;
 }
 
-export interface NativeStepResult {
-  /** The total objective. */
+export interface NativeTrainerStepResult {
   loss: number;
-  /** Per task, unweighted L_t; NaN where the task had no examples (or they weigh nothing in total). */
   taskLoss: Float64Array;
-  /** Per task, examples in the batch. */
   taskExamples: Float64Array;
-  /** Global gradient norm before clipping; NaN from evaluate. A step with a non-finite norm changes nothing. */
   gradNorm: number;
-  /** Optimizer steps taken so far. */
   step: number;
 }
 
-export interface NativeTowerParameters {
+interface NativeTowerParameters {
   layers: Array<{ weight: Float32Array; bias: Float32Array; gamma?: Float32Array; beta?: Float32Array }>;
   heads: Array<{ weight: Float32Array; bias: Float32Array }>;
 }
@@ -294,33 +255,17 @@ export interface NativeTrainerParameters {
   taskLogVariance: Float32Array;
 }
 
-/**
- * One call that changes the trainer (step, evaluate, gradients, setParameters, loadState) runs
- * at a time, or any number that only read it (embed, embedAsync, parameters, saveState); an
- * overlapping call is refused at once with EBRIX_OVERLOADED. After dispose(): EBRIX_DISPOSED.
- */
 export interface NativeTrainer {
-  /** One optimizer step, off the event loop (the batch is copied first). */
-  step(batch: NativeBatch): Promise<NativeStepResult>;
-  /** The objective only, no update (validation). */
-  evaluate(batch: NativeBatch): Promise<NativeStepResult>;
-  /** Sync: the objective's gradients before clipping, as full-size arrays; no update. For tests. */
-  gradients(batch: NativeBatch): NativeTrainerParameters & NativeStepResult;
-  /** Sync forward pass: rows × outDim of the head. */
+  step(batch: NativeTrainerBatch): Promise<NativeTrainerStepResult>;
+  evaluate(batch: NativeTrainerBatch): Promise<NativeTrainerStepResult>;
+  gradients(batch: NativeTrainerBatch): NativeTrainerParameters & { loss: number };
   embed(role: 0 | 1, tensors: NativeTensors, rows: number, head: number): Float32Array;
   embedAsync(role: 0 | 1, tensors: NativeTensors, rows: number, head: number): Promise<Float32Array>;
-  /** Copies of every parameter. */
   parameters(): NativeTrainerParameters;
-  /** Replaces every parameter (optimizer state kept); EBRIX_DIM_MISMATCH / EBRIX_INVALID_VECTOR. */
   setParameters(parameters: NativeTrainerParameters): void;
-  /** Checkpoint bytes: parameters, optimizer state, step counter (resumes bit-identically). */
   saveState(): Promise<Uint8Array>;
-  /** Restores saveState() bytes (copied first); EBRIX_CORRUPT_FILE for truncated, damaged or mismatched bytes. */
-  loadState(bytes: Uint8Array): Promise<void>;
+  loadState(bytes: Uint8Array): void;
   steps(): number;
-  threads(): number;
-  /** Native bytes of parameters, gradients and optimizer state. */
-  memoryBytes(): number;
   dispose(): void;
 }
 
@@ -438,6 +383,45 @@ export interface NativeCudaAddon {
     device: number,
     threads: number,
   ) => NativeGpuIvfPqIndex;
+}
+
+/*
+ * What the native Trainer (native/binding/trainer.cpp) adds to the declarations above:
+ *
+ * - One call that changes it (step, evaluate, gradients, setParameters, loadState,
+ *   loadStateAsync) runs at a time, or any number that only read it (embed, embedAsync,
+ *   parameters, saveState): an overlapping call throws EBRIX_OVERLOADED at once (await each
+ *   step first). steps() always answers (the count before a step in flight). After dispose():
+ *   EBRIX_DISPOSED ("The trainer has been disposed"); work in flight finishes first.
+ * - Config errors are EBRIX_INVALID_SPEC; batch tensors of the wrong type EBRIX_INVALID_ARGUMENT,
+ *   of the wrong length EBRIX_DIM_MISMATCH; ids outside their table, non-finite dense values,
+ *   masks, labels or weights, bce labels outside [0, 1], negative weights and task indexes out
+ *   of range EBRIX_INVALID_ARGUMENT (a step rejects before changing anything).
+ * - step().gradNorm is the global norm before clipping (NaN from evaluate); a step whose norm is
+ *   not finite changes nothing (its result keeps the previous step count). taskLoss is NaN for
+ *   a task with no examples, or whose examples weigh 0 in total; such a task adds nothing,
+ *   not even its s_t term under uncertainty weighting.
+ * - gradients() also returns gradNorm, taskLoss, taskExamples and step.
+ * - layerNorm.epsilon may be omitted (1e-5); weightDecay applies to layer and head weights only.
+ * - loadState(bytes) restores saveState() bytes synchronously; EBRIX_CORRUPT_FILE for truncated,
+ *   damaged or mismatched bytes (a different model or sparse optimizer), leaving the trainer as
+ *   it was.
+ */
+export interface NativeTrainerConfig {
+  /** Initial s_t per task (default 0). */
+  taskLogVariance?: Float32Array;
+  /** SIMD level of the kernels (default: EBRIX_SIMD or the best); results are bit-identical per level. */
+  simd?: string;
+}
+
+export interface NativeTrainer {
+  /** The objective's gradients before clipping, as full-size arrays, with the step summary (no update). */
+  gradients(batch: NativeTrainerBatch): NativeTrainerParameters & NativeTrainerStepResult;
+  /** loadState off the event loop (the bytes are copied first): for large checkpoints. */
+  loadStateAsync(bytes: Uint8Array): Promise<void>;
+  threads(): number;
+  /** Native bytes of parameters, gradients and optimizer state. */
+  memoryBytes(): number;
 }
 
 const require = createRequire(import.meta.url);

@@ -20,11 +20,11 @@ import type { FeatureSpec } from '../lib/model/features.js';
 import { towerForward, towerGraphInputs, type TensorData, type TowerDefinition } from '../lib/model/onnx/tower.js';
 import {
   native,
-  type NativeBatch,
   type NativeTensors,
-  type NativeTowerConfig,
+  type NativeTrainerBatch,
   type NativeTrainerConfig,
   type NativeTrainerParameters,
+  type NativeTrainerTower,
 } from '../lib/native.js';
 import { rng } from './helpers.js';
 
@@ -96,7 +96,7 @@ function model(options: { sum?: boolean } = {}): Model {
       tables.push(table);
     }
   }
-  const tower = (def: TowerDefinition): NativeTowerConfig => ({
+  const tower = (def: TowerDefinition): NativeTrainerTower => ({
     inputs: def.inputs.map((input) => {
       switch (input.kind) {
         case 'ids':
@@ -166,7 +166,7 @@ function tensors(def: TowerDefinition, rows: number, seed: number): { list: Nati
   return { list, feeds };
 }
 
-function batch(m: Model, size: number, extra: number, seed: number): NativeBatch {
+function batch(m: Model, size: number, extra: number, seed: number): NativeTrainerBatch {
   const itemRows = size + extra;
   const next = rng(seed + 1000);
   return {
@@ -392,8 +392,13 @@ describe('native Trainer', () => {
 
     const fresh = model();
     const b = newTrainer(fresh.config);
-    await b.loadState(saved);
+    b.loadState(saved);
     expect(b.steps()).toBe(2);
+    const viaAsync = newTrainer(model().config);
+    await viaAsync.loadStateAsync(saved);
+    expect(viaAsync.steps()).toBe(2);
+    expect(viaAsync.parameters()).toEqual(b.parameters());
+    viaAsync.dispose();
     expect(b.parameters()).toEqual(a.parameters());
     // Resumed training is bit-identical.
     await a.step(batches[2]!);
@@ -403,13 +408,14 @@ describe('native Trainer', () => {
 
     const damaged = saved.slice();
     damaged[damaged.length - 5] = damaged[damaged.length - 5]! ^ 0x40;
-    await expect(awaitNative(b.loadState(damaged))).rejects.toThrow(CorruptFileError);
-    await expect(awaitNative(b.loadState(saved.subarray(0, 100)))).rejects.toThrow(/truncated/);
+    expect(() => callNative(() => b.loadState(damaged))).toThrow(CorruptFileError);
+    expect(() => callNative(() => b.loadState(saved.subarray(0, 100)))).toThrow(/truncated/);
+    await expect(awaitNative(b.loadStateAsync(damaged))).rejects.toThrow(CorruptFileError);
     const other = model();
     other.config.towers[0].heads.pop();
     other.config.tasks.pop();
     const c = newTrainer(other.config);
-    await expect(awaitNative(c.loadState(saved))).rejects.toThrow(CorruptFileError);
+    expect(() => callNative(() => c.loadState(saved))).toThrow(CorruptFileError);
     expect(b.steps()).toBe(3);
     for (const t of [a, b, c]) t.dispose();
   });

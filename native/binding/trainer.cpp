@@ -1,16 +1,17 @@
 // JavaScript class Trainer over ebrix::train::Trainer (native/core/train/trainer.h); its
-// TypeScript view is NativeTrainer in lib/native.ts, driven by lib/train.
+// TypeScript view is NativeTrainer in lib/native.ts, driven by lib/train/trainer.ts.
 //
 // Config errors are EBRIX_INVALID_SPEC; a batch or tensor of the wrong type is
 // EBRIX_INVALID_ARGUMENT, of the wrong length EBRIX_DIM_MISMATCH; the core re-checks ids,
 // labels and values. Inputs are copied on the main thread before work leaves it.
 //
 // One trainer serves one call that changes it (step, evaluate, gradients, setParameters,
-// loadState) at a time, or any number that only read it (embed, parameters, saveState).
+// loadState, loadStateAsync) at a time, or any number that only read it (embed, parameters, saveState).
 // A call that would overlap otherwise is refused at once with EBRIX_OVERLOADED (await the
 // step before the next): queueing steps would hide a caller's bug and pile up batches.
 // The claim is taken when the call starts and given back on the main thread when its worker
-// is destroyed, which is before the promise's continuation runs.
+// is destroyed, which is before the promise's continuation runs. lib/native.ts documents the
+// JavaScript view (NativeTrainer).
 #include "trainer.h"
 
 #include <algorithm>
@@ -628,6 +629,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
                            InstanceMethod<&TrainerWrap::setParameters>("setParameters"),
                            InstanceMethod<&TrainerWrap::saveState>("saveState"),
                            InstanceMethod<&TrainerWrap::loadState>("loadState"),
+                           InstanceMethod<&TrainerWrap::loadStateAsync>("loadStateAsync"),
                            InstanceMethod<&TrainerWrap::steps>("steps"),
                            InstanceMethod<&TrainerWrap::threads>("threads"),
                            InstanceMethod<&TrainerWrap::memoryBytes>("memoryBytes"),
@@ -759,8 +761,24 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
     })
   }
 
-  // loadState(bytes: Uint8Array) -> Promise<void>; the bytes are copied first.
+  // loadState(bytes: Uint8Array), on the calling thread: the TypeScript trainer restores its
+  // best checkpoint and reads steps() right after. The bytes are read in place (no JavaScript
+  // runs meanwhile).
   Napi::Value loadState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      Claim claim(env, live(env), Claim::Mode::Write);
+      if (!isTyped(info[0], napi_uint8_array)) badArgument(env, "a Uint8Array", "bytes", info[0]);
+      const auto bytes = info[0].As<Napi::Uint8Array>();
+      claim.trainer().loadState(bytes.Data(), bytes.ElementLength());
+      claim.session().steps = claim.trainer().steps();
+      return env.Undefined();
+    })
+  }
+
+  // loadStateAsync(bytes: Uint8Array) -> Promise<void>: off the event loop, for checkpoints of
+  // hundreds of megabytes; the bytes are copied first.
+  Napi::Value loadStateAsync(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       Claim claim(env, live(env), Claim::Mode::Write);
