@@ -154,6 +154,8 @@ const byCode: Partial<Record<EbrixErrorCode, new (message: string) => EbrixError
   EBRIX_CORRUPT_FILE: CorruptFileError,
   EBRIX_IO: IoError,
   EBRIX_UNKNOWN_ID: UnknownIdError,
+  EBRIX_INVALID_SPEC: InvalidSpecError,
+  EBRIX_OVERLOADED: OverloadedError,
 };
 
 const knownCodes = new Set<string>([
@@ -186,7 +188,10 @@ export function fromNative(error: unknown): Error {
     if (typeof code === 'string' && knownCodes.has(code)) {
       const Typed = byCode[code as EbrixErrorCode];
       if (Typed) return new Typed(error.message);
-      if (code === 'EBRIX_DISPOSED') return new DisposedError('index');
+      if (code === 'EBRIX_DISPOSED') {
+        // The addon names what was disposed ("The trainer has been disposed").
+        return new DisposedError(/^The (.+) has been disposed$/.exec(error.message)?.[1] ?? 'index');
+      }
       return new EbrixError(code as EbrixErrorCode, error.message);
     }
     return error;

@@ -385,6 +385,45 @@ export interface NativeCudaAddon {
   ) => NativeGpuIvfPqIndex;
 }
 
+/*
+ * What the native Trainer (native/binding/trainer.cpp) adds to the declarations above:
+ *
+ * - One call that changes it (step, evaluate, gradients, setParameters, loadState,
+ *   loadStateAsync) runs at a time, or any number that only read it (embed, embedAsync,
+ *   parameters, saveState): an overlapping call throws EBRIX_OVERLOADED at once (await each
+ *   step first). steps() always answers (the count before a step in flight). After dispose():
+ *   EBRIX_DISPOSED ("The trainer has been disposed"); work in flight finishes first.
+ * - Config errors are EBRIX_INVALID_SPEC; batch tensors of the wrong type EBRIX_INVALID_ARGUMENT,
+ *   of the wrong length EBRIX_DIM_MISMATCH; ids outside their table, non-finite dense values,
+ *   masks, labels or weights, bce labels outside [0, 1], negative weights and task indexes out
+ *   of range EBRIX_INVALID_ARGUMENT (a step rejects before changing anything).
+ * - step().gradNorm is the global norm before clipping (NaN from evaluate); a step whose norm is
+ *   not finite changes nothing (its result keeps the previous step count). taskLoss is NaN for
+ *   a task with no examples, or whose examples weigh 0 in total; such a task adds nothing,
+ *   not even its s_t term under uncertainty weighting.
+ * - gradients() also returns gradNorm, taskLoss, taskExamples and step.
+ * - layerNorm.epsilon may be omitted (1e-5); weightDecay applies to layer and head weights only.
+ * - loadState(bytes) restores saveState() bytes synchronously; EBRIX_CORRUPT_FILE for truncated,
+ *   damaged or mismatched bytes (a different model or sparse optimizer), leaving the trainer as
+ *   it was.
+ */
+export interface NativeTrainerConfig {
+  /** Initial s_t per task (default 0). */
+  taskLogVariance?: Float32Array;
+  /** SIMD level of the kernels (default: EBRIX_SIMD or the best); results are bit-identical per level. */
+  simd?: string;
+}
+
+export interface NativeTrainer {
+  /** The objective's gradients before clipping, as full-size arrays, with the step summary (no update). */
+  gradients(batch: NativeTrainerBatch): NativeTrainerParameters & NativeTrainerStepResult;
+  /** loadState off the event loop (the bytes are copied first): for large checkpoints. */
+  loadStateAsync(bytes: Uint8Array): Promise<void>;
+  threads(): number;
+  /** Native bytes of parameters, gradients and optimizer state. */
+  memoryBytes(): number;
+}
+
 const require = createRequire(import.meta.url);
 /** The package root: lib/ (sources) and dist/ (compiled) both sit one level below it. */
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -7,6 +7,7 @@
 #include "ivfpq_index.h"
 #include "kmeans.h"
 #include "machine.h"
+#include "trainer.h"
 
 static Napi::Object initEbrix(Napi::Env env, Napi::Object exports) {
   ebrix::binding::initMachine(env, exports);
@@ -15,6 +16,7 @@ static Napi::Object initEbrix(Napi::Env env, Napi::Object exports) {
   ebrix::binding::initHnswIndex(env, exports);
   ebrix::binding::initKMeans(env, exports);
   ebrix::binding::initAttributeTable(env, exports);
+  ebrix::binding::initTrainer(env, exports);
   return exports;
 }
 

@@ -15,6 +15,7 @@ const char* errorCodeName(ErrorCode code) {
     case ErrorCode::CorruptFile: return "EBRIX_CORRUPT_FILE";
     case ErrorCode::Io: return "EBRIX_IO";
     case ErrorCode::UnknownId: return "EBRIX_UNKNOWN_ID";
+    case ErrorCode::InvalidSpec: return "EBRIX_INVALID_SPEC";
     case ErrorCode::Internal: return "EBRIX_INTERNAL";
   }
   return "EBRIX_INTERNAL";

@@ -19,6 +19,7 @@ enum class ErrorCode {
   CorruptFile,       // EBRIX_CORRUPT_FILE (truncated, damaged, foreign or newer index file)
   Io,                // EBRIX_IO (the file system refused: missing file, permissions, disk full)
   UnknownId,         // EBRIX_UNKNOWN_ID (an id the index does not hold)
+  InvalidSpec,       // EBRIX_INVALID_SPEC (an inconsistent model or trainer configuration)
   Internal,          // EBRIX_INTERNAL
 };
 
