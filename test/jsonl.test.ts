@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { InvalidArgumentError, InvalidRecordError, IoError } from '../lib/errors.js';
+import * as ebrix from '../lib/index.js';
 import { READ_CHUNK_BYTES, bufferedShuffle, readJsonl, writeJsonl } from '../lib/train/jsonl.js';
 import { seededUniform } from '../lib/random.js';
 
@@ -27,6 +28,13 @@ async function* numbered(n: number): AsyncGenerator<{ i: number }> {
 }
 
 describe('writeJsonl and readJsonl', () => {
+  it('are exported from the package', () => {
+    expect(ebrix.readJsonl).toBe(readJsonl);
+    expect(ebrix.writeJsonl).toBe(writeJsonl);
+    expect(typeof ebrix.loadWordNet).toBe('function');
+    expect(typeof ebrix.wordnetQueries).toBe('function');
+  });
+
   it('round-trip records of every JSON kind, one per line', async () => {
     const file = path.join(dir, 'round-trip.jsonl');
     const records = [
