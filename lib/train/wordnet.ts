@@ -399,7 +399,19 @@ export function maskWords(text: string, words: readonly string[]): string {
  * building ~35k distinct expressions (one per synset with examples) took seconds, while
  * splitting the text into tokens once and looking each up in a set takes milliseconds.
  */
-type LemmaForms = Set<string>[];
+interface TokenForms {
+  /** The spellings that match, lower-cased unless `exactCase`. */
+  forms: Set<string>;
+  /**
+   * Words written in capitals ('A' for ampere, 'OR' for operating room, 'CPA') are symbols
+   * and abbreviations: matched as written, with a plural 's' from two letters on ('CPAs'),
+   * so that the ampere's examples keep their article 'a' and the operating room's its 'or'.
+   */
+  exactCase: boolean;
+}
+
+/** One word of a synset as the tokens it spans. */
+type LemmaForms = TokenForms[];
 
 /** Runs of ASCII letters and digits: WordNet is ASCII. */
 const TOKEN = /[A-Za-z0-9]+/g;
@@ -409,52 +421,60 @@ const JOINER = /^[\s\-'./]{1,3}$/;
 function lemmaForms(words: readonly string[]): LemmaForms[] {
   const lemmas: LemmaForms[] = [];
   for (const word of words) {
-    const tokens = word.toLowerCase().match(TOKEN);
-    if (tokens !== null) lemmas.push(tokens.map(inflections));
+    const tokens = word.match(TOKEN);
+    if (tokens === null) continue;
+    lemmas.push(
+      tokens.map((token) =>
+        /[A-Z]/.test(token) && !/[a-z]/.test(token)
+          ? { forms: new Set(token.length >= 2 ? [token, `${token}s`, `${token}S`] : [token]), exactCase: true }
+          : { forms: inflections(token.toLowerCase()), exactCase: false },
+      ),
+    );
   }
   return lemmas.sort((a, b) => b.length - a.length);
 }
 
+interface TextTokens {
+  text: string;
+  starts: number[];
+  ends: number[];
+  raw: string[];
+  lower: string[];
+}
+
 function maskLemmas(text: string, lemmas: readonly LemmaForms[]): string {
-  const starts: number[] = [];
-  const ends: number[] = [];
-  const lower: string[] = [];
+  const tokens: TextTokens = { text, starts: [], ends: [], raw: [], lower: [] };
   for (const match of text.matchAll(TOKEN)) {
-    starts.push(match.index);
-    ends.push(match.index + match[0].length);
-    lower.push(match[0].toLowerCase());
+    tokens.starts.push(match.index);
+    tokens.ends.push(match.index + match[0].length);
+    tokens.raw.push(match[0]);
+    tokens.lower.push(match[0].toLowerCase());
   }
   let out = '';
   let copied = 0;
-  for (let i = 0; i < lower.length; ) {
-    const length = longestMatch(text, starts, ends, lower, i, lemmas);
+  for (let i = 0; i < tokens.raw.length; ) {
+    const length = longestMatch(tokens, i, lemmas);
     if (length === 0) {
       i++;
       continue;
     }
-    out += text.slice(copied, starts[i]) + MASK;
-    copied = ends[i + length - 1]!;
+    out += text.slice(copied, tokens.starts[i]) + MASK;
+    copied = tokens.ends[i + length - 1]!;
     i += length;
   }
   return out + text.slice(copied);
 }
 
 /** How many tokens from `at` on one of `lemmas` covers (longest lemmas are tried first); 0 for none. */
-function longestMatch(
-  text: string,
-  starts: readonly number[],
-  ends: readonly number[],
-  lower: readonly string[],
-  at: number,
-  lemmas: readonly LemmaForms[],
-): number {
-  next: for (const forms of lemmas) {
-    if (at + forms.length > lower.length) continue;
-    for (let k = 0; k < forms.length; k++) {
-      if (!forms[k]!.has(lower[at + k]!)) continue next;
-      if (k > 0 && !JOINER.test(text.slice(ends[at + k - 1], starts[at + k]))) continue next;
+function longestMatch(tokens: TextTokens, at: number, lemmas: readonly LemmaForms[]): number {
+  next: for (const lemma of lemmas) {
+    if (at + lemma.length > tokens.raw.length) continue;
+    for (let k = 0; k < lemma.length; k++) {
+      const { forms, exactCase } = lemma[k]!;
+      if (!forms.has((exactCase ? tokens.raw : tokens.lower)[at + k]!)) continue next;
+      if (k > 0 && !JOINER.test(tokens.text.slice(tokens.ends[at + k - 1], tokens.starts[at + k]))) continue next;
     }
-    return forms.length;
+    return lemma.length;
   }
   return 0;
 }
@@ -463,10 +483,11 @@ function longestMatch(
  * A lower-case token and its regular inflections: plural -s/-es, -ed, -ing, -er/-est, a
  * final -e dropped before -ing ('bake', 'baking', 'baked'), -y turned to -ies/-ied/-ier/-iest
  * after a consonant, and a doubled final consonant ('stop', 'stopped', 'big', 'bigger').
- * Irregular forms ('ran', 'teeth') are not produced; tokens with digits stay as they are.
+ * Irregular forms ('ran', 'teeth') are not produced. Tokens with digits stay as they are, and
+ * so do single letters: 'i' (the numeral) would otherwise mask every 'is'.
  */
 function inflections(token: string): Set<string> {
-  if (!/^[a-z]+$/.test(token)) return new Set([token]);
+  if (token.length < 2 || !/^[a-z]+$/.test(token)) return new Set([token]);
   const forms = [token, `${token}s`, `${token}es`, `${token}ed`, `${token}ing`, `${token}er`, `${token}est`];
   const last = token[token.length - 1]!;
   const beforeLast = token.length >= 2 ? token[token.length - 2]! : '';
