@@ -128,6 +128,7 @@ describe('loadWordNet', () => {
           '00000001 03 n 01 thing 0 000 | a thing; "a thing or two"  \n' +
           '00000002 05 n 02 big_cat 0 cat 0 001 @ 00000001 n 0000 | a cat  \n',
       );
+      await expect(loadWordNet({ dict: dir })).rejects.toThrow(/Cannot read the WordNet file .*data\.verb/);
       await writeFile(path.join(dir, 'data.verb'), '00000001 29 v 01 purr 0 000 01 + 01 00 | sound like a cat  \n');
       await writeFile(path.join(dir, 'data.adj'), '00000001 00 s 01 feline(a) 0 000 | catlike  \n');
       await writeFile(path.join(dir, 'data.adv'), '');

@@ -25,7 +25,10 @@ export interface WordNetItem {
   key: string;
   /** `words` joined by ', '. */
   lemmas: string;
-  /** The synset's words, underscores turned to spaces, adjective markers such as '(p)' removed. */
+  /**
+   * The synset's words in WordNet's order and case, underscores turned to spaces, adjective
+   * markers such as '(p)' removed. Words differing only in case stay apart ('Sun', 'sun').
+   */
   words: string[];
   pos: WordNetPos;
   /** Lexicographer file, e.g. 'noun.animal'. */
@@ -73,21 +76,19 @@ function defaultDict(): string {
  * caller that needs the items twice keeps the array.
  */
 export async function loadWordNet(options: { dict?: string } = {}): Promise<WordNetItem[]> {
+  if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
   if (options.dict !== undefined && typeof options.dict !== 'string') {
     throw invalid('a directory path', 'options.dict', options.dict);
   }
   const dict = options.dict ?? defaultDict();
-  const texts = await Promise.all(
-    FILES.map(async ({ file }) => {
-      const where = path.join(dict, file);
-      try {
-        // The files are ASCII; latin1 decodes them without UTF-8 validation.
-        return await readFile(where, 'latin1');
-      } catch (error) {
-        throw new IoError(`Cannot read the WordNet file ${where}: ${(error as Error).message}`);
-      }
-    }),
-  );
+  // The files are ASCII; latin1 decodes them without UTF-8 validation.
+  const reads = await Promise.allSettled(FILES.map(({ file }) => readFile(path.join(dict, file), 'latin1')));
+  // The first failure in file order, not in time, so that the error does not vary run to run.
+  const texts = reads.map((read, f) => {
+    if (read.status === 'fulfilled') return read.value;
+    const where = path.join(dict, FILES[f]!.file);
+    throw new IoError(`Cannot read the WordNet file ${where}: ${(read.reason as Error).message}`);
+  });
 
   // Hypernym pointers name a synset by offset, possibly one later in the file: parse all
   // synsets first, then resolve the pointers.
