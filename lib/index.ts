@@ -143,3 +143,17 @@ export {
   type ItemEmbedder,
   type VectorSink,
 } from './serve/embed-corpus.js';
+
+// training data
+export {
+  WORDNET_TASKS,
+  loadWordNet,
+  wordnetQueries,
+  type WordNetItem,
+  type WordNetPos,
+  type WordNetQuery,
+  type WordNetQueryOptions,
+  type WordNetSplit,
+  type WordNetTask,
+} from './train/wordnet.js';
+export { readJsonl, writeJsonl, type ReadJsonlOptions } from './train/jsonl.js';
