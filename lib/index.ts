@@ -143,3 +143,44 @@ export {
   type ItemEmbedder,
   type VectorSink,
 } from './serve/embed-corpus.js';
+export {
+  Retriever,
+  type IndexSearchSettings,
+  type ItemLookup,
+  type QueryModel,
+  type RetrievalIndex,
+  type RetrieveOptions,
+  type RetrieveResult,
+  type RetrievedItem,
+  type RetrieverOptions,
+} from './serve/retriever.js';
+export {
+  OnnxRanker,
+  type OnnxRankerSpec,
+  type RankCandidate,
+  type RankScores,
+  type Ranker,
+  type RankerFunction,
+  type RankerObject,
+} from './serve/ranker.js';
+export {
+  LATENCY_BUCKETS_SECONDS,
+  STAGES,
+  LatencyHistogram,
+  PrometheusText,
+  RetrievalMetrics,
+  type LatencySummary,
+  type RetrievalMetricsSnapshot,
+  type Stage,
+  type StageTimings,
+} from './serve/metrics.js';
+export {
+  MemoryStore,
+  NAMESPACE_PATTERN,
+  type Memory,
+  type MemoryMetadata,
+  type MemoryModel,
+  type MemoryStoreOptions,
+  type RecallOptions,
+  type RecalledMemory,
+} from './serve/memory.js';
