@@ -184,3 +184,4 @@ export {
   type RecallOptions,
   type RecalledMemory,
 } from './serve/memory.js';
+export { EbrixServer, HTTP_ERROR_CODES, createServer, type HttpErrorCode, type ServerOptions } from './serve/http.js';

@@ -259,35 +259,12 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
   }
 
   async #searchOne(vector: Float32Array, n: number, filter: Filter | undefined): Promise<{ id: bigint; score: number }[]> {
-    const index = this.index;
-    const { nprobe, refineFactor, expansion, threads } = this.#search;
-    let result: SearchResult;
-    if (index instanceof HnswIndex) {
-      if (filter !== undefined) {
-        throw new InvalidArgumentError('options.filter needs an index with attributes: HnswIndex keeps none (use FlatIndex or IvfPqIndex)');
-      }
-      result = await index.search(vector, n, { ...(expansion ? { expansion } : {}), ...(threads ? { threads } : {}) });
-    } else if (index instanceof FlatIndex) {
-      result = await index.search(vector, n, { filter, ...(threads ? { threads } : {}) });
-    } else if (index instanceof IvfPqIndex) {
-      result = await index.search(vector, n, {
-        filter,
-        ...(nprobe ? { nprobe } : {}),
-        ...(refineFactor ? { refineFactor } : {}),
-        ...(threads ? { threads } : {}),
-      });
-    } else {
+    if (this.index instanceof IndexStore) {
       // Checked and searched in the same tick: the store reads its live version synchronously
       // when the search starts, so no swap can come between the check and the search.
       this.#checkLive();
-      const live = index.index();
-      const options =
-        live instanceof IvfPqIndex
-          ? { filter, ...(nprobe ? { nprobe } : {}), ...(refineFactor ? { refineFactor } : {}), ...(threads ? { threads } : {}) }
-          : { filter, ...(threads ? { threads } : {}) };
-      result = await index.search(vector, n, options);
     }
-    return result.hits(0);
+    return searchIndex(this.index, vector, n, filter, this.#search);
   }
 
   async #records(ids: bigint[]): Promise<ArrayLike<R | undefined> | undefined> {
@@ -333,6 +310,46 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
   }
 }
 
+/**
+ * One query's hits (padding left out) from any retrieval index, with the filter and the
+ * settings that index takes. HnswIndex keeps no attributes, so a filter there is an error.
+ */
+export async function searchIndex(
+  index: RetrievalIndex,
+  vector: Float32Array,
+  n: number,
+  filter: Filter | undefined,
+  settings: IndexSearchSettings = {},
+): Promise<{ id: bigint; score: number }[]> {
+  const { nprobe, refineFactor, expansion, threads } = settings;
+  const ivfOptions = (): IvfPqSearchOptions => ({
+    filter,
+    ...(nprobe ? { nprobe } : {}),
+    ...(refineFactor ? { refineFactor } : {}),
+    ...(threads ? { threads } : {}),
+  });
+  let result: SearchResult;
+  if (index instanceof HnswIndex) {
+    if (filter !== undefined) {
+      throw new InvalidArgumentError('options.filter needs an index with attributes: HnswIndex keeps none (use FlatIndex or IvfPqIndex)');
+    }
+    result = await index.search(vector, n, { ...(expansion ? { expansion } : {}), ...(threads ? { threads } : {}) });
+  } else if (index instanceof FlatIndex) {
+    result = await index.search(vector, n, { filter, ...(threads ? { threads } : {}) });
+  } else if (index instanceof IvfPqIndex) {
+    result = await index.search(vector, n, ivfOptions());
+  } else {
+    const options = index.index() instanceof IvfPqIndex ? ivfOptions() : { filter, ...(threads ? { threads } : {}) };
+    result = await index.search(vector, n, options);
+  }
+  return result.hits(0);
+}
+
+/** The index a search of `index` reaches now (an IndexStore's live one; undefined before its first version). */
+export function liveIndex(index: RetrievalIndex): FlatIndex | IvfPqIndex | HnswIndex | undefined {
+  return index instanceof IndexStore ? index.index() : index;
+}
+
 function item<R>(id: bigint, towerScore: number, score: number, record: R | undefined): RetrievedItem<R> {
   return record === undefined ? { id, towerScore, score } : { id, towerScore, score, record };
 }
@@ -352,7 +369,8 @@ function toLookup<R>(items: ItemLookup<R>): (ids: bigint[]) => ArrayLike<R | und
   throw invalid('a function, a Map or an array of item records', 'options.items', items);
 }
 
-function toQueryVector(vector: unknown, dim: number): Float32Array {
+/** A query vector of `dim` finite values as a Float32Array (EBRIX_DIM_MISMATCH for another length). */
+export function toQueryVector(vector: unknown, dim: number): Float32Array {
   if (!(vector instanceof Float32Array) && !Array.isArray(vector)) {
     throw invalid('a Float32Array or number[]', 'vector', vector);
   }
