@@ -74,6 +74,25 @@ describe('Retriever', () => {
     expect((await none.retrieve({ text: 'lamp' }, { k: 1 })).items[0]).not.toHaveProperty('record');
   });
 
+  it('batches concurrent searches into one index search, each request getting its own rows', async () => {
+    const texts = Array.from({ length: 40 }, (_, i) => `query ${i % 7} ${i}`);
+    const expected = await Promise.all(texts.map((text) => exact(text, 10)));
+    await using batched = new Retriever({ model, index });
+    const results = await Promise.all(texts.map((text) => batched.retrieve({ text })));
+    results.forEach((r, i) => expect(r.items.map((x) => x.id)).toEqual(expected[i]!.map((h) => h.id)));
+    // Filtered ones go alone, mixed in with batched ones.
+    const mixed = await Promise.all(texts.map((text, i) => batched.retrieve({ text }, i % 2 ? { filter: { category: 'home' } } : {})));
+    mixed.forEach((r, i) => {
+      if (i % 2) expect(r.items.every((x) => records.get(x.id)!.category === 'home')).toBe(true);
+      else expect(r.items.map((x) => x.id)).toEqual(expected[i]!.map((h) => h.id));
+    });
+    await using alone = new Retriever({ model, index, searchBatching: false });
+    expect((await alone.retrieve({ text: texts[3]! })).items.map((x) => x.id)).toEqual(expected[3]!.map((h) => h.id));
+    expect(() => new Retriever({ model, index, searchBatching: { maxBatchSize: 0 } })).toThrow(/maxBatchSize/);
+    await batched.dispose();
+    await expect(batched.retrieve({ text: 'late' })).rejects.toMatchObject({ code: 'EBRIX_DISPOSED' });
+  });
+
   it('applies attribute filters inside the search', async () => {
     const retriever = new Retriever({ model, index, items: records });
     const filter = { category: 'garden', price: { lt: 40 } };
@@ -141,6 +160,15 @@ describe('Retriever', () => {
     // The ranker reorders: the result is not the tower order.
     expect(result.items.map((i) => i.id)).not.toEqual(pool.slice(0, 7).map((h) => h.id));
     for (const item of result.items) expect(item.score).toBeCloseTo(score({ id: item.id, score: item.towerScore }), 4);
+
+    // On the calling thread, and without batching: the same scores.
+    await using inline = await OnnxRanker.load(linearRanker([0.5, 0.02, -0.3], 1), { features: ['towerScore', 'item.price', 'item.rating'], inline: true });
+    expect(Array.from(await inline.rank({}, candidates))).toEqual(Array.from(scores));
+    await using alone = await OnnxRanker.load(linearRanker([0.5, 0.02, -0.3], 1), { features: ['towerScore', 'item.price', 'item.rating'], batching: false });
+    expect(Array.from(await alone.rank({}, candidates))).toEqual(Array.from(scores));
+    // Concurrent calls share runs and each gets its own rows.
+    const many = await Promise.all(Array.from({ length: 20 }, (_, i) => ranker.rank({}, candidates.slice(0, 1 + (i % 3)))));
+    many.forEach((s, i) => expect(Array.from(s)).toEqual(Array.from(scores.subarray(0, 1 + (i % 3)))));
 
     // Request features are the same in every row.
     await using byRequest = await OnnxRanker.load(linearRanker([1, 1], 0), { features: ['request.boost', 'towerScore'], missing: -5 });

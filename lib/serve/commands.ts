@@ -319,7 +319,7 @@ export async function searchCommand(options: SearchCommandOptions): Promise<void
     const opened = await openTarget(options);
     close = opened.close;
     const records = options.items === undefined ? undefined : await loadRecords(options.items);
-    const retriever = new Retriever({ model, index: opened.target, ...(records ? { items: records } : {}) });
+    await using retriever = new Retriever({ model, index: opened.target, ...(records ? { items: records } : {}) });
     const request = options.query ?? { [textField(model)]: options.text };
     const result = await retriever.retrieve(request, {
       k: options.k,
@@ -405,6 +405,7 @@ export async function serveCommand(options: ServeCommandOptions): Promise<void> 
       ...(ranker ? { ranker } : {}),
       ...(options.candidates !== undefined ? { candidates: options.candidates } : {}),
     });
+    disposers.push(() => retriever.dispose());
     let memory: MemoryStore | undefined;
     if (options.memory !== undefined) {
       const memoryModel = options.memoryModel === undefined ? model : await TwoTowerModel.load(options.memoryModel, options.threads ? { threads: options.threads } : {});

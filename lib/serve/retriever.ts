@@ -9,7 +9,7 @@
  * when the retriever is made and again on every request, since an IndexStore can swap in
  * another version at any time.
  */
-import { DimensionMismatchError, InvalidArgumentError, VersionMismatchError } from '../errors.js';
+import { DimensionMismatchError, DisposedError, InvalidArgumentError, VersionMismatchError } from '../errors.js';
 import { FlatIndex, type SearchOptions } from '../index/flat.js';
 import { HnswIndex, type HnswSearchOptions } from '../index/hnsw.js';
 import { IvfPqIndex, type IvfPqSearchOptions } from '../index/ivfpq.js';
@@ -17,6 +17,7 @@ import type { Filter } from '../index/filter.js';
 import type { SearchResult } from '../index/search-result.js';
 import { IndexStore } from '../index/store.js';
 import { describe, invalid, requirePositiveInteger } from '../validate.js';
+import { Batcher, type BatcherOptions } from './batcher.js';
 import { PrometheusText, RetrievalMetrics, type RetrievalMetricsSnapshot, type StageTimings } from './metrics.js';
 import type { RankCandidate, Ranker, RankScores } from './ranker.js';
 
@@ -58,6 +59,11 @@ export interface RetrieverOptions<Q, R> {
   items?: ItemLookup<R>;
   /** Passed to every index search. */
   search?: IndexSearchSettings;
+  /**
+   * Batching of concurrent unfiltered searches into one index search (default on: up to 64
+   * queries, dispatched at once when no batch is in flight); false searches each request alone.
+   */
+  searchBatching?: Partial<BatcherOptions> | false;
 }
 
 export interface RetrieveOptions {
@@ -89,6 +95,9 @@ export interface RetrieveResult<R> {
 
 const MAX_K = 10_000;
 const MAX_CANDIDATES = 100_000;
+const DEFAULT_SEARCH_BATCHING: BatcherOptions = { maxBatchSize: 64, maxDelayMs: 1, maxQueue: 4096, dispatchWhenIdle: true };
+
+type Hits = { id: bigint; score: number }[];
 
 export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>> {
   readonly model: QueryModel;
@@ -99,6 +108,10 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
   readonly #lookup: ((ids: bigint[]) => ArrayLike<R | undefined> | Promise<ArrayLike<R | undefined>>) | undefined;
   readonly #search: IndexSearchSettings;
   readonly #metrics = new RetrievalMetrics();
+  readonly #batching: BatcherOptions | undefined;
+  /** One batcher per result count: a batch is one index search of n results per query. */
+  readonly #batchers = new Map<number, Batcher<Float32Array, Hits>>();
+  #disposed = false;
 
   constructor(options: RetrieverOptions<Q, R>) {
     if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
@@ -122,6 +135,15 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
     const search = options.search ?? {};
     if (search === null || typeof search !== 'object') throw invalid('an object of search settings', 'options.search', search);
     this.#search = { ...search };
+    const batching = options.searchBatching;
+    if (batching === false) this.#batching = undefined;
+    else {
+      if (batching !== undefined && (batching === null || typeof batching !== 'object')) {
+        throw invalid('false or batching options', 'options.searchBatching', batching);
+      }
+      this.#batching = { ...DEFAULT_SEARCH_BATCHING, ...batching };
+      new Batcher<unknown, unknown>(() => [], this.#batching).close(); // validates the options now
+    }
     // Checked now for a plain index; an IndexStore without a version yet is checked per request.
     const target = this.#target();
     if (target !== undefined) this.#check(target.modelVersion, target.dim);
@@ -258,13 +280,44 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
     }
   }
 
-  async #searchOne(vector: Float32Array, n: number, filter: Filter | undefined): Promise<{ id: bigint; score: number }[]> {
-    if (this.index instanceof IndexStore) {
-      // Checked and searched in the same tick: the store reads its live version synchronously
-      // when the search starts, so no swap can come between the check and the search.
-      this.#checkLive();
+  /**
+   * Searches alone when filtered (each filter selects its own rows), else through the batcher
+   * for n: concurrent requests' queries go to the index as one batch, which reads the vectors
+   * once for all of them (a flat scan of a batch costs little more than of one query).
+   */
+  #searchOne(vector: Float32Array, n: number, filter: Filter | undefined): Promise<Hits> {
+    if (this.#disposed) return Promise.reject(new DisposedError('retriever'));
+    if (filter !== undefined || this.#batching === undefined) {
+      // Checked and searched in the same tick: an IndexStore reads its live version
+      // synchronously when the search starts, so no swap can come between the two.
+      if (this.index instanceof IndexStore) this.#checkLive();
+      return searchIndex(this.index, vector, n, filter, this.#search);
     }
-    return searchIndex(this.index, vector, n, filter, this.#search);
+    let batcher = this.#batchers.get(n);
+    if (batcher === undefined) {
+      const dim = this.model.dim;
+      batcher = new Batcher<Float32Array, Hits>(async (vectors) => {
+        const queries = new Float32Array(vectors.length * dim);
+        vectors.forEach((v, i) => queries.set(v, i * dim));
+        if (this.index instanceof IndexStore) this.#checkLive();
+        const result = await searchIndexRows(this.index, queries, n, undefined, this.#search);
+        return vectors.map((_, i) => result.hits(i));
+      }, this.#batching);
+      this.#batchers.set(n, batcher);
+    }
+    // A copy: the embedding may be a view into its tower batch's buffer, reused by others.
+    return batcher.call(vector.slice());
+  }
+
+  /** Closes the search batchers (searches in flight finish). The model, index and ranker stay the caller's. Idempotent. */
+  async dispose(): Promise<void> {
+    this.#disposed = true;
+    await Promise.all([...this.#batchers.values()].map((b) => b.close()));
+    this.#batchers.clear();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
   }
 
   async #records(ids: bigint[]): Promise<ArrayLike<R | undefined> | undefined> {
@@ -320,7 +373,18 @@ export async function searchIndex(
   n: number,
   filter: Filter | undefined,
   settings: IndexSearchSettings = {},
-): Promise<{ id: bigint; score: number }[]> {
+): Promise<Hits> {
+  return (await searchIndexRows(index, vector, n, filter, settings)).hits(0);
+}
+
+/** A batch of queries (nq × dim) against any retrieval index: the index's SearchResult. */
+export async function searchIndexRows(
+  index: RetrievalIndex,
+  queries: Float32Array,
+  n: number,
+  filter: Filter | undefined,
+  settings: IndexSearchSettings = {},
+): Promise<SearchResult> {
   const { nprobe, refineFactor, expansion, threads } = settings;
   const ivfOptions = (): IvfPqSearchOptions => ({
     filter,
@@ -328,21 +392,16 @@ export async function searchIndex(
     ...(refineFactor ? { refineFactor } : {}),
     ...(threads ? { threads } : {}),
   });
-  let result: SearchResult;
   if (index instanceof HnswIndex) {
     if (filter !== undefined) {
       throw new InvalidArgumentError('options.filter needs an index with attributes: HnswIndex keeps none (use FlatIndex or IvfPqIndex)');
     }
-    result = await index.search(vector, n, { ...(expansion ? { expansion } : {}), ...(threads ? { threads } : {}) });
-  } else if (index instanceof FlatIndex) {
-    result = await index.search(vector, n, { filter, ...(threads ? { threads } : {}) });
-  } else if (index instanceof IvfPqIndex) {
-    result = await index.search(vector, n, ivfOptions());
-  } else {
-    const options = index.index() instanceof IvfPqIndex ? ivfOptions() : { filter, ...(threads ? { threads } : {}) };
-    result = await index.search(vector, n, options);
+    return index.search(queries, n, { ...(expansion ? { expansion } : {}), ...(threads ? { threads } : {}) });
   }
-  return result.hits(0);
+  if (index instanceof FlatIndex) return index.search(queries, n, { filter, ...(threads ? { threads } : {}) });
+  if (index instanceof IvfPqIndex) return index.search(queries, n, ivfOptions());
+  const options = index.index() instanceof IvfPqIndex ? ivfOptions() : { filter, ...(threads ? { threads } : {}) };
+  return index.search(queries, n, options);
 }
 
 /** The index a search of `index` reaches now (an IndexStore's live one; undefined before its first version). */
@@ -354,17 +413,20 @@ function item<R>(id: bigint, towerScore: number, score: number, record: R | unde
   return record === undefined ? { id, towerScore, score } : { id, towerScore, score, record };
 }
 
+const MAX_SAFE_ID = BigInt(Number.MAX_SAFE_INTEGER);
+
 function toLookup<R>(items: ItemLookup<R>): (ids: bigint[]) => ArrayLike<R | undefined> | Promise<ArrayLike<R | undefined>> {
   if (typeof items === 'function') return items;
   if (items instanceof Map) {
     // Keyed by bigint or by number: try the id as given, then as a number when it is a safe one.
     const map = items as ReadonlyMap<unknown, R>;
     return (ids) =>
-      ids.map((id) => map.get(id) ?? (id <= BigInt(Number.MAX_SAFE_INTEGER) ? map.get(Number(id)) : undefined));
+      ids.map((id) => map.get(id) ?? (id <= MAX_SAFE_ID ? map.get(Number(id)) : undefined));
   }
   if (Array.isArray(items)) {
     const array = items as readonly (R | undefined)[];
-    return (ids) => ids.map((id) => (id < BigInt(array.length) ? array[Number(id)] : undefined));
+    // The length is read per call (the array may grow); ids past a safe integer are past any array.
+    return (ids) => ids.map((id) => (id <= MAX_SAFE_ID ? array[Number(id)] : undefined));
   }
   throw invalid('a function, a Map or an array of item records', 'options.items', items);
 }
