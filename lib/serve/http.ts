@@ -154,7 +154,8 @@ export class EbrixServer {
       bodyLimit,
       // Strict bodies: a string is not a number, and an unknown property is an error, not dropped.
       ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
-      return503OnClosing: true,
+      // Requests that arrive while closing get our own 503 (an onRequest hook), in the JSON error shape.
+      return503OnClosing: false,
     });
     // JSON only: a text/plain body would otherwise reach the schema as a string.
     this.app.removeContentTypeParser('text/plain');
@@ -203,6 +204,9 @@ export class EbrixServer {
     const { retriever, memory, token } = this.#options;
     const page = searchPage();
 
+    app.addHook('onRequest', async () => {
+      if (this.#closing !== undefined) throw new HttpError(503, 'EBRIX_NOT_READY', 'The server is shutting down');
+    });
     if (token !== undefined) {
       const expected = createHash('sha256').update(token).digest();
       app.addHook('onRequest', async (request) => {
