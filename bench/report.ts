@@ -10,6 +10,7 @@ import type { CorpusResult, EncodingResult, ModelsSuiteResult, QueryLoadResult, 
 import type { CurveResult, IvfPqDatasetResult, IvfPqSuiteResult, TargetSummary } from './suites/ivfpq.js';
 import { lifecycleLines, type LifecycleSuiteResult } from './suites/lifecycle.js';
 import { trainLines, type TrainSuiteResult } from './suites/train.js';
+import { serveLines, type ServeSuiteResult } from './suites/serve.js';
 import type { CurveReading } from './curves.js';
 
 export interface BenchReport {
@@ -32,6 +33,7 @@ export interface BenchReport {
     ivfpq?: IvfPqSuiteResult;
     lifecycle?: LifecycleSuiteResult;
     train?: TrainSuiteResult;
+    serve?: ServeSuiteResult;
   };
 }
 
@@ -587,6 +589,11 @@ export function renderConsole(report: BenchReport): string {
     if (parts.length > 0) parts.push('');
     parts.push('Suite train', ...trainLines(train).map((line) => `  ${line}`));
   }
+  const serve = report.suites.serve;
+  if (serve) {
+    if (parts.length > 0) parts.push('');
+    parts.push('Suite serve', ...serveLines(serve).map((line) => `  ${line}`));
+  }
   parts.push('', `Total ${fixed(report.durationSeconds, 1)} s`);
   return parts.join('\n');
 }
@@ -632,6 +639,9 @@ export function renderMarkdownReport(report: BenchReport): string {
     const table = lines.filter((line) => line.startsWith('|'));
     const notes = lines.filter((line) => !line.startsWith('|')).map((line) => `- ${line}`);
     out.push('## Suite train', '', ...notes, '', ...table, '');
+  }
+  if (report.suites.serve) {
+    out.push('## Suite serve', '', ...serveLines(report.suites.serve).map((line) => `- ${line}`), '');
   }
   out.push(`Command: \`npm run bench -- ${report.argv.join(' ')}\` — total ${fixed(report.durationSeconds, 1)} s`, '');
   return out.join('\n');

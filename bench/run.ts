@@ -6,7 +6,7 @@
 //                           synthetic 100000x128 (ivfpq: 50000x128), 30 latency samples, fewer
 //                           plain-TS queries, short ceilings; models: 0.8 s load runs, 10,000
 //                           corpus items; ivfpq: fewer sweep points and timed queries
-//   --suite NAME[,NAME]     suites to run (default: all; available: flat, models, ivfpq, lifecycle, train)
+//   --suite NAME[,NAME]     suites to run (default: all; available: flat, models, ivfpq, lifecycle, train, serve)
 //   --synthetic LIST        synthetic clustered sets as <count>x<dim>, comma separated
 //                           (default 1000000x128,200000x768; with --quick 100000x128 for flat and
 //                           50000x128 for ivfpq; "none" for none)
@@ -28,7 +28,9 @@
 // (8-bit and 4-bit codes) and the HNSW peers usearch (f32, i8) and hnswlib-node on the same data.
 // Suite lifecycle measures filtered search, mapped opens and latency under a writer. Suite train
 // trains the WordNet default model (3 epochs; --quick: 1) and its single-task baselines, and
-// compares held-out recall with a BM25 baseline over the same text.
+// compares held-out recall with a BM25 baseline over the same text. Suite serve runs the HTTP
+// service on loopback (autocannon at 1, 16 and 64 connections: query tower → index → ONNX ranker)
+// against tower inference alone, over HTTP and in process (--quick: 20,000 items, 2 s runs).
 
 import { parseArgs } from 'node:util';
 import { hardwareThreads } from '../lib/index.js';
@@ -39,10 +41,10 @@ import { attachCeilings, runFlatSuite, type DatasetPlan, type FlatSuiteOptions }
 import { runModelsSuite, type ModelsSuiteSettings } from './suites/models.js';
 import type { IvfPqSuiteOptions } from './suites/ivfpq.js';
 
-const SUITES = ['flat', 'models', 'ivfpq', 'lifecycle', 'train'] as const;
+const SUITES = ['flat', 'models', 'ivfpq', 'lifecycle', 'train', 'serve'] as const;
 type SuiteName = (typeof SUITES)[number];
 
-const USAGE = `Usage: npm run bench -- [--quick] [--suite flat,models,ivfpq,lifecycle,train] [--synthetic 1000000x128,200000x768] [--no-mnist]
+const USAGE = `Usage: npm run bench -- [--quick] [--suite flat,models,ivfpq,lifecycle,train,serve] [--synthetic 1000000x128,200000x768] [--no-mnist]
                        [--threads N] [--queries N] [--plain-ts-queries N] [--seed N] [--out bench/results]`;
 
 interface CliOptions {
@@ -273,6 +275,23 @@ async function main(): Promise<void> {
       threads: options.threads,
       seed: options.seed,
       singleTask: true,
+      log,
+    });
+  }
+
+  if (options.suites.includes('serve')) {
+    // Loaded only when asked for: it needs autocannon and Fastify.
+    const { runServeSuite } = await import('./suites/serve.js');
+    suites.serve = await runServeSuite({
+      seed: options.seed,
+      items: options.quick ? 20_000 : 100_000,
+      concurrency: [1, 16, 64],
+      seconds: options.quick ? 2 : 8,
+      warmupSeconds: options.quick ? 0.5 : 2,
+      candidates: 100,
+      k: 10,
+      modelThreads: options.modelThreads,
+      indexThreads: options.threads,
       log,
     });
   }

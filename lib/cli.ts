@@ -6,7 +6,8 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { EbrixError } from './errors.js';
-import { WORDNET_TASKS, trainWordNet } from './train/wordnet-model.js';
+import { VECTOR_STORAGES, type VectorStorage } from './index/flat.js';
+import { IVFPQ_REFINES, type IvfPqRefine } from './index/ivfpq.js';
 import type { WordNetTask } from './train/wordnet.js';
 
 class UsageError extends Error {}
@@ -24,6 +25,54 @@ const integer = (value: string | boolean | undefined, name: string, fallback?: n
   if (typeof value !== 'string' || !Number.isSafeInteger(n) || n < 0) throw new UsageError(`--${name} takes a non-negative integer, not ${String(value)}`);
   return n;
 };
+
+const positive = (value: string | boolean | undefined, name: string, fallback?: number): number | undefined => {
+  const n = integer(value, name, fallback);
+  if (n === 0) throw new UsageError(`--${name} takes a positive integer, not 0`);
+  return n;
+};
+
+const required = (value: string | boolean | undefined, name: string): string => {
+  if (typeof value !== 'string' || value.length === 0) throw new UsageError(`--${name} is required`);
+  return value;
+};
+
+const oneOf = <T extends string>(value: string | boolean | undefined, allowed: readonly T[], name: string, fallback: T): T => {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+    throw new UsageError(`--${name} takes ${allowed.join(', ')}, not ${String(value)}`);
+  }
+  return value as T;
+};
+
+const jsonObject = (value: string | boolean | undefined, name: string): Record<string, unknown> | undefined => {
+  if (value === undefined) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(String(value));
+  } catch {
+    throw new UsageError(`--${name} takes a JSON object, not ${String(value)}`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new UsageError(`--${name} takes a JSON object, not ${String(value)}`);
+  return parsed as Record<string, unknown>;
+};
+
+/** Exactly one of two options. */
+const either = (values: Record<string, string | boolean | undefined>, a: string, b: string): void => {
+  if ((values[a] === undefined) === (values[b] === undefined)) throw new UsageError(`give one of --${a} and --${b}`);
+};
+
+/** A flag that takes the item file and its id field. */
+const itemFile = (values: Record<string, string | boolean | undefined>): { items: string; idField: string } | undefined =>
+  values.items === undefined ? undefined : { items: required(values.items, 'items'), idField: typeof values['id-field'] === 'string' ? values['id-field'] : 'id' };
+
+const say = (line: string): void => console.log(line);
+
+const ITEM_OPTIONS = `  --items FILE      JSONL, one item record per line
+  --id-field NAME   the record field holding the id (default id; '#' numbers records from 0)`;
+const MODEL_OPTIONS = `  --model DIR       the model package (ebrix train writes one)
+  --task NAME       embed with a task head of the package
+  --threads N       onnxruntime threads per tower`;
 
 const commands: Record<string, Command> = {
   train: {
@@ -44,6 +93,8 @@ task on the held-out synsets.`,
       'no-evaluate': { type: 'boolean' },
     },
     async run(values) {
+      // Loaded here, not at the top: the serving commands need none of the training code.
+      const { WORDNET_TASKS, trainWordNet } = await import('./train/wordnet-model.js');
       if (values.dataset !== 'wordnet') {
         throw new UsageError(`--dataset must be wordnet (the embedded default), not ${String(values.dataset ?? '(missing)')}`);
       }
@@ -67,6 +118,186 @@ task on the held-out synsets.`,
         for (const [task, m] of Object.entries(result.test.perTask)) {
           console.log(`  ${task.padEnd(8)} recall@10 ${m.recallAt[10]!.toFixed(3)}  MRR ${m.mrr.toFixed(3)}  (${m.queries} queries)`);
         }
+      }
+    },
+  },
+  embed: {
+    summary: 'embed a JSONL file of item records into vectors',
+    usage: `ebrix embed --model DIR --items FILE --out FILE [--format jsonl|f32] [--batch N] [--id-field NAME] [--task NAME]
+
+Runs every item record through the package's item tower and writes the vectors: --format jsonl
+(default) writes {"id": "…", "vector": […]} per line; f32 writes raw little-endian float32 rows
+(n × dim) to FILE and the ids, one per line, to FILE.ids. Files are written whole or not at all.
+
+${MODEL_OPTIONS}
+${ITEM_OPTIONS}
+  --batch N         records per item-tower batch (default 256)`,
+    options: { model: { type: 'string' }, items: { type: 'string' }, out: { type: 'string' }, format: { type: 'string' }, batch: { type: 'string' }, 'id-field': { type: 'string' }, task: { type: 'string' }, threads: { type: 'string' } },
+    async run(values) {
+      const { embedCommand } = await import('./serve/commands.js');
+      const threads = positive(values.threads, 'threads');
+      await embedCommand({
+        model: required(values.model, 'model'),
+        ...itemFile({ ...values, items: required(values.items, 'items') })!,
+        out: required(values.out, 'out'),
+        format: oneOf(values.format, ['jsonl', 'f32'] as const, 'format', 'jsonl'),
+        batch: positive(values.batch, 'batch', 256)!,
+        ...(threads ? { threads } : {}),
+        ...(typeof values.task === 'string' ? { task: values.task } : {}),
+        log: say,
+      });
+    },
+  },
+  build: {
+    summary: 'build an index from a model package and a JSONL file of items',
+    usage: `ebrix build --model DIR --items FILE (--out FILE | --store DIR) [--type flat|ivfpq] [--storage f32|f16|bf16|i8]
+            [--nlist N] [--m N] [--refine none|f16|f32] [--batch N] [--id-field NAME] [--task NAME]
+
+Embeds the items with the item tower and builds an index bound to the model's version (the
+package's metric): a FlatIndex (default; storage f32 by default) or an IvfPqIndex (trained on
+the items). --out saves the index file; --store publishes it as the next version of an index
+store directory (searches switch to it). (Attributes for filters are not saved with index
+files yet, so built indexes take no filters for now.)
+
+${MODEL_OPTIONS}
+${ITEM_OPTIONS}
+  --nlist N, --m N  IvfPqIndex lists (default about 4√n) and sub-quantizers (default dim / 4)
+  --refine KIND     IvfPqIndex vectors kept to re-rank exactly: none (default), f16, f32
+  --batch N         records per item-tower batch (default 256)`,
+    options: {
+      model: { type: 'string' }, items: { type: 'string' }, out: { type: 'string' }, store: { type: 'string' }, type: { type: 'string' },
+      storage: { type: 'string' }, nlist: { type: 'string' }, m: { type: 'string' }, refine: { type: 'string' },
+      batch: { type: 'string' }, 'id-field': { type: 'string' }, task: { type: 'string' }, threads: { type: 'string' },
+    },
+    async run(values) {
+      const { buildCommand } = await import('./serve/commands.js');
+      either(values, 'out', 'store');
+      const type = oneOf(values.type, ['flat', 'ivfpq'] as const, 'type', 'flat');
+      const storage = oneOf<VectorStorage>(values.storage, VECTOR_STORAGES, 'storage', 'f32');
+      if (type === 'ivfpq' && values.storage !== undefined) throw new UsageError('--storage applies to --type flat');
+      if (type === 'flat' && (values.nlist ?? values.m ?? values.refine) !== undefined) throw new UsageError('--nlist, --m and --refine apply to --type ivfpq');
+      const threads = positive(values.threads, 'threads');
+      const nlist = positive(values.nlist, 'nlist');
+      const m = positive(values.m, 'm');
+      await buildCommand({
+        model: required(values.model, 'model'),
+        ...itemFile({ ...values, items: required(values.items, 'items') })!,
+        ...(typeof values.out === 'string' ? { out: values.out } : { store: required(values.store, 'store') }),
+        type,
+        storage,
+        ...(nlist ? { nlist } : {}),
+        ...(m ? { m } : {}),
+        ...(values.refine !== undefined ? { refine: oneOf<IvfPqRefine>(values.refine, IVFPQ_REFINES, 'refine', 'none') } : {}),
+        batch: positive(values.batch, 'batch', 256)!,
+        ...(threads ? { threads } : {}),
+        ...(typeof values.task === 'string' ? { task: values.task } : {}),
+        log: say,
+      });
+    },
+  },
+  search: {
+    summary: 'run one query against an index and print the results',
+    usage: `ebrix search --model DIR (--index FILE | --store DIR) (--text TEXT | --query JSON) [--k N]
+             [--items FILE [--id-field NAME]] [--task NAME] [--json]
+
+Embeds the request with the query tower (--text fills the tower's one text field; --query takes
+the whole record as JSON), searches the index (or the store's live version) and prints the k
+best items with their scores, and their records when --items names the item file. The index
+must have been built with this package (same model version).
+
+${MODEL_OPTIONS}
+  --json            print the result as JSON
+${ITEM_OPTIONS}`,
+    options: {
+      model: { type: 'string' }, index: { type: 'string' }, store: { type: 'string' }, text: { type: 'string' }, query: { type: 'string' },
+      k: { type: 'string' }, items: { type: 'string' }, 'id-field': { type: 'string' }, task: { type: 'string' },
+      json: { type: 'boolean' }, threads: { type: 'string' },
+    },
+    async run(values) {
+      const { searchCommand } = await import('./serve/commands.js');
+      either(values, 'index', 'store');
+      either(values, 'text', 'query');
+      const query = jsonObject(values.query, 'query');
+      const items = itemFile(values);
+      const threads = positive(values.threads, 'threads');
+      await searchCommand({
+        model: required(values.model, 'model'),
+        ...(typeof values.index === 'string' ? { index: values.index } : { store: required(values.store, 'store') }),
+        ...(query ? { query } : { text: String(values.text) }),
+        k: positive(values.k, 'k', 10)!,
+        ...(items ? { items } : {}),
+        ...(threads ? { threads } : {}),
+        ...(typeof values.task === 'string' ? { task: values.task } : {}),
+        json: values.json === true,
+        print: say,
+      });
+    },
+  },
+  serve: {
+    summary: 'serve an index and a model package over HTTP (search page on /)',
+    usage: `ebrix serve --model DIR (--index FILE | --store DIR) [--items FILE [--id-field NAME]] [--host ADDR] [--port N]
+            [--memory DIR [--memory-model DIR]] [--ranker FILE.onnx --ranker-features towerScore,item.price,…]
+            [--candidates N] [--body-limit BYTES] [--save]
+
+Starts the HTTP service (POST /v1/search, /v1/items, /v1/memory/…, GET /metrics, /healthz,
+/readyz, and a search page on /) on 127.0.0.1:8080 by default. Set EBRIX_TOKEN in the
+environment to require Authorization: Bearer <token> (health checks and the page stay open).
+SIGINT or SIGTERM stops it gracefully: requests in flight finish, the memory store is saved,
+and with --save an index changed through /v1/items is written back to --index.
+
+${MODEL_OPTIONS}
+${ITEM_OPTIONS.replace('JSONL, one item record per line', 'JSONL item records, returned with the results')}
+  --memory DIR      serve the memory routes from this memory store directory
+  --memory-model DIR  the text model the memory store embeds with (default --model)
+  --ranker FILE     an ONNX ranker over the features --ranker-features names (default towerScore)
+  --candidates N    candidates the ranker re-scores (default 100)`,
+    options: {
+      model: { type: 'string' }, index: { type: 'string' }, store: { type: 'string' }, items: { type: 'string' }, 'id-field': { type: 'string' },
+      host: { type: 'string' }, port: { type: 'string' }, memory: { type: 'string' }, 'memory-model': { type: 'string' }, ranker: { type: 'string' },
+      'ranker-features': { type: 'string' }, candidates: { type: 'string' }, 'body-limit': { type: 'string' }, save: { type: 'boolean' },
+      threads: { type: 'string' }, task: { type: 'string' },
+    },
+    async run(values) {
+      const { serveCommand } = await import('./serve/commands.js');
+      either(values, 'index', 'store');
+      if (values.save === true && values.index === undefined) throw new UsageError('--save writes the index back to --index');
+      if (values['ranker-features'] !== undefined && values.ranker === undefined) throw new UsageError('--ranker-features needs --ranker');
+      if (values['memory-model'] !== undefined && values.memory === undefined) throw new UsageError('--memory-model needs --memory');
+      const items = itemFile(values);
+      const threads = positive(values.threads, 'threads');
+      const candidates = positive(values.candidates, 'candidates');
+      const bodyLimit = positive(values['body-limit'], 'body-limit');
+      const port = integer(values.port, 'port', 8080)!;
+      if (port > 65535) throw new UsageError(`--port takes 0 to 65535, not ${port}`);
+      const token = process.env.EBRIX_TOKEN;
+      // Resolved by the first SIGINT or SIGTERM; the listeners go once the service has stopped.
+      let stop!: (signal: string) => void;
+      const until = new Promise<string>((resolve) => (stop = resolve));
+      const onSignal = (signal: NodeJS.Signals): void => stop(signal);
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        await serveCommand({
+          model: required(values.model, 'model'),
+          ...(typeof values.index === 'string' ? { index: values.index } : { store: required(values.store, 'store') }),
+          ...(items ? { items } : {}),
+          ...(typeof values.memory === 'string' ? { memory: values.memory } : {}),
+          ...(typeof values['memory-model'] === 'string' ? { memoryModel: values['memory-model'] } : {}),
+          host: typeof values.host === 'string' ? values.host : '127.0.0.1',
+          port,
+          ...(token ? { token } : {}),
+          ...(typeof values.ranker === 'string' ? { ranker: values.ranker } : {}),
+          ...(typeof values['ranker-features'] === 'string' ? { rankerFeatures: values['ranker-features'].split(',').map((f) => f.trim()) } : {}),
+          ...(candidates ? { candidates } : {}),
+          ...(bodyLimit ? { bodyLimit } : {}),
+          ...(threads ? { threads } : {}),
+          save: values.save === true,
+          log: say,
+          until,
+        });
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
       }
     },
   },

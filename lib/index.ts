@@ -157,3 +157,77 @@ export {
   type WordNetTask,
 } from './train/wordnet.js';
 export { readJsonl, writeJsonl, type ReadJsonlOptions } from './train/jsonl.js';
+
+// training
+export {
+  compileModelSpec,
+  type CompiledModel,
+  type CompiledTask,
+  type ModelSpec,
+  type TaskKind,
+  type TaskSpec,
+  type TowerSpec,
+} from './train/spec.js';
+export {
+  Trainer,
+  type Example,
+  type ExportOptions,
+  type FitOptions,
+  type FitResult,
+  type TrainerOptions,
+  type TrainProgress,
+  type ValidationReport,
+} from './train/trainer.js';
+export { evaluate, type EvaluateOptions, type EvaluationPair, type EvaluationResult, type Embedder } from './train/evaluate.js';
+export {
+  trainWordNet,
+  wordnetModelSpec,
+  wordnetItemRecord,
+  type TrainWordNetOptions,
+  type TrainWordNetResult,
+  type WordNetItemRecord,
+} from './train/wordnet-model.js';
+
+// serving
+export {
+  Retriever,
+  type IndexSearchSettings,
+  type ItemLookup,
+  type QueryModel,
+  type RetrievalIndex,
+  type RetrieveOptions,
+  type RetrieveResult,
+  type RetrievedItem,
+  type RetrieverOptions,
+} from './serve/retriever.js';
+export {
+  OnnxRanker,
+  type OnnxRankerSpec,
+  type RankCandidate,
+  type RankScores,
+  type Ranker,
+  type RankerFunction,
+  type RankerObject,
+} from './serve/ranker.js';
+export {
+  LATENCY_BUCKETS_SECONDS,
+  STAGES,
+  LatencyHistogram,
+  PrometheusText,
+  RetrievalMetrics,
+  type LatencySummary,
+  type RetrievalMetricsSnapshot,
+  type Stage,
+  type StageTimings,
+} from './serve/metrics.js';
+export {
+  MemoryStore,
+  NAMESPACE_PATTERN,
+  type Memory,
+  type MemoryMetadata,
+  type MemoryModel,
+  type MemoryStoreOptions,
+  type RecallOptions,
+  type RecalledMemory,
+} from './serve/memory.js';
+export { EbrixServer, HTTP_ERROR_CODES, createServer, type HttpErrorCode, type ServerOptions } from './serve/http.js';

@@ -148,19 +148,19 @@ export interface ModelsSuiteResult {
 }
 
 export const MAX_ENCODE_FRACTION = 0.1;
-const HASH_BUCKETS = 100_000;
-const EMBEDDING_DIM = 64;
-const HIDDEN = [256, 128];
-const OUTPUT_DIM = 64;
-const VOCABULARY_WORDS = 5000;
+export const HASH_BUCKETS = 100_000;
+export const EMBEDDING_DIM = 64;
+export const HIDDEN = [256, 128];
+export const OUTPUT_DIM = 64;
+export const VOCABULARY_WORDS = 5000;
 const QUERY_POOL = 4096;
 
-const QUERY_FEATURES: FeatureSpec[] = [
+export const QUERY_FEATURES: FeatureSpec[] = [
   { kind: 'text', name: 'query', field: 'text', maxLength: 32, ngrams: 2, buckets: HASH_BUCKETS },
   { kind: 'categorical', name: 'region', field: 'region', vocabulary: REGIONS },
 ];
 
-function itemFeatures(sample: readonly ItemRecord[]): FeatureSpec[] {
+export function itemFeatures(sample: readonly ItemRecord[]): FeatureSpec[] {
   return [
     { kind: 'text', name: 'title', field: 'title', maxLength: 32, ngrams: 2, buckets: HASH_BUCKETS },
     { kind: 'categorical', name: 'category', field: 'category', buckets: CATEGORY_COUNT * 2 },

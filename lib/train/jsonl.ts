@@ -7,6 +7,7 @@
  * file whole.
  */
 import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { TextDecoder } from 'node:util';
 
@@ -257,4 +258,19 @@ async function io<T>(promise: Promise<T>, where: string): Promise<T> {
   } catch (error) {
     throw new IoError(`Cannot write the JSON Lines file ${where}: ${(error as Error).message}`);
   }
+}
+
+/** Lines in a file (a progress bar's total), counted in one streaming pass; a last line without a newline counts. */
+export async function countLines(file: string): Promise<number> {
+  let count = 0;
+  let last = 0x0a;
+  try {
+    for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
+      for (let i = chunk.indexOf(0x0a); i >= 0; i = chunk.indexOf(0x0a, i + 1)) count++;
+      if (chunk.length > 0) last = chunk[chunk.length - 1]!;
+    }
+  } catch (error) {
+    throw new IoError(`Cannot read the JSON Lines file ${file}: ${(error as Error).message}`);
+  }
+  return last === 0x0a ? count : count + 1;
 }

@@ -11,9 +11,9 @@ import type { Example } from './batches.js';
 import { evaluate, type EvaluationPair, type EvaluationResult } from './evaluate.js';
 import type { ModelSpec, TaskSpec } from './spec.js';
 import { Trainer, type FitResult, type TrainProgress } from './trainer.js';
-import { loadWordNet, wordnetQueries, type WordNetItem, type WordNetQuery, type WordNetTask } from './wordnet.js';
+import { WORDNET_TASKS, loadWordNet, wordnetQueries, type WordNetItem, type WordNetQuery, type WordNetTask } from './wordnet.js';
 
-export const WORDNET_TASKS: readonly WordNetTask[] = ['gloss', 'usage', 'synonym'];
+export { WORDNET_TASKS };
 
 /** The item record the item tower reads (also what an index of synsets stores per id). */
 export interface WordNetItemRecord extends Record<string, unknown> {
