@@ -27,7 +27,7 @@
 // runs, 10,000 items instead of 100,000). Suite ivfpq sweeps recall@10 against QPS for IvfPqIndex
 // (8-bit and 4-bit codes) and the HNSW peers usearch (f32, i8) and hnswlib-node on the same data.
 // Suite lifecycle measures filtered search, mapped opens and latency under a writer. Suite train
-// trains the WordNet default model (3 epochs; --quick: 1) and its single-task baselines, and
+// trains the WordNet default model (5 epochs; --quick: 1) and its single-task baselines, and
 // compares held-out recall with a BM25 baseline over the same text. Suite serve runs the HTTP
 // service on loopback (autocannon at 1, 16 and 64 connections: query tower → index → ONNX ranker)
 // against tower inference alone, over HTTP and in process (--quick: 20,000 items, 2 s runs).
@@ -268,8 +268,9 @@ async function main(): Promise<void> {
   if (options.suites.includes('train')) {
     // Loaded only when asked for: it reads WordNet and needs minisearch.
     const { runTrainSuite } = await import('./suites/train.js');
+    const { WORDNET_EPOCHS } = await import('../lib/train/wordnet-model.js');
     suites.train = await runTrainSuite({
-      epochs: options.quick ? 1 : 3,
+      epochs: options.quick ? 1 : WORDNET_EPOCHS,
       batchSize: 512,
       extraNegatives: 512,
       threads: options.threads,

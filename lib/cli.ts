@@ -106,7 +106,7 @@ task on the held-out synsets.`,
       const result = await trainWordNet({
         out,
         tasks: tasks as WordNetTask[],
-        epochs: integer(values.epochs, 'epochs', 3)!,
+        ...(values.epochs === undefined ? {} : { epochs: integer(values.epochs, 'epochs')! }),
         ...(threads ? { threads } : {}),
         ...(seed !== undefined ? { seed } : {}),
         evaluate: values['no-evaluate'] !== true,

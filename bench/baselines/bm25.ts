@@ -32,11 +32,11 @@ import { invalid } from '../../lib/validate.js';
 
 export interface RetrievalMetrics {
   queries: number;
-  /** k → the fraction of queries whose item ranks in the top k. */
+  /** k → the mean over queries of the fraction of their relevant items ranked in the top k. */
   recallAt: Record<number, number>;
-  /** Mean reciprocal rank of the item within the top 100 (0 where it ranks lower or not at all). */
+  /** Mean reciprocal rank of the best relevant item within the top 100 (0 where it ranks lower or not at all). */
   mrr: number;
-  /** recall@k at the largest k asked. */
+  /** The fraction of queries with a relevant item in the top k, at the largest k asked. */
   hitRate: number;
 }
 
@@ -86,27 +86,46 @@ export function bm25Evaluate(
 
   const rankOf = engine === 'compact' ? compactRanker(items) : miniSearchRanker(items);
   const depth = Math.max(MRR_DEPTH, ...ks);
-  const hits = new Array<number>(ks.length).fill(0);
-  let reciprocalRanks = 0;
+  // Queries with the same text are one query with several relevant items, as lib/train/evaluate.ts
+  // counts them (a synonym query 'bank' has one relevant synset per sense): recall@k is the
+  // fraction of its relevant items in the top k, the reciprocal rank that of the best one.
+  const groups = new Map<string, number[]>();
   queries.forEach((query, q) => {
-    const rank = rankOf(query.text, targets[q]!, depth);
-    if (rank === undefined) return;
-    ks.forEach((k, i) => {
-      if (rank <= k) hits[i]!++;
-    });
-    if (rank <= MRR_DEPTH) reciprocalRanks += 1 / rank;
+    const group = groups.get(query.text);
+    if (group === undefined) groups.set(query.text, [targets[q]!]);
+    else if (!group.includes(targets[q]!)) group.push(targets[q]!);
   });
+  const recalled = new Array<number>(ks.length).fill(0);
+  const hit = new Array<number>(ks.length).fill(0);
+  let reciprocalRanks = 0;
+  for (const [text, relevant] of groups) {
+    let best = Infinity;
+    const found = new Array<number>(ks.length).fill(0);
+    for (const target of relevant) {
+      const rank = rankOf(text, target, depth);
+      if (rank === undefined) continue;
+      best = Math.min(best, rank);
+      ks.forEach((k, i) => {
+        if (rank <= k) found[i]!++;
+      });
+    }
+    ks.forEach((k, i) => {
+      recalled[i]! += found[i]! / relevant.length;
+      if (best <= k) hit[i]!++;
+    });
+    if (best <= MRR_DEPTH) reciprocalRanks += 1 / best;
+  }
 
-  const n = queries.length;
+  const n = groups.size;
   const recallAt: Record<number, number> = {};
   ks.forEach((k, i) => {
-    recallAt[k] = n === 0 ? 0 : hits[i]! / n;
+    recallAt[k] = n === 0 ? 0 : recalled[i]! / n;
   });
   return {
     queries: n,
     recallAt,
     mrr: n === 0 ? 0 : reciprocalRanks / n,
-    hitRate: recallAt[Math.max(...ks)]!,
+    hitRate: n === 0 ? 0 : hit[ks.indexOf(Math.max(...ks))]! / n,
   };
 }
 

@@ -13,7 +13,7 @@ import { hardwareThreads } from '../../lib/index.js';
 import { evaluate, type RetrievalMetrics } from '../../lib/train/evaluate.js';
 import { Trainer } from '../../lib/train/trainer.js';
 import { loadWordNet, wordnetQueries, type WordNetTask } from '../../lib/train/wordnet.js';
-import { WORDNET_TASKS, wordnetExamples, wordnetItemRecord, wordnetModelSpec, wordnetPairs } from '../../lib/train/wordnet-model.js';
+import { WORDNET_TASKS, WORDNET_TRAINER_OPTIONS, wordnetExamples, wordnetItemRecord, wordnetModelSpec, wordnetPairs } from '../../lib/train/wordnet-model.js';
 import { bm25Evaluate } from '../baselines/bm25.js';
 
 export interface TrainSuiteOptions {
@@ -61,7 +61,7 @@ export async function runTrainSuite(options: TrainSuiteOptions): Promise<TrainSu
     const queries = split.train.filter((q) => tasks.includes(q.task));
     const test = split.test.filter((q) => tasks.includes(q.task));
     const spec = wordnetModelSpec(items, queries, { tasks, seed: options.seed });
-    using trainer = new Trainer(spec, { threads: options.threads });
+    using trainer = new Trainer(spec, { ...WORDNET_TRAINER_OPTIONS, threads: options.threads });
     const fit = await trainer.fit(wordnetExamples(items, queries, records), {
       epochs: options.epochs,
       batchSize: options.batchSize,
