@@ -270,14 +270,8 @@ ${ITEM_OPTIONS.replace('JSONL, one item record per line', 'JSONL item records, r
       const port = integer(values.port, 'port', 8080)!;
       if (port > 65535) throw new UsageError(`--port takes 0 to 65535, not ${port}`);
       const token = process.env.EBRIX_TOKEN;
-      // Resolved by the first SIGINT or SIGTERM; the listeners go once the service has stopped.
-      let stop!: (signal: string) => void;
-      const until = new Promise<string>((resolve) => (stop = resolve));
-      const onSignal = (signal: NodeJS.Signals): void => stop(signal);
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      try {
-        await serveCommand({
+      await untilSignal((until) =>
+        serveCommand({
           model: required(values.model, 'model'),
           ...(typeof values.index === 'string' ? { index: values.index } : { store: required(values.store, 'store') }),
           ...(items ? { items } : {}),
@@ -294,14 +288,53 @@ ${ITEM_OPTIONS.replace('JSONL, one item record per line', 'JSONL item records, r
           save: values.save === true,
           log: say,
           until,
-        });
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-      }
+        }),
+      );
+    },
+  },
+  start: {
+    summary: 'the main job: train (once), index and serve WordNet search on localhost',
+    usage: `ebrix start [--dir DIR] [--host ADDR] [--port N]
+
+Runs the embedded default end to end (npm start runs this): trains the WordNet model into
+DIR/wordnet if there is none (about a minute and a half on 2 cores), embeds every synset into
+an exact index saved as DIR/wordnet.index (mapped on later starts), and serves the search page
+and the HTTP API on http://127.0.0.1:8080, printing three example queries. DIR defaults to
+./models. EBRIX_TOKEN in the environment requires a bearer token. SIGINT or SIGTERM stops it.`,
+    options: { dir: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' } },
+    async run(values) {
+      const { runWordNetJob } = await import('./serve/wordnet-job.js');
+      const port = integer(values.port, 'port', 8080)!;
+      if (port > 65535) throw new UsageError(`--port takes 0 to 65535, not ${port}`);
+      const token = process.env.EBRIX_TOKEN;
+      await untilSignal((until) =>
+        runWordNetJob({
+          ...(typeof values.dir === 'string' ? { dir: values.dir } : {}),
+          host: typeof values.host === 'string' ? values.host : '127.0.0.1',
+          port,
+          ...(token ? { token } : {}),
+          log: say,
+          until,
+        }),
+      );
     },
   },
 };
+
+/** Runs a service until the first SIGINT or SIGTERM; the listeners go once it has stopped. */
+async function untilSignal(serve: (until: Promise<string>) => Promise<void>): Promise<void> {
+  let stop!: (signal: string) => void;
+  const until = new Promise<string>((resolve) => (stop = resolve));
+  const onSignal = (signal: NodeJS.Signals): void => stop(signal);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    await serve(until);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
 
 function help(): string {
   const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`);

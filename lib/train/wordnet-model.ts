@@ -18,14 +18,17 @@ export { WORDNET_TASKS };
 /** The item record the item tower reads (also what an index of synsets stores per id). */
 export interface WordNetItemRecord extends Record<string, unknown> {
   key: string;
+  /** The synset's words joined by spaces (what the item tower reads). */
   lemmas: string;
+  /** The words one by one (the tower does not read them; the re-ranker of the main job does). */
+  words: string[];
   hypernyms: string;
   pos: string;
   lexfile: string;
 }
 
 export function wordnetItemRecord(item: WordNetItem): WordNetItemRecord {
-  return { key: item.key, lemmas: item.words.join(' '), hypernyms: item.hypernyms, pos: item.pos, lexfile: item.lexfile };
+  return { key: item.key, lemmas: item.words.join(' '), words: item.words, hypernyms: item.hypernyms, pos: item.pos, lexfile: item.lexfile };
 }
 
 export interface WordNetModelOptions {

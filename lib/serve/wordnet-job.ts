@@ -1,0 +1,145 @@
+/**
+ * The main job (`npm start`, `ebrix start`): WordNet retrieval on localhost, end to end.
+ *
+ *   1. the model package: trained (lib/train/wordnet-model.ts) into <dir>/wordnet when there is
+ *      none, else loaded;
+ *   2. the index: every synset embedded with the item tower into an exact FlatIndex bound to
+ *      the model version and saved to <dir>/wordnet.index; later starts map that file, and a
+ *      file built by another model version is rebuilt;
+ *   3. a Retriever (query tower → top 100 → an exact-name re-ranker → top 10) behind the HTTP
+ *      service and its search page, with three example queries printed on start.
+ */
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+
+import { FlatIndex } from '../index/flat.js';
+import { MANIFEST_FILE } from '../model/package.js';
+import { textTerms } from '../model/tokenize.js';
+import { TwoTowerModel } from '../model/two-tower.js';
+import { progressBar } from '../progress.js';
+import { WORDNET_TASKS, trainWordNet, wordnetItemRecord, type WordNetItemRecord } from '../train/wordnet-model.js';
+import { loadWordNet } from '../train/wordnet.js';
+import { createServer, type EbrixServer } from './http.js';
+import type { RankCandidate } from './ranker.js';
+import { Retriever } from './retriever.js';
+
+export interface WordNetJobOptions {
+  /** Folder of the model package and the index (default ./models). */
+  dir?: string;
+  host?: string;
+  port?: number;
+  token?: string;
+  log?: (line: string) => void;
+  /** Resolves when the service should stop (e.g. on SIGINT). */
+  until: Promise<unknown>;
+  /** Called once the service listens, with its address (tests use it). */
+  onListening?: (url: string, retriever: Retriever<{ text: string }, WordNetItemRecord>) => void | Promise<void>;
+}
+
+export const EXAMPLE_QUERIES: ReadonlyArray<{ text: string; task: string }> = [
+  { text: 'a large wild cat with a striped coat', task: 'gloss' },
+  { text: 'she poured ___ into her coffee to sweeten it', task: 'usage' },
+  { text: 'automobile', task: 'synonym' },
+];
+
+/** Bonus the re-ranker gives an item one of whose words is the whole query (cosine scores lie in [-1, 1]). */
+export const EXACT_NAME_BONUS = 0.2;
+
+/**
+ * The second stage: the tower score, plus a bonus when the query is exactly one of the
+ * synset's words. Pooling words into one vector blurs an exact name, which is what a one-word
+ * (synonym) query is about; a reverse-dictionary or usage query is never a lemma and keeps
+ * the tower's order. On the validation split this lifts synonym recall@10 from 0.850 to 0.919
+ * and leaves gloss and usage as they were (the weight was picked there; scripts are in the
+ * closing note of the end-to-end issue).
+ */
+export function exactNameRanker(request: { text?: unknown }, candidates: readonly RankCandidate<WordNetItemRecord>[]): number[] {
+  const query = textTerms(typeof request.text === 'string' ? request.text : '').join(' ');
+  return candidates.map((c) => {
+    const named = query.length > 0 && (c.record?.words ?? []).some((word) => textTerms(word).join(' ') === query);
+    return c.towerScore + (named ? EXACT_NAME_BONUS : 0);
+  });
+}
+
+export async function runWordNetJob(options: WordNetJobOptions): Promise<void> {
+  const log = options.log ?? ((line: string) => console.log(line));
+  const dir = path.resolve(options.dir ?? 'models');
+  const modelDir = path.join(dir, 'wordnet');
+  const indexFile = path.join(dir, 'wordnet.index');
+  const started = performance.now();
+  const seconds = (): string => `${((performance.now() - started) / 1000).toFixed(1)} s`;
+
+  if (!existsSync(path.join(modelDir, MANIFEST_FILE))) {
+    log(`no model in ${modelDir}: training the WordNet model (once; about a minute and a half on 2 cores)`);
+    const result = await trainWordNet({ out: modelDir, evaluate: true, log });
+    for (const [task, m] of Object.entries(result.test?.perTask ?? {})) {
+      log(`  held-out ${task.padEnd(8)} recall@10 ${m.recallAt[10]!.toFixed(3)}  MRR ${m.mrr.toFixed(3)}`);
+    }
+    await rm(indexFile, { force: true }); // an index of an older model would be refused anyway
+  }
+  const [model, items] = await Promise.all([TwoTowerModel.load(modelDir), loadWordNet()]);
+  const records = items.map(wordnetItemRecord);
+  let index: FlatIndex | undefined;
+  let server: EbrixServer | undefined;
+  let retriever: Retriever<{ text: string }, WordNetItemRecord> | undefined;
+  try {
+    if (existsSync(indexFile)) {
+      const opened = await FlatIndex.open(indexFile);
+      if (opened.modelVersion === model.version && opened.size === records.length) index = opened;
+      else {
+        log(`${indexFile} was built by model ${opened.modelVersion ?? '(none)'}: rebuilding it for ${model.version}`);
+        opened.dispose();
+      }
+    }
+    if (index === undefined) {
+      log(`embedding ${records.length} synsets with the item tower`);
+      const fresh = new FlatIndex({ dim: model.dim, metric: 'ip', modelVersion: model.version });
+      const bar = progressBar('embed');
+      const batch = 2048;
+      for (let start = 0; start < records.length; start += batch) {
+        const part = records.slice(start, start + batch);
+        const vectors = await model.embedItems(part);
+        await fresh.add(
+          part.map((_, i) => start + i),
+          vectors,
+        );
+        bar.update(start + part.length, records.length);
+      }
+      bar.finish();
+      await fresh.save(indexFile);
+      index = fresh;
+    }
+    log(`model ${model.manifest.name} ${model.version} and an index of ${index.size} synsets ready after ${seconds()}`);
+
+    retriever = new Retriever<{ text: string }, WordNetItemRecord>({
+      model,
+      index,
+      items: records,
+      ranker: exactNameRanker,
+      candidates: 100,
+      k: 10,
+    });
+    server = await createServer({
+      retriever,
+      host: options.host ?? '127.0.0.1',
+      port: options.port ?? 8080,
+      ...(options.token !== undefined ? { token: options.token } : {}),
+    });
+    const url = await server.listen();
+    log(`serving WordNet search on ${url} (tasks: ${WORDNET_TASKS.join(', ')}; started in ${seconds()}); Ctrl-C stops`);
+    for (const example of EXAMPLE_QUERIES) {
+      const result = await retriever.retrieve({ text: example.text }, { task: example.task, k: 5 });
+      const found = result.items.map((it) => `${it.record?.lemmas ?? String(it.id)} (${it.score.toFixed(3)})`).join('; ');
+      log(`  [${example.task}] "${example.text}" → ${found}`);
+    }
+    await options.onListening?.(url, retriever);
+    await options.until;
+    log('stopping: draining requests in flight');
+  } finally {
+    await server?.close();
+    await retriever?.dispose();
+    index?.dispose();
+    await model.dispose();
+  }
+}
