@@ -1,0 +1,357 @@
+// Removal, upsert, get and compaction of the indexes, checked against a plain reference: a
+// fresh index built from the live vectors alone must return exactly what the mutated one
+// does, and a search running beside the writers must return the result of some state that
+// existed.
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+#include <limits>
+
+#include "../error.h"
+#include "../flat.h"
+#include "../simd/dispatch.h"
+#include "check.h"
+#include "test_util.h"
+
+using namespace ebrix;
+using namespace ebrix::test;
+
+namespace {
+
+// What the index should hold: every row it numbered (adds and upserts, in order), and which
+// are live.
+struct Reference {
+  size_t dim = 0;
+  std::vector<uint64_t> idOfRow;
+  std::vector<std::vector<float>> vectorOfRow;
+  std::vector<bool> live;
+  std::unordered_map<uint64_t, size_t> rowOfId;
+
+  void write(const std::vector<uint64_t>& ids, const std::vector<float>& vectors) {
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const auto it = rowOfId.find(ids[i]);
+      if (it != rowOfId.end()) live[it->second] = false;
+      rowOfId[ids[i]] = idOfRow.size();
+      idOfRow.push_back(ids[i]);
+      vectorOfRow.emplace_back(vectors.begin() + i * dim, vectors.begin() + (i + 1) * dim);
+      live.push_back(true);
+    }
+  }
+  size_t remove(const std::vector<uint64_t>& ids) {
+    size_t n = 0;
+    for (const uint64_t id : ids) {
+      const auto it = rowOfId.find(id);
+      if (it == rowOfId.end()) continue;
+      live[it->second] = false;
+      rowOfId.erase(it);
+      ++n;
+    }
+    return n;
+  }
+  size_t size() const { return rowOfId.size(); }
+  std::vector<size_t> liveRows() const {
+    std::vector<size_t> rows;
+    for (size_t r = 0; r < live.size(); ++r) {
+      if (live[r]) rows.push_back(r);
+    }
+    return rows;
+  }
+};
+
+struct FlatConfig {
+  Metric metric;
+  simd::Element storage;
+};
+
+std::unique_ptr<FlatIndex> makeFlat(const FlatConfig& c, size_t dim, const std::vector<float>& sample) {
+  auto index = std::make_unique<FlatIndex>(dim, c.metric, simd::bestLevel(), 2, c.storage);
+  if (c.storage == simd::Element::I8) index->train(sample.data(), sample.size() / dim);
+  return index;
+}
+
+// The same searches on `index` and on a fresh index of the reference's live rows (in row
+// order) give the same ids and scores, with and without an allow bitset over rows.
+void checkFlatAgainstFresh(FlatIndex& index, const Reference& ref, const FlatConfig& c,
+                           const std::vector<float>& sample, uint32_t seed) {
+  const size_t dim = ref.dim;
+  const std::vector<size_t> rows = ref.liveRows();
+  CHECK(index.size() == rows.size());
+  auto fresh = makeFlat(c, dim, sample);
+  std::vector<uint64_t> ids;
+  std::vector<float> data;
+  for (const size_t r : rows) {
+    ids.push_back(ref.idOfRow[r]);
+    data.insert(data.end(), ref.vectorOfRow[r].begin(), ref.vectorOfRow[r].end());
+  }
+  fresh->add(ids.data(), data.data(), ids.size());
+
+  std::mt19937 rng(seed);
+  const size_t k = 7;
+  const std::vector<float> queries = randomVectors(3, dim, seed + 1);
+  // An allow bitset over the index's rows (removed ones included), and the same rows of the
+  // fresh index.
+  std::vector<uint32_t> allow((ref.idOfRow.size() + 31) / 32, 0), freshAllow((rows.size() + 31) / 32, 0);
+  for (size_t r = 0; r < ref.idOfRow.size(); ++r) {
+    if (rng() % 3 != 0) allow[r / 32] |= 1u << (r % 32);
+  }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (allow[rows[i] / 32] >> (rows[i] % 32) & 1u) freshAllow[i / 32] |= 1u << (i % 32);
+  }
+  for (int filtered = 0; filtered < 2; ++filtered) {
+    const SearchOutput got = filtered ? index.search(queries.data(), 3, k, 0, allow.data(), allow.size())
+                                      : index.search(queries.data(), 3, k);
+    const SearchOutput want = filtered ? fresh->search(queries.data(), 3, k, 0, freshAllow.data(), freshAllow.size())
+                                       : fresh->search(queries.data(), 3, k);
+    CHECK_MSG(got.ids == want.ids, "filtered " << filtered);
+    CHECK(got.scores == want.scores);
+  }
+  // get: the stored vector, as the fresh index stores it; has and rowsOf.
+  std::vector<float> a(dim), b(dim);
+  for (size_t i = 0; i < rows.size(); i += std::max<size_t>(1, rows.size() / 20)) {
+    CHECK(index.contains(ids[i]));
+    index.get(ids[i], a.data());
+    fresh->get(ids[i], b.data());
+    CHECK(a == b);
+    int64_t row = -2;
+    index.rowsOf(&ids[i], 1, &row);
+    CHECK(row == static_cast<int64_t>(rows[i]));
+  }
+}
+
+std::vector<uint64_t> randomIds(std::mt19937& rng, size_t n, uint64_t range) {
+  std::vector<uint64_t> ids;
+  std::set<uint64_t> seen;
+  while (ids.size() < n) {
+    const uint64_t id = rng() % range;
+    if (seen.insert(id).second) ids.push_back(id);
+  }
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("flat.remove_upsert_compact_equal_a_fresh_index_of_the_live_rows") {
+  const size_t dim = 19;
+  const std::vector<FlatConfig> configs = {{Metric::InnerProduct, simd::Element::F32},
+                                           {Metric::L2, simd::Element::F32},
+                                           {Metric::Cosine, simd::Element::F16},
+                                           {Metric::L2, simd::Element::BF16},
+                                           {Metric::InnerProduct, simd::Element::I8},
+                                           {Metric::Cosine, simd::Element::I8}};
+  const std::vector<float> sample = randomVectors(300, dim, 77);
+  for (const FlatConfig& c : configs) {
+    std::mt19937 rng(5 + static_cast<uint32_t>(c.storage));
+    auto index = makeFlat(c, dim, sample);
+    Reference ref;
+    ref.dim = dim;
+    uint32_t seed = 100;
+    for (int step = 0; step < 24; ++step) {
+      const int op = step < 2 ? 0 : static_cast<int>(rng() % 4);
+      if (op == 0 || op == 1) {
+        // add new ids, or upsert a mix of held and new ones
+        const size_t n = 1 + rng() % 400;
+        std::vector<uint64_t> ids = randomIds(rng, n, op == 0 ? 1u << 30 : 3000);
+        if (op == 0) {
+          ids.erase(std::remove_if(ids.begin(), ids.end(), [&](uint64_t id) { return ref.rowOfId.count(id) != 0; }),
+                    ids.end());
+        }
+        const std::vector<float> data = randomVectors(ids.size(), dim, seed++);
+        if (op == 0) {
+          index->add(ids.data(), data.data(), ids.size());
+        } else {
+          // Some held ids, so that the upsert replaces as well as adds.
+          for (size_t i = 0; i < ids.size() && !ref.idOfRow.empty(); i += 3) {
+            const uint64_t held = ref.idOfRow[rng() % ref.idOfRow.size()];
+            if (ref.rowOfId.count(held) && std::find(ids.begin(), ids.end(), held) == ids.end()) ids[i] = held;
+          }
+          index->upsert(ids.data(), data.data(), ids.size());
+        }
+        ref.write(ids, data);
+      } else if (op == 2) {
+        // remove held ids, unknown ones and a repeat
+        std::vector<uint64_t> ids;
+        for (size_t i = 0; i < 1 + rng() % 200 && !ref.idOfRow.empty(); ++i) ids.push_back(ref.idOfRow[rng() % ref.idOfRow.size()]);
+        ids.push_back(987654321987ull);
+        if (!ids.empty()) ids.push_back(ids.front());
+        const size_t want = ref.remove(ids);
+        CHECK(index->remove(ids.data(), ids.size()) == want);
+      } else {
+        const size_t before = index->size();
+        index->compact();
+        CHECK(index->size() == before);
+      }
+      checkFlatAgainstFresh(*index, ref, c, sample, seed++);
+    }
+    // After a final compaction, a save and both opens hold the live rows, renumbered from 0.
+    index->compact();
+    checkFlatAgainstFresh(*index, ref, c, sample, seed++);
+  }
+}
+
+TEST_CASE("flat.typed_errors_and_edges_of_mutation") {
+  const size_t dim = 8;
+  FlatIndex index(dim, Metric::L2, simd::bestLevel(), 1);  // l2: each vector is its own nearest
+  const std::vector<float> data = randomVectors(4, dim, 1);
+  const std::vector<uint64_t> ids = {10, 11, 12, 13};
+  index.add(ids.data(), data.data(), 4);
+  std::vector<float> out(dim);
+  CHECK_THROWS_CODE(index.get(99, out.data()), ErrorCode::UnknownId);
+  const std::vector<uint64_t> twice = {20, 20};
+  CHECK_THROWS_CODE(index.upsert(twice.data(), data.data(), 2), ErrorCode::DuplicateId);
+  const uint64_t reserved = kNoId;
+  CHECK_THROWS_CODE(index.upsert(&reserved, data.data(), 1), ErrorCode::InvalidArgument);
+  std::vector<float> bad(data);
+  bad[3] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_CODE(index.upsert(ids.data(), bad.data(), 1), ErrorCode::InvalidVector);
+  CHECK(index.size() == 4);
+  // An add of a removed id is fine; an add of a held one is not.
+  CHECK(index.remove(ids.data(), 1) == 1);
+  CHECK(index.remove(ids.data(), 1) == 0);
+  CHECK(!index.contains(10));
+  CHECK_THROWS_CODE(index.get(10, out.data()), ErrorCode::UnknownId);
+  index.add(ids.data(), data.data(), 1);
+  CHECK(index.contains(10));
+  CHECK_THROWS_CODE(index.add(ids.data() + 1, data.data(), 1), ErrorCode::DuplicateId);
+  // Removing everything, compacting to nothing, and adding again.
+  CHECK(index.remove(ids.data(), 4) == 4);
+  CHECK(index.size() == 0);
+  CHECK(index.compact() == 5);
+  CHECK(index.compact() == 0);
+  SearchOutput empty = index.search(data.data(), 1, 3);
+  CHECK(empty.ids[0] == kNoId);
+  index.add(ids.data(), data.data(), 4);
+  int64_t rows[4];
+  index.rowsOf(ids.data(), 4, rows);
+  CHECK(rows[0] == 5 && rows[3] == 8);  // rows keep counting: 0..4 were handed out before
+  SearchOutput full = index.search(data.data(), 1, 1);
+  CHECK(full.ids[0] == 10);
+  // An allow bitset over rows, after the compaction renumbered nothing.
+  const uint32_t allowRow7 = 1u << 7;
+  SearchOutput one = index.search(data.data(), 1, 4, 0, &allowRow7, 1);
+  CHECK(one.ids[0] == 12 && one.ids[1] == kNoId);
+  index.get(12, out.data());
+  CHECK(std::equal(out.begin(), out.end(), data.begin() + 2 * dim));
+}
+
+TEST_CASE("flat.save_after_removes_holds_the_live_rows") {
+  const size_t dim = 12;
+  for (const simd::Element storage : {simd::Element::F32, simd::Element::I8}) {
+    const std::vector<float> sample = randomVectors(200, dim, 3);
+    FlatConfig c{Metric::L2, storage};
+    auto index = makeFlat(c, dim, sample);
+    Reference ref;
+    ref.dim = dim;
+    std::vector<uint64_t> ids(500);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = 1000 + i * 3;
+    const std::vector<float> data = randomVectors(ids.size(), dim, 4);
+    index->add(ids.data(), data.data(), ids.size());
+    ref.write(ids, data);
+    std::vector<uint64_t> gone;
+    for (size_t i = 0; i < ids.size(); i += 4) gone.push_back(ids[i]);
+    CHECK(index->remove(gone.data(), gone.size()) == ref.remove(gone));
+    const std::vector<uint64_t> replaced = {ids[1], ids[2], 5};
+    const std::vector<float> fresh = randomVectors(3, dim, 5);
+    index->upsert(replaced.data(), fresh.data(), 3);
+    ref.write(replaced, fresh);
+
+    const std::string path = "/tmp/ebrix-test-mutation-" + std::to_string(static_cast<int>(storage)) + ".ebrix";
+    index->save(path, "v1");
+    // The reopened index numbers the live rows 0 .. size-1, in the saved index's row order.
+    Reference renumbered;
+    renumbered.dim = dim;
+    for (const size_t r : ref.liveRows()) {
+      renumbered.write({ref.idOfRow[r]}, ref.vectorOfRow[r]);
+    }
+    for (const bool map : {true, false}) {
+      FlatIndex::Opened opened = FlatIndex::open(path, map, true, simd::bestLevel(), 2);
+      CHECK(opened.modelVersion == "v1");
+      checkFlatAgainstFresh(*opened.index, renumbered, c, sample, 9);
+      // Mutations of a mapped index work as on one in memory.
+      Reference more = renumbered;
+      const std::vector<uint64_t> drop = {ids[5], ids[6], 5};
+      CHECK(opened.index->remove(drop.data(), drop.size()) == more.remove(drop));
+      checkFlatAgainstFresh(*opened.index, more, c, sample, 10);
+      CHECK(opened.index->compact() == 3);
+      checkFlatAgainstFresh(*opened.index, more, c, sample, 11);
+    }
+    std::remove(path.c_str());
+  }
+}
+
+// A writer adds, upserts, removes and compacts while searches run; every search result must
+// be exactly the result of one of the states the writer published (computed afterwards on a
+// fresh index of that state's live rows), and so never holds a removed id or a torn row.
+TEST_CASE("flat.searches_beside_writers_see_states_that_existed") {
+  const size_t dim = 16, k = 10;
+  const FlatConfig c{Metric::InnerProduct, simd::Element::F32};
+  FlatIndex index(dim, c.metric, simd::bestLevel(), 2);
+  const std::vector<float> query = randomVectors(1, dim, 42);
+  std::vector<Reference> states;
+  Reference ref;
+  ref.dim = dim;
+  states.push_back(ref);
+  std::atomic<bool> done{false};
+  std::vector<std::vector<uint64_t>> seen;
+  std::mutex seenMutex;
+  std::thread writer([&] {
+    std::mt19937 rng(7);
+    uint32_t seed = 1;
+    for (int step = 0; step < 120; ++step) {
+      const int op = step < 3 ? 0 : static_cast<int>(rng() % 4);
+      if (op <= 1) {
+        std::vector<uint64_t> ids = randomIds(rng, 50 + rng() % 100, 4000);
+        if (op == 0) {
+          ids.erase(std::remove_if(ids.begin(), ids.end(), [&](uint64_t id) { return ref.rowOfId.count(id) != 0; }),
+                    ids.end());
+        }
+        const std::vector<float> data = randomVectors(ids.size(), dim, seed++);
+        if (op == 0) index.add(ids.data(), data.data(), ids.size());
+        else index.upsert(ids.data(), data.data(), ids.size());
+        ref.write(ids, data);
+      } else if (op == 2) {
+        const std::vector<uint64_t> ids = randomIds(rng, 80, 4000);
+        ref.remove(ids);
+        index.remove(ids.data(), ids.size());
+      } else {
+        index.compact();  // the live rows, and so the results, do not change
+      }
+      states.push_back(ref);
+    }
+    done = true;
+  });
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&] {
+      while (!done) {
+        const SearchOutput out = index.search(query.data(), 1, k, 1);
+        std::lock_guard<std::mutex> lock(seenMutex);
+        seen.push_back(out.ids);
+      }
+    });
+  }
+  writer.join();
+  for (auto& r : readers) r.join();
+
+  std::set<std::vector<uint64_t>> valid;
+  for (const Reference& state : states) {
+    FlatIndex fresh(dim, c.metric, simd::bestLevel(), 1);
+    std::vector<uint64_t> ids;
+    std::vector<float> data;
+    for (const size_t r : state.liveRows()) {
+      ids.push_back(state.idOfRow[r]);
+      data.insert(data.end(), state.vectorOfRow[r].begin(), state.vectorOfRow[r].end());
+    }
+    fresh.add(ids.data(), data.data(), ids.size());
+    valid.insert(fresh.search(query.data(), 1, k).ids);
+  }
+  CHECK(seen.size() > 10);
+  for (const auto& ids : seen) CHECK(valid.count(ids) == 1);
+}
