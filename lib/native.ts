@@ -42,6 +42,16 @@ export interface NativeFlatIndex {
   externalBytes(): number;
   /** The row of each id, -1 for an id the index does not hold. */
   rowsOf(ids: BigUint64Array): Float64Array;
+  upsert(ids: BigUint64Array, vectors: Float32Array): void;
+  upsertAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
+  /** Returns how many of the ids were held (and are now removed). */
+  remove(ids: BigUint64Array): number;
+  removeAsync(ids: BigUint64Array): Promise<number>;
+  has(id: bigint): boolean;
+  /** The stored vector (dim floats); EBRIX_UNKNOWN_ID for an id not held. */
+  get(id: bigint): Float32Array;
+  /** Resolves to the number of tombstones dropped. */
+  compactAsync(): Promise<number>;
 }
 
 export interface NativeIvfPqMemory {
@@ -92,8 +102,8 @@ export interface NativeIvfPqIndex {
 export interface NativeHnswIndex {
   add(ids: BigUint64Array, vectors: Float32Array): void;
   addAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
-  remove(ids: BigUint64Array): void;
-  removeAsync(ids: BigUint64Array): Promise<void>;
+  remove(ids: BigUint64Array): number;
+  removeAsync(ids: BigUint64Array): Promise<number>;
   search(
     queries: Float32Array,
     k: number,

@@ -14,7 +14,7 @@ import { openOnGpu } from '../gpu.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
 import { native, type NativeFlatIndex, type NativeGpuFlatIndex, type NativeOpenedHandle } from '../native.js';
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
-import { type Ids } from './ids.js';
+import { toIdArray, type Ids } from './ids.js';
 import { bindVersion } from './model-version.js';
 import { SearchResult } from './search-result.js';
 import type { Attributes } from './attributes.js';
@@ -89,7 +89,10 @@ export interface SearchOptions {
   /**
    * Only rows whose bit is set may be returned. Rows are numbered in add order from 0: bit
    * `r & 31` of word `r >> 5` allows row r; rows past the end of the bitset are not allowed.
-   * Tested inside the scan on both devices, so a filtered search stays exact.
+   * Every vector an add or upsert stores takes the next row, and a row keeps its number for
+   * the life of the index (remove and compact renumber nothing; a saved index reopens with
+   * its live vectors numbered from 0 again). Tested inside the scan on both devices, so a
+   * filtered search stays exact; removed rows are never returned, allowed or not.
    */
   allow?: Uint32Array;
   /**
@@ -218,7 +221,7 @@ export class FlatIndex implements Disposable {
     return this.#attributes?.table;
   }
 
-  /** Number of vectors held. */
+  /** Number of vectors held (added or upserted, and not removed). */
   get size(): number {
     return this.#live().index.size();
   }
@@ -365,6 +368,79 @@ export class FlatIndex implements Disposable {
   }
 
   /**
+   * Replaces the vectors (and, on an index with `attributes`, the attribute records) of ids
+   * the index holds and adds the others, off the event loop. All-or-nothing, and one step for
+   * searches: none sees an upserted id twice, or misses it. Validated as `add`, except that
+   * ids may already be held (they must still be distinct within the call). Each vector takes
+   * a new row (see SearchOptions.allow); the replaced rows become tombstones until
+   * `compact()`. CPU indexes only.
+   */
+  async upsert(ids: Ids, vectors: Vectors, options: AddOptions = {}): Promise<void> {
+    const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    checkAddOptions(options, this.#attributes);
+    const index = this.#cpu('upsert');
+    const upsertVectors = () => awaitNative(index.upsertAsync(idArray, matrix));
+    if (this.#attributes !== undefined) return this.#attributes.add(idArray.length, options, upsertVectors);
+    await upsertVectors();
+  }
+
+  /** `upsert` on the calling thread, for small batches (as `addSync`). */
+  upsertSync(ids: Ids, vectors: Vectors, options: AddOptions = {}): void {
+    const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    checkAddOptions(options, this.#attributes);
+    const index = this.#cpu('upsert');
+    const upsertVectors = () => callNative(() => index.upsert(idArray, matrix));
+    if (this.#attributes !== undefined) this.#attributes.addSync(idArray.length, options, upsertVectors);
+    else upsertVectors();
+  }
+
+  /**
+   * Removes the vectors of the given ids; ids the index does not hold are ignored, and so are
+   * repeats. Resolves to the number removed. A removed vector is a tombstone: searches that
+   * start after this never return it (it is excluded inside the scan, so results stay exact
+   * and filters never match it), and `compact()` reclaims its memory. CPU indexes only.
+   */
+  async remove(ids: Ids): Promise<number> {
+    const idArray = this.#prepareRemove(ids);
+    return awaitNative(this.#cpu('remove').removeAsync(idArray));
+  }
+
+  /** `remove` on the calling thread (it copies one bit per stored vector). */
+  removeSync(ids: Ids): number {
+    const idArray = this.#prepareRemove(ids);
+    const index = this.#cpu('remove');
+    return callNative(() => index.remove(idArray));
+  }
+
+  /** Whether a vector is held under `id`. CPU indexes only. */
+  has(id: number | bigint): boolean {
+    const index = this.#cpu('has');
+    const [value] = toIdArray([id], 'id');
+    return callNative(() => index.has(value!));
+  }
+
+  /**
+   * The vector stored under `id`, as the index stores it: normalised for cosine, rounded for
+   * f16 / bf16, decoded from its 8-bit code for 'i8'. EBRIX_UNKNOWN_ID when the id is not
+   * held. CPU indexes only.
+   */
+  get(id: number | bigint): Float32Array {
+    const index = this.#cpu('get');
+    const [value] = toIdArray([id], 'id');
+    return callNative(() => index.get(value!));
+  }
+
+  /**
+   * Rewrites the storage without the tombstones of removed and replaced vectors, off the event
+   * loop, and resolves to the number dropped (0, copying nothing, when there are none). Searches
+   * keep running meanwhile on the storage they started with; adds, upserts and removes wait
+   * for it. Rows keep their numbers. CPU indexes only.
+   */
+  async compact(): Promise<number> {
+    return awaitNative(this.#cpu('compact').compactAsync());
+  }
+
+  /**
    * Exact top-k for one query (a Float32Array of dim) or many (n × dim, or an array of
    * rows), off the event loop. k may exceed the index size: rows are padded. On the GPU k is
    * at most 2048. Storage 'i8' must be trained first (EBRIX_NOT_TRAINED).
@@ -421,6 +497,20 @@ export class FlatIndex implements Disposable {
     if (live.device !== 'cpu') throw new InvalidArgumentError('Filters on ids need an index on the CPU for now');
     return callNative(() => live.index.rowsOf(ids));
   };
+
+  /** The CPU index, for the operations the GPU index lacks. */
+  #cpu(operation: string): NativeFlatIndex {
+    const live = this.#live();
+    if (live.device !== 'cpu') {
+      throw new InvalidArgumentError(`${operation} needs an index on the CPU: the GPU index does not support it yet`);
+    }
+    return live.index;
+  }
+
+  #prepareRemove(ids: Ids): BigUint64Array {
+    this.#live();
+    return toIdArray(ids);
+  }
 
   #prepareAdd(ids: Ids, vectors: Vectors): [BigUint64Array, Float32Array] {
     this.#live();

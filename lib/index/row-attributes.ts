@@ -1,8 +1,10 @@
 /**
  * The attributes of an index's rows, as FlatIndex, IvfPqIndex and HnswIndex keep them when
- * made with `attributes` (a schema): one record per added vector, appended in add order so
- * that row r of the table is the r-th vector, and filters compiled into allow bitsets for
- * the index's own scan.
+ * made with `attributes` (a schema): one record per row, appended in add order so that row r
+ * of the table is the r-th vector stored (an upsert appends its records as an add does: its
+ * vectors take new rows), and filters compiled into allow bitsets for the index's own scan.
+ * Records of removed rows stay in the table (rows are never renumbered); they never match a
+ * search, because the index excludes removed rows inside the scan.
  */
 import { InvalidArgumentError } from '../errors.js';
 import { invalid } from '../validate.js';
@@ -28,8 +30,8 @@ export class RowAttributes {
   }
 
   /**
-   * An add with its records: the records are validated before `addVectors` runs and
-   * appended after it succeeds; adds are queued behind one another.
+   * An add (or upsert) with its records: the records are validated before `addVectors` runs
+   * and appended after it succeeds; adds are queued behind one another.
    */
   add(count: number, options: AddOptions, addVectors: () => Promise<void>): Promise<void> {
     const commit = this.#prepare(count, options);

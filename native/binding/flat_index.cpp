@@ -125,6 +125,13 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
                            InstanceMethod<&FlatIndexWrap::mappedBytes>("mappedBytes"),
                            InstanceMethod<&FlatIndexWrap::externalBytes>("externalBytes"),
                            InstanceMethod<&FlatIndexWrap::rowsOf>("rowsOf"),
+                           InstanceMethod<&FlatIndexWrap::upsert>("upsert"),
+                           InstanceMethod<&FlatIndexWrap::upsertAsync>("upsertAsync"),
+                           InstanceMethod<&FlatIndexWrap::remove>("remove"),
+                           InstanceMethod<&FlatIndexWrap::removeAsync>("removeAsync"),
+                           InstanceMethod<&FlatIndexWrap::has>("has"),
+                           InstanceMethod<&FlatIndexWrap::get>("get"),
+                           InstanceMethod<&FlatIndexWrap::compactAsync>("compactAsync"),
                            InstanceMethod<&FlatIndexWrap::saveAsync>("saveAsync"),
                            InstanceMethod<&FlatIndexWrap::simdLevel>("simdLevel"),
                            InstanceMethod<&FlatIndexWrap::threads>("threads"),
@@ -240,6 +247,70 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
       auto index = live(env);
       return (new AddWorker<FlatIndex>(env, index, parseAdd(info, index->dim()), accountLater()))->Start();
     })
+  }
+
+  // upsert(ids, vectors): as add, ids may already be held.
+  Napi::Value upsert(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const AddArgs args = parseAdd(info, index->dim());
+      index->upsert(args.ids.Data(), args.vectors.Data(), args.count);
+      account(env);
+      return env.Undefined();
+    })
+  }
+
+  Napi::Value upsertAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return (new UpsertWorker<FlatIndex>(env, index, parseAdd(info, index->dim()), accountLater()))->Start();
+    })
+  }
+
+  // remove(ids: BigUint64Array) -> the number removed.
+  Napi::Value remove(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const Napi::BigUint64Array ids = requireBigUint64(info[0], "ids");
+      const size_t removed = index->remove(ids.Data(), ids.ElementLength());
+      account(env);
+      return Napi::Number::New(env, static_cast<double>(removed));
+    })
+  }
+
+  Napi::Value removeAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return (new RemoveWorker<FlatIndex>(env, index, requireBigUint64(info[0], "ids"), accountLater()))->Start();
+    })
+  }
+
+  // has(id: bigint) -> boolean
+  Napi::Value has(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return Napi::Boolean::New(env, index->contains(requireId(env, info[0])));
+    })
+  }
+
+  // get(id: bigint) -> Float32Array of dim
+  Napi::Value get(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return storedVector(env, *index, info[0], index->dim());
+    })
+  }
+
+  // compactAsync() -> the number of tombstones dropped.
+  Napi::Value compactAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, { return (new CompactWorker<FlatIndex>(env, live(env), accountLater()))->Start(); })
   }
 
   Napi::Value search(const Napi::CallbackInfo& info) {

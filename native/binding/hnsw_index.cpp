@@ -20,22 +20,6 @@ namespace {
 
 using SearchWorker = ParamsSearchWorker<HnswIndex, HnswSearchParams>;
 
-// A remove waits for the searches in flight (it changes what they may return), so it runs
-// off the event loop too.
-class RemoveWorker : public PromiseWorker {
- public:
-  RemoveWorker(Napi::Env env, std::shared_ptr<HnswIndex> index, const Napi::BigUint64Array& ids)
-      : PromiseWorker(env), index_(std::move(index)), ids_(ids.Data(), ids.Data() + ids.ElementLength()) {}
-
- protected:
-  void Run() override { index_->remove(ids_.data(), ids_.size()); }
-  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
-
- private:
-  std::shared_ptr<HnswIndex> index_;
-  std::vector<uint64_t> ids_;
-};
-
 class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
@@ -152,8 +136,7 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const Napi::BigUint64Array ids = requireBigUint64(info[0], "ids");
-      index->remove(ids.Data(), ids.ElementLength());
-      return env.Undefined();
+      return Napi::Number::New(env, static_cast<double>(index->remove(ids.Data(), ids.ElementLength())));
     })
   }
 
@@ -161,7 +144,7 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      return (new RemoveWorker(env, index, requireBigUint64(info[0], "ids")))->Start();
+      return (new RemoveWorker<HnswIndex>(env, index, requireBigUint64(info[0], "ids")))->Start();
     })
   }
 

@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <memory>
@@ -54,11 +55,11 @@ class ExternalMemory {
   bool closed_ = false;
 };
 
-// An add off the event loop. The inputs are copied on the main thread: a reference keeps the
-// typed array object alive but not its memory (the caller may transfer or detach the buffer
-// while the add runs), and validating and then reading a buffer the caller can still write
-// would not be all-or-nothing.
-template <class Index>
+// An add (or, with kUpsert, an upsert) off the event loop. The inputs are copied on the main
+// thread: a reference keeps the typed array object alive but not its memory (the caller may
+// transfer or detach the buffer while the add runs), and validating and then reading a
+// buffer the caller can still write would not be all-or-nothing.
+template <class Index, bool kUpsert = false>
 class AddWorker : public PromiseWorker {
  public:
   // `done` runs on the main thread after a successful add (memory accounting).
@@ -72,7 +73,13 @@ class AddWorker : public PromiseWorker {
         count_(args.count) {}
 
  protected:
-  void Run() override { index_->add(ids_.data(), vectors_.data(), count_); }
+  void Run() override {
+    if constexpr (kUpsert) {
+      index_->upsert(ids_.data(), vectors_.data(), count_);
+    } else {
+      index_->add(ids_.data(), vectors_.data(), count_);
+    }
+  }
   Napi::Value Resolve(Napi::Env env) override {
     if (done_) done_(env);
     return env.Undefined();
@@ -85,6 +92,76 @@ class AddWorker : public PromiseWorker {
   std::vector<float> vectors_;
   size_t count_;
 };
+
+template <class Index>
+using UpsertWorker = AddWorker<Index, true>;
+
+// A remove off the event loop (an IVF-PQ or HNSW remove waits for the searches in flight);
+// resolves to the number of vectors removed (Index::remove's result).
+template <class Index>
+class RemoveWorker : public PromiseWorker {
+ public:
+  RemoveWorker(Napi::Env env, std::shared_ptr<Index> index, const Napi::BigUint64Array& ids,
+               std::function<void(Napi::Env)> done = nullptr)
+      : PromiseWorker(env),
+        done_(std::move(done)),
+        index_(std::move(index)),
+        ids_(ids.Data(), ids.Data() + ids.ElementLength()) {}
+
+ protected:
+  void Run() override { removed_ = index_->remove(ids_.data(), ids_.size()); }
+  Napi::Value Resolve(Napi::Env env) override {
+    if (done_) done_(env);
+    return Napi::Number::New(env, static_cast<double>(removed_));
+  }
+
+ private:
+  std::function<void(Napi::Env)> done_;
+  std::shared_ptr<Index> index_;
+  std::vector<uint64_t> ids_;
+  size_t removed_ = 0;
+};
+
+// Index::compact() off the event loop (it copies every live vector); resolves to the number
+// of tombstones it dropped.
+template <class Index>
+class CompactWorker : public PromiseWorker {
+ public:
+  CompactWorker(Napi::Env env, std::shared_ptr<Index> index, std::function<void(Napi::Env)> done = nullptr)
+      : PromiseWorker(env), done_(std::move(done)), index_(std::move(index)) {}
+
+ protected:
+  void Run() override { dropped_ = index_->compact(); }
+  Napi::Value Resolve(Napi::Env env) override {
+    if (done_) done_(env);
+    return Napi::Number::New(env, static_cast<double>(dropped_));
+  }
+
+ private:
+  std::function<void(Napi::Env)> done_;
+  std::shared_ptr<Index> index_;
+  size_t dropped_ = 0;
+};
+
+// An id argument: a bigint below 2^64 (lib/index/ids.ts has checked the range).
+inline uint64_t requireId(Napi::Env env, const Napi::Value& value) {
+  if (!value.IsBigInt()) throwInvalid(env, "Expected a bigint for id");
+  bool lossless = false;
+  const uint64_t id = value.As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) throwInvalid(env, "Expected an id below 2^64");
+  return id;
+}
+
+// get(id) -> Float32Array of the vector stored under id (Index::get; UnknownId otherwise).
+template <typename Index>
+Napi::Value storedVector(Napi::Env env, Index& index, const Napi::Value& idArg, size_t dim) {
+  const uint64_t id = requireId(env, idArg);
+  std::vector<float> vector(dim);
+  index.get(id, vector.data());
+  Napi::Float32Array out = Napi::Float32Array::New(env, dim);
+  std::memcpy(out.Data(), vector.data(), dim * sizeof(float));
+  return out;
+}
 
 // An allow bitset as the core takes it, copied (one bit per row: small next to an index, and
 // safe to read off the main thread): none is a null pointer; a given but empty bitset (no

@@ -286,19 +286,19 @@ void FlatIndex::get(uint64_t id, float* out) {
   decodeSlot(snap, static_cast<size_t>(slot), out);
 }
 
-void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
+void FlatIndex::add(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook) {
   if (count == 0) return;
   std::lock_guard<std::mutex> writeLock(writeMutex_);
-  write(ids, vectors, count, false);
+  write(ids, vectors, count, false, hook);
 }
 
-void FlatIndex::upsert(const uint64_t* ids, const float* vectors, size_t count) {
+void FlatIndex::upsert(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook) {
   if (count == 0) return;
   std::lock_guard<std::mutex> writeLock(writeMutex_);
-  write(ids, vectors, count, true);
+  write(ids, vectors, count, true, hook);
 }
 
-void FlatIndex::write(const uint64_t* ids, const float* vectors, size_t count, bool upsert) {
+void FlatIndex::write(const uint64_t* ids, const float* vectors, size_t count, bool upsert, const WriteHook& hook) {
   const Snapshot snap = snapshot();
   if (!idMapBuilt_.load(std::memory_order_acquire)) buildIdMap(snap, snap.storage->file->path());
   if (element_ == simd::Element::I8 && !snap.quantizer) {
@@ -419,13 +419,24 @@ void FlatIndex::write(const uint64_t* ids, const float* vectors, size_t count, b
   // The map and the snapshot change together for get / has / rowsOf (idMutex_); searches
   // only take the snapshot.
   std::unique_lock<std::shared_mutex> idLock(idMutex_);
+  const auto restoreMap = [&] {
+    for (size_t i = 0; i < count; ++i) rowOfId_.erase(ids[i]);
+    for (const auto& [id, row] : previous) rowOfId_.emplace(id, row);
+  };
   try {
     for (size_t i = 0; i < count; ++i) rowOfId_.insert_or_assign(ids[i], static_cast<uint32_t>(snap.rows + i));
   } catch (const std::bad_alloc&) {
-    // Nothing was published: put the map back as it was.
-    for (size_t i = 0; i < count; ++i) rowOfId_.erase(ids[i]);
-    for (const auto& [id, row] : previous) rowOfId_.emplace(id, row);
+    restoreMap();  // nothing was published: the map goes back as it was
     throw Error(ErrorCode::OutOfMemory, "Out of memory indexing the ids of " + std::to_string(count) + " vectors");
+  }
+  if (hook) {
+    try {
+      hook(snap.rows);
+    } catch (...) {
+      restoreMap();
+      updateIdMapBytes();
+      throw;
+    }
   }
   updateIdMapBytes();
   publish(Snapshot{std::move(target), newCount, snap.rows + count, snap.live + count - replaced.size(),
@@ -523,11 +534,34 @@ const uint32_t* FlatIndex::slotAllow(const Snapshot& snap, const uint32_t* allow
 }
 
 SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k, unsigned threads,
-                               const uint32_t* allowBits, size_t allowWords) const {
+                               const uint32_t* allowBits, size_t allowWords, const RowFilter* filter) const {
   if (k == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for k but received 0");
   requireFinite(queries, queryCount, dim_, "queries");
   requireStorable(queries, queryCount, "queries");
-  const Snapshot snap = snapshot();
+  Snapshot snap;
+  std::vector<uint32_t> filtered;
+  if (filter != nullptr) {
+    // The id map of a mapped open is built on first use, a cache behind the const interface.
+    const_cast<FlatIndex*>(this)->ensureIdMap();
+    // The snapshot and the id lookups of the filter are of one state: writers change the map
+    // and publish under idMutex_. Records are appended before a write publishes, so every
+    // row of the snapshot has its record.
+    std::shared_lock<std::shared_mutex> lock(idMutex_);
+    snap = snapshot();
+    filtered = (*filter)([this](uint64_t id, uint32_t* row) {
+      const auto it = rowOfId_.find(id);
+      if (it == rowOfId_.end()) return false;
+      *row = it->second;
+      return true;
+    });
+    lock.unlock();
+    if (allowBits != nullptr) filtered = andBits(filtered.data(), filtered.size(), allowBits, allowWords);
+    static const uint32_t kNone = 0;
+    allowBits = filtered.empty() ? &kNone : filtered.data();
+    allowWords = filtered.size();
+  } else {
+    snap = snapshot();
+  }
   if (element_ == simd::Element::I8 && !snap.quantizer) {
     throw Error(ErrorCode::NotTrained, "The index (storage 'i8') must be trained before it is searched");
   }

@@ -70,6 +70,7 @@
 #include "index_file.h"
 #include "metric.h"
 #include "row_bits.h"
+#include "row_filter.h"
 #include "simd/kernels.h"
 #include "sq.h"
 #include "topk.h"
@@ -101,20 +102,23 @@ class FlatIndex {
 
   // Adds `count` vectors (NotTrained for an untrained i8 index). Everything is validated first (finite values, ids unique within
   // the call and new to the index, not the reserved padding id); on any error the index is
-  // unchanged. Safe to call while searches run; concurrent adds are serialised.
-  void add(const uint64_t* ids, const float* vectors, size_t count);
+  // unchanged. Safe to call while searches run; concurrent adds are serialised. `hook` runs
+  // before the rows are published (row_filter.h).
+  void add(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook = {});
 
   // Exact top-k; `threads` 0 means the index default. With allowBits, only rows whose bit is
   // set (bit r of word r/32, rows numbered in add order) can be returned; rows past the
-  // last word are not allowed.
+  // last word are not allowed. With `filter`, only the rows it allows too, evaluated on the
+  // search's own snapshot (row_filter.h).
   SearchOutput search(const float* queries, size_t queryCount, size_t k, unsigned threads = 0,
-                      const uint32_t* allowBits = nullptr, size_t allowWords = 0) const;
+                      const uint32_t* allowBits = nullptr, size_t allowWords = 0,
+                      const RowFilter* filter = nullptr) const;
 
   // Replaces the vectors of ids the index holds and adds the others, all-or-nothing, in one
   // step for searches (none sees an id twice, or not at all). Every vector takes a new row,
   // as an add's do; the rows it replaces become tombstones. Validated as add(), except that
   // ids may already be in the index (they must still be distinct within the call).
-  void upsert(const uint64_t* ids, const float* vectors, size_t count);
+  void upsert(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook = {});
 
   // Removes the vectors of the ids the index holds (others are ignored, as are repeats):
   // their slots become tombstones, which no search started after this returns. Returns how
@@ -216,7 +220,7 @@ class FlatIndex {
 
   // Validates and stores `count` vectors under new rows; `upsert` lets ids already in the
   // index through and tombstones the rows they had. writeMutex_ held.
-  void write(const uint64_t* ids, const float* vectors, size_t count, bool upsert);
+  void write(const uint64_t* ids, const float* vectors, size_t count, bool upsert, const WriteHook& hook);
   // Publishes `next` (snapshotMutex_); callers that change the id map hold idMutex_.
   void publish(Snapshot next);
   // Builds the id map of a mapped open if no write has yet (writeMutex_ taken when needed).

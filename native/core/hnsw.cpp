@@ -480,8 +480,8 @@ void HnswIndex::add(const uint64_t* ids, const float* vectors, size_t count, uns
   m.refreshMemory();
 }
 
-void HnswIndex::remove(const uint64_t* ids, size_t count) {
-  if (count == 0) return;
+size_t HnswIndex::remove(const uint64_t* ids, size_t count) {
+  if (count == 0) return 0;
   Impl& m = *impl_;
   std::lock_guard<std::mutex> write(m.writeMutex);
 
@@ -525,6 +525,7 @@ void HnswIndex::remove(const uint64_t* ids, size_t count) {
   m.freeCount.store(m.freeSlots.size(), std::memory_order_relaxed);
   m.live.fetch_sub(count, std::memory_order_relaxed);
   m.refreshMemory();
+  return count;
 }
 
 SearchOutput HnswIndex::search(const float* queries, size_t queryCount, const HnswSearchParams& sp) const {

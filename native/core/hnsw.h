@@ -83,8 +83,8 @@ class HnswIndex {
 
   // Removes the vectors of `ids`. Throws UnknownId (nothing removed) when an id is not in the
   // index, DuplicateId when one repeats. Waits for searches in flight; none after it returns
-  // the removed ids.
-  void remove(const uint64_t* ids, size_t count);
+  // the removed ids. Returns `count` (the number removed, as FlatIndex::remove does).
+  size_t remove(const uint64_t* ids, size_t count);
 
   // Approximate top-k of each query, queries in parallel. With an allow bitset, only allowed
   // rows are returned: through usearch's filtered graph search, or (HnswFilter::Scan, or

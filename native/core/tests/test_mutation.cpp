@@ -286,9 +286,51 @@ TEST_CASE("flat.save_after_removes_holds_the_live_rows") {
   }
 }
 
+TEST_CASE("flat.write_hook_failure_and_filter_on_the_search_state") {
+  const size_t dim = 8;
+  FlatIndex index(dim, Metric::L2, simd::bestLevel(), 1);
+  const std::vector<float> data = randomVectors(6, dim, 2);
+  const std::vector<uint64_t> ids = {1, 2, 3, 4, 5, 6};
+  uint64_t hookRow = 99;
+  index.add(ids.data(), data.data(), 3, [&](uint64_t first) { hookRow = first; });
+  CHECK(hookRow == 0);
+  // A hook that throws abandons the write: nothing is published and the map is as before.
+  const WriteHook failing = [](uint64_t) { throw Error(ErrorCode::OutOfMemory, "records"); };
+  CHECK_THROWS_CODE(index.add(ids.data() + 3, data.data() + 3 * dim, 3, failing), ErrorCode::OutOfMemory);
+  const std::vector<uint64_t> mixed = {2, 4};
+  CHECK_THROWS_CODE(index.upsert(mixed.data(), data.data() + 4 * dim, 2, failing), ErrorCode::OutOfMemory);
+  CHECK(index.size() == 3 && !index.contains(4) && index.contains(2));
+  std::vector<float> out(dim);
+  index.get(2, out.data());
+  CHECK(std::equal(out.begin(), out.end(), data.begin() + dim));
+  index.upsert(mixed.data(), data.data() + 4 * dim, 2, [&](uint64_t first) { hookRow = first; });
+  CHECK(hookRow == 3);  // the failed writes numbered no rows
+  // A filter sees the rows of ids on the search's state, and is ANDed with allow.
+  size_t calls = 0;
+  const RowFilter byId = [&](const RowOfId& rowOfId) {
+    ++calls;
+    uint32_t row = 0;
+    std::vector<uint32_t> bits(1, 0);
+    for (const uint64_t id : {uint64_t{2}, uint64_t{3}, uint64_t{77}}) {
+      if (rowOfId(id, &row)) bits[0] |= 1u << row;
+    }
+    return bits;
+  };
+  SearchOutput hits = index.search(data.data() + dim, 1, 5, 0, nullptr, 0, &byId);
+  CHECK(calls == 1);
+  std::vector<uint64_t> got(hits.ids.begin(), hits.ids.begin() + 3);
+  std::sort(got.begin(), got.end());
+  CHECK(got[0] == 2 && got[1] == 3 && got[2] == kNoId);
+  const uint32_t onlyRow2 = 1u << 2;  // id 3
+  hits = index.search(data.data() + dim, 1, 5, 0, &onlyRow2, 1, &byId);
+  CHECK(hits.ids[0] == 3 && hits.ids[1] == kNoId);
+}
+
 // A writer adds, upserts, removes and compacts while searches run; every search result must
 // be exactly the result of one of the states the writer published (computed afterwards on a
-// fresh index of that state's live rows), and so never holds a removed id or a torn row.
+// fresh index of that state's live rows), and so never holds a removed id or a torn row. A
+// filtered search (on a tag the write hook records per row, as attribute records are) must
+// equal the filtered search of one state too.
 TEST_CASE("flat.searches_beside_writers_see_states_that_existed") {
   const size_t dim = 16, k = 10;
   const FlatConfig c{Metric::InnerProduct, simd::Element::F32};
@@ -298,8 +340,12 @@ TEST_CASE("flat.searches_beside_writers_see_states_that_existed") {
   Reference ref;
   ref.dim = dim;
   states.push_back(ref);
+  // The tag of each row (odd tags pass the filter), written by the hook before a write
+  // publishes; rows are numbered once, so a tag never changes after it is written.
+  std::vector<std::atomic<uint8_t>> tags(1 << 16);
+  std::vector<uint8_t> tagOf;  // the writer's copy, by row
   std::atomic<bool> done{false};
-  std::vector<std::vector<uint64_t>> seen;
+  std::vector<std::vector<uint64_t>> seen, seenFiltered;
   std::mutex seenMutex;
   std::thread writer([&] {
     std::mt19937 rng(7);
@@ -313,9 +359,15 @@ TEST_CASE("flat.searches_beside_writers_see_states_that_existed") {
                     ids.end());
         }
         const std::vector<float> data = randomVectors(ids.size(), dim, seed++);
-        if (op == 0) index.add(ids.data(), data.data(), ids.size());
-        else index.upsert(ids.data(), data.data(), ids.size());
+        std::vector<uint8_t> batchTags(ids.size());
+        for (auto& t : batchTags) t = static_cast<uint8_t>(rng() % 4);
+        const WriteHook hook = [&](uint64_t first) {
+          for (size_t i = 0; i < batchTags.size(); ++i) tags[first + i].store(batchTags[i], std::memory_order_release);
+        };
+        if (op == 0) index.add(ids.data(), data.data(), ids.size(), hook);
+        else index.upsert(ids.data(), data.data(), ids.size(), hook);
         ref.write(ids, data);
+        tagOf.insert(tagOf.end(), batchTags.begin(), batchTags.end());
       } else if (op == 2) {
         const std::vector<uint64_t> ids = randomIds(rng, 80, 4000);
         ref.remove(ids);
@@ -327,31 +379,43 @@ TEST_CASE("flat.searches_beside_writers_see_states_that_existed") {
     }
     done = true;
   });
+  const RowFilter oddTags = [&](const RowOfId&) {
+    // Rows whose record is written; the search ignores rows past its own state.
+    std::vector<uint32_t> bits(tags.size() / 32, 0);
+    for (size_t r = 0; r < tags.size(); ++r) {
+      if (tags[r].load(std::memory_order_acquire) % 2 == 1) bits[r / 32] |= 1u << (r % 32);
+    }
+    return bits;
+  };
   std::vector<std::thread> readers;
-  for (int t = 0; t < 2; ++t) {
-    readers.emplace_back([&] {
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&, t] {
       while (!done) {
-        const SearchOutput out = index.search(query.data(), 1, k, 1);
+        const SearchOutput out = index.search(query.data(), 1, k, 1, nullptr, 0, t == 2 ? &oddTags : nullptr);
         std::lock_guard<std::mutex> lock(seenMutex);
-        seen.push_back(out.ids);
+        (t == 2 ? seenFiltered : seen).push_back(out.ids);
       }
     });
   }
   writer.join();
   for (auto& r : readers) r.join();
 
-  std::set<std::vector<uint64_t>> valid;
+  std::set<std::vector<uint64_t>> valid, validFiltered;
   for (const Reference& state : states) {
-    FlatIndex fresh(dim, c.metric, simd::bestLevel(), 1);
-    std::vector<uint64_t> ids;
-    std::vector<float> data;
-    for (const size_t r : state.liveRows()) {
-      ids.push_back(state.idOfRow[r]);
-      data.insert(data.end(), state.vectorOfRow[r].begin(), state.vectorOfRow[r].end());
+    for (const bool filtered : {false, true}) {
+      FlatIndex fresh(dim, c.metric, simd::bestLevel(), 1);
+      std::vector<uint64_t> ids;
+      std::vector<float> data;
+      for (const size_t r : state.liveRows()) {
+        if (filtered && tagOf[r] % 2 == 0) continue;
+        ids.push_back(state.idOfRow[r]);
+        data.insert(data.end(), state.vectorOfRow[r].begin(), state.vectorOfRow[r].end());
+      }
+      fresh.add(ids.data(), data.data(), ids.size());
+      (filtered ? validFiltered : valid).insert(fresh.search(query.data(), 1, k).ids);
     }
-    fresh.add(ids.data(), data.data(), ids.size());
-    valid.insert(fresh.search(query.data(), 1, k).ids);
   }
-  CHECK(seen.size() > 10);
+  CHECK(seen.size() > 10 && seenFiltered.size() > 5);
   for (const auto& ids : seen) CHECK(valid.count(ids) == 1);
+  for (const auto& ids : seenFiltered) CHECK(validFiltered.count(ids) == 1);
 }
