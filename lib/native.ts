@@ -26,10 +26,31 @@ export type NativeOpenedHandle = { readonly __openedIndex: unique symbol };
 export interface NativeFlatIndex {
   trainAsync(sample: Float32Array): Promise<void>;
   trained(): boolean;
-  add(ids: BigUint64Array, vectors: Float32Array): void;
-  addAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
-  search(queries: Float32Array, k: number, threads: number, allow?: Uint32Array): NativeSearchOutput;
-  searchAsync(queries: Float32Array, k: number, threads: number, allow?: Uint32Array): Promise<NativeSearchOutput>;
+  /** With `attributes`, `columns` holds one record per vector, appended before the rows publish. */
+  add(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
+  addAsync(
+    ids: BigUint64Array,
+    vectors: Float32Array,
+    attributes?: NativeAttributeTable,
+    columns?: NativeColumns,
+  ): Promise<void>;
+  /** With `filter`, the search evaluates it against `attributes` on the state it reads. */
+  search(
+    queries: Float32Array,
+    k: number,
+    threads: number,
+    allow?: Uint32Array,
+    filter?: NativeFilterNode,
+    attributes?: NativeAttributeTable,
+  ): NativeSearchOutput;
+  searchAsync(
+    queries: Float32Array,
+    k: number,
+    threads: number,
+    allow?: Uint32Array,
+    filter?: NativeFilterNode,
+    attributes?: NativeAttributeTable,
+  ): Promise<NativeSearchOutput>;
   size(): number;
   memoryBytes(): number;
   simdLevel(): string;
@@ -42,8 +63,13 @@ export interface NativeFlatIndex {
   externalBytes(): number;
   /** The row of each id, -1 for an id the index does not hold. */
   rowsOf(ids: BigUint64Array): Float64Array;
-  upsert(ids: BigUint64Array, vectors: Float32Array): void;
-  upsertAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
+  upsert(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
+  upsertAsync(
+    ids: BigUint64Array,
+    vectors: Float32Array,
+    attributes?: NativeAttributeTable,
+    columns?: NativeColumns,
+  ): Promise<void>;
   /** Returns how many of the ids were held (and are now removed). */
   remove(ids: BigUint64Array): number;
   removeAsync(ids: BigUint64Array): Promise<number>;
@@ -169,7 +195,12 @@ export type NativeFilterNode =
       upper?: bigint | number;
       upperInclusive: boolean;
     }
-  | { op: 'rows'; rows: Uint32Array };
+  | { op: 'rows'; rows: Uint32Array }
+  /** Only in a filter an index search evaluates (it maps ids to rows on its own state). */
+  | { op: 'ids'; ids: BigUint64Array };
+
+/** A batch's columns keyed by attribute name (AttributeTable.append's second argument). */
+export type NativeColumns = Record<string, NativeAttributeColumn>;
 
 export interface NativeFilterResult {
   rowCount: number;

@@ -349,10 +349,15 @@ export class FlatIndex implements Disposable {
   async add(ids: Ids, vectors: Vectors, options: AddOptions = {}): Promise<void> {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     checkAddOptions(options, this.#attributes);
-    if (this.#attributes !== undefined) {
-      return this.#attributes.add(idArray.length, options, () => awaitNative(this.#live().index.addAsync(idArray, matrix)));
+    const live = this.#live();
+    if (live.device === 'cpu') {
+      const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+      return awaitNative(live.index.addAsync(idArray, matrix, table, columns));
     }
-    await awaitNative(this.#live().index.addAsync(idArray, matrix));
+    if (this.#attributes !== undefined) {
+      return this.#attributes.add(idArray.length, options, () => awaitNative(live.index.addAsync(idArray, matrix)));
+    }
+    await awaitNative(live.index.addAsync(idArray, matrix));
   }
 
   /** `add` on the calling thread, for small batches. Adds are serialised: while an async add
@@ -361,8 +366,12 @@ export class FlatIndex implements Disposable {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     checkAddOptions(options, this.#attributes);
     const live = this.#live();
-    const addVectors = () =>
-      callNative(() => (live.device === 'cpu' ? live.index.add(idArray, matrix) : live.index.addSync(idArray, matrix)));
+    if (live.device === 'cpu') {
+      const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+      callNative(() => live.index.add(idArray, matrix, table, columns));
+      return;
+    }
+    const addVectors = () => callNative(() => live.index.addSync(idArray, matrix));
     if (this.#attributes !== undefined) this.#attributes.addSync(idArray.length, options, addVectors);
     else addVectors();
   }
@@ -379,9 +388,8 @@ export class FlatIndex implements Disposable {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     checkAddOptions(options, this.#attributes);
     const index = this.#cpu('upsert');
-    const upsertVectors = () => awaitNative(index.upsertAsync(idArray, matrix));
-    if (this.#attributes !== undefined) return this.#attributes.add(idArray.length, options, upsertVectors);
-    await upsertVectors();
+    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+    await awaitNative(index.upsertAsync(idArray, matrix, table, columns));
   }
 
   /** `upsert` on the calling thread, for small batches (as `addSync`). */
@@ -389,9 +397,8 @@ export class FlatIndex implements Disposable {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     checkAddOptions(options, this.#attributes);
     const index = this.#cpu('upsert');
-    const upsertVectors = () => callNative(() => index.upsert(idArray, matrix));
-    if (this.#attributes !== undefined) this.#attributes.addSync(idArray.length, options, upsertVectors);
-    else upsertVectors();
+    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+    callNative(() => index.upsert(idArray, matrix, table, columns));
   }
 
   /**
@@ -447,30 +454,35 @@ export class FlatIndex implements Disposable {
    */
   async search(queries: Vectors, k: number, options: SearchOptions = {}): Promise<SearchResult> {
     const s = this.#prepareSearch(queries, k, options);
-    if (options.filter !== undefined) {
-      s.allow = await requireAttributes(this.#attributes).allow(options.filter, s.allow, this.#rowsOf);
-    }
     const live = this.#live();
-    const out = await awaitNative(
-      live.device === 'cpu'
-        ? live.index.searchAsync(s.matrix, s.k, s.threads, s.allow)
-        : live.index.searchAsync(s.matrix, s.k, s.allow, s.tf32),
-    );
+    let out;
+    if (live.device === 'cpu') {
+      // The filter is evaluated natively, on the state the search reads.
+      const [filter, table] = options.filter === undefined ? [] : requireAttributes(this.#attributes).filter(options.filter);
+      out = await awaitNative(live.index.searchAsync(s.matrix, s.k, s.threads, s.allow, filter, table));
+    } else {
+      if (options.filter !== undefined) {
+        s.allow = await requireAttributes(this.#attributes).allow(options.filter, s.allow, this.#rowsOf);
+      }
+      out = await awaitNative(live.index.searchAsync(s.matrix, s.k, s.allow, s.tf32));
+    }
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
 
   /** `search` on the calling thread, for small work (one query, a small index). */
   searchSync(queries: Vectors, k: number, options: SearchOptions = {}): SearchResult {
     const s = this.#prepareSearch(queries, k, options);
-    if (options.filter !== undefined) {
-      s.allow = requireAttributes(this.#attributes).allowSync(options.filter, s.allow, this.#rowsOf);
-    }
     const live = this.#live();
-    const out = callNative(() =>
-      live.device === 'cpu'
-        ? live.index.search(s.matrix, s.k, s.threads, s.allow)
-        : live.index.searchSync(s.matrix, s.k, s.allow, s.tf32),
-    );
+    let out;
+    if (live.device === 'cpu') {
+      const [filter, table] = options.filter === undefined ? [] : requireAttributes(this.#attributes).filter(options.filter);
+      out = callNative(() => live.index.search(s.matrix, s.k, s.threads, s.allow, filter, table));
+    } else {
+      if (options.filter !== undefined) {
+        s.allow = requireAttributes(this.#attributes).allowSync(options.filter, s.allow, this.#rowsOf);
+      }
+      out = callNative(() => live.index.searchSync(s.matrix, s.k, s.allow, s.tf32));
+    }
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
 
@@ -491,11 +503,9 @@ export class FlatIndex implements Disposable {
     return this.#native;
   }
 
-  /** Rows of ids, for filters that name ids (CPU indexes). */
-  #rowsOf = (ids: BigUint64Array): Float64Array => {
-    const live = this.#live();
-    if (live.device !== 'cpu') throw new InvalidArgumentError('Filters on ids need an index on the CPU for now');
-    return callNative(() => live.index.rowsOf(ids));
+  /** Rows of ids, for filters compiled here (GPU indexes, which cannot map ids yet). */
+  #rowsOf = (): Float64Array => {
+    throw new InvalidArgumentError('Filters on ids need an index on the CPU for now');
   };
 
   /** The CPU index, for the operations the GPU index lacks. */

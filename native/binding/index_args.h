@@ -7,9 +7,12 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
-#include <string>
 #include <memory>
+#include <string>
+#include <type_traits>
 #include <vector>
+
+#include "../core/row_filter.h"
 
 #include "args.h"
 #include "errors.h"
@@ -58,15 +61,18 @@ class ExternalMemory {
 // An add (or, with kUpsert, an upsert) off the event loop. The inputs are copied on the main
 // thread: a reference keeps the typed array object alive but not its memory (the caller may
 // transfer or detach the buffer while the add runs), and validating and then reading a
-// buffer the caller can still write would not be all-or-nothing.
+// buffer the caller can still write would not be all-or-nothing. `hook` (an index that keeps
+// attribute records, attributes.h's RowRecords) appends the records before the rows publish;
+// indexes whose add takes no hook (the GPU's) get none.
 template <class Index, bool kUpsert = false>
 class AddWorker : public PromiseWorker {
  public:
   // `done` runs on the main thread after a successful add (memory accounting).
   AddWorker(Napi::Env env, std::shared_ptr<Index> index, const AddArgs& args,
-            std::function<void(Napi::Env)> done = nullptr)
+            std::function<void(Napi::Env)> done = nullptr, WriteHook hook = {})
       : PromiseWorker(env),
         done_(std::move(done)),
+        hook_(std::move(hook)),
         index_(std::move(index)),
         ids_(args.ids.Data(), args.ids.Data() + args.ids.ElementLength()),
         vectors_(args.vectors.Data(), args.vectors.Data() + args.vectors.ElementLength()),
@@ -75,7 +81,10 @@ class AddWorker : public PromiseWorker {
  protected:
   void Run() override {
     if constexpr (kUpsert) {
-      index_->upsert(ids_.data(), vectors_.data(), count_);
+      index_->upsert(ids_.data(), vectors_.data(), count_, hook_);
+    } else if constexpr (std::is_invocable_v<decltype(&Index::add), Index&, const uint64_t*, const float*, size_t,
+                                             const WriteHook&>) {
+      index_->add(ids_.data(), vectors_.data(), count_, hook_);
     } else {
       index_->add(ids_.data(), vectors_.data(), count_);
     }
@@ -87,6 +96,7 @@ class AddWorker : public PromiseWorker {
 
  private:
   std::function<void(Napi::Env)> done_;
+  WriteHook hook_;
   std::shared_ptr<Index> index_;
   std::vector<uint64_t> ids_;
   std::vector<float> vectors_;
@@ -242,22 +252,26 @@ Napi::Value rowsOfValue(Napi::Env env, Index& index, const Napi::Value& idsArg) 
 // A search off the event loop for an index whose search takes (queries, count, params) with
 // the allow bitset in params.allowBits / allowWords (IvfPqIndex, HnswIndex). The queries and
 // the bitset are copied on the main thread, as an add's inputs are.
-template <typename Index, typename Params>
+template <typename Index, typename Params, typename Filter = std::nullptr_t>
 class ParamsSearchWorker : public PromiseWorker {
  public:
+  // `filter` (attributes.h's SearchFilter) is evaluated by the search on its own state, for
+  // indexes whose params take one (params.filter); std::nullptr_t for the others.
   ParamsSearchWorker(Napi::Env env, std::shared_ptr<Index> index, Napi::Float32Array queries, size_t count,
-                     Params params, AllowArg allow)
+                     Params params, AllowArg allow, Filter filter = Filter{})
       : PromiseWorker(env),
         index_(std::move(index)),
         queries_(queries.Data(), queries.Data() + queries.ElementLength()),
         count_(count),
         params_(params),
-        allow_(std::move(allow)) {}
+        allow_(std::move(allow)),
+        filter_(std::move(filter)) {}
 
  protected:
   void Run() override {
     params_.allowBits = allow_.bits();
     params_.allowWords = allow_.words();
+    if constexpr (!std::is_same_v<Filter, std::nullptr_t>) params_.rowFilter = filter_.rowFilter();
     out_ = index_->search(queries_.data(), count_, params_);
   }
   Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
@@ -268,6 +282,7 @@ class ParamsSearchWorker : public PromiseWorker {
   size_t count_;
   Params params_;
   AllowArg allow_;
+  Filter filter_;
   SearchOutput out_;
 };
 
