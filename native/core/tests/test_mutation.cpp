@@ -17,6 +17,7 @@
 
 #include "../error.h"
 #include "../flat.h"
+#include "../ivfpq.h"
 #include "../simd/dispatch.h"
 #include "check.h"
 #include "test_util.h"
@@ -418,4 +419,288 @@ TEST_CASE("flat.searches_beside_writers_see_states_that_existed") {
   CHECK(seen.size() > 10 && seenFiltered.size() > 5);
   for (const auto& ids : seen) CHECK(valid.count(ids) == 1);
   for (const auto& ids : seenFiltered) CHECK(validFiltered.count(ids) == 1);
+}
+
+// ---- IvfPqIndex ----
+
+namespace {
+
+struct IvfPqConfig {
+  Metric metric;
+  unsigned nbits;
+  RefineStorage refine;
+  bool opq;
+};
+
+// A trained, empty index saved to a file, so that every reference index opened from it has
+// the very same quantizers as the index under test.
+std::string trainedBase(const IvfPqConfig& c, size_t dim, const std::string& name) {
+  IvfPqParams params;
+  params.dim = dim;
+  params.metric = c.metric;
+  params.nlist = 8;
+  params.m = 4;
+  params.nbits = c.nbits;
+  params.opq = c.opq;
+  params.refine = c.refine;
+  IvfPqIndex index(params, simd::bestLevel(), 2);
+  const std::vector<float> sample = randomVectors(600, dim, 91);
+  IvfPqTrainParams tp;
+  tp.maxIterations = 6;
+  index.train(sample.data(), 600, tp);
+  const std::string path = "/tmp/ebrix-test-mutation-base-" + name + ".ebrix";
+  index.save(path, "");
+  return path;
+}
+
+std::unique_ptr<IvfPqIndex> openBase(const std::string& path) {
+  return std::move(IvfPqIndex::open(path, simd::bestLevel(), 2).index);
+}
+
+// As checkFlatAgainstFresh, for IVF-PQ: a fresh index opened from the same base, given the
+// live vectors in row order, returns the same ids and scores (its lists hold the same entries
+// in the same order). `exact` false (4-bit lists with tombstones, whose fast-scan candidates
+// tie-break on list positions) only checks that every id returned is live and most agree.
+void checkIvfPqAgainstFresh(IvfPqIndex& index, const Reference& ref, const std::string& base, uint32_t seed,
+                            bool exact) {
+  const size_t dim = ref.dim;
+  const std::vector<size_t> rows = ref.liveRows();
+  CHECK(index.size() == rows.size());
+  auto fresh = openBase(base);
+  std::vector<uint64_t> ids;
+  std::vector<float> data;
+  for (const size_t r : rows) {
+    ids.push_back(ref.idOfRow[r]);
+    data.insert(data.end(), ref.vectorOfRow[r].begin(), ref.vectorOfRow[r].end());
+  }
+  fresh->add(ids.data(), data.data(), ids.size());
+  std::mt19937 rng(seed);
+  const std::vector<float> queries = randomVectors(4, dim, seed + 1);
+  std::vector<uint32_t> allow((ref.idOfRow.size() + 31) / 32, 0), freshAllow((rows.size() + 31) / 32, 0);
+  for (size_t r = 0; r < ref.idOfRow.size(); ++r) {
+    if (rng() % 3 != 0) allow[r / 32] |= 1u << (r % 32);
+  }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (allow[rows[i] / 32] >> (rows[i] % 32) & 1u) freshAllow[i / 32] |= 1u << (i % 32);
+  }
+  for (int filtered = 0; filtered < 2; ++filtered) {
+    IvfPqSearchParams sp;
+    sp.k = 7;
+    sp.nprobe = 3;
+    IvfPqSearchParams fp = sp;
+    if (filtered) {
+      sp.allowBits = allow.data();
+      sp.allowWords = allow.size();
+      fp.allowBits = freshAllow.data();
+      fp.allowWords = freshAllow.size();
+    }
+    const SearchOutput got = index.search(queries.data(), 4, sp);
+    const SearchOutput want = fresh->search(queries.data(), 4, fp);
+    if (exact) {
+      CHECK_MSG(got.ids == want.ids, "filtered " << filtered);
+      CHECK(got.scores == want.scores);
+    } else {
+      size_t agree = 0, total = 0;
+      for (size_t i = 0; i < got.ids.size(); ++i) {
+        if (got.ids[i] == kNoId) continue;
+        CHECK(ref.rowOfId.count(got.ids[i]) == 1);
+        ++total;
+        agree += std::find(want.ids.begin(), want.ids.end(), got.ids[i]) != want.ids.end();
+      }
+      CHECK_MSG(agree * 10 >= total * 9, agree << " of " << total);
+    }
+  }
+  std::vector<float> a(dim), b(dim);
+  for (size_t i = 0; i < rows.size(); i += std::max<size_t>(1, rows.size() / 10)) {
+    CHECK(index.contains(ids[i]));
+    int64_t row = -2;
+    index.rowsOf(&ids[i], 1, &row);
+    CHECK(row == static_cast<int64_t>(rows[i]));
+    if (index.params().refine == RefineStorage::None) continue;
+    index.get(ids[i], a.data());
+    fresh->get(ids[i], b.data());
+    CHECK(a == b);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("ivfpq.remove_upsert_compact_equal_a_fresh_index_of_the_live_rows") {
+  const size_t dim = 16;
+  const std::vector<IvfPqConfig> configs = {{Metric::InnerProduct, 8, RefineStorage::None, false},
+                                            {Metric::L2, 8, RefineStorage::F32, false},
+                                            {Metric::Cosine, 8, RefineStorage::F16, true},
+                                            {Metric::InnerProduct, 4, RefineStorage::None, false},
+                                            {Metric::L2, 4, RefineStorage::F32, false}};
+  int configIndex = 0;
+  for (const IvfPqConfig& c : configs) {
+    const std::string base = trainedBase(c, dim, std::to_string(configIndex++));
+    auto index = openBase(base);
+    std::mt19937 rng(17 + configIndex);
+    Reference ref;
+    ref.dim = dim;
+    uint32_t seed = 300;
+    bool compacted = true;  // no tombstone yet
+    for (int step = 0; step < 18; ++step) {
+      const int op = step < 2 ? 0 : static_cast<int>(rng() % 4);
+      if (op <= 1) {
+        std::vector<uint64_t> ids = randomIds(rng, 1 + rng() % 300, op == 0 ? 1u << 30 : 2000);
+        if (op == 0) {
+          ids.erase(std::remove_if(ids.begin(), ids.end(), [&](uint64_t id) { return ref.rowOfId.count(id) != 0; }),
+                    ids.end());
+        }
+        const std::vector<float> data = randomVectors(ids.size(), dim, seed++);
+        if (op == 0) {
+          index->add(ids.data(), data.data(), ids.size());
+        } else {
+          for (size_t i = 0; i < ids.size() && !ref.idOfRow.empty(); i += 3) {
+            const uint64_t held = ref.idOfRow[rng() % ref.idOfRow.size()];
+            if (ref.rowOfId.count(held) && std::find(ids.begin(), ids.end(), held) == ids.end()) ids[i] = held;
+          }
+          const size_t held = static_cast<size_t>(
+              std::count_if(ids.begin(), ids.end(), [&](uint64_t id) { return ref.rowOfId.count(id) != 0; }));
+          index->upsert(ids.data(), data.data(), ids.size());
+          ref.write(ids, data);
+          compacted = compacted && held == 0;
+          continue;
+        }
+        ref.write(ids, data);
+      } else if (op == 2) {
+        std::vector<uint64_t> ids;
+        for (size_t i = 0; i < 1 + rng() % 150 && !ref.idOfRow.empty(); ++i) ids.push_back(ref.idOfRow[rng() % ref.idOfRow.size()]);
+        ids.push_back(987654321987ull);
+        const size_t want = ref.remove(ids);
+        CHECK(index->remove(ids.data(), ids.size()) == want);
+        compacted = compacted && want == 0;
+      } else {
+        index->compact();
+        compacted = true;
+      }
+      checkIvfPqAgainstFresh(*index, ref, base, seed++, c.nbits == 8 || compacted);
+    }
+    index->compact();
+    checkIvfPqAgainstFresh(*index, ref, base, seed++, true);
+
+    // Saved and reopened: the live rows, numbered 0 .. size-1 in row order.
+    const std::string path = base + ".saved";
+    // A few more tombstones first, so that the save leaves them out itself.
+    std::vector<uint64_t> drop = {ref.idOfRow[ref.liveRows()[0]], ref.idOfRow[ref.liveRows()[1]]};
+    CHECK(index->remove(drop.data(), 2) == ref.remove(drop));
+    index->save(path, "v");
+    Reference renumbered;
+    renumbered.dim = dim;
+    for (const size_t r : ref.liveRows()) renumbered.write({ref.idOfRow[r]}, ref.vectorOfRow[r]);
+    auto opened = IvfPqIndex::open(path, simd::bestLevel(), 2);
+    checkIvfPqAgainstFresh(*opened.index, renumbered, base, seed++, c.nbits == 8);
+    std::remove(path.c_str());
+    std::remove(base.c_str());
+  }
+}
+
+TEST_CASE("ivfpq.get_and_typed_errors") {
+  const size_t dim = 16;
+  for (const RefineStorage refine : {RefineStorage::None, RefineStorage::F32, RefineStorage::F16}) {
+    const std::string base = trainedBase({Metric::L2, 8, refine, false}, dim, "errors");
+    auto index = openBase(base);
+    const std::vector<float> data = randomVectors(3, dim, 5);
+    const std::vector<uint64_t> ids = {4, 5, 6};
+    index->add(ids.data(), data.data(), 3);
+    std::vector<float> out(dim);
+    CHECK_THROWS_CODE(index->get(7, out.data()), ErrorCode::UnknownId);
+    if (refine == RefineStorage::None) {
+      CHECK_THROWS_CODE(index->get(4, out.data()), ErrorCode::InvalidArgument);
+    } else {
+      index->get(5, out.data());
+      for (size_t d = 0; d < dim; ++d) {
+        const float tolerance = refine == RefineStorage::F16 ? 2e-3f * (1.0f + std::fabs(data[dim + d])) : 0.0f;
+        CHECK(std::fabs(out[d] - data[dim + d]) <= tolerance);
+      }
+    }
+    const std::vector<uint64_t> twice = {8, 8};
+    CHECK_THROWS_CODE(index->upsert(twice.data(), data.data(), 2), ErrorCode::DuplicateId);
+    CHECK_THROWS_CODE(index->add(ids.data(), data.data(), 1), ErrorCode::DuplicateId);
+    CHECK(index->remove(ids.data(), 3) == 3);
+    CHECK(index->size() == 0);
+    IvfPqSearchParams sp;
+    sp.k = 2;
+    CHECK(index->search(data.data(), 1, sp).ids[0] == kNoId);
+    CHECK(index->compact() == 3);
+    index->upsert(ids.data(), data.data(), 3);
+    CHECK(index->size() == 3);
+    int64_t rows[3];
+    index->rowsOf(ids.data(), 3, rows);
+    CHECK(rows[0] == 3 && rows[2] == 5);
+    std::remove(base.c_str());
+  }
+}
+
+TEST_CASE("ivfpq.searches_beside_writers_see_states_that_existed") {
+  const size_t dim = 16, k = 10;
+  const std::string base = trainedBase({Metric::InnerProduct, 8, RefineStorage::F32, false}, dim, "concurrent");
+  auto index = openBase(base);
+  const std::vector<float> query = randomVectors(1, dim, 42);
+  std::vector<Reference> states;
+  Reference ref;
+  ref.dim = dim;
+  states.push_back(ref);
+  std::atomic<bool> done{false};
+  std::vector<std::vector<uint64_t>> seen;
+  std::mutex seenMutex;
+  IvfPqSearchParams sp;
+  sp.k = k;
+  sp.nprobe = 4;
+  sp.threads = 1;
+  std::thread writer([&] {
+    std::mt19937 rng(8);
+    uint32_t seed = 1;
+    for (int step = 0; step < 80; ++step) {
+      const int op = step < 3 ? 0 : static_cast<int>(rng() % 4);
+      if (op <= 1) {
+        std::vector<uint64_t> ids = randomIds(rng, 50 + rng() % 100, 4000);
+        if (op == 0) {
+          ids.erase(std::remove_if(ids.begin(), ids.end(), [&](uint64_t id) { return ref.rowOfId.count(id) != 0; }),
+                    ids.end());
+        }
+        const std::vector<float> data = randomVectors(ids.size(), dim, seed++);
+        if (op == 0) index->add(ids.data(), data.data(), ids.size());
+        else index->upsert(ids.data(), data.data(), ids.size());
+        ref.write(ids, data);
+      } else if (op == 2) {
+        const std::vector<uint64_t> ids = randomIds(rng, 80, 4000);
+        ref.remove(ids);
+        index->remove(ids.data(), ids.size());
+      } else {
+        index->compact();
+      }
+      states.push_back(ref);
+    }
+    done = true;
+  });
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&] {
+      while (!done) {
+        const SearchOutput out = index->search(query.data(), 1, sp);
+        std::lock_guard<std::mutex> lock(seenMutex);
+        seen.push_back(out.ids);
+      }
+    });
+  }
+  writer.join();
+  for (auto& r : readers) r.join();
+  std::set<std::vector<uint64_t>> valid;
+  for (const Reference& state : states) {
+    auto fresh = openBase(base);
+    std::vector<uint64_t> ids;
+    std::vector<float> data;
+    for (const size_t r : state.liveRows()) {
+      ids.push_back(state.idOfRow[r]);
+      data.insert(data.end(), state.vectorOfRow[r].begin(), state.vectorOfRow[r].end());
+    }
+    fresh->add(ids.data(), data.data(), ids.size());
+    valid.insert(fresh->search(query.data(), 1, sp).ids);
+  }
+  CHECK(seen.size() > 10);
+  for (const auto& ids : seen) CHECK(valid.count(ids) == 1);
+  std::remove(base.c_str());
 }
