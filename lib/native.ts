@@ -96,8 +96,15 @@ export interface NativeIvfPqIndex {
     maxIterations: number,
     progress: ((fraction: number) => void) | undefined,
   ): Promise<void>;
-  add(ids: BigUint64Array, vectors: Float32Array): void;
-  addAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
+  /** CPU index: with `attributes`, `columns` (one record per vector) are appended before the rows publish. */
+  add(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
+  addAsync(
+    ids: BigUint64Array,
+    vectors: Float32Array,
+    attributes?: NativeAttributeTable,
+    columns?: NativeColumns,
+  ): Promise<void>;
+  /** CPU index: with `filter`, the search evaluates it against `attributes` on the state it reads. */
   search(
     queries: Float32Array,
     k: number,
@@ -105,6 +112,8 @@ export interface NativeIvfPqIndex {
     refineFactor: number,
     threads: number,
     allow?: Uint32Array,
+    filter?: NativeFilterNode,
+    attributes?: NativeAttributeTable,
   ): NativeSearchOutput;
   searchAsync(
     queries: Float32Array,
@@ -113,6 +122,8 @@ export interface NativeIvfPqIndex {
     refineFactor: number,
     threads: number,
     allow?: Uint32Array,
+    filter?: NativeFilterNode,
+    attributes?: NativeAttributeTable,
   ): Promise<NativeSearchOutput>;
   trained(): boolean;
   size(): number;
@@ -123,6 +134,20 @@ export interface NativeIvfPqIndex {
   externalBytes(): number;
   /** The row of each id, -1 for an id the index does not hold. */
   rowsOf(ids: BigUint64Array): Float64Array;
+  // The CPU index only (absent on the GPU index):
+  upsert?(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
+  upsertAsync?(
+    ids: BigUint64Array,
+    vectors: Float32Array,
+    attributes?: NativeAttributeTable,
+    columns?: NativeColumns,
+  ): Promise<void>;
+  remove?(ids: BigUint64Array): number;
+  removeAsync?(ids: BigUint64Array): Promise<number>;
+  has?(id: bigint): boolean;
+  /** The refine vector; EBRIX_INVALID_ARGUMENT without refine vectors. */
+  get?(id: bigint): Float32Array;
+  compactAsync?(): Promise<number>;
 }
 
 export interface NativeHnswIndex {

@@ -14,6 +14,7 @@ import {
   DisposedError,
   DuplicateIdError,
   FlatIndex,
+  IvfPqIndex,
   NO_ID,
   UnknownIdError,
   type Filter,
@@ -348,5 +349,199 @@ describe('FlatIndex mutations', () => {
       expect(await opened.compact()).toBe(1);
       expect(opened.size).toBe(index.size - 1);
     }
+  });
+});
+
+describe('IvfPqIndex mutations', () => {
+  const dim = 16;
+  const sample = randomVectors(800, dim, 81);
+
+  /** A trained, empty index saved once, so that reference indexes share its quantizers. */
+  async function trainedBase(name: string, options: Partial<ConstructorParameters<typeof IvfPqIndex>[0]> = {}) {
+    using index = new IvfPqIndex({ dim, nlist: 8, m: 4, ...options });
+    await index.train(sample, { maxIterations: 6 });
+    const file = path.join(dir, `${name}.ebrix`);
+    await index.save(file);
+    return file;
+  }
+
+  it.each([
+    ['8-bit, no refine', { nbits: 8, refine: 'none' }],
+    ['8-bit, refine f32, l2', { nbits: 8, refine: 'f32', metric: 'l2' }],
+    ['4-bit, refine f16, cosine', { nbits: 4, refine: 'f16', metric: 'cosine' }],
+  ] as const)('%s: remove, upsert, has, get and compact match a fresh index of the live vectors', async (name, options) => {
+    const base = await trainedBase(name.replace(/\W+/g, '-'), options);
+    const next = rng(91);
+    using index = await IvfPqIndex.open(base);
+    const model = new Model(dim);
+    let seed = 100;
+    let tombstones = false;
+    for (let step = 0; step < 14; step++) {
+      const op = step < 2 ? 0 : Math.floor(next() * 4);
+      if (op <= 1) {
+        let ids = distinctIds(next, 1 + Math.floor(next() * 250), op === 0 ? 1e9 : 1500);
+        if (op === 0) ids = ids.filter((id) => !model.rowOf.has(id));
+        const data = randomVectors(ids.length, dim, seed++);
+        tombstones ||= op === 1 && ids.some((id) => model.rowOf.has(id));
+        if (op === 0) await index.add(ids, data);
+        else if (next() < 0.5) await index.upsert(ids, data);
+        else index.upsertSync(ids, data);
+        model.write(ids, data, ids.map(() => ({ tier: 0, tags: [] })));
+      } else if (op === 2) {
+        const held = [...model.rowOf.keys()];
+        const ids = held.filter(() => next() < 0.15);
+        const want = model.remove(ids);
+        tombstones ||= want > 0;
+        expect(next() < 0.5 ? await index.remove(ids) : index.removeSync(ids)).toBe(want);
+      } else {
+        await index.compact();
+        tombstones = false;
+      }
+      expect(index.size).toBe(model.size);
+      using fresh = await IvfPqIndex.open(base);
+      const rows = model.rows();
+      const data = new Float32Array(rows.length * dim);
+      rows.forEach((r, i) => data.set(model.vectors[r]!, i * dim));
+      await fresh.add(rows.map((r) => model.ids[r]!), data);
+      const queries = randomVectors(4, dim, seed++);
+      const got = await index.search(queries, 8, { nprobe: 3 });
+      const want = await fresh.search(queries, 8, { nprobe: 3 });
+      // 4-bit candidates tie-break on list positions, which tombstones shift: exact once compacted.
+      if (options.nbits === 8 || !tombstones) {
+        expect(got.ids).toEqual(want.ids);
+        expect(got.scores).toEqual(want.scores);
+      }
+      for (const id of got.ids) if (id !== NO_ID) expect(model.rowOf.has(id)).toBe(true);
+      for (const r of rows.slice(0, 4)) {
+        const id = model.ids[r]!;
+        expect(index.has(id)).toBe(true);
+        if (options.refine === 'none') expect(() => index.get(id)).toThrow(/refine 'none'/);
+        else expect(index.get(id)).toEqual(fresh.get(id));
+      }
+    }
+  });
+
+  it('filters never match removed rows, and upserts replace attributes (against a brute-force filter)', async () => {
+    const next = rng(61);
+    using index = new IvfPqIndex({ dim, nlist: 8, m: 4, refine: 'f32', attributes: schema });
+    await index.train(sample, { maxIterations: 6 });
+    const model = new Model(dim);
+    let seed = 200;
+    for (let step = 0; step < 10; step++) {
+      const op = step < 2 ? 0 : Math.floor(next() * 4);
+      if (op <= 1) {
+        let ids = distinctIds(next, 50 + Math.floor(next() * 300), op === 0 ? 1e9 : 2000);
+        if (op === 0) ids = ids.filter((id) => !model.rowOf.has(id));
+        const data = randomVectors(ids.length, dim, seed++);
+        const records = randomRecords(ids.length, next);
+        if (op === 0) await index.add(ids, data, { attributes: records });
+        else await index.upsert(ids, data, { attributes: records });
+        model.write(ids, data, records);
+      } else if (op === 2) {
+        const ids = [...model.rowOf.keys()].filter(() => next() < 0.2);
+        expect(await index.remove(ids)).toBe(model.remove(ids));
+      } else {
+        await index.compact();
+      }
+      // Every list probed and every candidate re-ranked exactly: the filtered top-k is exact.
+      const exact = { nprobe: 8, refineFactor: 1000 };
+      const queries = randomVectors(2, dim, seed++);
+      for (const [filter, keep] of FILTERS) {
+        for (let q = 0; q < 2; q++) {
+          const query = queries.subarray(q * dim, (q + 1) * dim);
+          const want = model.top('ip', query, 10, (r) => keep(model.records[r]!));
+          const got = [...(await index.search(query, 10, { filter, ...exact })).row(0).ids].filter((id) => id !== NO_ID);
+          expect(got, JSON.stringify(filter)).toEqual(want);
+          const sync = [...index.searchSync(query, 10, { filter, ...exact }).row(0).ids].filter((id) => id !== NO_ID);
+          expect(sync).toEqual(want);
+        }
+      }
+      const someIds = model.ids.filter((_, r) => r % 5 === 0);
+      const query = queries.subarray(0, dim);
+      const want = model.top('ip', query, 10, (r) => someIds.includes(model.ids[r]!));
+      const got = [...(await index.search(query, 10, { filter: { id: { in: someIds } }, ...exact })).row(0).ids];
+      expect(got.filter((id) => id !== NO_ID)).toEqual(want);
+    }
+  });
+
+  it('searches beside adds, upserts, removes and compaction return results of states that existed', async () => {
+    const next = rng(71);
+    using index = new IvfPqIndex({ dim, nlist: 8, m: 4, refine: 'f32', attributes: schema, threads: 1 });
+    await index.train(sample, { maxIterations: 6 });
+    const model = new Model(dim);
+    const states: Model[] = [model.snapshot()];
+    const query = randomVectors(1, dim, 72);
+    const k = 10;
+    // Exact: every list, every candidate re-ranked on the refine vectors.
+    const exact = { nprobe: 8, refineFactor: 1000 };
+    const filter: Filter = { tier: { lt: 5 } };
+    const seen: Array<{ filtered: boolean; ids: bigint[] }> = [];
+    let writing = true;
+    const searcher = async (filtered: boolean) => {
+      while (writing) {
+        const out = await index.search(query, k, filtered ? { filter, ...exact } : exact);
+        seen.push({ filtered, ids: [...out.row(0).ids].filter((id) => id !== NO_ID) });
+      }
+    };
+    const searchers = [searcher(false), searcher(true), searcher(true)];
+    let seed = 300;
+    for (let step = 0; step < 40; step++) {
+      const op = step < 3 ? 0 : Math.floor(next() * 4);
+      if (op <= 1) {
+        let ids = distinctIds(next, 100 + Math.floor(next() * 200), 2500);
+        if (op === 0) ids = ids.filter((id) => !model.rowOf.has(id));
+        const data = randomVectors(ids.length, dim, seed++);
+        const records = randomRecords(ids.length, next);
+        if (op === 0) await index.add(ids, data, { attributes: records });
+        else await index.upsert(ids, data, { attributes: records });
+        model.write(ids, data, records);
+      } else if (op === 2) {
+        const ids = distinctIds(next, 150, 2500);
+        expect(await index.remove(ids)).toBe(model.remove(ids));
+      } else {
+        await index.compact();
+      }
+      states.push(model.snapshot());
+    }
+    writing = false;
+    await Promise.all(searchers);
+    const valid = { plain: new Set<string>(), filtered: new Set<string>() };
+    for (const state of states) {
+      valid.plain.add(state.top('ip', query, k).join());
+      valid.filtered.add(state.top('ip', query, k, (r) => state.records[r]!.tier < 5).join());
+    }
+    expect(seen.filter((s) => s.filtered).length).toBeGreaterThan(5);
+    for (const s of seen) {
+      expect(s.filtered ? valid.filtered.has(s.ids.join()) : valid.plain.has(s.ids.join()), `${s.filtered}: ${s.ids}`).toBe(true);
+    }
+  });
+
+  it('fails with typed errors and saves the live vectors after removes', async () => {
+    const index = new IvfPqIndex({ dim, nlist: 8, m: 4 });
+    await index.train(sample, { maxIterations: 4 });
+    const data = randomVectors(300, dim, 401);
+    const ids = Array.from({ length: 300 }, (_, i) => BigInt(i * 11));
+    await index.add(ids, data);
+    expect(() => index.get(5)).toThrow(UnknownIdError);
+    expect(() => index.get(11)).toThrow(expect.objectContaining({ code: 'EBRIX_INVALID_ARGUMENT' }));
+    await expect(index.upsert([1], [[1, 2, 3]])).rejects.toThrow(DimensionMismatchError);
+    await expect(index.upsert([2, 2], randomVectors(2, dim, 1))).rejects.toThrow(DuplicateIdError);
+    expect(await index.remove(ids.filter((_, i) => i % 4 === 0))).toBe(75);
+    await index.upsert([ids[1]!, 7n], randomVectors(2, dim, 402));
+    const file = path.join(dir, 'ivfpq-removed.ebrix');
+    await index.save(file);
+    const queries = randomVectors(3, dim, 403);
+    const before = await index.search(queries, 10, { nprobe: 8 });
+    using opened = await IvfPqIndex.open(file);
+    expect(opened.size).toBe(index.size);
+    expect(opened.has(ids[0]!)).toBe(false);
+    expect(opened.has(7n)).toBe(true);
+    const after = await opened.search(queries, 10, { nprobe: 8 });
+    expect(after.ids).toEqual(before.ids);
+    expect(after.scores).toEqual(before.scores);
+    index.dispose();
+    expect(() => index.has(1)).toThrow(DisposedError);
+    await expect(index.remove([1])).rejects.toThrow(DisposedError);
+    await expect(index.compact()).rejects.toThrow(DisposedError);
   });
 });
