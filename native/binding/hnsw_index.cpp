@@ -95,9 +95,9 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     args.params.expansion = requireCount(info[2], "expansion");
     args.params.threads = static_cast<unsigned>(std::min<size_t>(requireCount(info[3], "threads"), 4096));
     const std::string filter = info[5].IsString() ? info[5].As<Napi::String>().Utf8Value() : std::string("(not a string)");
-    if (filter == "auto") args.params.filter = HnswFilter::Auto;
-    else if (filter == "graph") args.params.filter = HnswFilter::Graph;
-    else if (filter == "scan") args.params.filter = HnswFilter::Scan;
+    if (filter == "auto") args.params.filterStrategy = HnswFilter::Auto;
+    else if (filter == "graph") args.params.filterStrategy = HnswFilter::Graph;
+    else if (filter == "scan") args.params.filterStrategy = HnswFilter::Scan;
     else throwInvalid(env, "Expected 'auto', 'graph' or 'scan' for filter but received " + filter);
     args.count = requireQueryRows(args.queries, index.dim());
     if (args.params.k == 0 || args.params.k > kMaxResultEntries / args.count) {

@@ -17,6 +17,7 @@
 
 #include "../error.h"
 #include "../flat.h"
+#include "../hnsw.h"
 #include "../ivfpq.h"
 #include "../simd/dispatch.h"
 #include "check.h"
@@ -703,4 +704,152 @@ TEST_CASE("ivfpq.searches_beside_writers_see_states_that_existed") {
   CHECK(seen.size() > 10);
   for (const auto& ids : seen) CHECK(valid.count(ids) == 1);
   std::remove(base.c_str());
+}
+
+// ---- HnswIndex ----
+
+TEST_CASE("hnsw.upsert_and_get") {
+  const size_t dim = 12;
+  for (const simd::Element storage : {simd::Element::F32, simd::Element::BF16}) {
+    HnswParams params;
+    params.dim = dim;
+    params.metric = Metric::L2;
+    params.storage = storage;
+    HnswIndex index(params, simd::bestLevel(), 2);
+    const std::vector<float> data = randomVectors(400, dim, 3);
+    std::vector<uint64_t> ids(400);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = 10 + i;
+    index.add(ids.data(), data.data(), 200);
+    std::vector<float> out(dim);
+    index.get(15, out.data());
+    for (size_t d = 0; d < dim; ++d) {
+      const float x = data[5 * dim + d];
+      CHECK(std::fabs(out[d] - x) <= (storage == simd::Element::F32 ? 0.0f : 1e-2f * (1.0f + std::fabs(x))));
+    }
+    CHECK_THROWS_CODE(index.get(5, out.data()), ErrorCode::UnknownId);
+    // Upsert ids 100..299: 100..209 are held (replaced), 210..299 new.
+    uint64_t hookRow = 0;
+    index.upsert(ids.data() + 90, data.data() + 200 * dim, 200, [&](uint64_t first) { hookRow = first; });
+    CHECK(hookRow == 200);
+    CHECK(index.size() == 290);
+    int64_t row = -1;
+    const uint64_t replacedId = 100;
+    index.rowsOf(&replacedId, 1, &row);
+    CHECK(row == 200);
+    index.get(100, out.data());
+    CHECK(std::fabs(out[0] - data[200 * dim]) <= 1e-2f * (1.0f + std::fabs(data[200 * dim])));
+    // Each upserted vector is found under its id, and the replaced vectors are gone.
+    HnswSearchParams sp;
+    sp.k = 1;
+    sp.expansion = 200;
+    const SearchOutput hits = index.search(data.data() + 200 * dim, 200, sp);
+    size_t found = 0;
+    for (size_t q = 0; q < 200; ++q) found += hits.ids[q] == ids[90 + q];
+    CHECK_MSG(found >= 195, found);
+    const SearchOutput old = index.search(data.data() + 90 * dim, 20, sp);
+    for (size_t q = 0; q < 20; ++q) CHECK(old.ids[q] != ids[90 + q]);
+    const std::vector<uint64_t> twice = {7, 7};
+    CHECK_THROWS_CODE(index.upsert(twice.data(), data.data(), 2), ErrorCode::DuplicateId);
+    // A hook that throws leaves the index as it was.
+    const size_t before = index.size();
+    CHECK_THROWS_CODE(index.upsert(ids.data(), data.data(), 3, [](uint64_t) { throw Error(ErrorCode::OutOfMemory, "x"); }),
+                      ErrorCode::OutOfMemory);
+    CHECK(index.size() == before && index.contains(10));
+    index.rowsOf(ids.data(), 1, &row);
+    CHECK(row == 0);
+  }
+}
+
+// Upserts, adds and removes beside searches: a search by scan (exact over the allowed rows)
+// returns exactly the top-k of a published state, and a graph walk never returns an id twice
+// or an id of a write in flight.
+TEST_CASE("hnsw.searches_beside_writers_see_states_that_existed") {
+  const size_t dim = 16, k = 10;
+  HnswParams params;
+  params.dim = dim;
+  HnswIndex index(params, simd::bestLevel(), 2);
+  const std::vector<float> query = randomVectors(1, dim, 42);
+  std::vector<Reference> states;
+  Reference ref;
+  ref.dim = dim;
+  states.push_back(ref);
+  std::vector<uint32_t> everyRow((1u << 16) / 32, ~0u);
+  std::atomic<bool> done{false};
+  std::vector<std::vector<uint64_t>> scanned, walked;
+  std::mutex seenMutex;
+  std::thread writer([&] {
+    std::mt19937 rng(9);
+    uint32_t seed = 1;
+    for (int step = 0; step < 60; ++step) {
+      const int op = step < 3 ? 0 : static_cast<int>(rng() % 3);
+      if (op <= 1) {
+        std::vector<uint64_t> ids = randomIds(rng, 30 + rng() % 60, 1500);
+        if (op == 0) {
+          ids.erase(std::remove_if(ids.begin(), ids.end(), [&](uint64_t id) { return ref.rowOfId.count(id) != 0; }),
+                    ids.end());
+        }
+        const std::vector<float> data = randomVectors(ids.size(), dim, seed++);
+        if (op == 0) index.add(ids.data(), data.data(), ids.size(), {}, 1);
+        else index.upsert(ids.data(), data.data(), ids.size(), {}, 1);
+        ref.write(ids, data);
+      } else {
+        std::vector<uint64_t> ids;
+        for (const auto& [id, row] : ref.rowOfId) {
+          if (rng() % 8 == 0) ids.push_back(id);
+        }
+        index.remove(ids.data(), ids.size());
+        ref.remove(ids);
+      }
+      states.push_back(ref);
+    }
+    done = true;
+  });
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&, t] {
+      while (!done) {
+        HnswSearchParams sp;
+        sp.k = k;
+        sp.threads = 1;
+        if (t == 0) {
+          sp.allowBits = everyRow.data();
+          sp.allowWords = everyRow.size();
+          sp.filterStrategy = HnswFilter::Scan;
+        }
+        const SearchOutput out = index.search(query.data(), 1, sp);
+        std::lock_guard<std::mutex> lock(seenMutex);
+        (t == 0 ? scanned : walked).push_back(out.ids);
+      }
+    });
+  }
+  writer.join();
+  for (auto& r : readers) r.join();
+
+  std::set<std::vector<uint64_t>> valid;
+  for (const Reference& state : states) {
+    FlatIndex fresh(dim, Metric::InnerProduct, simd::bestLevel(), 1);
+    std::vector<uint64_t> ids;
+    std::vector<float> data;
+    for (const size_t r : state.liveRows()) {
+      ids.push_back(state.idOfRow[r]);
+      data.insert(data.end(), state.vectorOfRow[r].begin(), state.vectorOfRow[r].end());
+    }
+    fresh.add(ids.data(), data.data(), ids.size());
+    valid.insert(fresh.search(query.data(), 1, k).ids);
+  }
+  CHECK(scanned.size() > 5 && walked.size() > 5);
+  for (const auto& ids : scanned) CHECK(valid.count(ids) == 1);
+  for (const auto& ids : walked) {
+    std::set<uint64_t> unique;
+    bool someState = false;
+    for (const uint64_t id : ids) {
+      if (id != kNoId) CHECK_MSG(unique.insert(id).second, "id " << id << " twice");
+    }
+    for (const Reference& state : states) {
+      bool all = true;
+      for (const uint64_t id : ids) all = all && (id == kNoId || state.rowOfId.count(id) != 0);
+      someState = someState || all;
+    }
+    CHECK(someState);
+  }
 }
