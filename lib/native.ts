@@ -151,17 +151,33 @@ export interface NativeIvfPqIndex {
 }
 
 export interface NativeHnswIndex {
-  add(ids: BigUint64Array, vectors: Float32Array): void;
-  addAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
+  /** With `attributes`, `columns` (one record per vector) are appended before the rows publish. */
+  add(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
+  addAsync(
+    ids: BigUint64Array,
+    vectors: Float32Array,
+    attributes?: NativeAttributeTable,
+    columns?: NativeColumns,
+  ): Promise<void>;
+  upsert(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
+  upsertAsync(
+    ids: BigUint64Array,
+    vectors: Float32Array,
+    attributes?: NativeAttributeTable,
+    columns?: NativeColumns,
+  ): Promise<void>;
   remove(ids: BigUint64Array): number;
   removeAsync(ids: BigUint64Array): Promise<number>;
+  /** With `filter`, the search evaluates it against `attributes` on the state it reads. */
   search(
     queries: Float32Array,
     k: number,
     expansion: number,
     threads: number,
     allow: Uint32Array | undefined,
-    filter: string,
+    filterStrategy: string,
+    filter?: NativeFilterNode,
+    attributes?: NativeAttributeTable,
   ): NativeSearchOutput;
   searchAsync(
     queries: Float32Array,
@@ -169,9 +185,13 @@ export interface NativeHnswIndex {
     expansion: number,
     threads: number,
     allow: Uint32Array | undefined,
-    filter: string,
+    filterStrategy: string,
+    filter?: NativeFilterNode,
+    attributes?: NativeAttributeTable,
   ): Promise<NativeSearchOutput>;
   has(id: bigint): boolean;
+  /** The stored vector (dim floats); EBRIX_UNKNOWN_ID for an id not held. */
+  get(id: bigint): Float32Array;
   size(): number;
   memoryBytes(): number;
   simdLevel(): string;
