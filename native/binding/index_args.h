@@ -10,8 +10,10 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "../core/error.h"
 #include "../core/row_filter.h"
 
 #include "args.h"
@@ -58,6 +60,15 @@ class ExternalMemory {
   bool closed_ = false;
 };
 
+// Whether Index::add takes a WriteHook after (ids, vectors, count) (the CPU indexes; a
+// parameter with a default after it counts, which a member-pointer test would miss).
+template <class Index, class = void>
+struct TakesWriteHook : std::false_type {};
+template <class Index>
+struct TakesWriteHook<Index, std::void_t<decltype(std::declval<Index&>().add(
+                                 std::declval<const uint64_t*>(), std::declval<const float*>(), size_t{},
+                                 std::declval<const WriteHook&>()))>> : std::true_type {};
+
 // An add (or, with kUpsert, an upsert) off the event loop. The inputs are copied on the main
 // thread: a reference keeps the typed array object alive but not its memory (the caller may
 // transfer or detach the buffer while the add runs), and validating and then reading a
@@ -82,10 +93,11 @@ class AddWorker : public PromiseWorker {
   void Run() override {
     if constexpr (kUpsert) {
       index_->upsert(ids_.data(), vectors_.data(), count_, hook_);
-    } else if constexpr (std::is_invocable_v<decltype(&Index::add), Index&, const uint64_t*, const float*, size_t,
-                                             const WriteHook&>) {
+    } else if constexpr (TakesWriteHook<Index>::value) {
       index_->add(ids_.data(), vectors_.data(), count_, hook_);
     } else {
+      // Records must never be dropped silently: that would shift every later row's.
+      if (hook_) throw Error(ErrorCode::Internal, "This index cannot append attribute records with its rows");
       index_->add(ids_.data(), vectors_.data(), count_);
     }
   }
