@@ -26,10 +26,31 @@ export type NativeOpenedHandle = { readonly __openedIndex: unique symbol };
 export interface NativeFlatIndex {
   trainAsync(sample: Float32Array): Promise<void>;
   trained(): boolean;
-  add(ids: BigUint64Array, vectors: Float32Array): void;
-  addAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
-  search(queries: Float32Array, k: number, threads: number, allow?: Uint32Array): NativeSearchOutput;
-  searchAsync(queries: Float32Array, k: number, threads: number, allow?: Uint32Array): Promise<NativeSearchOutput>;
+  /** With `attributes`, `columns` holds one record per vector, appended before the rows publish. */
+  add(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
+  addAsync(
+    ids: BigUint64Array,
+    vectors: Float32Array,
+    attributes?: NativeAttributeTable,
+    columns?: NativeColumns,
+  ): Promise<void>;
+  /** With `filter`, the search evaluates it against `attributes` on the state it reads. */
+  search(
+    queries: Float32Array,
+    k: number,
+    threads: number,
+    allow?: Uint32Array,
+    filter?: NativeFilterNode,
+    attributes?: NativeAttributeTable,
+  ): NativeSearchOutput;
+  searchAsync(
+    queries: Float32Array,
+    k: number,
+    threads: number,
+    allow?: Uint32Array,
+    filter?: NativeFilterNode,
+    attributes?: NativeAttributeTable,
+  ): Promise<NativeSearchOutput>;
   size(): number;
   memoryBytes(): number;
   simdLevel(): string;
@@ -42,6 +63,21 @@ export interface NativeFlatIndex {
   externalBytes(): number;
   /** The row of each id, -1 for an id the index does not hold. */
   rowsOf(ids: BigUint64Array): Float64Array;
+  upsert(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
+  upsertAsync(
+    ids: BigUint64Array,
+    vectors: Float32Array,
+    attributes?: NativeAttributeTable,
+    columns?: NativeColumns,
+  ): Promise<void>;
+  /** Returns how many of the ids were held (and are now removed). */
+  remove(ids: BigUint64Array): number;
+  removeAsync(ids: BigUint64Array): Promise<number>;
+  has(id: bigint): boolean;
+  /** The stored vector (dim floats); EBRIX_UNKNOWN_ID for an id not held. */
+  get(id: bigint): Float32Array;
+  /** Resolves to the number of tombstones dropped. */
+  compactAsync(): Promise<number>;
 }
 
 export interface NativeIvfPqMemory {
@@ -60,8 +96,15 @@ export interface NativeIvfPqIndex {
     maxIterations: number,
     progress: ((fraction: number) => void) | undefined,
   ): Promise<void>;
-  add(ids: BigUint64Array, vectors: Float32Array): void;
-  addAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
+  /** CPU index: with `attributes`, `columns` (one record per vector) are appended before the rows publish. */
+  add(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
+  addAsync(
+    ids: BigUint64Array,
+    vectors: Float32Array,
+    attributes?: NativeAttributeTable,
+    columns?: NativeColumns,
+  ): Promise<void>;
+  /** CPU index: with `filter`, the search evaluates it against `attributes` on the state it reads. */
   search(
     queries: Float32Array,
     k: number,
@@ -69,6 +112,8 @@ export interface NativeIvfPqIndex {
     refineFactor: number,
     threads: number,
     allow?: Uint32Array,
+    filter?: NativeFilterNode,
+    attributes?: NativeAttributeTable,
   ): NativeSearchOutput;
   searchAsync(
     queries: Float32Array,
@@ -77,6 +122,8 @@ export interface NativeIvfPqIndex {
     refineFactor: number,
     threads: number,
     allow?: Uint32Array,
+    filter?: NativeFilterNode,
+    attributes?: NativeAttributeTable,
   ): Promise<NativeSearchOutput>;
   trained(): boolean;
   size(): number;
@@ -87,20 +134,50 @@ export interface NativeIvfPqIndex {
   externalBytes(): number;
   /** The row of each id, -1 for an id the index does not hold. */
   rowsOf(ids: BigUint64Array): Float64Array;
+  // The CPU index only (absent on the GPU index):
+  upsert?(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
+  upsertAsync?(
+    ids: BigUint64Array,
+    vectors: Float32Array,
+    attributes?: NativeAttributeTable,
+    columns?: NativeColumns,
+  ): Promise<void>;
+  remove?(ids: BigUint64Array): number;
+  removeAsync?(ids: BigUint64Array): Promise<number>;
+  has?(id: bigint): boolean;
+  /** The refine vector; EBRIX_INVALID_ARGUMENT without refine vectors. */
+  get?(id: bigint): Float32Array;
+  compactAsync?(): Promise<number>;
 }
 
 export interface NativeHnswIndex {
-  add(ids: BigUint64Array, vectors: Float32Array): void;
-  addAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
-  remove(ids: BigUint64Array): void;
-  removeAsync(ids: BigUint64Array): Promise<void>;
+  /** With `attributes`, `columns` (one record per vector) are appended before the rows publish. */
+  add(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
+  addAsync(
+    ids: BigUint64Array,
+    vectors: Float32Array,
+    attributes?: NativeAttributeTable,
+    columns?: NativeColumns,
+  ): Promise<void>;
+  upsert(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
+  upsertAsync(
+    ids: BigUint64Array,
+    vectors: Float32Array,
+    attributes?: NativeAttributeTable,
+    columns?: NativeColumns,
+  ): Promise<void>;
+  remove(ids: BigUint64Array): number;
+  removeAsync(ids: BigUint64Array): Promise<number>;
+  /** With `filter`, the search evaluates it against `attributes` on the state it reads. */
   search(
     queries: Float32Array,
     k: number,
     expansion: number,
     threads: number,
     allow: Uint32Array | undefined,
-    filter: string,
+    filterStrategy: string,
+    filter?: NativeFilterNode,
+    attributes?: NativeAttributeTable,
   ): NativeSearchOutput;
   searchAsync(
     queries: Float32Array,
@@ -108,9 +185,13 @@ export interface NativeHnswIndex {
     expansion: number,
     threads: number,
     allow: Uint32Array | undefined,
-    filter: string,
+    filterStrategy: string,
+    filter?: NativeFilterNode,
+    attributes?: NativeAttributeTable,
   ): Promise<NativeSearchOutput>;
   has(id: bigint): boolean;
+  /** The stored vector (dim floats); EBRIX_UNKNOWN_ID for an id not held. */
+  get(id: bigint): Float32Array;
   size(): number;
   memoryBytes(): number;
   simdLevel(): string;
@@ -159,7 +240,12 @@ export type NativeFilterNode =
       upper?: bigint | number;
       upperInclusive: boolean;
     }
-  | { op: 'rows'; rows: Uint32Array };
+  | { op: 'rows'; rows: Uint32Array }
+  /** Only in a filter an index search evaluates (it maps ids to rows on its own state). */
+  | { op: 'ids'; ids: BigUint64Array };
+
+/** A batch's columns keyed by attribute name (AttributeTable.append's second argument). */
+export type NativeColumns = Record<string, NativeAttributeColumn>;
 
 export interface NativeFilterResult {
   rowCount: number;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { FlatIndex, InvalidArgumentError, IvfPqIndex, type Filter } from '../lib/index.js';
+import { FlatIndex, InvalidArgumentError, IvfPqIndex, NO_ID, type Filter } from '../lib/index.js';
 import { bruteForce, makeIds, randomVectors, rng } from './helpers.js';
 
 describe('FlatIndex with attributes and filters', () => {
@@ -71,11 +71,15 @@ describe('FlatIndex with attributes and filters', () => {
     expect(index.attributes?.size).toBe(10);
     index.addSync([5n], data.subarray(0, dim)); // no records: all attributes missing
     expect(index.attributes?.size).toBe(11);
-    const pending = index.add([6n], data.subarray(0, dim));
-    expect(() => index.addSync([7n], data.subarray(0, dim))).toThrow('await the add first');
+    // The index appends each write's records under its writer lock, so a sync add beside a
+    // pending async one keeps rows and records aligned (it waits for the other).
+    const pending = index.add([6n], data.subarray(0, dim), { attributes: [{ level: 106 }] });
+    index.addSync([7n], data.subarray(0, dim), { attributes: [{ level: 107 }] });
     await pending;
-    index.addSync([7n], data.subarray(0, dim));
     expect([index.size, index.attributes?.size]).toEqual([13, 13]);
+    for (const level of [106, 107]) {
+      expect([...(await index.search(data.subarray(0, dim), 2, { filter: { level } })).row(0).ids]).toEqual([BigInt(level - 100), NO_ID]);
+    }
     await expect(index.search(data.subarray(0, dim), 1, { filter: { levle: 1 } as never })).rejects.toThrow(InvalidArgumentError);
     using plain = new FlatIndex({ dim });
     await expect(plain.search(data.subarray(0, dim), 1, { filter: { level: 1 } })).rejects.toThrow('options.attributes');

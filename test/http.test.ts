@@ -94,7 +94,7 @@ describe('HTTP service', () => {
     expectError(await server.inject({ method: 'POST', url: '/v1/search', payload: '{"query":{"__proto__":{"x":1}}}', headers: { 'content-type': 'application/json' } }), 400, 'EBRIX_MALFORMED_JSON');
   });
 
-  it('upserts and deletes items where the index can, 501 where it cannot yet', async () => {
+  it('upserts, replaces and deletes items on every index type', async () => {
     const vector = Array.from({ length: DIM }, (_, i) => (i === 0 ? 1 : 0));
     const added = await post('/v1/items', {
       items: [
@@ -110,8 +110,14 @@ describe('HTTP service', () => {
     const itemVector = Array.from(await model.embedItems([{ title: 'brand new steel lamp', price: 10, rating: 5 }]));
     expect((await post('/v1/search', { vector: itemVector, k: 1 })).json().items[0].id).toBe('5002');
 
-    expectError(await post('/v1/items', { items: [{ id: 5001, vector }] }), 501, 'EBRIX_NOT_SUPPORTED');
-    expectError(await server.inject({ method: 'DELETE', url: '/v1/items/5001' }), 501, 'EBRIX_NOT_SUPPORTED');
+    // Upsert replaces an id already present; delete removes it, and a second delete is 404.
+    const moved = Array.from({ length: DIM }, (_, i) => (i === 1 ? 1 : 0));
+    const again = await post('/v1/items', { items: [{ id: 5001, vector: moved, attributes: { category: 'lab', price: 2 } }] });
+    expect(again.json()).toEqual({ upserted: 1, replaced: 1 });
+    expect((await post('/v1/search', { vector: moved, k: 1 })).json().items[0].id).toBe('5001');
+    expect((await server.inject({ method: 'DELETE', url: '/v1/items/5001' })).statusCode).toBe(200);
+    expect((await post('/v1/search', { vector: moved, k: 10, filter: { category: 'lab' } })).json().items.map((i: { id: string }) => i.id)).toEqual(['5002']);
+    expectError(await server.inject({ method: 'DELETE', url: '/v1/items/5001' }), 404, 'EBRIX_UNKNOWN_ID');
     expectError(await post('/v1/items', { items: [{ id: 7, vector }, { id: 7, vector }] }), 409, 'EBRIX_DUPLICATE_ID');
     expectError(await post('/v1/items', { items: [{ id: 8, vector: [1] }] }), 400, 'EBRIX_DIM_MISMATCH');
     expectError(await post('/v1/items', { items: [{ id: 8 }] }), 400, 'EBRIX_INVALID_ARGUMENT');

@@ -19,6 +19,7 @@ import {
   native,
   type NativeAttributeColumn,
   type NativeAttributeTable,
+  type NativeColumns,
   type NativeFilterNode,
   type NativeFilterResult,
 } from '../native.js';
@@ -65,6 +66,25 @@ export interface CompiledFilter {
 const MAX_THREADS = 4096;
 const DEFAULT_ROW_LIST_BELOW = 0.01;
 
+/**
+ * What an index that keeps attributes with its rows (lib/index/row-attributes.ts) needs of
+ * its table: the native table, records converted to native columns (validated, throwing as
+ * `append` does), and filters converted for the index's search to evaluate on its own state
+ * (ids left for the index to map). Not part of the public API.
+ */
+export interface AttributesInternals {
+  readonly table: NativeAttributeTable;
+  columns(records: readonly AttributeRecord[], name: string): NativeColumns;
+  filter(filter: Filter): NativeFilterNode;
+}
+
+let internalsOf: (attributes: Attributes) => AttributesInternals;
+
+/** See AttributesInternals. */
+export function attributesInternals(attributes: Attributes): AttributesInternals {
+  return internalsOf(attributes);
+}
+
 interface PreparedCompile {
   table: NativeAttributeTable;
   node: NativeFilterNode;
@@ -77,6 +97,14 @@ export class Attributes implements Disposable {
   readonly schema: readonly AttributeColumn[];
   readonly #columns: ReadonlyMap<string, AttributeColumn>;
   #native: NativeAttributeTable | undefined;
+
+  static {
+    internalsOf = (attributes) => ({
+      table: attributes.#live(),
+      columns: (records, name) => toColumns(records, attributes.schema, attributes.#columns, name),
+      filter: (filter) => toNativeFilter(filter, { columns: attributes.#columns, idToRow: undefined, nativeIds: true }),
+    });
+  }
 
   constructor(schema: AttributeSchema) {
     this.schema = Object.freeze(normalizeSchema(schema).map((column) => Object.freeze(column)));

@@ -208,6 +208,11 @@ function isPlainObject(value: object): boolean {
 export interface FilterContext {
   columns: ReadonlyMap<string, AttributeColumn>;
   idToRow: IdToRow | undefined;
+  /**
+   * Leave ids as ids (`{ op: 'ids' }`) for an index search to map on the state it reads,
+   * instead of mapping them with idToRow here.
+   */
+  nativeIds?: boolean;
 }
 
 /**
@@ -322,8 +327,10 @@ function idClauses(condition: unknown, context: FilterContext, where: string): N
   const clauses: NativeFilterNode[] = [];
   for (const [op, ids] of entries) {
     if (op !== 'in' && op !== 'notIn') throw invalid("'in' or 'notIn'", `a key of ${where}`, op);
-    const rows = idsToRows(toIdArray(ids, `${where}.${op}`), context.idToRow, `${where}.${op}`);
-    const node: NativeFilterNode = { op: 'rows', rows };
+    const idArray = toIdArray(ids, `${where}.${op}`);
+    const node: NativeFilterNode = context.nativeIds
+      ? { op: 'ids', ids: idArray }
+      : { op: 'rows', rows: idsToRows(idArray, context.idToRow, `${where}.${op}`) };
     clauses.push(op === 'in' ? node : { op: 'not', arg: node });
   }
   return clauses;

@@ -14,7 +14,7 @@ import { openOnGpu } from '../gpu.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
 import { native, type NativeFlatIndex, type NativeGpuFlatIndex, type NativeOpenedHandle } from '../native.js';
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
-import { type Ids } from './ids.js';
+import { toIdArray, type Ids } from './ids.js';
 import { bindVersion } from './model-version.js';
 import { SearchResult } from './search-result.js';
 import type { Attributes } from './attributes.js';
@@ -89,7 +89,10 @@ export interface SearchOptions {
   /**
    * Only rows whose bit is set may be returned. Rows are numbered in add order from 0: bit
    * `r & 31` of word `r >> 5` allows row r; rows past the end of the bitset are not allowed.
-   * Tested inside the scan on both devices, so a filtered search stays exact.
+   * Every vector an add or upsert stores takes the next row, and a row keeps its number for
+   * the life of the index (remove and compact renumber nothing; a saved index reopens with
+   * its live vectors numbered from 0 again). Tested inside the scan on both devices, so a
+   * filtered search stays exact; removed rows are never returned, allowed or not.
    */
   allow?: Uint32Array;
   /**
@@ -218,7 +221,7 @@ export class FlatIndex implements Disposable {
     return this.#attributes?.table;
   }
 
-  /** Number of vectors held. */
+  /** Number of vectors held (added or upserted, and not removed). */
   get size(): number {
     return this.#live().index.size();
   }
@@ -346,10 +349,15 @@ export class FlatIndex implements Disposable {
   async add(ids: Ids, vectors: Vectors, options: AddOptions = {}): Promise<void> {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     checkAddOptions(options, this.#attributes);
-    if (this.#attributes !== undefined) {
-      return this.#attributes.add(idArray.length, options, () => awaitNative(this.#live().index.addAsync(idArray, matrix)));
+    const live = this.#live();
+    if (live.device === 'cpu') {
+      const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+      return awaitNative(live.index.addAsync(idArray, matrix, table, columns));
     }
-    await awaitNative(this.#live().index.addAsync(idArray, matrix));
+    if (this.#attributes !== undefined) {
+      return this.#attributes.add(idArray.length, options, () => awaitNative(live.index.addAsync(idArray, matrix)));
+    }
+    await awaitNative(live.index.addAsync(idArray, matrix));
   }
 
   /** `add` on the calling thread, for small batches. Adds are serialised: while an async add
@@ -358,10 +366,85 @@ export class FlatIndex implements Disposable {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     checkAddOptions(options, this.#attributes);
     const live = this.#live();
-    const addVectors = () =>
-      callNative(() => (live.device === 'cpu' ? live.index.add(idArray, matrix) : live.index.addSync(idArray, matrix)));
+    if (live.device === 'cpu') {
+      const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+      callNative(() => live.index.add(idArray, matrix, table, columns));
+      return;
+    }
+    const addVectors = () => callNative(() => live.index.addSync(idArray, matrix));
     if (this.#attributes !== undefined) this.#attributes.addSync(idArray.length, options, addVectors);
     else addVectors();
+  }
+
+  /**
+   * Replaces the vectors (and, on an index with `attributes`, the attribute records) of ids
+   * the index holds and adds the others, off the event loop. All-or-nothing, and one step for
+   * searches: none sees an upserted id twice, or misses it. Validated as `add`, except that
+   * ids may already be held (they must still be distinct within the call). Each vector takes
+   * a new row (see SearchOptions.allow); the replaced rows become tombstones until
+   * `compact()`. CPU indexes only.
+   */
+  async upsert(ids: Ids, vectors: Vectors, options: AddOptions = {}): Promise<void> {
+    const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    checkAddOptions(options, this.#attributes);
+    const index = this.#cpu('upsert');
+    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+    await awaitNative(index.upsertAsync(idArray, matrix, table, columns));
+  }
+
+  /** `upsert` on the calling thread, for small batches (as `addSync`). */
+  upsertSync(ids: Ids, vectors: Vectors, options: AddOptions = {}): void {
+    const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    checkAddOptions(options, this.#attributes);
+    const index = this.#cpu('upsert');
+    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+    callNative(() => index.upsert(idArray, matrix, table, columns));
+  }
+
+  /**
+   * Removes the vectors of the given ids; ids the index does not hold are ignored, and so are
+   * repeats. Resolves to the number removed. A removed vector is a tombstone: searches that
+   * start after this never return it (it is excluded inside the scan, so results stay exact
+   * and filters never match it), and `compact()` reclaims its memory. CPU indexes only.
+   */
+  async remove(ids: Ids): Promise<number> {
+    const idArray = this.#prepareRemove(ids);
+    return awaitNative(this.#cpu('remove').removeAsync(idArray));
+  }
+
+  /** `remove` on the calling thread (it copies one bit per stored vector). */
+  removeSync(ids: Ids): number {
+    const idArray = this.#prepareRemove(ids);
+    const index = this.#cpu('remove');
+    return callNative(() => index.remove(idArray));
+  }
+
+  /** Whether a vector is held under `id`. CPU indexes only. */
+  has(id: number | bigint): boolean {
+    const index = this.#cpu('has');
+    const [value] = toIdArray([id], 'id');
+    return callNative(() => index.has(value!));
+  }
+
+  /**
+   * The vector stored under `id`, as the index stores it: normalised for cosine, rounded for
+   * f16 / bf16, decoded from its 8-bit code for 'i8'. EBRIX_UNKNOWN_ID when the id is not
+   * held. CPU indexes only.
+   */
+  get(id: number | bigint): Float32Array {
+    const index = this.#cpu('get');
+    const [value] = toIdArray([id], 'id');
+    return callNative(() => index.get(value!));
+  }
+
+  /**
+   * Rewrites the storage without the tombstones of removed and replaced vectors, off the event
+   * loop, and resolves to the number dropped (0, copying nothing, when there are none). Searches
+   * keep running meanwhile on the storage they started with; adds, upserts and removes wait
+   * for it. Rows keep their numbers. CPU indexes only.
+   */
+  async compact(): Promise<number> {
+    return awaitNative(this.#cpu('compact').compactAsync());
   }
 
   /**
@@ -371,30 +454,35 @@ export class FlatIndex implements Disposable {
    */
   async search(queries: Vectors, k: number, options: SearchOptions = {}): Promise<SearchResult> {
     const s = this.#prepareSearch(queries, k, options);
-    if (options.filter !== undefined) {
-      s.allow = await requireAttributes(this.#attributes).allow(options.filter, s.allow, this.#rowsOf);
-    }
     const live = this.#live();
-    const out = await awaitNative(
-      live.device === 'cpu'
-        ? live.index.searchAsync(s.matrix, s.k, s.threads, s.allow)
-        : live.index.searchAsync(s.matrix, s.k, s.allow, s.tf32),
-    );
+    let out;
+    if (live.device === 'cpu') {
+      // The filter is evaluated natively, on the state the search reads.
+      const [filter, table] = options.filter === undefined ? [] : requireAttributes(this.#attributes).filter(options.filter);
+      out = await awaitNative(live.index.searchAsync(s.matrix, s.k, s.threads, s.allow, filter, table));
+    } else {
+      if (options.filter !== undefined) {
+        s.allow = await requireAttributes(this.#attributes).allow(options.filter, s.allow, this.#rowsOf);
+      }
+      out = await awaitNative(live.index.searchAsync(s.matrix, s.k, s.allow, s.tf32));
+    }
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
 
   /** `search` on the calling thread, for small work (one query, a small index). */
   searchSync(queries: Vectors, k: number, options: SearchOptions = {}): SearchResult {
     const s = this.#prepareSearch(queries, k, options);
-    if (options.filter !== undefined) {
-      s.allow = requireAttributes(this.#attributes).allowSync(options.filter, s.allow, this.#rowsOf);
-    }
     const live = this.#live();
-    const out = callNative(() =>
-      live.device === 'cpu'
-        ? live.index.search(s.matrix, s.k, s.threads, s.allow)
-        : live.index.searchSync(s.matrix, s.k, s.allow, s.tf32),
-    );
+    let out;
+    if (live.device === 'cpu') {
+      const [filter, table] = options.filter === undefined ? [] : requireAttributes(this.#attributes).filter(options.filter);
+      out = callNative(() => live.index.search(s.matrix, s.k, s.threads, s.allow, filter, table));
+    } else {
+      if (options.filter !== undefined) {
+        s.allow = requireAttributes(this.#attributes).allowSync(options.filter, s.allow, this.#rowsOf);
+      }
+      out = callNative(() => live.index.searchSync(s.matrix, s.k, s.allow, s.tf32));
+    }
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
 
@@ -415,12 +503,24 @@ export class FlatIndex implements Disposable {
     return this.#native;
   }
 
-  /** Rows of ids, for filters that name ids (CPU indexes). */
-  #rowsOf = (ids: BigUint64Array): Float64Array => {
-    const live = this.#live();
-    if (live.device !== 'cpu') throw new InvalidArgumentError('Filters on ids need an index on the CPU for now');
-    return callNative(() => live.index.rowsOf(ids));
+  /** Rows of ids, for filters compiled here (GPU indexes, which cannot map ids yet). */
+  #rowsOf = (): Float64Array => {
+    throw new InvalidArgumentError('Filters on ids need an index on the CPU for now');
   };
+
+  /** The CPU index, for the operations the GPU index lacks. */
+  #cpu(operation: string): NativeFlatIndex {
+    const live = this.#live();
+    if (live.device !== 'cpu') {
+      throw new InvalidArgumentError(`${operation} needs an index on the CPU: the GPU index does not support it yet`);
+    }
+    return live.index;
+  }
+
+  #prepareRemove(ids: Ids): BigUint64Array {
+    this.#live();
+    return toIdArray(ids);
+  }
 
   #prepareAdd(ids: Ids, vectors: Vectors): [BigUint64Array, Float32Array] {
     this.#live();

@@ -5,23 +5,28 @@
  *
  * Same ids, scores, result shape and errors as FlatIndex: higher is better for every metric
  * (`l2` as −squared distance), ids are u64 (2^64−1 reserved), rows short of k are padded
- * with (NO_ID, −Infinity), allow bitsets address rows in add order.
+ * with (NO_ID, −Infinity), allow bitsets address rows in add order, and attributes with
+ * filters work as on FlatIndex (through the same RowAttributes).
  */
-import { DisposedError, awaitNative, callNative } from '../errors.js';
+import { DisposedError, InvalidArgumentError, awaitNative, callNative } from '../errors.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
-import { native, type NativeHnswIndex } from '../native.js';
+import { native, type NativeAttributeTable, type NativeFilterNode, type NativeHnswIndex } from '../native.js';
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
+import type { Attributes } from './attributes.js';
+import type { AttributeSchema, Filter } from './filter.js';
 import { METRICS, VECTOR_STORAGES, type MemoryUsage, type Metric, type VectorStorage } from './flat.js';
 import { toIdArray, type Ids } from './ids.js';
 import { bindVersion } from './model-version.js';
+import { RowAttributes, checkAddOptions, requireAttributes, type AddOptions } from './row-attributes.js';
 import { SearchResult } from './search-result.js';
 import { toAddArgs, toMatrix, type Vectors } from './vectors.js';
 
 /**
- * How a search with an allow bitset finds its rows. 'graph': usearch's filtered graph walk
- * (rows that are not allowed still route the walk but are never returned). 'scan': every
- * allowed row is scored exactly. 'auto' (default): the scan when so few rows are allowed
- * that the walk would compute more distances (allowed² ≤ expansion × size), else the walk.
+ * How a search with an allow bitset or a filter finds its rows. 'graph': usearch's filtered
+ * graph walk (rows that are not allowed still route the walk but are never returned). 'scan':
+ * every allowed row is scored exactly. 'auto' (default): the scan when so few rows are
+ * allowed that the walk would compute more distances (allowed² ≤ expansion × size), else the
+ * walk.
  */
 export type HnswFilterStrategy = 'auto' | 'graph' | 'scan';
 export const HNSW_FILTER_STRATEGIES: readonly HnswFilterStrategy[] = ['auto', 'graph', 'scan'];
@@ -49,6 +54,11 @@ export interface HnswIndexOptions {
   simd?: SimdLevel;
   /** Version id of the model whose item tower embeds this index's vectors. */
   modelVersion?: string;
+  /**
+   * Attributes kept per vector (as FlatIndex), for `search(q, k, { filter })`; `add` and
+   * `upsert` then take one record per vector.
+   */
+  attributes?: AttributeSchema;
 }
 
 export interface HnswSearchOptions {
@@ -59,11 +69,17 @@ export interface HnswSearchOptions {
   /**
    * Only rows whose bit is set may be returned. Rows are numbered in add order from 0 (as
    * FlatIndex): bit `r & 31` of word `r >> 5` allows row r; rows past the end of the bitset
-   * are not allowed. A removed vector's row is never reused.
+   * are not allowed. A removed vector's row is never reused; an upserted vector takes a new one.
    */
   allow?: Uint32Array;
-  /** How a filtered search finds its rows (default 'auto'). */
-  filter?: HnswFilterStrategy;
+  /**
+   * Only rows whose attributes pass the filter (an index made with `attributes`; the filter
+   * language of FlatIndex). Evaluated natively on the state the search reads, into the allow
+   * bitset that the graph walk or the scan tests (see `filterStrategy`); ANDed with `allow`.
+   */
+  filter?: Filter;
+  /** How a search with `allow` or `filter` finds its rows (default 'auto'). */
+  filterStrategy?: HnswFilterStrategy;
 }
 
 const MAX_THREADS = 4096;
@@ -79,7 +95,9 @@ interface PreparedSearch {
   expansion: number;
   threads: number;
   allow: Uint32Array | undefined;
-  filter: HnswFilterStrategy;
+  filterStrategy: HnswFilterStrategy;
+  filter: NativeFilterNode | undefined;
+  table: NativeAttributeTable | undefined;
 }
 
 export class HnswIndex implements Disposable {
@@ -91,6 +109,7 @@ export class HnswIndex implements Disposable {
   readonly storage: VectorStorage;
   #native: NativeHnswIndex | undefined;
   #modelVersion: string | undefined;
+  #attributes: RowAttributes | undefined;
 
   constructor(options: HnswIndexOptions) {
     if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
@@ -110,6 +129,12 @@ export class HnswIndex implements Disposable {
       () =>
         new Native(this.dim, this.metric, this.connectivity, this.expansionAdd, this.expansionSearch, this.storage, simd, threads),
     );
+    if (options.attributes !== undefined) this.#attributes = new RowAttributes(options.attributes);
+  }
+
+  /** The index's attributes (an index made with `attributes`), e.g. to compile a filter once. */
+  get attributes(): Attributes | undefined {
+    return this.#attributes?.table;
   }
 
   /** Number of vectors held (added and not removed). */
@@ -157,39 +182,77 @@ export class HnswIndex implements Disposable {
   /**
    * Inserts vectors under the given ids, off the event loop, on the index's threads. All or
    * nothing: a wrong dimension, a NaN or Infinity, or an id already present (or repeated)
-   * rejects and leaves the index unchanged. Searches keep running meanwhile and may return
-   * vectors of an add still in flight. With metric 'cosine' the stored vectors are
-   * normalised copies.
+   * rejects and leaves the index unchanged. Searches keep running meanwhile and return none of
+   * the new vectors until the add completes. With metric 'cosine' the stored vectors are
+   * normalised copies. On an index with `attributes`, `options.attributes` holds one record per
+   * vector (default: all missing), appended with the vectors.
    */
-  async add(ids: Ids, vectors: Vectors): Promise<void> {
+  async add(ids: Ids, vectors: Vectors, options: AddOptions = {}): Promise<void> {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
-    await awaitNative(this.#live().addAsync(idArray, matrix));
+    checkAddOptions(options, this.#attributes);
+    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+    await awaitNative(this.#live().addAsync(idArray, matrix, table, columns));
   }
 
   /** `add` on the calling thread (its inserts still use the native threads), for small batches. */
-  addSync(ids: Ids, vectors: Vectors): void {
+  addSync(ids: Ids, vectors: Vectors, options: AddOptions = {}): void {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    checkAddOptions(options, this.#attributes);
+    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
     const live = this.#live();
-    callNative(() => live.add(idArray, matrix));
+    callNative(() => live.add(idArray, matrix, table, columns));
+  }
+
+  /**
+   * Replaces the vectors (and attribute records) of ids the index holds and inserts the others,
+   * off the event loop, all-or-nothing (validated as `add`, except that ids may be held; they
+   * must be distinct). A replaced vector is removed as `remove` removes it and the new one takes
+   * a new row; searches see both changes in one step (never the id twice, never neither).
+   */
+  async upsert(ids: Ids, vectors: Vectors, options: AddOptions = {}): Promise<void> {
+    const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    checkAddOptions(options, this.#attributes);
+    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+    await awaitNative(this.#live().upsertAsync(idArray, matrix, table, columns));
+  }
+
+  /** `upsert` on the calling thread. */
+  upsertSync(ids: Ids, vectors: Vectors, options: AddOptions = {}): void {
+    const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    checkAddOptions(options, this.#attributes);
+    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+    const live = this.#live();
+    callNative(() => live.upsert(idArray, matrix, table, columns));
   }
 
   /**
    * Removes the vectors of the given ids, off the event loop: it waits for the searches in
-   * flight, and no search after it returns them. An id not in the index is EBRIX_UNKNOWN_ID
-   * and a repeated one EBRIX_DUPLICATE_ID, and then nothing is removed. The graph keeps a
-   * removed node (it still routes searches) until a later add reuses it; a removed id can be
-   * added again, under a new row number.
+   * flight, and no search after it returns them. Resolves to the number removed (all of them:
+   * unlike FlatIndex and IvfPqIndex, an id not in the index is EBRIX_UNKNOWN_ID and a repeated
+   * one EBRIX_DUPLICATE_ID, and then nothing is removed). The graph keeps a removed node (it
+   * still routes searches) until a later add reuses it; a removed id can be added again, under
+   * a new row number.
    */
-  async remove(ids: Ids): Promise<void> {
+  async remove(ids: Ids): Promise<number> {
     const idArray = this.#prepareRemove(ids);
-    await awaitNative(this.#live().removeAsync(idArray));
+    return awaitNative(this.#live().removeAsync(idArray));
   }
 
   /** `remove` on the calling thread: it blocks until the searches in flight end. */
-  removeSync(ids: Ids): void {
+  removeSync(ids: Ids): number {
     const idArray = this.#prepareRemove(ids);
     const live = this.#live();
-    callNative(() => live.remove(idArray));
+    return callNative(() => live.remove(idArray));
+  }
+
+  /**
+   * The vector stored under `id`: normalised for cosine, rounded for f16 / bf16.
+   * EBRIX_UNKNOWN_ID when the id is not held.
+   */
+  get(id: number | bigint): Float32Array {
+    const live = this.#live();
+    const [value] = toIdArray([id], 'id');
+    return callNative(() => live.get(value!));
   }
 
   /** Whether a vector is held under `id`. */
@@ -206,7 +269,9 @@ export class HnswIndex implements Disposable {
    */
   async search(queries: Vectors, k: number, options: HnswSearchOptions = {}): Promise<SearchResult> {
     const s = this.#prepareSearch(queries, k, options);
-    const out = await awaitNative(this.#live().searchAsync(s.matrix, s.k, s.expansion, s.threads, s.allow, s.filter));
+    const out = await awaitNative(
+      this.#live().searchAsync(s.matrix, s.k, s.expansion, s.threads, s.allow, s.filterStrategy, s.filter, s.table),
+    );
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
 
@@ -214,12 +279,16 @@ export class HnswIndex implements Disposable {
   searchSync(queries: Vectors, k: number, options: HnswSearchOptions = {}): SearchResult {
     const s = this.#prepareSearch(queries, k, options);
     const live = this.#live();
-    const out = callNative(() => live.search(s.matrix, s.k, s.expansion, s.threads, s.allow, s.filter));
+    const out = callNative(() =>
+      live.search(s.matrix, s.k, s.expansion, s.threads, s.allow, s.filterStrategy, s.filter, s.table),
+    );
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
 
   /** Releases the native memory; work in flight finishes first. Idempotent. */
   dispose(): void {
+    this.#attributes?.dispose();
+    this.#attributes = undefined;
     this.#native?.dispose();
     this.#native = undefined;
   }
@@ -253,13 +322,21 @@ export class HnswIndex implements Disposable {
       options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'options.threads', MAX_THREADS);
     const { allow } = options;
     if (allow !== undefined && !(allow instanceof Uint32Array)) throw invalid('a Uint32Array', 'options.allow', allow);
-    const filter = requireOneOf(options.filter ?? 'auto', HNSW_FILTER_STRATEGIES, 'options.filter');
+    if (typeof options.filter === 'string') {
+      // The strategy was named `filter` before attribute filters came to this index.
+      throw new InvalidArgumentError(
+        `options.filter is an attribute filter; the strategy '${options.filter}' goes in options.filterStrategy`,
+      );
+    }
+    const filterStrategy = requireOneOf(options.filterStrategy ?? 'auto', HNSW_FILTER_STRATEGIES, 'options.filterStrategy');
+    const [filter, table] =
+      options.filter === undefined ? [undefined, undefined] : requireAttributes(this.#attributes).filter(options.filter);
     const matrix = toMatrix(queries, this.dim, 'queries');
     if (matrix.length === 0) throw invalid('at least one query', 'queries', queries);
     const nq = matrix.length / this.dim;
     if (nq * kk > MAX_RESULT_ENTRIES) {
       throw invalid(`nq × k of at most ${MAX_RESULT_ENTRIES} (split the batch)`, 'k', `${kk} for ${nq} queries`);
     }
-    return { matrix, nq, k: kk, expansion, threads, allow, filter };
+    return { matrix, nq, k: kk, expansion, threads, allow, filterStrategy, filter, table };
   }
 }

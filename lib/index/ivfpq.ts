@@ -15,10 +15,16 @@
 import { DisposedError, InvalidArgumentError, awaitNative, callNative } from '../errors.js';
 import { openOnGpu } from '../gpu.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
-import { native, type NativeIvfPqIndex, type NativeOpenedHandle } from '../native.js';
+import {
+  native,
+  type NativeAttributeTable,
+  type NativeFilterNode,
+  type NativeIvfPqIndex,
+  type NativeOpenedHandle,
+} from '../native.js';
 import { invalid, requireNonNegativeInteger, requireOneOf, requirePositiveInteger } from '../validate.js';
 import { DEVICE_PREFERENCES, METRICS, type Device, type DevicePreference, type Metric } from './flat.js';
-import { type Ids } from './ids.js';
+import { toIdArray, type Ids } from './ids.js';
 import { bindVersion } from './model-version.js';
 import type { Attributes } from './attributes.js';
 import type { AttributeSchema, Filter } from './filter.js';
@@ -77,7 +83,10 @@ export interface IvfPqSearchOptions {
   refineFactor?: number;
   /** Threads for this search (default: the index's). */
   threads?: number;
-  /** Only rows whose bit is set may be returned (rows in add order, as FlatIndex). */
+  /**
+   * Only rows whose bit is set may be returned (rows numbered as FlatIndex numbers them: in
+   * add order, kept for life; removed rows are never returned).
+   */
   allow?: Uint32Array;
   /**
    * Only rows whose attributes pass the filter (an index made with `attributes`), compiled to
@@ -201,7 +210,7 @@ export class IvfPqIndex implements Disposable {
     return this.#live().trained();
   }
 
-  /** Number of vectors held. */
+  /** Number of vectors held (added or upserted, and not removed). */
   get size(): number {
     return this.#live().size();
   }
@@ -301,7 +310,13 @@ export class IvfPqIndex implements Disposable {
   async add(ids: Ids, vectors: Vectors, options: AddOptions = {}): Promise<void> {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     checkAddOptions(options, this.#attributes);
-    const addVectors = () => awaitNative(this.#live().addAsync(idArray, matrix));
+    const live = this.#live();
+    if (this.device === 'cpu') {
+      // The index appends the records itself, before the rows publish.
+      const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+      return awaitNative(live.addAsync(idArray, matrix, table, columns));
+    }
+    const addVectors = () => awaitNative(live.addAsync(idArray, matrix));
     if (this.#attributes !== undefined) return this.#attributes.add(idArray.length, options, addVectors);
     await addVectors();
   }
@@ -311,9 +326,80 @@ export class IvfPqIndex implements Disposable {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     checkAddOptions(options, this.#attributes);
     const live = this.#live();
+    if (this.device === 'cpu') {
+      const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+      callNative(() => live.add(idArray, matrix, table, columns));
+      return;
+    }
     const addVectors = () => callNative(() => live.add(idArray, matrix));
     if (this.#attributes !== undefined) this.#attributes.addSync(idArray.length, options, addVectors);
     else addVectors();
+  }
+
+  /**
+   * As FlatIndex.upsert: replaces the vectors (and attribute records) of held ids and adds the
+   * others, off the event loop, all-or-nothing and in one step for searches; each vector takes
+   * a new row and the replaced rows become tombstones until `compact()`. CPU indexes only.
+   */
+  async upsert(ids: Ids, vectors: Vectors, options: AddOptions = {}): Promise<void> {
+    const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    checkAddOptions(options, this.#attributes);
+    const index = this.#cpu('upsert');
+    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+    await awaitNative(index.upsertAsync(idArray, matrix, table, columns));
+  }
+
+  /** `upsert` on the calling thread, for small batches. */
+  upsertSync(ids: Ids, vectors: Vectors, options: AddOptions = {}): void {
+    const [idArray, matrix] = this.#prepareAdd(ids, vectors);
+    checkAddOptions(options, this.#attributes);
+    const index = this.#cpu('upsert');
+    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+    callNative(() => index.upsert(idArray, matrix, table, columns));
+  }
+
+  /**
+   * As FlatIndex.remove: ids not held are ignored; resolves to the number removed. Waits for
+   * the searches in flight (it publishes under the lock they hold), off the event loop. The
+   * removed rows are excluded inside the list scan until `compact()` drops them. CPU only.
+   */
+  async remove(ids: Ids): Promise<number> {
+    const idArray = this.#prepareIds(ids);
+    return awaitNative(this.#cpu('remove').removeAsync(idArray));
+  }
+
+  /** `remove` on the calling thread: it blocks until the searches in flight end. */
+  removeSync(ids: Ids): number {
+    const idArray = this.#prepareIds(ids);
+    const index = this.#cpu('remove');
+    return callNative(() => index.remove(idArray));
+  }
+
+  /** Whether a vector is held under `id`. CPU indexes only. */
+  has(id: number | bigint): boolean {
+    const index = this.#cpu('has');
+    const [value] = toIdArray([id], 'id');
+    return callNative(() => index.has(value!));
+  }
+
+  /**
+   * The vector stored under `id`: its refine vector (normalised for cosine, rounded for 'f16').
+   * An index with refine 'none' keeps only PQ codes and cannot give vectors back
+   * (EBRIX_INVALID_ARGUMENT says so); an id not held is EBRIX_UNKNOWN_ID. CPU indexes only.
+   */
+  get(id: number | bigint): Float32Array {
+    const index = this.#cpu('get');
+    const [value] = toIdArray([id], 'id');
+    return callNative(() => index.get(value!));
+  }
+
+  /**
+   * Rewrites the lists (and refine vectors) without the entries of removed and replaced
+   * vectors, off the event loop; resolves to the number dropped. Searches keep running on the
+   * old lists until the new ones are swapped in; writes wait. Rows keep their numbers. CPU only.
+   */
+  async compact(): Promise<number> {
+    return awaitNative(this.#cpu('compact').compactAsync());
   }
 
   /** The index's attributes (an index made with `attributes`). */
@@ -327,21 +413,31 @@ export class IvfPqIndex implements Disposable {
    */
   async search(queries: Vectors, k: number, options: IvfPqSearchOptions = {}): Promise<SearchResult> {
     const s = this.#prepareSearch(queries, k, options);
+    const live = this.#live();
+    let filter: NativeFilterNode | undefined;
+    let table: NativeAttributeTable | undefined;
     if (options.filter !== undefined) {
-      s.allow = await requireAttributes(this.#attributes).allow(options.filter, s.allow, this.#rowsOf);
+      // CPU: evaluated natively on the state the search reads; GPU: compiled here.
+      if (this.device === 'cpu') [filter, table] = requireAttributes(this.#attributes).filter(options.filter);
+      else s.allow = await requireAttributes(this.#attributes).allow(options.filter, s.allow, this.#rowsOf);
     }
-    const out = await awaitNative(this.#live().searchAsync(s.matrix, s.k, s.nprobe, s.refineFactor, s.threads, s.allow));
+    const out = await awaitNative(
+      live.searchAsync(s.matrix, s.k, s.nprobe, s.refineFactor, s.threads, s.allow, filter, table),
+    );
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
 
   /** `search` on the calling thread, for small work. */
   searchSync(queries: Vectors, k: number, options: IvfPqSearchOptions = {}): SearchResult {
     const s = this.#prepareSearch(queries, k, options);
-    if (options.filter !== undefined) {
-      s.allow = requireAttributes(this.#attributes).allowSync(options.filter, s.allow, this.#rowsOf);
-    }
     const live = this.#live();
-    const out = callNative(() => live.search(s.matrix, s.k, s.nprobe, s.refineFactor, s.threads, s.allow));
+    let filter: NativeFilterNode | undefined;
+    let table: NativeAttributeTable | undefined;
+    if (options.filter !== undefined) {
+      if (this.device === 'cpu') [filter, table] = requireAttributes(this.#attributes).filter(options.filter);
+      else s.allow = requireAttributes(this.#attributes).allowSync(options.filter, s.allow, this.#rowsOf);
+    }
+    const out = callNative(() => live.search(s.matrix, s.k, s.nprobe, s.refineFactor, s.threads, s.allow, filter, table));
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
 
@@ -374,6 +470,20 @@ export class IvfPqIndex implements Disposable {
   #live(): NativeIvfPqIndex {
     if (this.#native === undefined) throw new DisposedError('index');
     return this.#native;
+  }
+
+  /** The CPU index, for the operations the GPU index lacks. */
+  #cpu(operation: string): Required<NativeIvfPqIndex> {
+    const live = this.#live();
+    if (this.device !== 'cpu') {
+      throw new InvalidArgumentError(`${operation} needs an index on the CPU: the GPU index does not support it yet`);
+    }
+    return live as Required<NativeIvfPqIndex>;
+  }
+
+  #prepareIds(ids: Ids): BigUint64Array {
+    this.#live();
+    return toIdArray(ids);
   }
 
   #prepareAdd(ids: Ids, vectors: Vectors): [BigUint64Array, Float32Array] {

@@ -1,12 +1,22 @@
 /**
  * The attributes of an index's rows, as FlatIndex, IvfPqIndex and HnswIndex keep them when
- * made with `attributes` (a schema): one record per added vector, appended in add order so
- * that row r of the table is the r-th vector, and filters compiled into allow bitsets for
- * the index's own scan.
+ * made with `attributes` (a schema): one record per row, appended in add order so that row r
+ * of the table is the r-th vector stored (an upsert appends its records as an add does: its
+ * vectors take new rows). Records of removed rows stay in the table (rows are never
+ * renumbered); they never match a search, because the index excludes removed rows inside
+ * the scan.
+ *
+ * CPU indexes take the records and the filter natively (`records`, `filter`): the index
+ * appends a write's records under its writer lock before the write's rows are published, and
+ * a search evaluates its filter on the state it reads (native/core/row_filter.h), so a
+ * filtered search is exact over one state even while writes run. GPU indexes (no removes or
+ * upserts) append records after their vectors (`add`, queued) and take the filter compiled
+ * here into an allow bitset (`allow`).
  */
 import { InvalidArgumentError } from '../errors.js';
+import type { NativeAttributeTable, NativeColumns, NativeFilterNode } from '../native.js';
 import { invalid } from '../validate.js';
-import { Attributes, type CompileFilterOptions } from './attributes.js';
+import { Attributes, attributesInternals, type CompileFilterOptions } from './attributes.js';
 import type { AttributeRecord, AttributeSchema, Filter } from './filter.js';
 
 export interface AddOptions {
@@ -28,8 +38,27 @@ export class RowAttributes {
   }
 
   /**
-   * An add with its records: the records are validated before `addVectors` runs and
-   * appended after it succeeds; adds are queued behind one another.
+   * A write's records for a CPU index to append itself: the native table and the batch's
+   * columns (validated now; the defaults are records with every attribute missing).
+   */
+  records(count: number, options: AddOptions): [NativeAttributeTable, NativeColumns] {
+    const { attributes: records } = options;
+    if (records !== undefined && (!Array.isArray(records) || records.length !== count)) {
+      throw invalid(`an array of ${count} attribute records (one per vector)`, 'options.attributes', records);
+    }
+    const internals = attributesInternals(this.table);
+    return [internals.table, internals.columns(records ?? Array.from({ length: count }, () => ({})), 'options.attributes')];
+  }
+
+  /** A filter for a CPU index's search to evaluate on its own state: the node and the native table. */
+  filter(filter: Filter): [NativeFilterNode, NativeAttributeTable] {
+    const internals = attributesInternals(this.table);
+    return [internals.filter(filter), internals.table];
+  }
+
+  /**
+   * An add with its records (GPU indexes): the records are validated before `addVectors` runs
+   * and appended after it succeeds; adds are queued behind one another.
    */
   add(count: number, options: AddOptions, addVectors: () => Promise<void>): Promise<void> {
     const commit = this.#prepare(count, options);

@@ -25,7 +25,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 
 import Fastify, { type FastifyError, type FastifyInstance, type InjectOptions, type LightMyRequestResponse } from 'fastify';
 
-import { DuplicateIdError, EbrixError, InvalidArgumentError, type EbrixErrorCode } from '../errors.js';
+import { DuplicateIdError, EbrixError, InvalidArgumentError, UnknownIdError, type EbrixErrorCode } from '../errors.js';
 import { FlatIndex } from '../index/flat.js';
 import { HnswIndex } from '../index/hnsw.js';
 import { toIdArray } from '../index/ids.js';
@@ -354,11 +354,8 @@ export class EbrixServer {
       async (request) =>
         this.#serialMutation(async () => {
           const target = mutableIndex(index);
-          if (!(target instanceof HnswIndex)) {
-            throw new HttpError(501, 'EBRIX_NOT_SUPPORTED', `${target.constructor.name} cannot remove items yet (HnswIndex can)`);
-          }
           const id = toIdArray([BigInt(request.params.id)], 'id');
-          await target.remove(id);
+          if ((await target.remove(id)) === 0) throw new UnknownIdError(`No item with id ${request.params.id}`);
           this.#dirty = true;
           return { deleted: request.params.id };
         }),
@@ -386,29 +383,13 @@ export class EbrixServer {
       byRecord.forEach((item, j) => vectors.set(embedded.subarray(j * index.dim, (j + 1) * index.dim), item * index.dim));
     }
     const withAttributes = items.some((item) => item.attributes !== undefined);
-    let replaced = 0;
-    if (index instanceof HnswIndex) {
-      if (withAttributes) throw new InvalidArgumentError('HnswIndex keeps no attributes: leave them out');
-      // An upsert: ids already present are removed first (a search in between sees neither).
-      const present = ids.filter((id) => index.has(id));
-      if (present.length > 0) await index.remove(present);
-      replaced = present.length;
-      await index.add(ids, vectors);
-    } else {
-      const attributes = withAttributes || index.attributes !== undefined ? { attributes: items.map((item) => (item.attributes ?? {}) as Record<string, never>) } : {};
-      try {
-        await index.add(ids, vectors, attributes);
-      } catch (error) {
-        if (error instanceof EbrixError && error.code === 'EBRIX_DUPLICATE_ID') {
-          throw new HttpError(
-            501,
-            'EBRIX_NOT_SUPPORTED',
-            `${index.constructor.name} cannot replace an item yet (it has no remove): ${error.message}; nothing of this batch was added`,
-          );
-        }
-        throw error;
-      }
+    if (withAttributes && index instanceof HnswIndex && index.attributes === undefined) {
+      throw new InvalidArgumentError('This HnswIndex has no attributes schema: leave the attributes out');
     }
+    const replaced = ids.filter((id) => index.has(id)).length;
+    const attributes = withAttributes || index.attributes !== undefined ? { attributes: items.map((item) => (item.attributes ?? {}) as Record<string, never>) } : {};
+    // upsert replaces the ids already present and adds the others, as one change to searches.
+    await index.upsert(ids, vectors, attributes);
     this.#dirty = true;
     return { upserted: items.length, replaced };
   }

@@ -18,7 +18,8 @@
 //     node: { op: 'all' | 'none' } | { op: 'and' | 'or', args: node[] } | { op: 'not', arg }
 //         | { op: 'exists', attr } | { op: 'eq' | 'in' | 'has' | 'hasAny' | 'hasAll', attr, values }
 //         | { op: 'range', attr, lower?, lowerInclusive, upper?, upperInclusive }
-//         | { op: 'rows', rows: Uint32Array }
+//         | { op: 'rows', rows: Uint32Array } | { op: 'ids', ids: BigUint64Array }
+//     ('ids' only in a filter an index search evaluates: the index maps ids to rows)
 //     values: an array of bigint (uint), number, boolean or string, or a BigUint64Array or
 //     Float64Array; a bound is a bigint (uint) or a number.
 #include "attributes.h"
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "../core/attributes.h"
+#include "../core/error.h"
 #include "../core/filter.h"
 #include "args.h"
 #include "errors.h"
@@ -171,6 +173,10 @@ FilterNode parseFilter(const Napi::Value& v, const std::string& name, size_t dep
     node.op = FilterOp::RowIn;
     const Napi::Uint32Array rows = requireUint32(o.Get("rows"), (name + ".rows").c_str());
     node.rows.assign(rows.Data(), rows.Data() + rows.ElementLength());
+  } else if (op == "ids") {
+    node.op = FilterOp::IdIn;
+    const Napi::BigUint64Array ids = requireBigUint64(o.Get("ids"), (name + ".ids").c_str());
+    node.ids.assign(ids.Data(), ids.Data() + ids.ElementLength());
   } else {
     static const std::pair<const char*, FilterOp> kLeaves[] = {
         {"exists", FilterOp::Exists}, {"eq", FilterOp::Eq},         {"in", FilterOp::In},
@@ -237,6 +243,9 @@ class CompileWorker : public PromiseWorker {
   FilterResult result_;
 };
 
+// The tag of AttributeTable objects, so that attributeTableOf never unwraps another class's.
+const napi_type_tag kTableTag = {0x6562726978617474ull, 0x722d7461626c6573ull};
+
 bool parseType(const std::string& name, AttributeType* type) {
   static const std::pair<const char*, AttributeType> kTypes[] = {{"uint", AttributeType::Uint},
                                                                  {"number", AttributeType::Number},
@@ -288,7 +297,18 @@ class AttributeTableWrap : public Napi::ObjectWrap<AttributeTableWrap> {
         schema.push_back(std::move(spec));
       }
       table_ = std::make_shared<AttributeTable>(std::move(schema));
+      if (napi_type_tag_object(env, info.This(), &kTableTag) != napi_ok) throw Napi::Error::New(env, "Cannot tag the table");
     })
+  }
+
+  // The table behind a JS object made by this class (attributeTableOf).
+  static std::shared_ptr<AttributeTable> tableOf(const Napi::Value& value) {
+    Napi::Env env = value.Env();
+    bool ours = false;
+    if (!value.IsObject() || napi_check_object_type_tag(env, value, &kTableTag, &ours) != napi_ok || !ours) {
+      throwInvalid(env, "Expected an AttributeTable for attributes");
+    }
+    return Unwrap(value.As<Napi::Object>())->live(env);
   }
 
  private:
@@ -359,6 +379,85 @@ class AttributeTableWrap : public Napi::ObjectWrap<AttributeTableWrap> {
 
 void initAttributeTable(Napi::Env env, Napi::Object exports) {
   exports.Set("AttributeTable", AttributeTableWrap::define(env));
+}
+
+std::shared_ptr<AttributeTable> attributeTableOf(const Napi::Value& value) { return AttributeTableWrap::tableOf(value); }
+
+FilterNode parseFilterNode(const Napi::Value& value) { return parseFilter(value, "filter", 0); }
+
+std::shared_ptr<const OwnedColumns> OwnedColumns::parse(const Napi::Value& arg, size_t count) {
+  const Columns borrowed = parseColumns(arg, count);
+  auto owned = std::make_shared<OwnedColumns>();
+  for (const AttributeValues& v : borrowed.values) {
+    auto column = std::make_unique<Column>();
+    AttributeValues copy;
+    copy.name = v.name;
+    const auto take = [](auto& into, const auto* from, size_t n) {
+      if (from == nullptr) return static_cast<decltype(from)>(nullptr);
+      into.assign(from, from + n);
+      return static_cast<decltype(from)>(into.data());
+    };
+    copy.present = take(column->present, v.present, count);
+    copy.uint32s = take(column->uint32s, v.uint32s, count);
+    copy.uint64s = take(column->uint64s, v.uint64s, count);
+    copy.numbers = take(column->numbers, v.numbers, count);
+    copy.bools = take(column->bools, v.bools, count);
+    copy.offsets = take(column->offsets, v.offsets, count + 1);
+    copy.codes = take(column->codes, v.codes, v.offsets != nullptr ? v.offsets[count] : count);
+    if (v.dictionary != nullptr) {
+      column->dictionary.assign(v.dictionary, v.dictionary + v.dictionarySize);
+      copy.dictionary = column->dictionary.data();
+      copy.dictionarySize = column->dictionary.size();
+    }
+    owned->columns_.push_back(std::move(column));
+    owned->values_.push_back(std::move(copy));
+  }
+  return owned;
+}
+
+RowRecords RowRecords::parse(const Napi::Value& table, const Napi::Value& columns, size_t count) {
+  RowRecords records;
+  if (table.IsUndefined() && columns.IsUndefined()) return records;
+  records.table = attributeTableOf(table);
+  records.columns = OwnedColumns::parse(columns, count);
+  records.count = count;
+  return records;
+}
+
+WriteHook RowRecords::hook() const {
+  if (!table) return {};
+  return [table = table, columns = columns, count = count](uint64_t firstRow) {
+    // The index numbers rows and the table holds one record per row: the two move together,
+    // under the index's writer lock, so the table's next row is the write's first.
+    if (table->rowCount() != firstRow) {
+      throw Error(ErrorCode::Internal, "The attribute table holds " + std::to_string(table->rowCount()) +
+                                           " rows but the index numbers " + std::to_string(firstRow));
+    }
+    table->append(count, columns->values());
+  };
+}
+
+SearchFilter SearchFilter::parse(const Napi::Value& node, const Napi::Value& table, unsigned threads) {
+  SearchFilter filter;
+  if (node.IsUndefined() && table.IsUndefined()) return filter;
+  filter.table = attributeTableOf(table);
+  filter.node = std::make_shared<const FilterNode>(parseFilterNode(node));
+  filter.threads = threads;
+  return filter;
+}
+
+const RowFilter* SearchFilter::rowFilter() {
+  if (!table) return nullptr;
+  if (!fn_) {
+    fn_ = [table = table, node = node, threads = threads](const RowOfId& rowOfId) {
+      FilterOptions options;
+      options.rowListBelow = 0;  // the bitset is all a search needs
+      options.idToRow = rowOfId;
+      options.threads = threads;
+      return compileFilter(*table, *node, options).bits;
+    };
+  }
+  return &fn_;
 }
 
 }  // namespace ebrix::binding

@@ -10,6 +10,7 @@
 #include "../core/flat.h"
 #include "../core/simd/dispatch.h"
 #include "args.h"
+#include "attributes.h"
 #include "errors.h"
 #include "index_args.h"
 #include "search_output.h"
@@ -20,18 +21,19 @@ namespace {
 class SearchWorker : public PromiseWorker {
  public:
   SearchWorker(Napi::Env env, std::shared_ptr<FlatIndex> index, Napi::Float32Array queries,
-               size_t count, size_t k, unsigned threads, AllowArg allow)
+               size_t count, size_t k, unsigned threads, AllowArg allow, SearchFilter filter)
       : PromiseWorker(env),
         index_(std::move(index)),
         queries_(queries.Data(), queries.Data() + queries.ElementLength()),
         count_(count),
         k_(k),
         threads_(threads),
-        allow_(std::move(allow)) {}
+        allow_(std::move(allow)),
+        filter_(std::move(filter)) {}
 
  protected:
   void Run() override {
-    out_ = index_->search(queries_.data(), count_, k_, threads_, allow_.bits(), allow_.words());
+    out_ = index_->search(queries_.data(), count_, k_, threads_, allow_.bits(), allow_.words(), filter_.rowFilter());
   }
   Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
 
@@ -41,6 +43,7 @@ class SearchWorker : public PromiseWorker {
   size_t count_, k_;
   unsigned threads_;
   AllowArg allow_;
+  SearchFilter filter_;
   SearchOutput out_;
 };
 
@@ -125,6 +128,13 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
                            InstanceMethod<&FlatIndexWrap::mappedBytes>("mappedBytes"),
                            InstanceMethod<&FlatIndexWrap::externalBytes>("externalBytes"),
                            InstanceMethod<&FlatIndexWrap::rowsOf>("rowsOf"),
+                           InstanceMethod<&FlatIndexWrap::upsert>("upsert"),
+                           InstanceMethod<&FlatIndexWrap::upsertAsync>("upsertAsync"),
+                           InstanceMethod<&FlatIndexWrap::remove>("remove"),
+                           InstanceMethod<&FlatIndexWrap::removeAsync>("removeAsync"),
+                           InstanceMethod<&FlatIndexWrap::has>("has"),
+                           InstanceMethod<&FlatIndexWrap::get>("get"),
+                           InstanceMethod<&FlatIndexWrap::compactAsync>("compactAsync"),
                            InstanceMethod<&FlatIndexWrap::saveAsync>("saveAsync"),
                            InstanceMethod<&FlatIndexWrap::simdLevel>("simdLevel"),
                            InstanceMethod<&FlatIndexWrap::threads>("threads"),
@@ -187,14 +197,17 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     size_t k;
     unsigned threads;
     AllowArg allow;
+    SearchFilter filter;
   };
 
-  // search(queries, k, threads, allow | undefined): queries is a whole number of rows of dim
-  // floats; allow a bitset over rows.
+  // search(queries, k, threads, allow | undefined, filter | undefined, attributes | undefined):
+  // queries is a whole number of rows of dim floats; allow a bitset over rows; filter a
+  // filter node that the search evaluates against the attribute table on its own snapshot.
   SearchArgs parseSearch(const Napi::CallbackInfo& info, const FlatIndex& index) {
     Napi::Env env = info.Env();
-    SearchArgs args{requireFloat32(info[0], "queries"), 0, requireCount(info[1], "k"),
-                    static_cast<unsigned>(requireCount(info[2], "threads")), AllowArg::parse(info[3], "allow")};
+    const unsigned threads = static_cast<unsigned>(requireCount(info[2], "threads"));
+    SearchArgs args{requireFloat32(info[0], "queries"), 0, requireCount(info[1], "k"), threads,
+                    AllowArg::parse(info[3], "allow"), SearchFilter::parse(info[4], info[5], threads)};
     args.count = requireQueryRows(args.queries, index.dim());
     if (args.k == 0 || args.k > kMaxResultEntries / args.count) {
       throwInvalid(env, "Expected k from 1 to " + std::to_string(kMaxResultEntries / args.count) + " for " +
@@ -223,12 +236,15 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     return Napi::Boolean::New(info.Env(), live(info.Env())->trained());
   }
 
+  // add(ids, vectors, attributes | undefined, columns | undefined): with an attribute table,
+  // the batch's columns (one record per vector) are appended before the rows publish.
   Napi::Value add(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const AddArgs args = parseAdd(info, index->dim());
-      index->add(args.ids.Data(), args.vectors.Data(), args.count);
+      const RowRecords records = RowRecords::parse(info[2], info[3], args.count);
+      index->add(args.ids.Data(), args.vectors.Data(), args.count, records.hook());
       account(env);
       return env.Undefined();
     })
@@ -238,17 +254,87 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      return (new AddWorker<FlatIndex>(env, index, parseAdd(info, index->dim()), accountLater()))->Start();
+      const AddArgs args = parseAdd(info, index->dim());
+      const RowRecords records = RowRecords::parse(info[2], info[3], args.count);
+      return (new AddWorker<FlatIndex>(env, index, args, accountLater(), records.hook()))->Start();
     })
+  }
+
+  // upsert(ids, vectors, attributes | undefined, columns | undefined): as add; ids may
+  // already be held.
+  Napi::Value upsert(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const AddArgs args = parseAdd(info, index->dim());
+      const RowRecords records = RowRecords::parse(info[2], info[3], args.count);
+      index->upsert(args.ids.Data(), args.vectors.Data(), args.count, records.hook());
+      account(env);
+      return env.Undefined();
+    })
+  }
+
+  Napi::Value upsertAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const AddArgs args = parseAdd(info, index->dim());
+      const RowRecords records = RowRecords::parse(info[2], info[3], args.count);
+      return (new UpsertWorker<FlatIndex>(env, index, args, accountLater(), records.hook()))->Start();
+    })
+  }
+
+  // remove(ids: BigUint64Array) -> the number removed.
+  Napi::Value remove(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const Napi::BigUint64Array ids = requireBigUint64(info[0], "ids");
+      const size_t removed = index->remove(ids.Data(), ids.ElementLength());
+      account(env);
+      return Napi::Number::New(env, static_cast<double>(removed));
+    })
+  }
+
+  Napi::Value removeAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return (new RemoveWorker<FlatIndex>(env, index, requireBigUint64(info[0], "ids"), accountLater()))->Start();
+    })
+  }
+
+  // has(id: bigint) -> boolean
+  Napi::Value has(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return Napi::Boolean::New(env, index->contains(requireId(env, info[0])));
+    })
+  }
+
+  // get(id: bigint) -> Float32Array of dim
+  Napi::Value get(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return storedVector(env, *index, info[0], index->dim());
+    })
+  }
+
+  // compactAsync() -> the number of tombstones dropped.
+  Napi::Value compactAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, { return (new CompactWorker<FlatIndex>(env, live(env), accountLater()))->Start(); })
   }
 
   Napi::Value search(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      const SearchArgs args = parseSearch(info, *index);
+      SearchArgs args = parseSearch(info, *index);
       return searchResultObject(env, index->search(args.queries.Data(), args.count, args.k, args.threads,
-                                                   args.allow.bits(), args.allow.words()));
+                                                   args.allow.bits(), args.allow.words(), args.filter.rowFilter()));
     })
   }
 
@@ -257,7 +343,8 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       SearchArgs args = parseSearch(info, *index);
-      return (new SearchWorker(env, index, args.queries, args.count, args.k, args.threads, std::move(args.allow)))
+      return (new SearchWorker(env, index, args.queries, args.count, args.k, args.threads, std::move(args.allow),
+                               std::move(args.filter)))
           ->Start();
     })
   }

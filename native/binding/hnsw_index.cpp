@@ -11,6 +11,7 @@
 #include "../core/hnsw.h"
 #include "../core/simd/dispatch.h"
 #include "args.h"
+#include "attributes.h"
 #include "errors.h"
 #include "index_args.h"
 #include "search_output.h"
@@ -18,23 +19,7 @@
 namespace ebrix::binding {
 namespace {
 
-using SearchWorker = ParamsSearchWorker<HnswIndex, HnswSearchParams>;
-
-// A remove waits for the searches in flight (it changes what they may return), so it runs
-// off the event loop too.
-class RemoveWorker : public PromiseWorker {
- public:
-  RemoveWorker(Napi::Env env, std::shared_ptr<HnswIndex> index, const Napi::BigUint64Array& ids)
-      : PromiseWorker(env), index_(std::move(index)), ids_(ids.Data(), ids.Data() + ids.ElementLength()) {}
-
- protected:
-  void Run() override { index_->remove(ids_.data(), ids_.size()); }
-  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
-
- private:
-  std::shared_ptr<HnswIndex> index_;
-  std::vector<uint64_t> ids_;
-};
+using SearchWorker = ParamsSearchWorker<HnswIndex, HnswSearchParams, SearchFilter>;
 
 class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
  public:
@@ -49,6 +34,9 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
                            InstanceMethod<&HnswIndexWrap::search>("search"),
                            InstanceMethod<&HnswIndexWrap::searchAsync>("searchAsync"),
                            InstanceMethod<&HnswIndexWrap::has>("has"),
+                           InstanceMethod<&HnswIndexWrap::get>("get"),
+                           InstanceMethod<&HnswIndexWrap::upsert>("upsert"),
+                           InstanceMethod<&HnswIndexWrap::upsertAsync>("upsertAsync"),
                            InstanceMethod<&HnswIndexWrap::size>("size"),
                            InstanceMethod<&HnswIndexWrap::memoryBytes>("memoryBytes"),
                            InstanceMethod<&HnswIndexWrap::simdLevel>("simdLevel"),
@@ -101,20 +89,24 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     size_t count;
     HnswSearchParams params;
     AllowArg allow;
+    SearchFilter filter;
   };
 
-  // search(queries, k, expansion, threads, allow | undefined, filter)
+  // search(queries, k, expansion, threads, allow | undefined, filterStrategy,
+  //        filter | undefined, attributes | undefined): the filter is evaluated by the search.
   SearchArgs parseSearch(const Napi::CallbackInfo& info, const HnswIndex& index) {
     Napi::Env env = info.Env();
-    SearchArgs args{requireFloat32(info[0], "queries"), 0, HnswSearchParams{}, AllowArg::parse(info[4], "allow")};
+    SearchArgs args{requireFloat32(info[0], "queries"), 0, HnswSearchParams{}, AllowArg::parse(info[4], "allow"),
+                    SearchFilter{}};
     args.params.k = requireCount(info[1], "k");
     args.params.expansion = requireCount(info[2], "expansion");
     args.params.threads = static_cast<unsigned>(std::min<size_t>(requireCount(info[3], "threads"), 4096));
-    const std::string filter = info[5].IsString() ? info[5].As<Napi::String>().Utf8Value() : std::string("(not a string)");
-    if (filter == "auto") args.params.filter = HnswFilter::Auto;
-    else if (filter == "graph") args.params.filter = HnswFilter::Graph;
-    else if (filter == "scan") args.params.filter = HnswFilter::Scan;
-    else throwInvalid(env, "Expected 'auto', 'graph' or 'scan' for filter but received " + filter);
+    const std::string strategy = info[5].IsString() ? info[5].As<Napi::String>().Utf8Value() : std::string("(not a string)");
+    if (strategy == "auto") args.params.filterStrategy = HnswFilter::Auto;
+    else if (strategy == "graph") args.params.filterStrategy = HnswFilter::Graph;
+    else if (strategy == "scan") args.params.filterStrategy = HnswFilter::Scan;
+    else throwInvalid(env, "Expected 'auto', 'graph' or 'scan' for filterStrategy but received " + strategy);
+    args.filter = SearchFilter::parse(info[6], info[7], args.params.threads);
     args.count = requireQueryRows(args.queries, index.dim());
     if (args.params.k == 0 || args.params.k > kMaxResultEntries / args.count) {
       throwInvalid(env, "Expected k from 1 to " + std::to_string(kMaxResultEntries / args.count) + " for " +
@@ -128,12 +120,14 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     return args;
   }
 
+  // add(ids, vectors, attributes | undefined, columns | undefined): the records are appended
+  // before the rows publish.
   Napi::Value add(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const AddArgs args = parseAdd(info, index->dim());
-      index->add(args.ids.Data(), args.vectors.Data(), args.count);
+      index->add(args.ids.Data(), args.vectors.Data(), args.count, RowRecords::parse(info[2], info[3], args.count).hook());
       return env.Undefined();
     })
   }
@@ -142,7 +136,40 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      return (new AddWorker<HnswIndex>(env, index, parseAdd(info, index->dim())))->Start();
+      const AddArgs args = parseAdd(info, index->dim());
+      const WriteHook hook = RowRecords::parse(info[2], info[3], args.count).hook();
+      return (new AddWorker<HnswIndex>(env, index, args, nullptr, hook))->Start();
+    })
+  }
+
+  // upsert(ids, vectors, attributes | undefined, columns | undefined)
+  Napi::Value upsert(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const AddArgs args = parseAdd(info, index->dim());
+      index->upsert(args.ids.Data(), args.vectors.Data(), args.count,
+                    RowRecords::parse(info[2], info[3], args.count).hook());
+      return env.Undefined();
+    })
+  }
+
+  Napi::Value upsertAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const AddArgs args = parseAdd(info, index->dim());
+      const WriteHook hook = RowRecords::parse(info[2], info[3], args.count).hook();
+      return (new UpsertWorker<HnswIndex>(env, index, args, nullptr, hook))->Start();
+    })
+  }
+
+  // get(id: bigint) -> Float32Array of dim
+  Napi::Value get(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return storedVector(env, *index, info[0], index->dim());
     })
   }
 
@@ -152,8 +179,7 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const Napi::BigUint64Array ids = requireBigUint64(info[0], "ids");
-      index->remove(ids.Data(), ids.ElementLength());
-      return env.Undefined();
+      return Napi::Number::New(env, static_cast<double>(index->remove(ids.Data(), ids.ElementLength())));
     })
   }
 
@@ -161,7 +187,7 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      return (new RemoveWorker(env, index, requireBigUint64(info[0], "ids")))->Start();
+      return (new RemoveWorker<HnswIndex>(env, index, requireBigUint64(info[0], "ids")))->Start();
     })
   }
 
@@ -172,6 +198,7 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
       SearchArgs args = parseSearch(info, *index);
       args.params.allowBits = args.allow.bits();
       args.params.allowWords = args.allow.words();
+      args.params.rowFilter = args.filter.rowFilter();
       return searchResultObject(env, index->search(args.queries.Data(), args.count, args.params));
     })
   }
@@ -181,7 +208,9 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       SearchArgs args = parseSearch(info, *index);
-      return (new SearchWorker(env, index, args.queries, args.count, args.params, std::move(args.allow)))->Start();
+      return (new SearchWorker(env, index, args.queries, args.count, args.params, std::move(args.allow),
+                               std::move(args.filter)))
+          ->Start();
     })
   }
 
@@ -196,10 +225,7 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      if (!info[0].IsBigInt()) throwInvalid(env, "Expected a bigint for id");
-      bool lossless = false;
-      const uint64_t id = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
-      return Napi::Boolean::New(env, lossless && index->contains(id));
+      return Napi::Boolean::New(env, index->contains(requireId(env, info[0])));
     })
   }
 

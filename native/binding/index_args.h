@@ -5,10 +5,16 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
-#include <string>
 #include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
+
+#include "../core/error.h"
+#include "../core/row_filter.h"
 
 #include "args.h"
 #include "errors.h"
@@ -54,25 +60,47 @@ class ExternalMemory {
   bool closed_ = false;
 };
 
-// An add off the event loop. The inputs are copied on the main thread: a reference keeps the
-// typed array object alive but not its memory (the caller may transfer or detach the buffer
-// while the add runs), and validating and then reading a buffer the caller can still write
-// would not be all-or-nothing.
+// Whether Index::add takes a WriteHook after (ids, vectors, count) (the CPU indexes; a
+// parameter with a default after it counts, which a member-pointer test would miss).
+template <class Index, class = void>
+struct TakesWriteHook : std::false_type {};
 template <class Index>
+struct TakesWriteHook<Index, std::void_t<decltype(std::declval<Index&>().add(
+                                 std::declval<const uint64_t*>(), std::declval<const float*>(), size_t{},
+                                 std::declval<const WriteHook&>()))>> : std::true_type {};
+
+// An add (or, with kUpsert, an upsert) off the event loop. The inputs are copied on the main
+// thread: a reference keeps the typed array object alive but not its memory (the caller may
+// transfer or detach the buffer while the add runs), and validating and then reading a
+// buffer the caller can still write would not be all-or-nothing. `hook` (an index that keeps
+// attribute records, attributes.h's RowRecords) appends the records before the rows publish;
+// indexes whose add takes no hook (the GPU's) get none.
+template <class Index, bool kUpsert = false>
 class AddWorker : public PromiseWorker {
  public:
   // `done` runs on the main thread after a successful add (memory accounting).
   AddWorker(Napi::Env env, std::shared_ptr<Index> index, const AddArgs& args,
-            std::function<void(Napi::Env)> done = nullptr)
+            std::function<void(Napi::Env)> done = nullptr, WriteHook hook = {})
       : PromiseWorker(env),
         done_(std::move(done)),
+        hook_(std::move(hook)),
         index_(std::move(index)),
         ids_(args.ids.Data(), args.ids.Data() + args.ids.ElementLength()),
         vectors_(args.vectors.Data(), args.vectors.Data() + args.vectors.ElementLength()),
         count_(args.count) {}
 
  protected:
-  void Run() override { index_->add(ids_.data(), vectors_.data(), count_); }
+  void Run() override {
+    if constexpr (kUpsert) {
+      index_->upsert(ids_.data(), vectors_.data(), count_, hook_);
+    } else if constexpr (TakesWriteHook<Index>::value) {
+      index_->add(ids_.data(), vectors_.data(), count_, hook_);
+    } else {
+      // Records must never be dropped silently: that would shift every later row's.
+      if (hook_) throw Error(ErrorCode::Internal, "This index cannot append attribute records with its rows");
+      index_->add(ids_.data(), vectors_.data(), count_);
+    }
+  }
   Napi::Value Resolve(Napi::Env env) override {
     if (done_) done_(env);
     return env.Undefined();
@@ -80,11 +108,82 @@ class AddWorker : public PromiseWorker {
 
  private:
   std::function<void(Napi::Env)> done_;
+  WriteHook hook_;
   std::shared_ptr<Index> index_;
   std::vector<uint64_t> ids_;
   std::vector<float> vectors_;
   size_t count_;
 };
+
+template <class Index>
+using UpsertWorker = AddWorker<Index, true>;
+
+// A remove off the event loop (an IVF-PQ or HNSW remove waits for the searches in flight);
+// resolves to the number of vectors removed (Index::remove's result).
+template <class Index>
+class RemoveWorker : public PromiseWorker {
+ public:
+  RemoveWorker(Napi::Env env, std::shared_ptr<Index> index, const Napi::BigUint64Array& ids,
+               std::function<void(Napi::Env)> done = nullptr)
+      : PromiseWorker(env),
+        done_(std::move(done)),
+        index_(std::move(index)),
+        ids_(ids.Data(), ids.Data() + ids.ElementLength()) {}
+
+ protected:
+  void Run() override { removed_ = index_->remove(ids_.data(), ids_.size()); }
+  Napi::Value Resolve(Napi::Env env) override {
+    if (done_) done_(env);
+    return Napi::Number::New(env, static_cast<double>(removed_));
+  }
+
+ private:
+  std::function<void(Napi::Env)> done_;
+  std::shared_ptr<Index> index_;
+  std::vector<uint64_t> ids_;
+  size_t removed_ = 0;
+};
+
+// Index::compact() off the event loop (it copies every live vector); resolves to the number
+// of tombstones it dropped.
+template <class Index>
+class CompactWorker : public PromiseWorker {
+ public:
+  CompactWorker(Napi::Env env, std::shared_ptr<Index> index, std::function<void(Napi::Env)> done = nullptr)
+      : PromiseWorker(env), done_(std::move(done)), index_(std::move(index)) {}
+
+ protected:
+  void Run() override { dropped_ = index_->compact(); }
+  Napi::Value Resolve(Napi::Env env) override {
+    if (done_) done_(env);
+    return Napi::Number::New(env, static_cast<double>(dropped_));
+  }
+
+ private:
+  std::function<void(Napi::Env)> done_;
+  std::shared_ptr<Index> index_;
+  size_t dropped_ = 0;
+};
+
+// An id argument: a bigint below 2^64 (lib/index/ids.ts has checked the range).
+inline uint64_t requireId(Napi::Env env, const Napi::Value& value) {
+  if (!value.IsBigInt()) throwInvalid(env, "Expected a bigint for id");
+  bool lossless = false;
+  const uint64_t id = value.As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) throwInvalid(env, "Expected an id below 2^64");
+  return id;
+}
+
+// get(id) -> Float32Array of the vector stored under id (Index::get; UnknownId otherwise).
+template <typename Index>
+Napi::Value storedVector(Napi::Env env, Index& index, const Napi::Value& idArg, size_t dim) {
+  const uint64_t id = requireId(env, idArg);
+  std::vector<float> vector(dim);
+  index.get(id, vector.data());
+  Napi::Float32Array out = Napi::Float32Array::New(env, dim);
+  std::memcpy(out.Data(), vector.data(), dim * sizeof(float));
+  return out;
+}
 
 // An allow bitset as the core takes it, copied (one bit per row: small next to an index, and
 // safe to read off the main thread): none is a null pointer; a given but empty bitset (no
@@ -165,22 +264,26 @@ Napi::Value rowsOfValue(Napi::Env env, Index& index, const Napi::Value& idsArg) 
 // A search off the event loop for an index whose search takes (queries, count, params) with
 // the allow bitset in params.allowBits / allowWords (IvfPqIndex, HnswIndex). The queries and
 // the bitset are copied on the main thread, as an add's inputs are.
-template <typename Index, typename Params>
+template <typename Index, typename Params, typename Filter = std::nullptr_t>
 class ParamsSearchWorker : public PromiseWorker {
  public:
+  // `filter` (attributes.h's SearchFilter) is evaluated by the search on its own state, for
+  // indexes whose params take one (params.filter); std::nullptr_t for the others.
   ParamsSearchWorker(Napi::Env env, std::shared_ptr<Index> index, Napi::Float32Array queries, size_t count,
-                     Params params, AllowArg allow)
+                     Params params, AllowArg allow, Filter filter = Filter{})
       : PromiseWorker(env),
         index_(std::move(index)),
         queries_(queries.Data(), queries.Data() + queries.ElementLength()),
         count_(count),
         params_(params),
-        allow_(std::move(allow)) {}
+        allow_(std::move(allow)),
+        filter_(std::move(filter)) {}
 
  protected:
   void Run() override {
     params_.allowBits = allow_.bits();
     params_.allowWords = allow_.words();
+    if constexpr (!std::is_same_v<Filter, std::nullptr_t>) params_.rowFilter = filter_.rowFilter();
     out_ = index_->search(queries_.data(), count_, params_);
   }
   Napi::Value Resolve(Napi::Env env) override { return searchResultObject(env, out_); }
@@ -191,6 +294,7 @@ class ParamsSearchWorker : public PromiseWorker {
   size_t count_;
   Params params_;
   AllowArg allow_;
+  Filter filter_;
   SearchOutput out_;
 };
 

@@ -11,10 +11,12 @@
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../core/ivfpq.h"
 #include "args.h"
+#include "attributes.h"
 #include "errors.h"
 #include "index_args.h"
 #include "search_output.h"
@@ -94,8 +96,12 @@ class IvfPqTrainWorker : public PromiseWorker {
   double lastSent_ = -1.0;
 };
 
-template <typename Index>
-using IvfPqSearchWorker = ParamsSearchWorker<Index, IvfPqSearchParams>;
+// The CPU index evaluates filters itself (on the state its search reads); the GPU index takes
+// the bitset lib/index/ivfpq.ts compiled.
+template <typename Traits>
+using IvfPqSearchWorker =
+    ParamsSearchWorker<typename Traits::Index, IvfPqSearchParams,
+                       std::conditional_t<Traits::kMutable, SearchFilter, std::nullptr_t>>;
 
 
 template <typename Traits>
@@ -103,25 +109,35 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
   using Index = typename Traits::Index;
   using Wrap = IvfPqWrap<Traits>;
   using TrainWorker = IvfPqTrainWorker<Index>;
-  using SearchWorker = IvfPqSearchWorker<Index>;
+  using SearchWorker = IvfPqSearchWorker<Traits>;
 
  public:
   static Napi::Function define(Napi::Env env) {
-    return Wrap::DefineClass(env, Traits::kName,
-                       {
-                           Wrap::template InstanceMethod<&Wrap::trainAsync>("trainAsync"),
-                           Wrap::template InstanceMethod<&Wrap::add>("add"),
-                           Wrap::template InstanceMethod<&Wrap::addAsync>("addAsync"),
-                           Wrap::template InstanceMethod<&Wrap::search>("search"),
-                           Wrap::template InstanceMethod<&Wrap::searchAsync>("searchAsync"),
-                           Wrap::template InstanceMethod<&Wrap::trained>("trained"),
-                           Wrap::template InstanceMethod<&Wrap::size>("size"),
-                           Wrap::template InstanceMethod<&Wrap::memory>("memory"),
-                           Wrap::template InstanceMethod<&Wrap::saveAsync>("saveAsync"),
-                           Wrap::template InstanceMethod<&Wrap::externalBytes>("externalBytes"),
-                           Wrap::template InstanceMethod<&Wrap::rowsOf>("rowsOf"),
-                           Wrap::template InstanceMethod<&Wrap::dispose>("dispose"),
-                       });
+    std::vector<typename Wrap::PropertyDescriptor> methods = {
+        Wrap::template InstanceMethod<&Wrap::trainAsync>("trainAsync"),
+        Wrap::template InstanceMethod<&Wrap::add>("add"),
+        Wrap::template InstanceMethod<&Wrap::addAsync>("addAsync"),
+        Wrap::template InstanceMethod<&Wrap::search>("search"),
+        Wrap::template InstanceMethod<&Wrap::searchAsync>("searchAsync"),
+        Wrap::template InstanceMethod<&Wrap::trained>("trained"),
+        Wrap::template InstanceMethod<&Wrap::size>("size"),
+        Wrap::template InstanceMethod<&Wrap::memory>("memory"),
+        Wrap::template InstanceMethod<&Wrap::saveAsync>("saveAsync"),
+        Wrap::template InstanceMethod<&Wrap::externalBytes>("externalBytes"),
+        Wrap::template InstanceMethod<&Wrap::rowsOf>("rowsOf"),
+        Wrap::template InstanceMethod<&Wrap::dispose>("dispose"),
+    };
+    // Mutations and lookups by id are the CPU index's only (the GPU mirror has none yet).
+    if constexpr (Traits::kMutable) {
+      methods.push_back(Wrap::template InstanceMethod<&Wrap::upsert>("upsert"));
+      methods.push_back(Wrap::template InstanceMethod<&Wrap::upsertAsync>("upsertAsync"));
+      methods.push_back(Wrap::template InstanceMethod<&Wrap::remove>("remove"));
+      methods.push_back(Wrap::template InstanceMethod<&Wrap::removeAsync>("removeAsync"));
+      methods.push_back(Wrap::template InstanceMethod<&Wrap::has>("has"));
+      methods.push_back(Wrap::template InstanceMethod<&Wrap::get>("get"));
+      methods.push_back(Wrap::template InstanceMethod<&Wrap::compactAsync>("compactAsync"));
+    }
+    return Wrap::DefineClass(env, Traits::kName, methods);
   }
 
   // new <kName>(dim, metric, nlist, m, nbits, opq, refine, simd | device, threads): argument 7
@@ -192,21 +208,27 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     })
   }
 
+  using Filter = std::conditional_t<Traits::kMutable, SearchFilter, std::nullptr_t>;
+
   struct SearchArgs {
     Napi::Float32Array queries;
     size_t count;
     IvfPqSearchParams params;
     AllowArg allow;
+    Filter filter;
   };
 
-  // search(queries, k, nprobe, refineFactor, threads, allow | undefined)
+  // search(queries, k, nprobe, refineFactor, threads, allow | undefined, filter | undefined,
+  //        attributes | undefined): the filter (CPU index) is evaluated by the search.
   SearchArgs parseSearch(const Napi::CallbackInfo& info, const Index& index) {
     Napi::Env env = info.Env();
-    SearchArgs args{requireFloat32(info[0], "queries"), 0, IvfPqSearchParams{}, AllowArg::parse(info[5], "allow")};
+    SearchArgs args{requireFloat32(info[0], "queries"), 0, IvfPqSearchParams{}, AllowArg::parse(info[5], "allow"),
+                    Filter{}};
     args.params.k = requireCount(info[1], "k");
     args.params.nprobe = requireCount(info[2], "nprobe");
     args.params.refineFactor = requireCount(info[3], "refineFactor");
     args.params.threads = static_cast<unsigned>(std::min<size_t>(requireCount(info[4], "threads"), 4096));
+    if constexpr (Traits::kMutable) args.filter = SearchFilter::parse(info[6], info[7], args.params.threads);
     args.count = requireQueryRows(args.queries, index.params().dim);
     if (args.params.k == 0 || args.params.k > kMaxResultEntries / args.count) {
       throwInvalid(env, "Expected k from 1 to " + std::to_string(kMaxResultEntries / args.count) + " for " +
@@ -220,12 +242,22 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     return args;
   }
 
+  // The records of a write (CPU index): add(ids, vectors, attributes | undefined, columns | undefined).
+  static WriteHook recordsHook(const Napi::CallbackInfo& info, size_t count) {
+    if constexpr (Traits::kMutable) return RowRecords::parse(info[2], info[3], count).hook();
+    return {};
+  }
+
   Napi::Value add(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const AddArgs args = parseAdd(info, index->params().dim);
-      index->add(args.ids.Data(), args.vectors.Data(), args.count);
+      if constexpr (Traits::kMutable) {
+        index->add(args.ids.Data(), args.vectors.Data(), args.count, recordsHook(info, args.count));
+      } else {
+        index->add(args.ids.Data(), args.vectors.Data(), args.count);
+      }
       account(env);
       return env.Undefined();
     })
@@ -235,8 +267,68 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      return (new AddWorker<Index>(env, index, parseAdd(info, index->params().dim), accountLater()))->Start();
+      const AddArgs args = parseAdd(info, index->params().dim);
+      return (new AddWorker<Index>(env, index, args, accountLater(), recordsHook(info, args.count)))->Start();
     })
+  }
+
+  // upsert(ids, vectors, attributes | undefined, columns | undefined)
+  Napi::Value upsert(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const AddArgs args = parseAdd(info, index->params().dim);
+      index->upsert(args.ids.Data(), args.vectors.Data(), args.count, recordsHook(info, args.count));
+      account(env);
+      return env.Undefined();
+    })
+  }
+
+  Napi::Value upsertAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const AddArgs args = parseAdd(info, index->params().dim);
+      return (new UpsertWorker<Index>(env, index, args, accountLater(), recordsHook(info, args.count)))->Start();
+    })
+  }
+
+  // remove(ids) -> the number removed (it waits for the searches in flight).
+  Napi::Value remove(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const Napi::BigUint64Array ids = requireBigUint64(info[0], "ids");
+      const size_t removed = index->remove(ids.Data(), ids.ElementLength());
+      account(env);
+      return Napi::Number::New(env, static_cast<double>(removed));
+    })
+  }
+
+  Napi::Value removeAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return (new RemoveWorker<Index>(env, index, requireBigUint64(info[0], "ids"), accountLater()))->Start();
+    })
+  }
+
+  Napi::Value has(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, { return Napi::Boolean::New(env, live(env)->contains(requireId(env, info[0]))); })
+  }
+
+  Napi::Value get(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return storedVector(env, *index, info[0], index->params().dim);
+    })
+  }
+
+  Napi::Value compactAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, { return (new CompactWorker<Index>(env, live(env), accountLater()))->Start(); })
   }
 
   Napi::Value search(const Napi::CallbackInfo& info) {
@@ -246,6 +338,7 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
       SearchArgs args = parseSearch(info, *index);
       args.params.allowBits = args.allow.bits();
       args.params.allowWords = args.allow.words();
+      if constexpr (Traits::kMutable) args.params.rowFilter = args.filter.rowFilter();
       return searchResultObject(env, index->search(args.queries.Data(), args.count, args.params));
     })
   }
@@ -255,7 +348,9 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       SearchArgs args = parseSearch(info, *index);
-      return (new SearchWorker(env, index, args.queries, args.count, args.params, std::move(args.allow)))->Start();
+      return (new SearchWorker(env, index, args.queries, args.count, args.params, std::move(args.allow),
+                               std::move(args.filter)))
+          ->Start();
     })
   }
 

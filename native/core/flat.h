@@ -17,11 +17,42 @@
 // rows with the float query, so the reported scores are those of the decoded rows: q·x for
 // ip and cosine, -|q - x|^2 for l2.
 //
-// Concurrency: searches read an immutable snapshot {storage, row count}; adds append rows
-// past every published count and then publish a new snapshot. Appending in place is safe
-// because no reader looks beyond the count it took. When capacity runs out the writer copies
-// into a larger storage and publishes that; readers still holding the old one keep it alive
-// through the shared_ptr. So a search never blocks on an add and never sees a torn row.
+// Rows and slots: every vector an add or upsert stores takes the next row number (0, 1, 2,
+// ... over the life of the index); allow bitsets and filters address rows, and a row number
+// is never reused or changed, so a bitset built before a remove or a compaction still means
+// the same vectors. The storage holds vectors by slot; slot == row until compact() drops the
+// slots of removed rows, after which each slot also records its row (ascending, since
+// compaction keeps order and adds append). A saved file holds the live vectors only, in row
+// order, numbered 0 .. size-1 again (compaction on save: the format needs no tombstones).
+//
+// Removal is by tombstone: remove() and upsert() clear the slot's bit in a live bitset that
+// every search ANDs into its allow bitset, inside the scan, so a search stays exact, never
+// returns a removed id, and a filtered search tests both at once. compact() rewrites the
+// storage without the removed slots.
+//
+// Concurrency: searches read an immutable snapshot {storage, slot count, live bits}; adds
+// append slots past every published count and then publish a new snapshot. Appending in
+// place is safe because no reader looks beyond the count it took. When capacity runs out the
+// writer copies into a larger storage and publishes that; readers still holding the old one
+// keep it alive through the shared_ptr. So a search never blocks on an add and never sees a
+// torn row.
+//
+// Tombstones follow the same rule, copy-on-write: a remove or upsert copies the live bitset
+// (one bit per slot: 125 KB for a million vectors), changes the copy and publishes it with
+// the snapshot, rather than flipping bits in place under a reader-writer lock. That keeps
+// searches lock-free against every writer (a remove never waits for a long batch search,
+// and a search never waits for a remove), and lets an upsert publish its new rows and the
+// tombstones of the rows they replace in one step, so no search sees both or neither; the
+// price is a copy of the bits per remove call, small next to anything else a write does.
+// compact() builds the new storage beside the published one (searches keep reading the
+// old) and publishes it in one step too. Writers (add, upsert, remove, compact, train) are
+// serialised by writeMutex_.
+//
+// The id map (id -> row) is guarded by idMutex_, a reader-writer lock that searches never
+// take: get / has / rowsOf hold it shared while they look an id up and take the snapshot,
+// and writers hold it exclusive while they change the map and publish the snapshot that goes
+// with it, so a lookup never pairs a row with a snapshot that does not hold it yet (or any
+// more). Compaction changes slots, not rows, so it leaves the map alone.
 #pragma once
 
 #include <atomic>
@@ -29,13 +60,17 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "aligned_buffer.h"
 #include "exact_search.h"
 #include "index_file.h"
 #include "metric.h"
+#include "row_bits.h"
+#include "row_filter.h"
 #include "simd/kernels.h"
 #include "sq.h"
 #include "topk.h"
@@ -55,6 +90,7 @@ class FlatIndex {
   simd::Level level() const { return kernels_->level; }
   unsigned threads() const { return threads_; }
   simd::Element storage() const { return element_; }
+  // Vectors held: added or upserted, and not removed.
   size_t size() const;
 
   // Trains the scalar quantizer of i8 storage on `count` (>= 1) sample rows. Once only, and
@@ -66,17 +102,42 @@ class FlatIndex {
 
   // Adds `count` vectors (NotTrained for an untrained i8 index). Everything is validated first (finite values, ids unique within
   // the call and new to the index, not the reserved padding id); on any error the index is
-  // unchanged. Safe to call while searches run; concurrent adds are serialised.
-  void add(const uint64_t* ids, const float* vectors, size_t count);
+  // unchanged. Safe to call while searches run; concurrent adds are serialised. `hook` runs
+  // before the rows are published (row_filter.h).
+  void add(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook = {});
 
   // Exact top-k; `threads` 0 means the index default. With allowBits, only rows whose bit is
   // set (bit r of word r/32, rows numbered in add order) can be returned; rows past the
-  // last word are not allowed.
+  // last word are not allowed. With `filter`, only the rows it allows too, evaluated on the
+  // search's own snapshot (row_filter.h).
   SearchOutput search(const float* queries, size_t queryCount, size_t k, unsigned threads = 0,
-                      const uint32_t* allowBits = nullptr, size_t allowWords = 0) const;
+                      const uint32_t* allowBits = nullptr, size_t allowWords = 0,
+                      const RowFilter* filter = nullptr) const;
+
+  // Replaces the vectors of ids the index holds and adds the others, all-or-nothing, in one
+  // step for searches (none sees an id twice, or not at all). Every vector takes a new row,
+  // as an add's do; the rows it replaces become tombstones. Validated as add(), except that
+  // ids may already be in the index (they must still be distinct within the call).
+  void upsert(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook = {});
+
+  // Removes the vectors of the ids the index holds (others are ignored, as are repeats):
+  // their slots become tombstones, which no search started after this returns. Returns how
+  // many were removed.
+  size_t remove(const uint64_t* ids, size_t count);
+
+  // Whether the index holds a vector under `id`.
+  bool contains(uint64_t id);
+
+  // The vector stored under `id` (dim floats into `out`): as stored, so normalised for
+  // cosine, rounded for f16 / bf16, decoded from the codes for i8. Throws UnknownId.
+  void get(uint64_t id, float* out);
+
+  // Rewrites the storage without the slots of removed rows (adds wait meanwhile; searches do
+  // not, and keep reading the storage they took). Rows keep their numbers. Returns the number
+  // of slots dropped (0, and nothing copied, when none was removed).
+  size_t compact();
 
   // The row of each id (-1 for an id the index does not hold): for filters that name ids.
-  // Waits for a running add.
   void rowsOf(const uint64_t* ids, size_t count, int64_t* rows);
 
   // Bytes held by vectors (or codes and quantizer), norms, ids (capacity included) and the
@@ -86,9 +147,11 @@ class FlatIndex {
   size_t mappedBytes() const;
 
   // Writes a snapshot of the index (searches and adds may run meanwhile; the file holds the
-  // rows published when it starts) to `path` atomically, with the version id of the model
-  // whose vectors these are (may be empty). The file layout is in flat.cpp. Throws
-  // Error(Io); the previous file at `path` is then unchanged.
+  // vectors published when it starts) to `path` atomically, with the version id of the model
+  // whose vectors these are (may be empty). Only live vectors are written, in row order, and
+  // the file numbers them 0 .. size-1 (with tombstones they are first gathered into memory).
+  // The file layout is in flat.cpp. Throws Error(Io); the previous file at `path` is then
+  // unchanged.
   void save(const std::string& path, const std::string& modelVersion) const;
 
   struct Opened {
@@ -103,11 +166,11 @@ class FlatIndex {
   static Opened open(const std::string& path, bool map, bool verify, simd::Level level, unsigned threads);
 
  private:
-  // The rows: buffers of `capacity` rows that adds append to, or (opened with map) the
-  // sections of a mapped file, read-only, with capacity == the row count so that the first
+  // The slots: buffers of `capacity` slots that adds append to, or (opened with map) the
+  // sections of a mapped file, read-only, with capacity == the slot count so that the first
   // add copies them into buffers. Readers use the const pointers, which are one or the other.
   struct Storage {
-    Storage(size_t capacity, size_t dim, simd::Element element);
+    Storage(size_t capacity, size_t dim, simd::Element element, bool withRowNumbers);
     explicit Storage(std::shared_ptr<const IndexFile> mapped) : capacity(0), file(std::move(mapped)) {}
     size_t capacity;
     AlignedBuffer<float> vectors;     // f32 storage
@@ -115,15 +178,28 @@ class FlatIndex {
     AlignedBuffer<uint8_t> codes;     // i8 storage
     AlignedBuffer<float> l2Bias;  // -0.5 * |x|^2
     AlignedBuffer<uint64_t> ids;
+    AlignedBuffer<uint32_t> rowNumbers;  // the row of each slot, once a compaction made them differ
     std::shared_ptr<const IndexFile> file;  // set for a mapped storage
     const void* rowData = nullptr;          // vectors, halves or codes, by storage type
     const float* biasData = nullptr;
     const uint64_t* idData = nullptr;
+    const uint32_t* rowNumberData = nullptr;  // null: slot == row
   };
   struct Snapshot {
     std::shared_ptr<Storage> storage;
-    size_t count = 0;
+    size_t count = 0;  // slots, tombstones included
+    size_t rows = 0;   // row numbers handed out (== count until a compaction drops slots)
+    size_t live = 0;   // slots not removed
+    // Bit s set when slot s is live, over [0, count); null when every slot is.
+    std::shared_ptr<const std::vector<uint32_t>> liveBits;
     std::shared_ptr<const ScalarQuantizer> quantizer;  // i8 storage, once trained
+
+    uint32_t rowOfSlot(size_t slot) const {
+      return storage->rowNumberData ? storage->rowNumberData[slot] : static_cast<uint32_t>(slot);
+    }
+    // The slot holding `row`, or -1 when none does (a row dropped by a compaction).
+    int64_t slotOfRow(uint32_t row) const;
+    bool slotLive(size_t slot) const { return !liveBits || testBit(liveBits->data(), liveBits->size(), slot); }
   };
 
   Snapshot snapshot() const;
@@ -142,23 +218,41 @@ class FlatIndex {
   // the storage type; `vectors` are as given (before normalisation).
   void requireStorable(const float* vectors, size_t count, const char* what) const;
 
+  // Validates and stores `count` vectors under new rows; `upsert` lets ids already in the
+  // index through and tombstones the rows they had. writeMutex_ held.
+  void write(const uint64_t* ids, const float* vectors, size_t count, bool upsert, const WriteHook& hook);
+  // Publishes `next` (snapshotMutex_); callers that change the id map hold idMutex_.
+  void publish(Snapshot next);
+  // Builds the id map of a mapped open if no write has yet (writeMutex_ taken when needed).
+  void ensureIdMap();
+  // The scan's allow bitset over slots for an allow bitset over rows (or none), with the
+  // tombstones ANDed in; null (and `scratch` untouched) when every slot is allowed.
+  const uint32_t* slotAllow(const Snapshot& snap, const uint32_t* allowBits, size_t allowWords,
+                            std::vector<uint32_t>& scratch, size_t* words) const;
+  // Decodes the stored vector of a slot into dim floats.
+  void decodeSlot(const Snapshot& snap, size_t slot, float* out) const;
+
   const size_t dim_;
   const Metric metric_;
   const simd::Kernels* kernels_;
   const unsigned threads_;
   const simd::Element element_;
 
-  std::mutex writeMutex_;               // serialises add() and train(); guards rowOfId_
+  std::mutex writeMutex_;               // serialises writers (add, upsert, remove, compact, train)
   mutable std::mutex snapshotMutex_;    // guards current_
   Snapshot current_;
+  // id -> row of the live vectors. Changed by writers (writeMutex_ held) under idMutex_
+  // exclusive; writers read it without idMutex_, other readers hold it shared.
+  mutable std::shared_mutex idMutex_;
   std::unordered_map<uint64_t, uint32_t> rowOfId_;
-  // False after a mapped open until the first add builds rowOfId_ from the file's ids.
-  bool idMapBuilt_ = true;
+  // False after a mapped open until the first write or lookup builds rowOfId_ from the file's ids.
+  std::atomic<bool> idMapBuilt_{true};
   std::atomic<size_t> idMapBytes_{0};
 
   // Builds rowOfId_ from the ids of `snap` (writeMutex_ held); CorruptFile on a duplicate
   // or reserved id.
   void buildIdMap(const Snapshot& snap, const std::string& path);
+  void updateIdMapBytes();
 };
 
 // Checks every value is finite; throws InvalidVector naming the first bad row and column.
@@ -167,6 +261,10 @@ void requireFinite(const float* vectors, size_t count, size_t dim, const char* w
 // Checks ids for an add: none is the reserved 2^64-1, none repeats within the call or is
 // already a key of rowOfId. Throws InvalidArgument / DuplicateId naming the id.
 void requireNewIds(const uint64_t* ids, size_t count, const std::unordered_map<uint64_t, uint32_t>& rowOfId);
+
+// Checks ids for an upsert: none is the reserved 2^64-1, none repeats within the call (ids
+// already in the index are fine). Throws InvalidArgument / DuplicateId naming the id.
+void requireDistinctIds(const uint64_t* ids, size_t count);
 
 // Checks every value rounds to a finite f16 (magnitude below 65520); throws InvalidVector
 // naming the first bad row and column. For f16 storage with ip or l2 (cosine normalises).

@@ -35,7 +35,8 @@
 
 #include "aligned_buffer.h"
 #include "error.h"
-#include "flat.h"  // requireFinite, requireNewIds, requireF16Range
+#include "flat.h"  // requireFinite, requireNewIds, requireDistinctIds, requireF16Range
+#include "row_bits.h"
 #include "simd/dispatch.h"
 #include "thread_pool.h"
 #include "topk.h"
@@ -342,6 +343,9 @@ struct HnswIndex::Impl {
   // give the nodes (levels and neighbour lists) in O(1): the arenas it mapped, less the tail
   // of the last one that no node has reached (the first arena alone is 8 MiB of address
   // space, most of it never touched in a small index). The node pointer array is added.
+  void write(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook, unsigned threads,
+             bool upsert);
+
   void refreshMemory() {
     const auto& tape = graph.tape_allocator();
     size_t bytes = tape.total_allocated() - tape.total_reserved() + graph.capacity() * sizeof(void*);
@@ -379,15 +383,36 @@ void HnswIndex::rowsOf(const uint64_t* ids, size_t count, int64_t* rows) const {
   }
 }
 
-void HnswIndex::add(const uint64_t* ids, const float* vectors, size_t count, unsigned threads) {
+void HnswIndex::add(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook,
+                    unsigned threads) {
+  impl_->write(ids, vectors, count, hook, threads, false);
+}
+
+void HnswIndex::upsert(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook,
+                       unsigned threads) {
+  impl_->write(ids, vectors, count, hook, threads, true);
+}
+
+void HnswIndex::Impl::write(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook,
+                            unsigned threads, bool upsert) {
   if (count == 0) return;
-  Impl& m = *impl_;
+  Impl& m = *this;
   std::lock_guard<std::mutex> write(m.writeMutex);
 
   // Validate everything before touching the index.
   requireFinite(vectors, count, m.params.dim, "vectors");
   m.requireStorable(vectors, count, "vectors");
-  requireNewIds(ids, count, m.rowOfId);
+  // An upsert's held ids and the rows they had: removed when the new rows publish.
+  std::vector<std::pair<uint64_t, uint32_t>> replaced;
+  if (upsert) {
+    requireDistinctIds(ids, count);
+    for (size_t i = 0; i < count; ++i) {
+      const auto it = m.rowOfId.find(ids[i]);
+      if (it != m.rowOfId.end()) replaced.emplace_back(ids[i], it->second);
+    }
+  } else {
+    requireNewIds(ids, count, m.rowOfId);
+  }
   const size_t base = m.rowCount.load(std::memory_order_relaxed);
   if (base + count > kMaxRows) {
     throw Error(ErrorCode::InvalidArgument, "An HNSW index numbers at most " + str(kMaxRows) + " rows over its life");
@@ -399,6 +424,7 @@ void HnswIndex::add(const uint64_t* ids, const float* vectors, size_t count, uns
   try {
     prepared = m.prepare(vectors, count, floats, halves);
     m.rowOfId.reserve(m.rowOfId.size() + count);
+    m.freeSlots.reserve(m.freeSlots.size() + replaced.size());
   } catch (const std::bad_alloc&) {
     throw Error(ErrorCode::OutOfMemory, "Out of memory preparing " + str(count) + " vectors");
   }
@@ -421,8 +447,15 @@ void HnswIndex::add(const uint64_t* ids, const float* vectors, size_t count, uns
   }
 
   // Insert on the pool, as a reader: searches keep running (usearch's graph takes per-node
-  // locks so that inserts and searches can run at once).
+  // locks so that inserts and searches can run at once). They do not return these rows, which
+  // are past the row count they read, until the rows publish below.
   std::vector<uint8_t> inserted(count, 0);
+  bool mapped = false;
+  const auto restoreMap = [&] {
+    std::lock_guard<std::mutex> lock(m.idsMutex);
+    for (size_t i = 0; i < count; ++i) m.rowOfId.erase(ids[i]);
+    for (const auto& [id, row] : replaced) m.rowOfId.emplace(id, row);
+  };
   try {
     {
       SharedGate shared(m.gate);
@@ -450,38 +483,79 @@ void HnswIndex::add(const uint64_t* ids, const float* vectors, size_t count, uns
         });
       });
     }
-    std::lock_guard<std::mutex> lock(m.idsMutex);
-    for (size_t i = 0; i < count; ++i) m.rowOfId.emplace(ids[i], static_cast<uint32_t>(base + i));
-  } catch (...) {
-    // All or nothing: the ids were all new, so every one of them in the map was put there by
-    // this add; the nodes that went in are marked removed and kept for reuse, with the reused
-    // ones (whose update may have stopped half way, still keyed kFreeKey).
+    // Publish. An upsert's new rows and the removal of the rows they replace go together, and
+    // with the id map, under the exclusive gate: a search sees both or neither. An add needs no
+    // gate: a search that read the old row count returns none of its rows, and its ids are new.
+    std::unique_lock<Gate> exclusive(m.gate, std::defer_lock);
+    if (!replaced.empty()) exclusive.lock();
     {
       std::lock_guard<std::mutex> lock(m.idsMutex);
-      for (size_t i = 0; i < count; ++i) m.rowOfId.erase(ids[i]);
+      mapped = true;
+      for (size_t i = 0; i < count; ++i) m.rowOfId.insert_or_assign(ids[i], static_cast<uint32_t>(base + i));
     }
+    if (hook) hook(base);
+    for (const auto& [id, row] : replaced) {
+      const uint32_t slot = m.slotOfRow[row];
+      m.graph.at(slot).key = kFreeKey;
+      m.slotOfRow[row] = kNoSlot;
+      m.freeSlots.push_back(slot);  // reserved above
+    }
+    // The reused nodes leave the free list; the replaced ones joined it at its end.
+    m.freeSlots.erase(m.freeSlots.end() - static_cast<std::ptrdiff_t>(replaced.size() + reused),
+                      m.freeSlots.end() - static_cast<std::ptrdiff_t>(replaced.size()));
+    m.freeCount.store(m.freeSlots.size(), std::memory_order_relaxed);
+    m.rowCount.store(base + count, std::memory_order_release);
+  } catch (...) {
+    // All or nothing: the ids of the map were put back; the nodes that went in are marked
+    // removed and kept for reuse, with the reused ones (whose update may have stopped half
+    // way, still keyed kFreeKey). Nothing after the hook throws, so no replaced row was
+    // removed yet.
+    if (mapped) restoreMap();
     std::lock_guard<Gate> exclusive(m.gate);
+    // (reusedSlots points into freeSlots: read before the pushes below may move it.)
+    for (size_t i = 0; i < reused; ++i) m.graph.at(reusedSlots[i]).key = kFreeKey;
     for (size_t i = reused; i < count; ++i) {
       if (!inserted[i]) continue;
       const uint32_t slot = m.slotOfRow[base + i];
       m.graph.at(slot).key = kFreeKey;
       m.freeSlots.push_back(slot);
     }
-    for (size_t i = 0; i < reused; ++i) m.graph.at(reusedSlots[i]).key = kFreeKey;
     for (size_t i = 0; i < count; ++i) m.slotOfRow[base + i] = kNoSlot;
     m.freeCount.store(m.freeSlots.size(), std::memory_order_relaxed);
     throw;
   }
 
-  m.freeSlots.resize(m.freeSlots.size() - reused);
-  m.freeCount.store(m.freeSlots.size(), std::memory_order_relaxed);
-  m.rowCount.store(base + count, std::memory_order_release);
-  m.live.fetch_add(count, std::memory_order_relaxed);
+  m.live.fetch_add(count - replaced.size(), std::memory_order_relaxed);
   m.refreshMemory();
 }
 
-void HnswIndex::remove(const uint64_t* ids, size_t count) {
-  if (count == 0) return;
+void HnswIndex::get(uint64_t id, float* out) const {
+  const Impl& m = *impl_;
+  uint32_t row;
+  {
+    std::lock_guard<std::mutex> lock(m.idsMutex);
+    const auto it = m.rowOfId.find(id);
+    if (it == m.rowOfId.end()) {
+      throw Error(ErrorCode::UnknownId, "Expected an id in the index but received unknown id " + std::to_string(id));
+    }
+    row = it->second;
+  }
+  // Under the shared gate: the vector array and the row's slot stay put.
+  SharedGate shared(m.gate);
+  const uint32_t slot = m.slotOfRow[row];
+  if (slot == kNoSlot) {
+    throw Error(ErrorCode::UnknownId, "Expected an id in the index but received unknown id " + std::to_string(id));
+  }
+  const uint8_t* stored = m.vectors.data() + size_t{slot} * m.stride;
+  if (m.params.storage == simd::Element::F32) {
+    std::memcpy(out, stored, m.params.dim * sizeof(float));
+  } else {
+    m.distance.half->toFloat(reinterpret_cast<const uint16_t*>(stored), out, m.params.dim);
+  }
+}
+
+size_t HnswIndex::remove(const uint64_t* ids, size_t count) {
+  if (count == 0) return 0;
   Impl& m = *impl_;
   std::lock_guard<std::mutex> write(m.writeMutex);
 
@@ -525,6 +599,7 @@ void HnswIndex::remove(const uint64_t* ids, size_t count) {
   m.freeCount.store(m.freeSlots.size(), std::memory_order_relaxed);
   m.live.fetch_sub(count, std::memory_order_relaxed);
   m.refreshMemory();
+  return count;
 }
 
 SearchOutput HnswIndex::search(const float* queries, size_t queryCount, const HnswSearchParams& sp) const {
@@ -546,10 +621,26 @@ SearchOutput HnswIndex::search(const float* queries, size_t queryCount, const Hn
   const uint8_t* prepared = m.prepare(queries, queryCount, floats, halves);
   const size_t ef = std::max(k, sp.expansion == 0 ? m.params.expansionSearch : sp.expansion);
   const uint32_t* bits = sp.allowBits;
-  const size_t words = sp.allowWords;
+  size_t words = sp.allowWords;
 
   SharedGate shared(m.gate);
   const size_t rows = m.rowCount.load(std::memory_order_acquire);
+  // The filter runs on this state: under the shared gate no upsert or remove publishes, and
+  // rows past `rows` (an add in flight) are not returned whatever the filter says.
+  std::vector<uint32_t> filtered;
+  if (sp.rowFilter != nullptr) {
+    filtered = (*sp.rowFilter)([&m](uint64_t id, uint32_t* row) {
+      std::lock_guard<std::mutex> lock(m.idsMutex);
+      const auto it = m.rowOfId.find(id);
+      if (it == m.rowOfId.end()) return false;
+      *row = it->second;
+      return true;
+    });
+    if (bits != nullptr) filtered = andBits(filtered.data(), filtered.size(), bits, words);
+    static const uint32_t kNone = 0;
+    bits = filtered.empty() ? &kNone : filtered.data();
+    words = filtered.size();
+  }
 
   // A filtered graph walk keeps expanding until its list holds ef allowed rows: with a
   // fraction s of rows allowed it computes about ef / s distances, against allowedCount for
@@ -567,8 +658,8 @@ SearchOutput HnswIndex::search(const float* queries, size_t queryCount, const Hn
     for (size_t w = 0; w < usedWords; ++w) allowedCount += static_cast<size_t>(__builtin_popcount(word(w)));
     if (allowedCount == 0) return out;
     const double live = static_cast<double>(m.live.load(std::memory_order_relaxed));
-    direct = sp.filter == HnswFilter::Scan ||
-             (sp.filter == HnswFilter::Auto &&
+    direct = sp.filterStrategy == HnswFilter::Scan ||
+             (sp.filterStrategy == HnswFilter::Auto &&
               static_cast<double>(allowedCount) * static_cast<double>(allowedCount) <= static_cast<double>(ef) * live);
     if (direct) {
       allowedRows.reserve(allowedCount);
@@ -579,13 +670,12 @@ SearchOutput HnswIndex::search(const float* queries, size_t queryCount, const Hn
       }
     }
   }
-  // Removed nodes stay in the graph under kFreeKey until reused; removals are exclusive, so
-  // none appears while this search runs if there was none when it began.
-  const bool tombstones = m.freeCount.load(std::memory_order_relaxed) > 0;
-  const auto admit = [bits, words](const MemberCref& member) noexcept {
+  // Removed nodes stay in the graph under kFreeKey (above every row) until reused, and the
+  // rows of a write in flight are at or past `rows`: neither is returned. The walk always
+  // takes this predicate, so that a search reads the state published when it began.
+  const auto admit = [bits, words, rows](const MemberCref& member) noexcept {
     const uint64_t row = member.key;
-    return row != kFreeKey &&
-           (bits == nullptr || ((row >> 5) < words && ((bits[row >> 5] >> (row & 31)) & 1u) != 0));
+    return row < rows && (bits == nullptr || ((row >> 5) < words && ((bits[row >> 5] >> (row & 31)) & 1u) != 0));
   };
 
   const size_t rowTable = m.idOfRow.size();
@@ -616,8 +706,7 @@ SearchOutput HnswIndex::search(const float* queries, size_t queryCount, const Hn
       us::index_search_config_t config;
       config.thread = context.id;
       config.expansion = ef;
-      auto result = bits != nullptr || tombstones ? m.graph.search(query, k, metric, config, admit)
-                                                  : m.graph.search(query, k, metric, config);
+      auto result = m.graph.search(query, k, metric, config, admit);
       if (result.error) throwUsearch(result, "search");
       size_t n = 0;
       for (size_t i = 0; i < result.count; ++i) {

@@ -17,9 +17,12 @@
 // (an insert locks the nodes it links; a search reads without locks). What usearch does not
 // make safe beside a search runs alone, behind a writer-preferring gate: growing the graph
 // (it reallocates nodes, vectors and per-thread contexts), removing (it rewrites keys that
-// searches read) and writing the new vector of a reused node. Adds and removes are
-// serialised among themselves. See hnsw.cpp for the details and the TSan suppressions
-// (native/core/tests/tsan-usearch.supp) for usearch's lock-free reads.
+// searches read), writing the new vector of a reused node, and publishing an upsert (its new
+// rows and the tombstones of the rows they replace, in one step). Adds, upserts and removes
+// are serialised among themselves. A search returns only rows published when it started (the
+// rows of a write in flight route its walk but are never returned), so it reads one state.
+// See hnsw.cpp for the details and the TSan suppressions (native/core/tests/tsan-usearch.supp)
+// for usearch's lock-free reads.
 #pragma once
 
 #include <cstddef>
@@ -28,6 +31,7 @@
 
 #include "exact_search.h"  // SearchOutput
 #include "metric.h"
+#include "row_filter.h"
 #include "simd/kernels.h"
 
 namespace ebrix {
@@ -53,7 +57,9 @@ struct HnswSearchParams {
   // allowed; null allows every row.
   const uint32_t* allowBits = nullptr;
   size_t allowWords = 0;
-  HnswFilter filter = HnswFilter::Auto;
+  // Only the rows this filter allows too, evaluated on the state the search reads.
+  const RowFilter* rowFilter = nullptr;
+  HnswFilter filterStrategy = HnswFilter::Auto;
 };
 
 class HnswIndex {
@@ -78,13 +84,25 @@ class HnswIndex {
 
   // Inserts `count` vectors on up to `threads` threads (0: the index default). Validated first
   // as FlatIndex::add (finite values, f16 range, ids new and unique, not 2^64-1); on any error
-  // the index is unchanged. Safe while searches run; adds and removes are serialised.
-  void add(const uint64_t* ids, const float* vectors, size_t count, unsigned threads = 0);
+  // the index is unchanged. Safe while searches run; adds and removes are serialised. `hook`
+  // runs before the rows publish (row_filter.h).
+  void add(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook = {},
+           unsigned threads = 0);
+
+  // As FlatIndex::upsert: replaces the vectors of held ids (their rows are removed as remove()
+  // removes them) and adds the others under new rows, all-or-nothing; searches see the new
+  // rows and the removal of the old ones in one step.
+  void upsert(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook = {},
+              unsigned threads = 0);
+
+  // The vector stored under `id` (dim floats into `out`): normalised for cosine, rounded for
+  // f16 / bf16. Throws UnknownId.
+  void get(uint64_t id, float* out) const;
 
   // Removes the vectors of `ids`. Throws UnknownId (nothing removed) when an id is not in the
   // index, DuplicateId when one repeats. Waits for searches in flight; none after it returns
-  // the removed ids.
-  void remove(const uint64_t* ids, size_t count);
+  // the removed ids. Returns `count` (the number removed, as FlatIndex::remove does).
+  size_t remove(const uint64_t* ids, size_t count);
 
   // Approximate top-k of each query, queries in parallel. With an allow bitset, only allowed
   // rows are returned: through usearch's filtered graph search, or (HnswFilter::Scan, or

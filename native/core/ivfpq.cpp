@@ -7,11 +7,13 @@
 #include <limits>
 #include <mutex>
 #include <string>
+#include <unordered_set>
 
 #include "error.h"
 #include "flat.h"  // requireFinite, requireNewIds, requireF16Range
 #include "index_file.h"
 #include "kmeans.h"
+#include "row_bits.h"
 #include "simd/dispatch.h"
 #include "thread_pool.h"
 #include "topk.h"
@@ -57,11 +59,20 @@ struct IvfPqList {
 };
 
 // Concurrency: `mutex` is a reader-writer lock over everything a search reads (the trained
-// state, the lists, the refine vectors, the counts). Searches hold it shared for their whole
-// run; train and add hold it exclusively only to publish: add validates, assigns and encodes
-// under `writeMutex` alone (the quantizers are immutable once trained), then grows and
-// appends to the lists under the exclusive lock. So a search never sees half-added data, and
-// waits at most for the copies of an add, not for its encoding (nor for a training).
+// state, the lists, the refine vectors, the live bitset, the counts). Searches hold it shared
+// for their whole run; train and add hold it exclusively only to publish: add validates,
+// assigns and encodes under `writeMutex` alone (the quantizers are immutable once trained),
+// then grows and appends to the lists under the exclusive lock. So a search never sees
+// half-added data, and waits at most for the copies of an add, not for its encoding (nor for
+// a training).
+//
+// Tombstones live under the same lock, flipped in place: remove() and upsert() clear bits of
+// `liveBits` while holding it exclusively. FlatIndex copies its bitset on write instead
+// (flat.h) because its searches take no lock at all; here every search already holds the
+// shared lock for its whole run, so a copy would buy nothing: the writer waits for the searches
+// in flight either way, as an add's publish does, and a search sees the tombstones and the
+// lists of one state. compact() builds the new lists under writeMutex alone (searches keep
+// reading the old ones) and swaps them in under the exclusive lock.
 struct IvfPqIndex::Impl {
   Impl(const IvfPqParams& params, simd::Level level, unsigned threads)
       : p(params),
@@ -74,7 +85,7 @@ struct IvfPqIndex::Impl {
   const unsigned threads;
 
   mutable std::shared_mutex mutex;
-  std::mutex writeMutex;  // serialises train() and add(); guards rowOfId
+  std::mutex writeMutex;  // serialises writers (train, add, upsert, remove, compact)
 
   bool trained = false;
   std::vector<float> centroids;         // nlist × dim (unit norm for ip / cosine)
@@ -84,10 +95,26 @@ struct IvfPqIndex::Impl {
   ProductQuantizer pq;
 
   std::vector<IvfPqList> lists;
-  std::vector<float> refineF32;     // rows × dim, add order
-  std::vector<uint16_t> refineF16;  // rows × dim, f16 bit patterns
+  std::vector<float> refineF32;     // slots × dim, by slot (== row until a compaction)
+  std::vector<uint16_t> refineF16;  // slots × dim, f16 bit patterns
+  // The refine slot of each row once a compaction dropped slots (kNoSlot for a dropped row);
+  // empty while slot == row.
+  std::vector<uint32_t> refineSlots;
+  // id -> row of the live vectors; changed under the exclusive lock (and writeMutex).
   std::unordered_map<uint64_t, uint32_t> rowOfId;
-  size_t count = 0;
+  size_t count = 0;      // rows numbered (adds and upserts over the life of the index)
+  size_t liveCount = 0;  // rows not removed
+  size_t tombstones = 0; // list entries of removed rows, until a compaction drops them
+  // Bit r set when row r is live, over [0, count); empty while no list entry is a tombstone.
+  std::vector<uint32_t> liveBits;
+
+  static constexpr uint32_t kNoSlot = 0xFFFFFFFFu;
+  uint32_t refineSlot(uint32_t row) const { return refineSlots.empty() ? row : refineSlots[row]; }
+  void updateIdMapBytes() {
+    idMapBytes.store(rowOfId.size() * (sizeof(uint64_t) + sizeof(uint32_t) + 2 * sizeof(void*)) +
+                         rowOfId.bucket_count() * sizeof(void*) + liveBits.capacity() * sizeof(uint32_t),
+                     std::memory_order_relaxed);
+  }
 
   size_t codeBytes() const { return pq.codeBytes(); }
   size_t blockBytes() const { return fastScanBytes(kFastScanBlock, p.m); }
@@ -218,15 +245,19 @@ struct IvfPqIndex::Impl {
 
   float refineScore(const float* query, uint32_t row) const {
     const size_t dim = p.dim;
+    const size_t slot = refineSlot(row);
     if (p.refine == RefineStorage::F32) {
-      const float* x = refineF32.data() + size_t{row} * dim;
+      const float* x = refineF32.data() + slot * dim;
       return p.metric == Metric::L2 ? -kernels->l2sq(query, x, dim) : kernels->dot(query, x, dim);
     }
-    const uint16_t* x = refineF16.data() + size_t{row} * dim;
+    const uint16_t* x = refineF16.data() + slot * dim;
     return p.metric == Metric::L2 ? -kernels->f16.l2sq(query, x, dim) : kernels->f16.dot(query, x, dim);
   }
 
   SearchOutput search(const float* queries, size_t queryCount, const IvfPqSearchParams& sp) const;
+
+  // prepareAdd, and for an upsert with held ids allowed (their rows are recorded to replace).
+  std::unique_ptr<PendingAdd> prepare(const uint64_t* ids, const float* vectors, size_t count, bool upsert);
 };
 
 IvfPqIndex::IvfPqIndex(const IvfPqParams& params, simd::Level level, unsigned threads) {
@@ -253,7 +284,7 @@ bool IvfPqIndex::trained() const {
 
 size_t IvfPqIndex::size() const {
   std::shared_lock<std::shared_mutex> lock(impl_->mutex);
-  return impl_->count;
+  return impl_->liveCount;
 }
 
 void IvfPqIndex::train(const float* vectors, size_t n, const IvfPqTrainParams& tp) {
@@ -339,6 +370,8 @@ void IvfPqIndex::train(const float* vectors, size_t n, const IvfPqTrainParams& t
 struct IvfPqIndex::PendingAdd::State {
   std::unique_lock<std::mutex> writeLock;
   std::vector<uint64_t> ids;
+  // An upsert: the rows its held ids had (tombstoned at commit), and their ids.
+  std::vector<std::pair<uint64_t, uint32_t>> replaced;
   const float* data = nullptr;  // prepared vectors: the caller's, or `normalised`
   std::vector<float> normalised;
   size_t oldCount = 0;
@@ -356,15 +389,24 @@ const uint32_t* IvfPqIndex::PendingAdd::lists() const { return state_->lists.dat
 const uint8_t* IvfPqIndex::PendingAdd::codes() const { return state_->codes.data(); }
 const float* IvfPqIndex::PendingAdd::prepared() const { return state_->data; }
 
-void IvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
+void IvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook) {
   std::unique_ptr<PendingAdd> pending = prepareAdd(ids, vectors, count);
-  commitAdd(*pending);
+  commitAdd(*pending, hook);
+}
+
+void IvfPqIndex::upsert(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook) {
+  std::unique_ptr<PendingAdd> pending = impl_->prepare(ids, vectors, count, true);
+  commitAdd(*pending, hook);
 }
 
 std::unique_ptr<IvfPqIndex::PendingAdd> IvfPqIndex::prepareAdd(const uint64_t* ids, const float* vectors,
                                                                size_t count) {
-  Impl& s = *impl_;
-  const IvfPqParams& p = s.p;
+  return impl_->prepare(ids, vectors, count, false);
+}
+
+std::unique_ptr<IvfPqIndex::PendingAdd> IvfPqIndex::Impl::prepare(const uint64_t* ids, const float* vectors,
+                                                                  size_t count, bool upsert) {
+  Impl& s = *this;
   auto st = std::make_unique<PendingAdd::State>();
   st->writeLock = std::unique_lock<std::mutex>(s.writeMutex);
   if (!s.trained) throw Error(ErrorCode::NotTrained, "The index must be trained before vectors are added");
@@ -374,9 +416,18 @@ std::unique_ptr<IvfPqIndex::PendingAdd> IvfPqIndex::prepareAdd(const uint64_t* i
   // Validate everything before touching the index.
   requireFinite(vectors, count, p.dim, "vectors");
   if (p.refine == RefineStorage::F16 && p.metric != Metric::Cosine) requireF16Range(vectors, count, p.dim, "vectors");
-  requireNewIds(ids, count, s.rowOfId);
+  if (upsert) {
+    requireDistinctIds(ids, count);
+    for (size_t i = 0; i < count; ++i) {
+      const auto it = s.rowOfId.find(ids[i]);
+      if (it != s.rowOfId.end()) st->replaced.emplace_back(ids[i], it->second);
+    }
+  } else {
+    requireNewIds(ids, count, s.rowOfId);
+  }
   if (s.count + count > kMaxRows) {
-    throw Error(ErrorCode::InvalidArgument, "An IVF-PQ index holds at most " + str(kMaxRows) + " vectors");
+    throw Error(ErrorCode::InvalidArgument,
+                "An IVF-PQ index numbers at most " + str(kMaxRows) + " rows over its life (adds and upserts)");
   }
 
   // Assign and encode without blocking searches: only this thread changes the index.
@@ -395,7 +446,7 @@ std::unique_ptr<IvfPqIndex::PendingAdd> IvfPqIndex::prepareAdd(const uint64_t* i
   return std::make_unique<PendingAdd>(std::move(st));
 }
 
-void IvfPqIndex::commitAdd(PendingAdd& pending) {
+void IvfPqIndex::commitAdd(PendingAdd& pending, const WriteHook& hook) {
   Impl& s = *impl_;
   const IvfPqParams& p = s.p;
   PendingAdd::State& st = *pending.state_;
@@ -452,12 +503,39 @@ void IvfPqIndex::commitAdd(PendingAdd& pending) {
   } catch (const std::bad_alloc&) {
     throw Error(ErrorCode::OutOfMemory, "Out of memory growing the index to " + str(newCount) + " vectors");
   }
-  try {
-    for (size_t i = 0; i < count; ++i) s.rowOfId.emplace(ids[i], static_cast<uint32_t>(oldCount + i));
-  } catch (const std::bad_alloc&) {
+  const auto restoreMap = [&] {
     for (size_t i = 0; i < count; ++i) s.rowOfId.erase(ids[i]);
+    for (const auto& [id, row] : st.replaced) s.rowOfId.emplace(id, row);
+  };
+  try {
+    if (!st.replaced.empty() || !s.liveBits.empty()) s.liveBits.reserve(bitWords(newCount));
+    if (!s.refineSlots.empty()) grow(s.refineSlots, newCount);
+    for (size_t i = 0; i < count; ++i) s.rowOfId.insert_or_assign(ids[i], static_cast<uint32_t>(oldCount + i));
+  } catch (const std::bad_alloc&) {
+    restoreMap();
     throw Error(ErrorCode::OutOfMemory, "Out of memory indexing the ids of " + str(count) + " vectors");
   }
+  // The records go in before the rows: a search (holding the shared lock, so not now) that
+  // sees the rows finds their records.
+  if (hook) {
+    try {
+      hook(oldCount);
+    } catch (...) {
+      restoreMap();
+      throw;
+    }
+  }
+  // Nothing below allocates: every vector was reserved above.
+  if (!st.replaced.empty() && s.liveBits.empty()) {
+    s.liveBits.assign(bitWords(oldCount), ~0u);
+    if (oldCount % 32 != 0) s.liveBits.back() = (1u << (oldCount % 32)) - 1u;
+  }
+  if (!s.liveBits.empty()) {
+    extendSet(s.liveBits, oldCount, newCount);
+    for (const auto& [id, row] : st.replaced) clearBit(s.liveBits, row);
+  }
+  s.tombstones += st.replaced.size();
+  s.liveCount += count - st.replaced.size();
 
   std::vector<size_t> oldSizes(p.nlist);
   for (size_t l = 0; l < p.nlist; ++l) oldSizes[l] = s.lists[l].size();
@@ -481,14 +559,152 @@ void IvfPqIndex::commitAdd(PendingAdd& pending) {
       packFastScan(repack.data(), kept + perList[l], p.m, list.packed.data() + firstBlock * s.blockBytes());
     }
   }
+  if (p.refine != RefineStorage::None && !s.refineSlots.empty()) {
+    const size_t firstSlot = p.refine == RefineStorage::F32 ? s.refineF32.size() / p.dim : s.refineF16.size() / p.dim;
+    for (size_t i = 0; i < count; ++i) s.refineSlots.push_back(static_cast<uint32_t>(firstSlot + i));
+  }
   if (p.refine == RefineStorage::F32) s.refineF32.insert(s.refineF32.end(), data, data + count * p.dim);
   if (p.refine == RefineStorage::F16) s.refineF16.insert(s.refineF16.end(), st.halves.begin(), st.halves.end());
   s.count = newCount;
-  s.idMapBytes.store(s.rowOfId.size() * (sizeof(uint64_t) + sizeof(uint32_t) + 2 * sizeof(void*)) +
-                         s.rowOfId.bucket_count() * sizeof(void*),
-                     std::memory_order_relaxed);
+  s.updateIdMapBytes();
   lock.unlock();
   st.writeLock.unlock();
+}
+
+size_t IvfPqIndex::remove(const uint64_t* ids, size_t count) {
+  Impl& s = *impl_;
+  std::lock_guard<std::mutex> writeLock(s.writeMutex);
+  std::vector<std::pair<uint64_t, uint32_t>> found;
+  std::unordered_set<uint64_t> seen;
+  for (size_t i = 0; i < count; ++i) {
+    const auto it = s.rowOfId.find(ids[i]);
+    if (it != s.rowOfId.end() && seen.insert(ids[i]).second) found.emplace_back(ids[i], it->second);
+  }
+  if (found.empty()) return 0;
+  std::vector<uint32_t> bits;
+  if (s.liveBits.empty()) {
+    try {
+      bits = allBits(s.count);
+    } catch (const std::bad_alloc&) {
+      throw Error(ErrorCode::OutOfMemory, "Out of memory removing " + str(found.size()) + " vectors");
+    }
+  }
+  std::unique_lock<std::shared_mutex> lock(s.mutex);
+  if (s.liveBits.empty()) s.liveBits = std::move(bits);
+  for (const auto& [id, row] : found) {
+    clearBit(s.liveBits, row);
+    s.rowOfId.erase(id);
+  }
+  s.tombstones += found.size();
+  s.liveCount -= found.size();
+  s.updateIdMapBytes();
+  return found.size();
+}
+
+bool IvfPqIndex::contains(uint64_t id) const {
+  std::shared_lock<std::shared_mutex> lock(impl_->mutex);
+  return impl_->rowOfId.count(id) != 0;
+}
+
+void IvfPqIndex::get(uint64_t id, float* out) const {
+  const Impl& s = *impl_;
+  const IvfPqParams& p = s.p;
+  std::shared_lock<std::shared_mutex> lock(s.mutex);
+  const auto it = s.rowOfId.find(id);
+  if (it == s.rowOfId.end()) {
+    throw Error(ErrorCode::UnknownId, "Expected an id in the index but received unknown id " + std::to_string(id));
+  }
+  if (p.refine == RefineStorage::None) {
+    throw Error(ErrorCode::InvalidArgument,
+                "This IVF-PQ index keeps only PQ codes (refine 'none'), which cannot give the stored vector back: "
+                "create it with refine 'f16' or 'f32' to get vectors by id");
+  }
+  const size_t slot = s.refineSlot(it->second);
+  if (p.refine == RefineStorage::F32) {
+    std::memcpy(out, s.refineF32.data() + slot * p.dim, p.dim * sizeof(float));
+  } else {
+    s.kernels->f16.toFloat(s.refineF16.data() + slot * p.dim, out, p.dim);
+  }
+}
+
+namespace {
+
+// One list without the entries `keep` rejects (by row), codes and packed blocks included.
+IvfPqList compactList(const IvfPqList& list, const std::function<bool(uint32_t)>& keep, size_t m, unsigned nbits,
+                      size_t codeBytes) {
+  IvfPqList out;
+  std::vector<uint8_t> codes;
+  const std::vector<uint8_t>* plain = &list.codes;
+  if (nbits == 4) {
+    // The packed blocks are the only copy: read the codes back, filter, pack again.
+    codes.resize(list.size() * codeBytes);
+    if (list.size() > 0) unpackFastScan(list.packed.data(), 0, list.size(), m, codes.data());
+    plain = &codes;
+  }
+  std::vector<uint8_t> kept;
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (!keep(list.rows[i])) continue;
+    out.ids.push_back(list.ids[i]);
+    out.rows.push_back(list.rows[i]);
+    kept.insert(kept.end(), plain->begin() + i * codeBytes, plain->begin() + (i + 1) * codeBytes);
+  }
+  if (nbits == 8) {
+    out.codes = std::move(kept);
+  } else {
+    out.packed.resize(fastScanBytes(out.size(), m));
+    if (out.size() > 0) packFastScan(kept.data(), out.size(), m, out.packed.data());
+  }
+  return out;
+}
+
+}  // namespace
+
+size_t IvfPqIndex::compact() {
+  Impl& s = *impl_;
+  const IvfPqParams& p = s.p;
+  std::lock_guard<std::mutex> writeLock(s.writeMutex);
+  if (s.tombstones == 0) return 0;
+  // Built under writeMutex alone: only writers change the lists, so reading them here races
+  // nothing, and searches keep reading them until the swap.
+  const auto live = [&](uint32_t row) { return testBit(s.liveBits.data(), s.liveBits.size(), row); };
+  std::vector<IvfPqList> lists;
+  std::vector<float> refineF32;
+  std::vector<uint16_t> refineF16;
+  std::vector<uint32_t> refineSlots;
+  try {
+    lists.reserve(p.nlist);
+    for (const IvfPqList& list : s.lists) lists.push_back(compactList(list, live, p.m, p.nbits, s.codeBytes()));
+    if (p.refine != RefineStorage::None) {
+      // Refine vectors stay in row order; the slots of the survivors are renumbered.
+      refineSlots.assign(s.count, Impl::kNoSlot);
+      uint32_t next = 0;
+      for (uint32_t row = 0; row < s.count; ++row) {
+        const uint32_t slot = s.refineSlot(row);
+        if (slot == Impl::kNoSlot || !live(row)) continue;
+        if (p.refine == RefineStorage::F32) {
+          refineF32.insert(refineF32.end(), s.refineF32.begin() + size_t{slot} * p.dim,
+                           s.refineF32.begin() + size_t{slot + 1} * p.dim);
+        } else {
+          refineF16.insert(refineF16.end(), s.refineF16.begin() + size_t{slot} * p.dim,
+                           s.refineF16.begin() + size_t{slot + 1} * p.dim);
+        }
+        refineSlots[row] = next++;
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OutOfMemory, "Out of memory compacting " + str(s.liveCount) + " vectors");
+  }
+  const size_t dropped = s.tombstones;
+  std::unique_lock<std::shared_mutex> lock(s.mutex);
+  s.lists = std::move(lists);
+  s.refineF32 = std::move(refineF32);
+  s.refineF16 = std::move(refineF16);
+  s.refineSlots = std::move(refineSlots);
+  // No list entry is a tombstone any more: the bitset has nothing left to exclude.
+  s.liveBits = std::vector<uint32_t>();
+  s.tombstones = 0;
+  s.updateIdMapBytes();
+  return dropped;
 }
 
 void IvfPqIndex::rowsOf(const uint64_t* ids, size_t count, int64_t* rows) const {
@@ -548,7 +764,7 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
   out.k = sp.k;
   out.ids.assign(queryCount * sp.k, kNoId);
   out.scores.assign(queryCount * sp.k, kNegInf);
-  if (count == 0 || queryCount == 0) return out;
+  if (liveCount == 0 || queryCount == 0) return out;
 
   const unsigned nthreads = sp.threads == 0 ? threads : sp.threads;
   const size_t nprobe = std::min(sp.nprobe, p.nlist);
@@ -558,7 +774,35 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
   const size_t keep = refined ? sp.k * sp.refineFactor : sp.k;
   const size_t approxKeep = sp.k * std::max<size_t>(sp.refineFactor, 4);
   const size_t ksub = pq.ksub(), cb = codeBytes(), m = p.m;
-  const AllowBits allow{sp.allowBits, sp.allowWords};
+  // One bitset for the scan: the filter (evaluated here, on the state this lock holds), the
+  // caller's allow bitset and the live rows, ANDed; null when every row is allowed.
+  std::vector<uint32_t> combined;
+  const uint32_t* allowBits = sp.allowBits;
+  size_t allowWords = sp.allowWords;
+  const auto andInto = [&](const uint32_t* bits, size_t words) {
+    if (allowBits == nullptr) {
+      allowBits = bits;
+      allowWords = words;
+      return;
+    }
+    combined = andBits(allowBits, allowWords, bits, words);
+    allowBits = combined.data();
+    allowWords = combined.size();
+  };
+  std::vector<uint32_t> filtered;
+  if (sp.rowFilter != nullptr) {
+    filtered = (*sp.rowFilter)([this](uint64_t id, uint32_t* row) {
+      const auto it = rowOfId.find(id);
+      if (it == rowOfId.end()) return false;
+      *row = it->second;
+      return true;
+    });
+    andInto(filtered.data(), filtered.size());
+  }
+  if (!liveBits.empty()) andInto(liveBits.data(), liveBits.size());
+  static const uint32_t kNone = 0;
+  if (allowBits != nullptr && allowWords == 0) allowBits = &kNone;  // non-null: nothing allowed
+  const AllowBits allow{allowBits, allowWords};
 
   std::vector<float> scratch;
   const float* prepared = prepare(queries, queryCount, scratch);
@@ -753,7 +997,8 @@ IvfPqMemory IvfPqIndex::memory() const {
                    s.pq.centroids().capacity() + s.pq.rotation().capacity()) *
                       sizeof(float) +
                   s.centroidIds.capacity() * sizeof(uint64_t);
-  mem.refine = s.refineF32.capacity() * sizeof(float) + s.refineF16.capacity() * sizeof(uint16_t);
+  mem.refine = s.refineF32.capacity() * sizeof(float) + s.refineF16.capacity() * sizeof(uint16_t) +
+               s.refineSlots.capacity() * sizeof(uint32_t);
   // The id → row map, estimated as FlatIndex does: a node per id and the bucket array.
   mem.idMap = s.idMapBytes.load(std::memory_order_relaxed);
   return mem;
@@ -774,6 +1019,8 @@ IvfPqMemory IvfPqIndex::memory() const {
 //   8 list codes  8-bit: count × m bytes, list after list; 4-bit: each list's packed
 //                 fast-scan blocks (fastScanBytes(size, m) bytes), list after list
 //   9 refine      count × dim f32, or f16 bit patterns, by row (refine f16 / f32 only)
+// count is the live vectors: removed ones are left out (the format has no tombstones), and the
+// rows are renumbered 0 .. count-1 in the index's row order.
 namespace {
 
 enum IvfPqSection : uint32_t {
@@ -799,7 +1046,27 @@ void IvfPqIndex::save(const std::string& path, const std::string& modelVersion) 
                              p.opq ? 1u : 0u,
                              p.refine == RefineStorage::None ? 0u : p.refine == RefineStorage::F16 ? 1u : 2u,
                              s.trained ? 1u : 0u};
-  const uint64_t count = s.count;
+  // The file holds the live vectors only (the format has no tombstones), renumbered 0 ..
+  // count-1 in row order: `rank` maps a row to its number in the file.
+  const uint64_t count = s.liveCount;
+  const bool renumber = s.tombstones > 0 || !s.refineSlots.empty() || s.liveCount != s.count;
+  std::vector<uint32_t> rank;
+  if (renumber) {
+    try {
+      rank.assign(s.count, Impl::kNoSlot);
+    } catch (const std::bad_alloc&) {
+      throw Error(ErrorCode::OutOfMemory, "Out of memory numbering the rows of " + std::to_string(count) + " vectors");
+    }
+    for (const IvfPqList& list : s.lists) {
+      for (const uint32_t row : list.rows) {
+        if (s.liveBits.empty() || testBit(s.liveBits.data(), s.liveBits.size(), row)) rank[row] = 0;
+      }
+    }
+    uint32_t next = 0;
+    for (uint32_t& r : rank) {
+      if (r != Impl::kNoSlot) r = next++;
+    }
+  }
   const uint32_t versionBytes = static_cast<uint32_t>(modelVersion.size());
   std::vector<uint8_t> meta(kMetaFixedBytes + modelVersion.size());
   std::memcpy(meta.data(), fixed, 32);
@@ -817,18 +1084,41 @@ void IvfPqIndex::save(const std::string& path, const std::string& modelVersion) 
     writer.add(kCentroids, s.centroids.data(), s.centroids.size() * sizeof(float));
     writer.add(kCodebooks, s.pq.centroids().data(), s.pq.centroids().size() * sizeof(float));
     if (s.pq.rotated()) writer.add(kRotation, s.pq.rotation().data(), s.pq.rotation().size() * sizeof(float));
+    std::vector<float> refineF32;
+    std::vector<uint16_t> refineF16;
     try {
       sizes.reserve(p.nlist);
       ids.reserve(count);
       rows.reserve(count);
+      const auto kept = [&](uint32_t row) { return !renumber || rank[row] != Impl::kNoSlot; };
       for (const IvfPqList& list : s.lists) {
-        sizes.push_back(list.size());
-        ids.insert(ids.end(), list.ids.begin(), list.ids.end());
-        rows.insert(rows.end(), list.rows.begin(), list.rows.end());
-        if (p.nbits == 8) {
-          codes.insert(codes.end(), list.codes.begin(), list.codes.begin() + list.size() * s.codeBytes());
-        } else {
-          codes.insert(codes.end(), list.packed.begin(), list.packed.begin() + fastScanBytes(list.size(), p.m));
+        if (!renumber) {
+          sizes.push_back(list.size());
+          ids.insert(ids.end(), list.ids.begin(), list.ids.end());
+          rows.insert(rows.end(), list.rows.begin(), list.rows.end());
+          if (p.nbits == 8) {
+            codes.insert(codes.end(), list.codes.begin(), list.codes.begin() + list.size() * s.codeBytes());
+          } else {
+            codes.insert(codes.end(), list.packed.begin(), list.packed.begin() + fastScanBytes(list.size(), p.m));
+          }
+          continue;
+        }
+        const IvfPqList live = compactList(list, kept, p.m, p.nbits, s.codeBytes());
+        sizes.push_back(live.size());
+        ids.insert(ids.end(), live.ids.begin(), live.ids.end());
+        for (const uint32_t row : live.rows) rows.push_back(rank[row]);
+        const std::vector<uint8_t>& bytes = p.nbits == 8 ? live.codes : live.packed;
+        codes.insert(codes.end(), bytes.begin(), bytes.end());
+      }
+      if (renumber && p.refine != RefineStorage::None) {
+        for (uint32_t row = 0; row < s.count; ++row) {
+          if (rank[row] == Impl::kNoSlot) continue;
+          const size_t slot = s.refineSlot(row);
+          if (p.refine == RefineStorage::F32) {
+            refineF32.insert(refineF32.end(), s.refineF32.begin() + slot * p.dim, s.refineF32.begin() + (slot + 1) * p.dim);
+          } else {
+            refineF16.insert(refineF16.end(), s.refineF16.begin() + slot * p.dim, s.refineF16.begin() + (slot + 1) * p.dim);
+          }
         }
       }
     } catch (const std::bad_alloc&) {
@@ -838,8 +1128,12 @@ void IvfPqIndex::save(const std::string& path, const std::string& modelVersion) 
     writer.add(kListIds, ids.data(), ids.size() * sizeof(uint64_t));
     writer.add(kListRows, rows.data(), rows.size() * sizeof(uint32_t));
     writer.add(kListCodes, codes.data(), codes.size());
-    if (p.refine == RefineStorage::F32) writer.add(kRefine, s.refineF32.data(), count * p.dim * sizeof(float));
-    if (p.refine == RefineStorage::F16) writer.add(kRefine, s.refineF16.data(), count * p.dim * sizeof(uint16_t));
+    const float* f32 = renumber ? refineF32.data() : s.refineF32.data();
+    const uint16_t* f16 = renumber ? refineF16.data() : s.refineF16.data();
+    if (p.refine == RefineStorage::F32) writer.add(kRefine, f32, count * p.dim * sizeof(float));
+    if (p.refine == RefineStorage::F16) writer.add(kRefine, f16, count * p.dim * sizeof(uint16_t));
+    writer.commit();
+    return;
   }
   writer.commit();
 }
@@ -973,10 +1267,9 @@ IvfPqIndex::Opened IvfPqIndex::open(const std::string& path, simd::Level level, 
     codeAt += bytes;
   }
   s.count = count;
+  s.liveCount = count;
   s.trained = true;
-  s.idMapBytes.store(s.rowOfId.size() * (sizeof(uint64_t) + sizeof(uint32_t) + 2 * sizeof(void*)) +
-                         s.rowOfId.bucket_count() * sizeof(void*),
-                     std::memory_order_relaxed);
+  s.updateIdMapBytes();
   return out;
 }
 

@@ -5,6 +5,12 @@
 //
 // Scores follow FlatIndex: higher is better; ip and cosine (normalised at add and search) by
 // inner product, l2 as -|q - x|^2. Ids, padding (kNoId, -inf) and errors as FlatIndex.
+//
+// Rows, removal and compaction as FlatIndex (flat.h): every stored vector takes the next row
+// number for life; remove() and upsert() make rows tombstones, which a live bitset excludes
+// inside the list scan (ANDed with the search's allow bitset); compact() rewrites the lists
+// (and refine vectors) without them; a saved file holds the live vectors only, renumbered
+// 0 .. size-1.
 #pragma once
 
 #include <cstddef>
@@ -19,6 +25,7 @@
 #include "exact_search.h"  // SearchOutput
 #include "metric.h"
 #include "pq.h"
+#include "row_filter.h"
 #include "simd/kernels.h"
 
 namespace ebrix {
@@ -49,6 +56,8 @@ struct IvfPqSearchParams {
   unsigned threads = 0;        // 0: the index default
   const uint32_t* allowBits = nullptr;  // as SearchParams: over rows in add order
   size_t allowWords = 0;
+  // Only the rows this filter allows too, evaluated on the state the search reads.
+  const RowFilter* rowFilter = nullptr;
 };
 
 // The trained quantizers, copied out for a mirror of the index on another device (the GPU
@@ -64,8 +73,8 @@ struct IvfPqMemory {
   size_t codes = 0;       // PQ codes (both layouts where kept), list capacity included
   size_t ids = 0;         // per-list ids and row numbers
   size_t centroids = 0;   // coarse centroids, PQ codebooks, OPQ rotation
-  size_t refine = 0;      // refine vectors
-  size_t idMap = 0;       // id → row map (estimated)
+  size_t refine = 0;      // refine vectors (and their slots after a compaction)
+  size_t idMap = 0;       // id → row map (estimated), and the live bitset
   size_t total() const { return codes + ids + centroids + refine + idMap; }
 };
 
@@ -82,9 +91,29 @@ class IvfPqIndex {
   // Error(InvalidArgument) for n < max(nlist, 2^nbits) or a second train.
   void train(const float* vectors, size_t n, const IvfPqTrainParams& params);
 
-  // As FlatIndex::add (validation, all-or-nothing, safe while searches run). Throws
-  // Error(NotTrained) before train.
-  void add(const uint64_t* ids, const float* vectors, size_t count);
+  // As FlatIndex::add (validation, all-or-nothing, safe while searches run; `hook` runs before
+  // the rows publish). Throws Error(NotTrained) before train.
+  void add(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook = {});
+
+  // As FlatIndex::upsert: replaces the vectors of held ids and adds the others, all-or-nothing,
+  // in one step for searches.
+  void upsert(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook = {});
+
+  // As FlatIndex::remove: returns how many of the ids were held. Waits for the searches in
+  // flight (it publishes under the same lock as an add).
+  size_t remove(const uint64_t* ids, size_t count);
+
+  bool contains(uint64_t id) const;
+
+  // The vector stored under `id`: its refine vector (dim floats into `out`; normalised for
+  // cosine, rounded for f16). Throws UnknownId, or InvalidArgument for an index without refine
+  // vectors, which keeps only PQ codes and so cannot give a vector back.
+  void get(uint64_t id, float* out) const;
+
+  // Rewrites the lists (and refine vectors) without the entries of removed rows. Adds wait;
+  // searches run on until the new lists are swapped in (they wait only for the swap). Returns
+  // the number of entries dropped.
+  size_t compact();
 
   // add() in two phases, for a mirror that must take the same vectors or none (the GPU
   // index): prepareAdd validates, assigns and encodes without changing the index and holds
@@ -93,7 +122,7 @@ class IvfPqIndex {
   // leaves the index as it was.
   class PendingAdd;
   std::unique_ptr<PendingAdd> prepareAdd(const uint64_t* ids, const float* vectors, size_t count);
-  void commitAdd(PendingAdd& pending);
+  void commitAdd(PendingAdd& pending, const WriteHook& hook = {});
 
   // Throws Error(NotTrained) before train.
   IvfPqModel model() const;
@@ -108,8 +137,9 @@ class IvfPqIndex {
   void rowsOf(const uint64_t* ids, size_t count, int64_t* rows) const;
 
   // Writes the index to `path` atomically (index_file.h; sections in ivfpq.cpp), with the
-  // version id of the model whose vectors these are. Adds wait for the write to finish
-  // before publishing (their encoding does not); searches run on. Throws Error(Io).
+  // version id of the model whose vectors these are: the live vectors only, renumbered 0 ..
+  // size-1 in row order. Adds wait for the write to finish before publishing (their encoding
+  // does not); searches run on. Throws Error(Io).
   void save(const std::string& path, const std::string& modelVersion) const;
 
   struct Opened {

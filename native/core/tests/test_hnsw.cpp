@@ -92,7 +92,7 @@ void checkRecall(Metric metric) {
   HnswIndex index(paramsFor(d.dim, metric), simd::defaultLevel(), 2);
   // Two adds (rows numbered across them), the second on one thread.
   index.add(d.ids.data(), d.base.data(), 1500);
-  index.add(d.ids.data() + 1500, d.base.data() + 1500 * d.dim, d.n - 1500, 1);
+  index.add(d.ids.data() + 1500, d.base.data() + 1500 * d.dim, d.n - 1500, {}, 1);
   CHECK(index.size() == d.n);
   const SearchOutput truth = exact(metric, d, d.k);
   std::string trace;
@@ -171,7 +171,7 @@ TEST_CASE("hnsw.filtered_search") {
     const SearchOutput truth = exact(Metric::InnerProduct, d, d.k, bits.data(), bits.size());
     for (HnswFilter filter : {HnswFilter::Auto, HnswFilter::Graph, HnswFilter::Scan}) {
       HnswSearchParams sp = searchFor(d.k, 64, bits.data(), bits.size());
-      sp.filter = filter;
+      sp.filterStrategy = filter;
       const SearchOutput got = index.search(d.queries.data(), d.nq, sp);
       for (uint64_t id : got.ids) CHECK_MSG(id == kNoId || allowed.count(id), "id " << id << " is not allowed");
       const double r = recall(truth, got);
@@ -313,7 +313,7 @@ TEST_CASE("hnsw.concurrent_adds_searches_and_removes") {
     });
   }
   for (size_t b = 1; b < batches; ++b) {
-    index.add(ids.data() + b * perBatch, data.data() + b * perBatch * dim, perBatch, 2);
+    index.add(ids.data() + b * perBatch, data.data() + b * perBatch * dim, perBatch, {}, 2);
     if (b % 5 == 0) index.remove(ids.data() + (b - 5) * perBatch, perBatch / 2);
   }
   done.store(true);
