@@ -297,10 +297,10 @@ ${ITEM_OPTIONS.replace('JSONL, one item record per line', 'JSONL item records, r
     usage: `ebrix start [--dir DIR] [--host ADDR] [--port N]
 
 Runs the embedded default end to end (npm start runs this): trains the WordNet model into
-DIR/wordnet if there is none (about a minute and a half on 2 cores), embeds every synset into
-an exact index saved as DIR/wordnet.index (mapped on later starts), and serves the search page
-and the HTTP API on http://127.0.0.1:8080, printing three example queries. DIR defaults to
-./models. EBRIX_TOKEN in the environment requires a bearer token. SIGINT or SIGTERM stops it.`,
+DIR/wordnet if there is none (about a minute and a half on 2 cores), embeds every synset
+into one exact index per task, saved as DIR/wordnet.<task>.index (mapped on later starts),
+and serves the search page and the HTTP API on http://127.0.0.1:8080, printing three
+example queries. DIR defaults to ./models. EBRIX_TOKEN in the environment requires a bearer token. SIGINT or SIGTERM stops it.`,
     options: { dir: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' } },
     async run(values) {
       const { runWordNetJob } = await import('./serve/wordnet-job.js');

@@ -49,6 +49,11 @@ export type IndexSearchSettings = Pick<IvfPqSearchOptions, 'nprobe' | 'refineFac
 export interface RetrieverOptions<Q, R> {
   model: QueryModel;
   index: RetrievalIndex;
+  /**
+   * Indexes by task, for models whose tasks score against different item-tower heads (one
+   * index per head): a request for one of these tasks searches its index, others `index`.
+   */
+  taskIndexes?: Readonly<Record<string, RetrievalIndex>>;
   /** Re-scores the candidates; without one, items are ordered by tower score. */
   ranker?: Ranker<Q, R>;
   /** Candidates the index returns for the ranker (default 100; never fewer than k). */
@@ -102,6 +107,7 @@ type Hits = { id: bigint; score: number }[];
 export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>> {
   readonly model: QueryModel;
   readonly index: RetrievalIndex;
+  readonly taskIndexes: Readonly<Record<string, RetrievalIndex>>;
   readonly k: number;
   readonly candidates: number;
   readonly #ranker: ((request: Q, candidates: readonly RankCandidate<R>[]) => RankScores | Promise<RankScores>) | undefined;
@@ -109,8 +115,8 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
   readonly #search: IndexSearchSettings;
   readonly #metrics = new RetrievalMetrics();
   readonly #batching: BatcherOptions | undefined;
-  /** One batcher per result count: a batch is one index search of n results per query. */
-  readonly #batchers = new Map<number, Batcher<Float32Array, Hits>>();
+  /** One batcher per index and result count: a batch is one index search of n results per query. */
+  readonly #batchers = new Map<RetrievalIndex, Map<number, Batcher<Float32Array, Hits>>>();
   #disposed = false;
 
   constructor(options: RetrieverOptions<Q, R>) {
@@ -119,11 +125,17 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
     if (model === null || typeof model !== 'object' || typeof model.embedQuery !== 'function' || typeof model.version !== 'string') {
       throw invalid('a TwoTowerModel', 'options.model', model);
     }
-    if (!(index instanceof FlatIndex || index instanceof IvfPqIndex || index instanceof HnswIndex || index instanceof IndexStore)) {
-      throw invalid('a FlatIndex, IvfPqIndex, HnswIndex or IndexStore', 'options.index', index);
+    const isIndex = (value: unknown): value is RetrievalIndex =>
+      value instanceof FlatIndex || value instanceof IvfPqIndex || value instanceof HnswIndex || value instanceof IndexStore;
+    if (!isIndex(index)) throw invalid('a FlatIndex, IvfPqIndex, HnswIndex or IndexStore', 'options.index', index);
+    const taskIndexes = options.taskIndexes ?? {};
+    if (taskIndexes === null || typeof taskIndexes !== 'object') throw invalid('an object of indexes by task', 'options.taskIndexes', taskIndexes);
+    for (const [task, value] of Object.entries(taskIndexes)) {
+      if (!isIndex(value)) throw invalid('a FlatIndex, IvfPqIndex, HnswIndex or IndexStore', `options.taskIndexes.${task}`, value);
     }
     this.model = model;
     this.index = index;
+    this.taskIndexes = Object.freeze({ ...taskIndexes });
     this.k = requirePositiveInteger(options.k ?? 10, 'options.k', MAX_K);
     this.candidates = requirePositiveInteger(options.candidates ?? 100, 'options.candidates', MAX_CANDIDATES);
     if (ranker === undefined) this.#ranker = undefined;
@@ -145,8 +157,7 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
       new Batcher<unknown, unknown>(() => [], this.#batching).close(); // validates the options now
     }
     // Checked now for a plain index; an IndexStore without a version yet is checked per request.
-    const target = this.#target();
-    if (target !== undefined) this.#check(target.modelVersion, target.dim);
+    for (const each of [index, ...Object.values(this.taskIndexes)]) this.#checkLive(each);
   }
 
   /** Whether the retriever re-scores candidates with a ranker. */
@@ -165,12 +176,13 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
         throw invalid('a request record (an object)', 'request', request);
       }
       const { k, candidates, filter, task } = this.#options(options);
+      const index = this.#indexFor(task);
       // Refuse before the tower runs: a request for a mismatched index should fail fast.
-      this.#checkLive();
+      this.#checkLive(index);
       const vector = await this.model.embedQuery(request, task === undefined ? {} : { task });
       const embedded = performance.now();
       const wanted = this.#ranker === undefined ? k : Math.max(k, candidates);
-      const hits = await this.#searchOne(vector, wanted, filter);
+      const hits = await this.#searchOne(index, vector, wanted, filter);
       const searched = performance.now();
       const items = await this.#rank(request, hits, k);
       const ranked = performance.now();
@@ -198,8 +210,8 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
     try {
       const { k, filter } = this.#options(options);
       const query = toQueryVector(vector, this.model.dim);
-      this.#checkLive();
-      const hits = await this.#searchOne(query, k, filter);
+      this.#checkLive(this.index);
+      const hits = await this.#searchOne(this.index, query, k, filter);
       const searched = performance.now();
       const items = await this.#withRecords(hits);
       const done = performance.now();
@@ -248,8 +260,7 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
   }
 
   /** The index searches go to now: a plain index, or the store's live one (undefined before its first version). */
-  #target(): { modelVersion: string | null | undefined; dim: number } | undefined {
-    const index = this.index;
+  #target(index: RetrievalIndex): { modelVersion: string | null | undefined; dim: number } | undefined {
     if (index instanceof IndexStore) {
       const live = index.index();
       const current = index.current();
@@ -258,8 +269,12 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
     return { modelVersion: index.modelVersion, dim: index.dim };
   }
 
-  #checkLive(): void {
-    const target = this.#target();
+  #indexFor(task: string | undefined): RetrievalIndex {
+    return (task !== undefined && Object.hasOwn(this.taskIndexes, task) ? this.taskIndexes[task] : undefined) ?? this.index;
+  }
+
+  #checkLive(index: RetrievalIndex): void {
+    const target = this.#target(index);
     if (target !== undefined) this.#check(target.modelVersion, target.dim);
   }
 
@@ -285,25 +300,27 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
    * for n: concurrent requests' queries go to the index as one batch, which reads the vectors
    * once for all of them (a flat scan of a batch costs little more than of one query).
    */
-  #searchOne(vector: Float32Array, n: number, filter: Filter | undefined): Promise<Hits> {
+  #searchOne(index: RetrievalIndex, vector: Float32Array, n: number, filter: Filter | undefined): Promise<Hits> {
     if (this.#disposed) return Promise.reject(new DisposedError('retriever'));
     if (filter !== undefined || this.#batching === undefined) {
       // Checked and searched in the same tick: an IndexStore reads its live version
       // synchronously when the search starts, so no swap can come between the two.
-      if (this.index instanceof IndexStore) this.#checkLive();
-      return searchIndex(this.index, vector, n, filter, this.#search);
+      if (index instanceof IndexStore) this.#checkLive(index);
+      return searchIndex(index, vector, n, filter, this.#search);
     }
-    let batcher = this.#batchers.get(n);
+    let byCount = this.#batchers.get(index);
+    if (byCount === undefined) this.#batchers.set(index, (byCount = new Map()));
+    let batcher = byCount.get(n);
     if (batcher === undefined) {
       const dim = this.model.dim;
       batcher = new Batcher<Float32Array, Hits>(async (vectors) => {
         const queries = new Float32Array(vectors.length * dim);
         vectors.forEach((v, i) => queries.set(v, i * dim));
-        if (this.index instanceof IndexStore) this.#checkLive();
-        const result = await searchIndexRows(this.index, queries, n, undefined, this.#search);
+        if (index instanceof IndexStore) this.#checkLive(index);
+        const result = await searchIndexRows(index, queries, n, undefined, this.#search);
         return vectors.map((_, i) => result.hits(i));
       }, this.#batching);
-      this.#batchers.set(n, batcher);
+      byCount.set(n, batcher);
     }
     // A copy: the embedding may be a view into its tower batch's buffer, reused by others.
     return batcher.call(vector.slice());
@@ -312,7 +329,7 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
   /** Closes the search batchers (searches in flight finish). The model, index and ranker stay the caller's. Idempotent. */
   async dispose(): Promise<void> {
     this.#disposed = true;
-    await Promise.all([...this.#batchers.values()].map((b) => b.close()));
+    await Promise.all([...this.#batchers.values()].flatMap((byCount) => [...byCount.values()]).map((b) => b.close()));
     this.#batchers.clear();
   }
 

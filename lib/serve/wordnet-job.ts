@@ -3,9 +3,9 @@
  *
  *   1. the model package: trained (lib/train/wordnet-model.ts) into <dir>/wordnet when there is
  *      none, else loaded;
- *   2. the index: every synset embedded with the item tower into an exact FlatIndex bound to
- *      the model version and saved to <dir>/wordnet.index; later starts map that file, and a
- *      file built by another model version is rebuilt;
+ *   2. the indexes: every synset embedded with each of the item tower's task outputs into an
+ *      exact FlatIndex bound to the model version and saved to <dir>/wordnet.<task>.index;
+ *      later starts map those files, and a file built by another model version is rebuilt;
  *   3. a Retriever (query tower → top 100 → an exact-name re-ranker → top 10) behind the HTTP
  *      service and its search page, with three example queries printed on start.
  */
@@ -66,7 +66,8 @@ export async function runWordNetJob(options: WordNetJobOptions): Promise<void> {
   const log = options.log ?? ((line: string) => console.log(line));
   const dir = path.resolve(options.dir ?? 'models');
   const modelDir = path.join(dir, 'wordnet');
-  const indexFile = path.join(dir, 'wordnet.index');
+  // One index per item-tower output: each task scores against its own item head.
+  const indexFile = (output: string): string => path.join(dir, `wordnet.${output}.index`);
   const started = performance.now();
   const seconds = (): string => `${((performance.now() - started) / 1000).toFixed(1)} s`;
 
@@ -76,45 +77,27 @@ export async function runWordNetJob(options: WordNetJobOptions): Promise<void> {
     for (const [task, m] of Object.entries(result.test?.perTask ?? {})) {
       log(`  held-out ${task.padEnd(8)} recall@10 ${m.recallAt[10]!.toFixed(3)}  MRR ${m.mrr.toFixed(3)}`);
     }
-    await rm(indexFile, { force: true }); // an index of an older model would be refused anyway
+    for (const task of WORDNET_TASKS) await rm(indexFile(task), { force: true }); // built by an older model
   }
   const [model, items] = await Promise.all([TwoTowerModel.load(modelDir), loadWordNet()]);
   const records = items.map(wordnetItemRecord);
-  let index: FlatIndex | undefined;
+  const indexes = new Map<string, FlatIndex>();
   let server: EbrixServer | undefined;
   let retriever: Retriever<{ text: string }, WordNetItemRecord> | undefined;
   try {
-    if (existsSync(indexFile)) {
-      const opened = await FlatIndex.open(indexFile);
-      if (opened.modelVersion === model.version && opened.size === records.length) index = opened;
-      else {
-        log(`${indexFile} was built by model ${opened.modelVersion ?? '(none)'}: rebuilding it for ${model.version}`);
-        opened.dispose();
-      }
+    const outputs = model.manifest.towers.item.taskOutputs;
+    for (const task of model.manifest.tasks) {
+      const output = outputs[task]!;
+      if (indexes.has(output)) continue;
+      indexes.set(output, await openOrBuildIndex(indexFile(output), model, records, task, log));
     }
-    if (index === undefined) {
-      log(`embedding ${records.length} synsets with the item tower`);
-      const fresh = new FlatIndex({ dim: model.dim, metric: 'ip', modelVersion: model.version });
-      const bar = progressBar('embed');
-      const batch = 2048;
-      for (let start = 0; start < records.length; start += batch) {
-        const part = records.slice(start, start + batch);
-        const vectors = await model.embedItems(part);
-        await fresh.add(
-          part.map((_, i) => start + i),
-          vectors,
-        );
-        bar.update(start + part.length, records.length);
-      }
-      bar.finish();
-      await fresh.save(indexFile);
-      index = fresh;
-    }
-    log(`model ${model.manifest.name} ${model.version} and an index of ${index.size} synsets ready after ${seconds()}`);
+    const index = indexes.get(model.manifest.towers.item.output) ?? indexes.values().next().value!;
+    log(`model ${model.manifest.name} ${model.version} and ${indexes.size} indexes of ${index.size} synsets ready after ${seconds()}`);
 
     retriever = new Retriever<{ text: string }, WordNetItemRecord>({
       model,
       index,
+      taskIndexes: Object.fromEntries(model.manifest.tasks.map((task) => [task, indexes.get(outputs[task]!)!])),
       items: records,
       ranker: exactNameRanker,
       candidates: 100,
@@ -139,7 +122,38 @@ export async function runWordNetJob(options: WordNetJobOptions): Promise<void> {
   } finally {
     await server?.close();
     await retriever?.dispose();
-    index?.dispose();
+    for (const index of indexes.values()) index.dispose();
     await model.dispose();
   }
+}
+
+/** The saved index of one item output, or a new one embedded with that output and saved. */
+async function openOrBuildIndex(
+  file: string,
+  model: TwoTowerModel,
+  records: readonly WordNetItemRecord[],
+  task: string,
+  log: (line: string) => void,
+): Promise<FlatIndex> {
+  if (existsSync(file)) {
+    const opened = await FlatIndex.open(file);
+    if (opened.modelVersion === model.version && opened.size === records.length) return opened;
+    log(`${file} was built by model ${opened.modelVersion ?? '(none)'}: rebuilding it for ${model.version}`);
+    opened.dispose();
+  }
+  log(`embedding ${records.length} synsets with the item tower's ${task} output`);
+  const index = new FlatIndex({ dim: model.dim, metric: 'ip', modelVersion: model.version });
+  const bar = progressBar('embed');
+  const batch = 2048;
+  for (let start = 0; start < records.length; start += batch) {
+    const part = records.slice(start, start + batch);
+    await index.add(
+      part.map((_, i) => start + i),
+      await model.embedItems(part, { task }),
+    );
+    bar.update(start + part.length, records.length);
+  }
+  bar.finish();
+  await index.save(file);
+  return index;
 }
