@@ -2,6 +2,7 @@
  * The `ebrix` command. Exit codes: 0 done, 1 the work failed (the message says why), 2 the
  * command line was wrong.
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
@@ -16,6 +17,8 @@ interface Command {
   summary: string;
   usage: string;
   options: NonNullable<ParseArgsConfig['options']>;
+  /** Hand every argument through as a positional (the command parses its own). */
+  passthrough?: boolean;
   run(values: Record<string, string | boolean | undefined>, positionals: string[]): Promise<void>;
 }
 
@@ -319,7 +322,44 @@ example queries. DIR defaults to ./models. EBRIX_TOKEN in the environment requir
       );
     },
   },
+  bench: {
+    summary: 'run the benchmark suites against their peers (npm run bench)',
+    usage: `ebrix bench [bench options]
+
+Runs bench/run.ts from a checkout of ebrix (the published package leaves bench/ out): the
+suites flat, models, ivfpq, lifecycle, train and serve, each beside its peers in the same run,
+written to bench/results. Every option goes to it as given; ebrix bench --help lists them,
+e.g. ebrix bench --quick --suite train,serve.`,
+    options: {},
+    passthrough: true,
+    async run(_values, positionals) {
+      const { spawn } = await import('node:child_process');
+      const { createRequire } = await import('node:module');
+      const { packageRoot } = await import('./native.js');
+      const script = path.join(packageRoot, 'bench', 'run.ts');
+      if (!existsSync(script)) throw new Error(`${script} is missing: the bench runs from a checkout of ebrix, not from the npm package`);
+      let tsx: string;
+      try {
+        tsx = createRequire(path.join(packageRoot, 'package.json')).resolve('tsx');
+      } catch {
+        throw new Error('the bench needs the dev dependencies (tsx): run npm install in the checkout');
+      }
+      const code = await new Promise<number>((resolve, reject) => {
+        const child = spawn(process.execPath, ['--import', tsx, script, ...positionals], { cwd: packageRoot, stdio: 'inherit' });
+        child.on('error', reject);
+        child.on('exit', (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0)));
+      });
+      if (code !== 0) throw new BenchExit(code);
+    },
+  },
 };
+
+/** The bench's own exit status, passed through. */
+class BenchExit extends Error {
+  constructor(readonly code: number) {
+    super(`the bench exited with status ${code}`);
+  }
+}
 
 /** Runs a service until the first SIGINT or SIGTERM; the listeners go once it has stopped. */
 async function untilSignal(serve: (until: Promise<string>) => Promise<void>): Promise<void> {
@@ -353,6 +393,10 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
+    if (command.passthrough) {
+      await command.run({}, rest);
+      return 0;
+    }
     const { values, positionals } = parseArgs({ args: rest, options: { ...command.options, help: { type: 'boolean', short: 'h' } }, allowPositionals: false });
     if (values.help) {
       console.log(command.usage);
@@ -361,6 +405,7 @@ export async function main(argv: string[]): Promise<number> {
     await command.run(values as Record<string, string | boolean | undefined>, positionals);
     return 0;
   } catch (error) {
+    if (error instanceof BenchExit) return error.code;
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       console.error(`ebrix ${name}: ${(error as Error).message}\n\n${command.usage}`);
       return 2;

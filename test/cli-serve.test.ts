@@ -137,6 +137,8 @@ describe('ebrix CLI: embed, build, search, serve', () => {
     expect(await run('search', '--model', pkg, '--index', 'a', '--text', 'x', '--bogus')).toBe(2);
     expect(await run('serve', '--model', pkg, '--store', 'a', '--save')).toBe(2);
     expect(await run('serve', '--model', pkg, '--index', 'a', '--port', '99999')).toBe(2);
+    // ebrix bench hands its arguments to bench/run.ts and exits with its status (2: a bad suite).
+    expect(await run('bench', '--suite', 'nope')).toBe(2);
 
     expect(await run('search', '--model', path.join(dir, 'missing'), '--index', 'a', '--text', 'x')).toBe(1);
     expect(err[0]).toMatch(/\[EBRIX_CORRUPT_MODEL\]/);
