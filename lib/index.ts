@@ -17,8 +17,10 @@ export {
   type VectorStorage,
 } from './index/flat.js';
 export {
+  IVFPQ_FILTER_STRATEGIES,
   IVFPQ_REFINES,
   IvfPqIndex,
+  type IvfPqFilterStrategy,
   type IvfPqIndexOptions,
   type IvfPqMemoryUsage,
   type IvfPqRefine,

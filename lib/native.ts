@@ -114,6 +114,7 @@ export interface NativeIvfPqIndex {
     allow?: Uint32Array,
     filter?: NativeFilterNode,
     attributes?: NativeAttributeTable,
+    filterStrategy?: string,
   ): NativeSearchOutput;
   searchAsync(
     queries: Float32Array,
@@ -124,6 +125,7 @@ export interface NativeIvfPqIndex {
     allow?: Uint32Array,
     filter?: NativeFilterNode,
     attributes?: NativeAttributeTable,
+    filterStrategy?: string,
   ): Promise<NativeSearchOutput>;
   trained(): boolean;
   size(): number;

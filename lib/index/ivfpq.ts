@@ -89,13 +89,29 @@ export interface IvfPqSearchOptions {
    */
   allow?: Uint32Array;
   /**
-   * Only rows whose attributes pass the filter (an index made with `attributes`), compiled to
-   * an allow bitset (ANDed with `allow`) that the list scan tests. The probed lists stay
-   * those of the query: a very selective filter may leave fewer than k rows in them, so
-   * raise nprobe with it (an automatic switch is still to come).
+   * Only rows whose attributes pass the filter (an index made with `attributes`): evaluated
+   * natively on the state the search reads (on the GPU, compiled first) into an allow bitset,
+   * ANDed with `allow`. How the allowed rows are found is `filterStrategy`'s.
    */
   filter?: Filter;
+  /**
+   * How a search with `allow` or `filter` finds its rows (CPU index; the GPU index probes
+   * `nprobe` lists as given):
+   * - 'probe': probe the query's nearest lists, nprobe scaled up by 1 / (fraction of rows
+   *   allowed), at most nlist, so that about as many allowed candidates are scored as an
+   *   unfiltered search scores and recall stays near the unfiltered one;
+   * - 'scan': score the allowed rows directly (their codes with the query's lookup tables, or
+   *   exactly on their refine vectors when the index keeps them: then the filtered top-k is
+   *   exact);
+   * - 'auto' (default): the scan when it reads less than the probe would (few rows allowed),
+   *   else the probe.
+   */
+  filterStrategy?: IvfPqFilterStrategy;
 }
+
+/** See IvfPqSearchOptions.filterStrategy. */
+export type IvfPqFilterStrategy = 'auto' | 'probe' | 'scan';
+export const IVFPQ_FILTER_STRATEGIES: readonly IvfPqFilterStrategy[] = ['auto', 'probe', 'scan'];
 
 export interface IvfPqOpenOptions {
   /** Native threads a search or train may use (default: all hardware threads). */
@@ -141,6 +157,7 @@ interface PreparedSearch {
   refineFactor: number;
   threads: number;
   allow: Uint32Array | undefined;
+  filterStrategy: IvfPqFilterStrategy;
 }
 
 export class IvfPqIndex implements Disposable {
@@ -422,7 +439,7 @@ export class IvfPqIndex implements Disposable {
       else s.allow = await requireAttributes(this.#attributes).allow(options.filter, s.allow, this.#rowsOf);
     }
     const out = await awaitNative(
-      live.searchAsync(s.matrix, s.k, s.nprobe, s.refineFactor, s.threads, s.allow, filter, table),
+      live.searchAsync(s.matrix, s.k, s.nprobe, s.refineFactor, s.threads, s.allow, filter, table, s.filterStrategy),
     );
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
@@ -437,7 +454,9 @@ export class IvfPqIndex implements Disposable {
       if (this.device === 'cpu') [filter, table] = requireAttributes(this.#attributes).filter(options.filter);
       else s.allow = requireAttributes(this.#attributes).allowSync(options.filter, s.allow, this.#rowsOf);
     }
-    const out = callNative(() => live.search(s.matrix, s.k, s.nprobe, s.refineFactor, s.threads, s.allow, filter, table));
+    const out = callNative(() =>
+      live.search(s.matrix, s.k, s.nprobe, s.refineFactor, s.threads, s.allow, filter, table, s.filterStrategy),
+    );
     return new SearchResult(s.nq, s.k, out.ids, out.scores);
   }
 
@@ -514,6 +533,7 @@ export class IvfPqIndex implements Disposable {
     if (kk * refineFactor > MAX_RESULT_ENTRIES) {
       throw invalid(`k × refineFactor of at most ${MAX_RESULT_ENTRIES}`, 'options.refineFactor', refineFactor);
     }
-    return { matrix, nq, k: kk, nprobe: Math.min(nprobe, this.nlist), refineFactor, threads, allow };
+    const filterStrategy = requireOneOf(options.filterStrategy ?? 'auto', IVFPQ_FILTER_STRATEGIES, 'options.filterStrategy');
+    return { matrix, nq, k: kk, nprobe: Math.min(nprobe, this.nlist), refineFactor, threads, allow, filterStrategy };
   }
 }

@@ -219,7 +219,8 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
   };
 
   // search(queries, k, nprobe, refineFactor, threads, allow | undefined, filter | undefined,
-  //        attributes | undefined): the filter (CPU index) is evaluated by the search.
+  //        attributes | undefined, filterStrategy | undefined): the filter (CPU index) is
+  //        evaluated by the search; filterStrategy 'auto' (default), 'probe' or 'scan'.
   SearchArgs parseSearch(const Napi::CallbackInfo& info, const Index& index) {
     Napi::Env env = info.Env();
     SearchArgs args{requireFloat32(info[0], "queries"), 0, IvfPqSearchParams{}, AllowArg::parse(info[5], "allow"),
@@ -229,6 +230,13 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     args.params.refineFactor = requireCount(info[3], "refineFactor");
     args.params.threads = static_cast<unsigned>(std::min<size_t>(requireCount(info[4], "threads"), 4096));
     if constexpr (Traits::kMutable) args.filter = SearchFilter::parse(info[6], info[7], args.params.threads);
+    if (!info[8].IsUndefined()) {
+      const std::string strategy = info[8].IsString() ? info[8].As<Napi::String>().Utf8Value() : std::string("(not a string)");
+      if (strategy == "auto") args.params.filterStrategy = IvfPqFilter::Auto;
+      else if (strategy == "probe") args.params.filterStrategy = IvfPqFilter::Probe;
+      else if (strategy == "scan") args.params.filterStrategy = IvfPqFilter::Scan;
+      else throwInvalid(env, "Expected 'auto', 'probe' or 'scan' for filterStrategy but received " + strategy);
+    }
     args.count = requireQueryRows(args.queries, index.params().dim);
     if (args.params.k == 0 || args.params.k > kMaxResultEntries / args.count) {
       throwInvalid(env, "Expected k from 1 to " + std::to_string(kMaxResultEntries / args.count) + " for " +

@@ -105,8 +105,21 @@ struct IvfPqIndex::Impl {
   size_t count = 0;      // rows numbered (adds and upserts over the life of the index)
   size_t liveCount = 0;  // rows not removed
   size_t tombstones = 0; // list entries of removed rows, until a compaction drops them
-  // Bit r set when row r is live, over [0, count); empty while no list entry is a tombstone.
+  // Bit r set when row r is live, over [0, count); empty until the first remove or replacing
+  // upsert. Searches AND it in while list entries are tombstones, and into any bitset they get.
   std::vector<uint32_t> liveBits;
+
+  // Where each row's code is, (list << 32 | position in the list), for a filtered search that
+  // scores allowed rows directly; kNoLocation for a row a compaction dropped. Changed with the
+  // lists.
+  std::vector<uint64_t> locationOfRow;
+  static constexpr uint64_t kNoLocation = ~uint64_t{0};
+  void locateRows() {
+    locationOfRow.assign(count, kNoLocation);
+    for (size_t l = 0; l < lists.size(); ++l) {
+      for (size_t i = 0; i < lists[l].size(); ++i) locationOfRow[lists[l].rows[i]] = uint64_t{l} << 32 | i;
+    }
+  }
 
   static constexpr uint32_t kNoSlot = 0xFFFFFFFFu;
   uint32_t refineSlot(uint32_t row) const { return refineSlots.empty() ? row : refineSlots[row]; }
@@ -255,6 +268,20 @@ struct IvfPqIndex::Impl {
   }
 
   SearchOutput search(const float* queries, size_t queryCount, const IvfPqSearchParams& sp) const;
+
+  // How a filtered search finds its rows (IvfPqFilter): scan the allowed rows, or probe
+  // `nprobe` lists; `allowed` is the number of live rows the bitset allows.
+  struct FilterPlan {
+    size_t allowed = 0;
+    bool scan = false;
+    size_t nprobe = 0;
+  };
+  FilterPlan filteredPlan(const uint32_t* bits, size_t words, size_t nprobe, IvfPqFilter strategy) const;
+
+  // The Scan strategy: scores every allowed row (exactly on its refine vector, or its code with
+  // the query's ADC table) and writes each query's top-k into `out`. Shared lock held.
+  void scanAllowed(const float* prepared, size_t queryCount, size_t k, unsigned nthreads, const uint32_t* bits,
+                   size_t words, SearchOutput& out) const;
 
   // prepareAdd, and for an upsert with held ids allowed (their rows are recorded to replace).
   std::unique_ptr<PendingAdd> prepare(const uint64_t* ids, const float* vectors, size_t count, bool upsert);
@@ -510,6 +537,7 @@ void IvfPqIndex::commitAdd(PendingAdd& pending, const WriteHook& hook) {
   try {
     if (!st.replaced.empty() || !s.liveBits.empty()) s.liveBits.reserve(bitWords(newCount));
     if (!s.refineSlots.empty()) grow(s.refineSlots, newCount);
+    grow(s.locationOfRow, newCount);
     for (size_t i = 0; i < count; ++i) s.rowOfId.insert_or_assign(ids[i], static_cast<uint32_t>(oldCount + i));
   } catch (const std::bad_alloc&) {
     restoreMap();
@@ -541,6 +569,7 @@ void IvfPqIndex::commitAdd(PendingAdd& pending, const WriteHook& hook) {
   for (size_t l = 0; l < p.nlist; ++l) oldSizes[l] = s.lists[l].size();
   for (size_t i = 0; i < count; ++i) {
     IvfPqList& list = s.lists[st.lists[i]];
+    s.locationOfRow.push_back(uint64_t{st.lists[i]} << 32 | list.size());  // reserved above
     list.ids.push_back(ids[i]);
     list.rows.push_back(static_cast<uint32_t>(oldCount + i));
     if (p.nbits == 8) list.codes.insert(list.codes.end(), codes + i * cb, codes + (i + 1) * cb);
@@ -695,13 +724,24 @@ size_t IvfPqIndex::compact() {
     throw Error(ErrorCode::OutOfMemory, "Out of memory compacting " + str(s.liveCount) + " vectors");
   }
   const size_t dropped = s.tombstones;
+  std::vector<uint64_t> locations;
+  try {
+    locations.assign(s.count, Impl::kNoLocation);
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OutOfMemory, "Out of memory compacting " + str(s.liveCount) + " vectors");
+  }
+  for (size_t l = 0; l < lists.size(); ++l) {
+    for (size_t i = 0; i < lists[l].size(); ++i) locations[lists[l].rows[i]] = uint64_t{l} << 32 | i;
+  }
   std::unique_lock<std::shared_mutex> lock(s.mutex);
   s.lists = std::move(lists);
+  s.locationOfRow = std::move(locations);
   s.refineF32 = std::move(refineF32);
   s.refineF16 = std::move(refineF16);
   s.refineSlots = std::move(refineSlots);
-  // No list entry is a tombstone any more: the bitset has nothing left to exclude.
-  s.liveBits = std::vector<uint32_t>();
+  // No list entry is a tombstone any more, so searches stop ANDing the live bitset in on their
+  // own; it stays (ANDed into a caller's bitset) so that a filtered search counts exactly the
+  // allowed rows that still have a code when it picks its strategy.
   s.tombstones = 0;
   s.updateIdMapBytes();
   return dropped;
@@ -767,7 +807,7 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
   if (liveCount == 0 || queryCount == 0) return out;
 
   const unsigned nthreads = sp.threads == 0 ? threads : sp.threads;
-  const size_t nprobe = std::min(sp.nprobe, p.nlist);
+  size_t nprobe = std::min(sp.nprobe, p.nlist);
   const bool refined = p.refine != RefineStorage::None;
   const bool fast = p.nbits == 4;
   // Candidates kept by the float-ADC stage per query, and by fast-scan per (query, list).
@@ -799,13 +839,23 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
     });
     andInto(filtered.data(), filtered.size());
   }
-  if (!liveBits.empty()) andInto(liveBits.data(), liveBits.size());
+  if (!liveBits.empty() && (allowBits != nullptr || tombstones > 0)) andInto(liveBits.data(), liveBits.size());
   static const uint32_t kNone = 0;
   if (allowBits != nullptr && allowWords == 0) allowBits = &kNone;  // non-null: nothing allowed
   const AllowBits allow{allowBits, allowWords};
 
   std::vector<float> scratch;
   const float* prepared = prepare(queries, queryCount, scratch);
+
+  if (allowBits != nullptr) {
+    const FilterPlan plan = filteredPlan(allowBits, allowWords, nprobe, sp.filterStrategy);
+    if (plan.allowed == 0) return out;
+    if (plan.scan) {
+      scanAllowed(prepared, queryCount, sp.k, nthreads, allowBits, allowWords, out);
+      return out;
+    }
+    nprobe = plan.nprobe;
+  }
 
   const size_t usable = std::min<size_t>(nthreads, 2 * ThreadPool::hardwareThreads());
   const unsigned slots = static_cast<unsigned>(std::max<size_t>(1, std::min<size_t>(usable, p.nlist)));
@@ -984,6 +1034,134 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
   return out;
 }
 
+IvfPqIndex::Impl::FilterPlan IvfPqIndex::Impl::filteredPlan(const uint32_t* bits, size_t words, size_t nprobe,
+                                                             IvfPqFilter strategy) const {
+  FilterPlan plan;
+  // Allowed rows that still have a code. (Bits of rows a compaction dropped may be set in a
+  // caller's bitset; they would only make the estimate high, and the scan skips them.)
+  const size_t usedWords = std::min(words, bitWords(count));
+  for (size_t w = 0; w < usedWords; ++w) {
+    uint32_t word = bits[w];
+    if (w == count / 32 && count % 32 != 0) word &= (1u << (count % 32)) - 1u;
+    plan.allowed += static_cast<size_t>(__builtin_popcount(word));
+  }
+  plan.allowed = std::min(plan.allowed, liveCount);
+  if (plan.allowed == 0) return plan;
+  // Probe: with a fraction f of the rows allowed, nprobe / f lists hold about as many allowed
+  // rows as nprobe lists hold rows, so the candidates scored (and the recall) stay near an
+  // unfiltered search's, provided the filter is not tied to the lists.
+  const double fraction = static_cast<double>(plan.allowed) / static_cast<double>(liveCount);
+  plan.nprobe = std::min<size_t>(p.nlist, static_cast<size_t>(std::ceil(static_cast<double>(nprobe) / fraction)));
+  if (strategy == IvfPqFilter::Probe) return plan;
+  if (strategy == IvfPqFilter::Scan) {
+    plan.scan = true;
+    return plan;
+  }
+  // Auto: what each reads and computes per query. The probe scans every entry of its lists
+  // (a code of codeBytes, m table lookups); the scan reads the allowed rows' codes one by one
+  // (a gather, about dim operations each: the ADC sum, or a decode and a distance, or the refine
+  // vector).
+  const double entries = static_cast<double>(liveCount + tombstones);
+  const double probeCost = static_cast<double>(plan.nprobe) * entries / static_cast<double>(p.nlist) *
+                           static_cast<double>(std::max<size_t>(p.m, codeBytes()));
+  const double scanCost = static_cast<double>(plan.allowed) * static_cast<double>(p.dim);
+  plan.scan = scanCost <= probeCost;
+  return plan;
+}
+
+void IvfPqIndex::Impl::scanAllowed(const float* prepared, size_t queryCount, size_t k, unsigned nthreads,
+                                   const uint32_t* bits, size_t words, SearchOutput& out) const {
+  const size_t dim = p.dim, m = p.m, ksub = pq.ksub(), cb = codeBytes();
+  const bool refined = p.refine != RefineStorage::None;
+  const bool ipTables = !refined && p.metric != Metric::L2;
+  // The allowed rows that have a code, in row order.
+  std::vector<uint32_t> rows;
+  const size_t usedWords = std::min(words, bitWords(count));
+  for (size_t w = 0; w < usedWords; ++w) {
+    for (uint32_t b = bits[w]; b != 0; b &= b - 1) {
+      const size_t row = w * 32 + static_cast<size_t>(__builtin_ctz(b));
+      if (row < count && locationOfRow[row] != kNoLocation) rows.push_back(static_cast<uint32_t>(row));
+    }
+  }
+  if (rows.empty()) return;
+
+  // Per query: the rotated query; for ip, its ADC table and its score against every centroid
+  // (the per-list constant), so that a row's score is that of the probing scan.
+  std::vector<float> rotated(queryCount * dim), tables(ipTables ? queryCount * m * ksub : 0),
+      coarse(ipTables ? queryCount * p.nlist : 0);
+  if (pq.rotated()) {
+    pq.rotate(prepared, queryCount, rotated.data());
+  } else {
+    std::copy(prepared, prepared + queryCount * dim, rotated.begin());
+  }
+  ThreadPool& pool = ThreadPool::shared();
+  const size_t usable = std::min<size_t>(nthreads, 2 * ThreadPool::hardwareThreads());
+  if (ipTables) {
+    pool.parallelFor(queryCount, static_cast<unsigned>(std::max<size_t>(1, usable)), [&](size_t q, unsigned) {
+      pq.computeTable(rotated.data() + q * dim, Metric::InnerProduct, tables.data() + q * m * ksub);
+      kernels->scanRows(prepared + q * dim, centroids.data(), p.nlist, dim, nullptr, coarse.data() + q * p.nlist);
+    });
+  }
+
+  // Tasks: (query, chunk of rows). Each thread slot keeps a collector per query.
+  constexpr size_t kRowsPerTask = 2048;
+  const size_t chunks = (rows.size() + kRowsPerTask - 1) / kRowsPerTask;
+  const unsigned slots = static_cast<unsigned>(std::max<size_t>(1, std::min(usable, queryCount * chunks)));
+  std::vector<std::vector<TopKCollector>> collectors(slots, std::vector<TopKCollector>(queryCount));
+  for (auto& perSlot : collectors) {
+    for (auto& c : perSlot) c.reset(k);
+  }
+  pool.parallelFor(queryCount * chunks, slots, [&](size_t task, unsigned slot) {
+    const size_t q = task / chunks, chunk = task % chunks;
+    TopKCollector& collector = collectors[slot][q];
+    std::vector<uint8_t> code(cb);
+    std::vector<float> decoded(dim), shifted(dim);
+    const float* query = prepared + q * dim;
+    const size_t end = std::min(rows.size(), (chunk + 1) * kRowsPerTask);
+    for (size_t i = chunk * kRowsPerTask; i < end; ++i) {
+      const uint32_t row = rows[i];
+      const uint64_t location = locationOfRow[row];
+      const IvfPqList& list = lists[location >> 32];
+      const size_t position = static_cast<size_t>(location & 0xFFFFFFFFu);
+      float score;
+      if (refined) {
+        score = refineScore(query, row);
+      } else {
+        const uint8_t* c;
+        if (p.nbits == 8) {
+          c = list.codes.data() + position * cb;
+        } else {
+          unpackFastScan(list.packed.data(), position, 1, m, code.data());
+          c = code.data();
+        }
+        const size_t l = static_cast<size_t>(location >> 32);
+        if (ipTables) {
+          pq.scan(tables.data() + q * m * ksub, c, 1, coarse[q * p.nlist + l], &score);
+        } else {
+          // l2: -|R(q - c) - r̂|^2, the score the probe's per-list table gives.
+          pq.decode(c, 1, decoded.data());
+          const float* rq = rotated.data() + q * dim;
+          const float* rc = rotatedCentroids.data() + l * dim;
+          for (size_t d = 0; d < dim; ++d) shifted[d] = rq[d] - rc[d];
+          score = -kernels->l2sq(shifted.data(), decoded.data(), dim);
+        }
+      }
+      if (std::isnan(score)) score = kNegInf;
+      collector.offer(score, row, list.ids[position]);
+    }
+  });
+  std::vector<Candidate> best;
+  for (size_t q = 0; q < queryCount; ++q) {
+    best.clear();
+    for (auto& perSlot : collectors) perSlot[q].drainInto(best);
+    selectBest(best, k);
+    for (size_t i = 0; i < best.size(); ++i) {
+      out.ids[q * k + i] = best[i].id;
+      out.scores[q * k + i] = best[i].score;
+    }
+  }
+}
+
 IvfPqMemory IvfPqIndex::memory() const {
   const Impl& s = *impl_;
   std::shared_lock<std::shared_mutex> lock(s.mutex);
@@ -992,6 +1170,7 @@ IvfPqMemory IvfPqIndex::memory() const {
     mem.codes += list.codes.capacity() + list.packed.capacity();
     mem.ids += list.ids.capacity() * sizeof(uint64_t) + list.rows.capacity() * sizeof(uint32_t);
   }
+  mem.ids += s.locationOfRow.capacity() * sizeof(uint64_t);
   mem.ids += s.lists.capacity() * sizeof(IvfPqList);
   mem.centroids = (s.centroids.capacity() + s.rotatedCentroids.capacity() + s.centroidBias.capacity() +
                    s.pq.centroids().capacity() + s.pq.rotation().capacity()) *
@@ -1269,6 +1448,7 @@ IvfPqIndex::Opened IvfPqIndex::open(const std::string& path, simd::Level level, 
   s.count = count;
   s.liveCount = count;
   s.trained = true;
+  s.locateRows();
   s.updateIdMapBytes();
   return out;
 }

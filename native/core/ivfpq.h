@@ -49,6 +49,17 @@ struct IvfPqTrainParams {
   std::function<void(double)> progress;    // fraction in [0, 1], may be empty
 };
 
+// How a search with an allow bitset or a filter finds its rows (ivfpq.cpp, filteredPlan):
+//   Probe  probe the query's nearest lists, nprobe scaled up by 1 / (fraction of rows allowed)
+//          (at most nlist), so that about as many allowed candidates are scored as an
+//          unfiltered search scores, and recall stays near the unfiltered one;
+//   Scan   score the allowed rows directly, found through their list positions: their codes
+//          with the query's ADC tables, or their refine vectors exactly when the index keeps
+//          them (then the filtered top-k is exact);
+//   Auto   whichever reads less: the scan when allowed × dim <= (lists probed) × (rows per
+//          list) × code bytes, the probe otherwise.
+enum class IvfPqFilter { Auto, Probe, Scan };
+
 struct IvfPqSearchParams {
   size_t k = 10;
   size_t nprobe = 8;           // clamped to nlist
@@ -58,6 +69,8 @@ struct IvfPqSearchParams {
   size_t allowWords = 0;
   // Only the rows this filter allows too, evaluated on the state the search reads.
   const RowFilter* rowFilter = nullptr;
+  // With allowBits or rowFilter (the CPU index; the GPU index probes nprobe lists as given).
+  IvfPqFilter filterStrategy = IvfPqFilter::Auto;
 };
 
 // The trained quantizers, copied out for a mirror of the index on another device (the GPU
@@ -71,7 +84,7 @@ struct IvfPqModel {
 
 struct IvfPqMemory {
   size_t codes = 0;       // PQ codes (both layouts where kept), list capacity included
-  size_t ids = 0;         // per-list ids and row numbers
+  size_t ids = 0;         // per-list ids and row numbers, and each row's list position
   size_t centroids = 0;   // coarse centroids, PQ codebooks, OPQ rotation
   size_t refine = 0;      // refine vectors (and their slots after a compaction)
   size_t idMap = 0;       // id → row map (estimated), and the live bitset

@@ -421,3 +421,60 @@ TEST_CASE("ivfpq.two_phase_add") {
   CHECK(a.ids == b.ids);
   CHECK(a.scores == b.scores);
 }
+
+// Filtered searches keep the unfiltered recall down to 0.1% of rows allowed: the probe scales
+// nprobe by the allowed fraction, the scan scores the allowed rows directly (exactly with
+// refine vectors), and auto picks one of the two; only allowed rows come back.
+TEST_CASE("ivfpq.filter_strategies_keep_the_unfiltered_recall") {
+  const size_t dim = 32, n = 20000, nq = 40, k = 10, nlist = 64;
+  const std::vector<float> data = clustered(n, dim, 40, 21), queries = clustered(nq, dim, 40, 22);
+  const std::vector<uint64_t> ids = makeIds(n);
+  for (const RefineStorage refine : {RefineStorage::None, RefineStorage::F32}) {
+    IvfPqParams p;
+    p.dim = dim;
+    p.nlist = nlist;
+    p.m = 8;
+    p.refine = refine;
+    IvfPqIndex index(p, simd::defaultLevel(), 2);
+    IvfPqTrainParams tp;
+    tp.maxIterations = 10;
+    index.train(data.data(), n, tp);
+    index.add(ids.data(), data.data(), n);
+    IvfPqSearchParams sp;
+    sp.k = k;
+    sp.nprobe = 4;
+    const double unfiltered = recall(exactTruth(Metric::InnerProduct, data, ids, queries, dim, k),
+                                     index.search(queries.data(), nq, sp));
+    std::string trace = "unfiltered " + std::to_string(unfiltered);
+    for (const double fraction : {0.5, 0.1, 0.01, 0.001}) {
+      std::mt19937 rng(static_cast<uint32_t>(fraction * 1e4));
+      std::uniform_real_distribution<double> u(0.0, 1.0);
+      std::vector<uint32_t> bits((n + 31) / 32, 0);
+      std::vector<float> subset;
+      std::vector<uint64_t> subsetIds;
+      for (size_t r = 0; r < n; ++r) {
+        if (u(rng) >= fraction) continue;
+        bits[r / 32] |= 1u << (r % 32);
+        subset.insert(subset.end(), data.begin() + r * dim, data.begin() + (r + 1) * dim);
+        subsetIds.push_back(ids[r]);
+      }
+      const std::set<uint64_t> allowed(subsetIds.begin(), subsetIds.end());
+      const SearchOutput truth = exactTruth(Metric::InnerProduct, subset, subsetIds, queries, dim, k);
+      for (const IvfPqFilter strategy : {IvfPqFilter::Auto, IvfPqFilter::Probe, IvfPqFilter::Scan}) {
+        IvfPqSearchParams fp = sp;
+        fp.allowBits = bits.data();
+        fp.allowWords = bits.size();
+        fp.filterStrategy = strategy;
+        const SearchOutput got = index.search(queries.data(), nq, fp);
+        for (const uint64_t id : got.ids) CHECK(id == kNoId || allowed.count(id) == 1);
+        const double r = recall(truth, got);
+        const char* name = strategy == IvfPqFilter::Auto ? "auto" : strategy == IvfPqFilter::Probe ? "probe" : "scan";
+        trace += "; " + std::to_string(fraction) + " " + name + " " + std::to_string(r);
+        CHECK_MSG(r >= unfiltered - 0.05, trace);
+        if (refine == RefineStorage::F32 && strategy == IvfPqFilter::Scan) CHECK_MSG(r == 1.0, trace);
+      }
+    }
+    std::printf("ivfpq filtered recall@10 (refine %s, nprobe 4): %s\n", refine == RefineStorage::None ? "none" : "f32",
+                trace.c_str());
+  }
+}

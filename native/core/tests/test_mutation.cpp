@@ -488,6 +488,9 @@ void checkIvfPqAgainstFresh(IvfPqIndex& index, const Reference& ref, const std::
     IvfPqSearchParams sp;
     sp.k = 7;
     sp.nprobe = 3;
+    // Auto weighs the entries it would scan, tombstones included, so the two indexes could
+    // choose differently; Probe scales nprobe by the allowed fraction alone.
+    sp.filterStrategy = IvfPqFilter::Probe;
     IvfPqSearchParams fp = sp;
     if (filtered) {
       sp.allowBits = allow.data();
