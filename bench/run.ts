@@ -261,6 +261,7 @@ async function main(): Promise<void> {
       latencySeconds: options.quick ? 2 : 6,
       writerRate: 1000,
       filterQueries: options.quick ? 20 : 100,
+      ivfpqN: options.quick ? 100_000 : 1_000_000,
       log,
     });
   }

@@ -8,6 +8,10 @@
  *   allow bitset tested inside the scan) at selectivities 50%, 10%, 1% and 0.1%, against
  *   post-filtering as the naive peer (search 10 × k unfiltered, keep the rows that pass);
  *   recall@10 of both against exact filtered search.
+ * - ivfpq filter: the same selectivities on an IvfPqIndex over Gaussian clusters (its
+ *   filterStrategy 'auto': nprobe scaled by the allowed fraction, or a direct scan of the
+ *   allowed rows' codes), against the unfiltered recall at the same nprobe and against
+ *   post-filtering 10 × k unfiltered candidates; recall@10 against exact filtered search.
  * - writer: single-query search latency with and without a concurrent writer adding
  *   `writerRate` vectors per second (in batches every 100 ms); the target is a p99 under
  *   the writer within 1.5× of the p99 without.
@@ -16,8 +20,9 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { FlatIndex } from '../../lib/index.js';
+import { FlatIndex, IvfPqIndex } from '../../lib/index.js';
 import { seededUniform } from '../../lib/random.js';
+import { clusteredDataset } from '../datasets.js';
 
 export interface LifecycleSuiteOptions {
   n: number;
@@ -31,6 +36,8 @@ export interface LifecycleSuiteOptions {
   writerRate: number;
   /** Queries per selectivity of the filtered search. */
   filterQueries: number;
+  /** Rows of the IVF-PQ filtered search (Gaussian clusters, dim as above). */
+  ivfpqN: number;
   log: (message: string) => void;
 }
 
@@ -84,9 +91,35 @@ export interface FilterResult {
   pass: boolean;
 }
 
+export interface IvfPqFilterPoint {
+  selectivity: number;
+  /** ebrix filter (filterStrategy 'auto'): queries per second and recall@10. */
+  preQps: number;
+  preRecall: number;
+  /** Post-filtering 10 × k unfiltered candidates at the same nprobe. */
+  postQps: number;
+  postRecall: number;
+}
+
+export interface IvfPqFilterResult {
+  n: number;
+  dim: number;
+  nlist: number;
+  m: number;
+  nprobe: number;
+  queries: number;
+  /** Unfiltered recall@10 and QPS at the same nprobe: the recall the filtered ones should keep. */
+  unfilteredRecall: number;
+  unfilteredQps: number;
+  points: IvfPqFilterPoint[];
+  /** Filtered recall within 0.05 of the unfiltered at every selectivity. */
+  pass: boolean;
+}
+
 export interface LifecycleSuiteResult {
   open: OpenResult;
   filter: FilterResult;
+  ivfpqFilter: IvfPqFilterResult;
   writer: WriterResult;
 }
 
@@ -169,6 +202,7 @@ export async function runLifecycleSuite(options: LifecycleSuiteOptions): Promise
 
     const queries = randomRows(256, dim, options.seed + 1);
     const filter = await filterPoints(rows, n, dim, queries, options);
+    const ivfpqFilter = await ivfpqFilterPoints(options);
     await latencyPhase(index, queries, dim, Math.min(0.5, options.latencySeconds)); // warm-up
     const alone = await latencyPhase(index, queries, dim, options.latencySeconds);
     // The writer: a batch every 100 ms, so that writerRate vectors arrive each second.
@@ -203,7 +237,7 @@ export async function runLifecycleSuite(options: LifecycleSuiteOptions): Promise
       pass: p99Ratio <= 1.5,
     };
     log(`lifecycle: search p99 ${alone.p99Ms.toFixed(2)} ms alone, ${withWriter.p99Ms.toFixed(2)} ms with a writer (${added} added)`);
-    return { open, filter, writer };
+    return { open, filter, ivfpqFilter, writer };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -261,6 +295,83 @@ async function filterPoints(
   return { n, dim, queries: nq, points, pass: points.every((p) => p.preRecall === 1) && rising };
 }
 
+async function ivfpqFilterPoints(options: LifecycleSuiteOptions): Promise<IvfPqFilterResult> {
+  const { dim, log } = options;
+  const n = options.ivfpqN;
+  const data = clusteredDataset({ n, dim, nq: options.filterQueries, seed: options.seed + 4 });
+  const nlist = Math.max(16, Math.round(Math.sqrt(n) / 2) * 2);
+  const m = 32;
+  const nprobe = 16;
+  const k = 10;
+  const levels = 100_000;
+  const next = seededUniform(options.seed + 5);
+  const level = Uint32Array.from({ length: n }, () => Math.floor(next() * levels));
+  log(`lifecycle: IVF-PQ filter over ${n.toLocaleString('en-US')} × ${dim} clusters (nlist ${nlist}, m ${m}, nprobe ${nprobe})`);
+  using exact = new FlatIndex({ dim });
+  await exact.add(idsFrom(0, n), data.base);
+  using index = new IvfPqIndex({ dim, nlist, m, attributes: { level: 'uint' } });
+  // Trained on a sample: enough points per list, and minutes less on a large n.
+  await index.train(data.base.subarray(0, Math.min(n, nlist * 64) * dim), { maxIterations: 10 });
+  await index.add(idsFrom(0, n), data.base, { attributes: Array.from(level, (l) => ({ level: l })) });
+  const nq = data.nq;
+  const query = (q: number) => data.queries.subarray(q * dim, (q + 1) * dim);
+  const hitsOf = (truth: BigUint64Array, got: Iterable<bigint>) => {
+    const want = new Set(truth);
+    let hits = 0;
+    for (const id of got) if (want.has(id)) hits++;
+    return hits;
+  };
+  let hits = 0;
+  let ms = 0;
+  for (let q = 0; q < nq; q++) {
+    const truth = (await exact.search(query(q), k)).row(0).ids;
+    const t0 = performance.now();
+    const got = (await index.search(query(q), k, { nprobe })).row(0).ids;
+    ms += performance.now() - t0;
+    hits += hitsOf(truth, got);
+  }
+  const unfilteredRecall = hits / (nq * k);
+  const unfilteredQps = (nq * 1000) / ms;
+  log(`lifecycle: IVF-PQ unfiltered ${unfilteredQps.toFixed(0)} QPS recall ${unfilteredRecall.toFixed(3)}`);
+  const points: IvfPqFilterPoint[] = [];
+  for (const selectivity of [0.5, 0.1, 0.01, 0.001]) {
+    const bound = Math.round(selectivity * levels);
+    const filter = { level: { lt: bound } };
+    const allow = new Uint32Array(Math.ceil(n / 32));
+    for (let r = 0; r < n; r++) if (level[r]! < bound) allow[r >> 5]! |= 1 << (r & 31);
+    let preHits = 0;
+    let postHits = 0;
+    let preMs = 0;
+    let postMs = 0;
+    for (let q = 0; q < nq; q++) {
+      const truth = (await exact.search(query(q), k, { allow })).row(0).ids;
+      let t0 = performance.now();
+      const pre = (await index.search(query(q), k, { nprobe, filter })).row(0).ids;
+      preMs += performance.now() - t0;
+      t0 = performance.now();
+      const over = (await index.search(query(q), 10 * k, { nprobe })).row(0).ids;
+      const post = [...over].filter((id) => id < BigInt(n) && level[Number(id)]! < bound).slice(0, k);
+      postMs += performance.now() - t0;
+      preHits += hitsOf(truth, pre);
+      postHits += hitsOf(truth, post);
+    }
+    const point: IvfPqFilterPoint = {
+      selectivity,
+      preQps: (nq * 1000) / preMs,
+      preRecall: preHits / (nq * k),
+      postQps: (nq * 1000) / postMs,
+      postRecall: postHits / (nq * k),
+    };
+    points.push(point);
+    log(
+      `lifecycle: IVF-PQ filter ${selectivity * 100}%: ebrix ${point.preQps.toFixed(0)} QPS recall ${point.preRecall.toFixed(3)}, ` +
+        `post ${point.postQps.toFixed(0)} QPS recall ${point.postRecall.toFixed(3)}`,
+    );
+  }
+  const pass = points.every((p) => p.preRecall >= unfilteredRecall - 0.05);
+  return { n, dim, nlist, m, nprobe, queries: nq, unfilteredRecall, unfilteredQps, points, pass };
+}
+
 /** Console and Markdown lines of the suite (report.ts puts them under its heading). */
 export function lifecycleLines(r: LifecycleSuiteResult): string[] {
   const o = r.open;
@@ -277,6 +388,18 @@ export function lifecycleLines(r: LifecycleSuiteResult): string[] {
         )
         .join('; ') +
       `; target recall 1.0 everywhere and QPS rising as selectivity falls: ${f.pass ? 'met' : 'missed'}`,
+    `IVF-PQ filtered search over ${r.ivfpqFilter.n.toLocaleString('en-US')} × ${r.ivfpqFilter.dim} clusters ` +
+      `(nlist ${r.ivfpqFilter.nlist}, m ${r.ivfpqFilter.m}, nprobe ${r.ivfpqFilter.nprobe}, filterStrategy auto), single ` +
+      `queries, k 10 (${r.ivfpqFilter.queries} per point): unfiltered ${r.ivfpqFilter.unfilteredQps.toFixed(0)} QPS recall ` +
+      `${r.ivfpqFilter.unfilteredRecall.toFixed(3)}; ` +
+      r.ivfpqFilter.points
+        .map(
+          (p) =>
+            `${p.selectivity * 100}%: ebrix ${p.preQps.toFixed(0)} QPS recall ${p.preRecall.toFixed(3)} vs post-filter ` +
+            `${p.postQps.toFixed(0)} QPS recall ${p.postRecall.toFixed(3)}`,
+        )
+        .join('; ') +
+      `; target recall within 0.05 of the unfiltered everywhere: ${r.ivfpqFilter.pass ? 'met' : 'missed'}`,
     `open ${o.n.toLocaleString('en-US')} × ${o.dim} flat (${mb} MB file, saved in ${o.saveSeconds.toFixed(2)} s): ` +
       `mapped ${o.mmapOpenMs.toFixed(2)} ms, read into memory ${o.readOpenMs.toFixed(1)} ms; peer fs.readFileSync of the raw rows ` +
       `${o.rawReadMs.toFixed(1)} ms (mapped open ${(o.rawReadMs / o.mmapOpenMs).toFixed(0)}× faster); ` +
