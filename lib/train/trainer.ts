@@ -335,7 +335,7 @@ export class Trainer {
           if (live.steps() >= maxSteps) break outer;
           options.signal?.throwIfAborted();
           const raw = next.value;
-          const batch = this.#nativeBatch(raw, negatives, extra, live.steps(), seed);
+          const batch = this.#nativeBatch(raw, negatives, extra, live.steps(), seed, true);
           const pending = awaitNative(live.step(batch));
           // Prepare the next batch while the native step runs.
           next = await iterator.next();
@@ -382,17 +382,21 @@ export class Trainer {
 
   /** Loss per task on `examples`, without updating anything (extra negatives are not drawn). */
   async evaluateLoss(examples: readonly Example[], batchSize = 256): Promise<{ loss: number; taskLoss: Record<string, number> }> {
-    const source = new MemorySource(examples, this.#encoders, undefined);
+    return this.#lossOver(new MemorySource(examples, this.#encoders, undefined), batchSize);
+  }
+
+  /** Mean loss (weighted by batch size) and per-task loss over a source; updates nothing. */
+  async #lossOver(source: MemorySource, batchSize: number): Promise<{ loss: number; taskLoss: Record<string, number> }> {
     const meter = new LossMeter(this.#taskNames.length);
     let total = 0;
-    let weight = 0;
+    let count = 0;
     for await (const raw of source.batches(0, batchSize, 0)) {
-      const result = await awaitNative(this.#live().evaluate(this.#nativeBatch(raw, undefined, 0, 0, 0)));
+      const result = await awaitNative(this.#live().evaluate(this.#nativeBatch(raw, undefined, 0, 0, 0, false)));
       meter.add(result);
       total += result.loss * raw.size;
-      weight += raw.size;
+      count += raw.size;
     }
-    return { loss: total / weight, taskLoss: meter.means(this.#taskNames) };
+    return { loss: total / count, taskLoss: meter.means(this.#taskNames) };
   }
 
   #validationSet(v: NonNullable<FitOptions['validation']>): NonNullable<FitOptions['validation']> & { source: MemorySource } {
@@ -403,19 +407,10 @@ export class Trainer {
   }
 
   async #validate(v: { source: MemorySource; metric?: (trainer: Trainer) => Promise<number> }): Promise<Omit<ValidationReport, 'step' | 'best'>> {
-    const meter = new LossMeter(this.#taskNames.length);
-    let total = 0;
-    let count = 0;
-    for await (const raw of v.source.batches(0, 256, 0)) {
-      const result = await awaitNative(this.#live().evaluate(this.#nativeBatch(raw, undefined, 0, 0, 0)));
-      meter.add(result);
-      total += result.loss * raw.size;
-      count += raw.size;
-    }
-    const loss = total / count;
+    const { loss, taskLoss } = await this.#lossOver(v.source, 256);
     const metric = v.metric ? await v.metric(this) : -loss;
     if (!Number.isFinite(metric)) throw invalid('a finite number', 'the value of validation.metric', metric);
-    return { loss, taskLoss: meter.means(this.#taskNames), metric };
+    return { loss, taskLoss, metric };
   }
 
   #negativePool(source: BatchSource, options: FitOptions): { items: PackedRows; keys: Uint32Array } {
@@ -430,7 +425,18 @@ export class Trainer {
     throw new InvalidArgumentError('Expected a corpus to draw extraNegatives from (streamed examples have no item set of their own)');
   }
 
-  #nativeBatch(raw: RawBatch, negatives: { items: PackedRows; keys: Uint32Array } | undefined, extra: number, step: number, seed: number): NativeTrainerBatch {
+  /**
+   * The native batch of `raw` plus `extra` corpus negatives drawn for `step`. A training batch
+   * (`observe`) also feeds the item-frequency estimate; an evaluation batch only reads it.
+   */
+  #nativeBatch(
+    raw: RawBatch,
+    negatives: { items: PackedRows; keys: Uint32Array } | undefined,
+    extra: number,
+    step: number,
+    seed: number,
+    observe: boolean,
+  ): NativeTrainerBatch {
     const count = negatives ? extra : 0;
     const itemRows = raw.size + count;
     let items = raw.items;
@@ -445,7 +451,7 @@ export class Trainer {
       negatives.items.gather(drawn, items, raw.size);
       for (let i = 0; i < count; i++) itemKey[raw.size + i] = negatives.keys[drawn[i]!]!;
     }
-    this.#frequency.observe(raw.itemKeys, raw.size, step);
+    if (observe) this.#frequency.observe(raw.itemKeys, raw.size, step);
     const itemLogQ = new Float32Array(itemRows);
     this.#frequency.logQ(itemKey, itemLogQ, negatives ? count / negatives.keys.length : 0);
     return {
