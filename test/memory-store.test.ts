@@ -1,7 +1,7 @@
 import { appendFile, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { MemoryStore, TwoTowerModel } from '../lib/index.js';
 import { catalogPackage, textPackage } from './serve-fixtures.js';
@@ -128,10 +128,14 @@ describe('MemoryStore', () => {
     await expect(store.forget('n', 99)).rejects.toMatchObject({ code: 'EBRIX_UNKNOWN_ID' });
     await expect(store.forget('missing', 1)).rejects.toMatchObject({ code: 'EBRIX_UNKNOWN_ID' });
 
-    // Forgetting a quarter rebuilds the index from the rest; recall is unchanged for them.
+    // Forgetting a quarter rebuilds the index from the rest's stored vectors (no text is
+    // embedded again); recall is unchanged for them.
     const expected = (await store.recall('n', 'tuesday report', { k: 8 })).filter((m) => m.id !== 1 && m.id !== 2);
+    const embedItems = vi.spyOn(model, 'embedItems');
     await store.forget('n', 1);
     await store.forget('n', 2);
+    expect(embedItems).not.toHaveBeenCalled();
+    embedItems.mockRestore();
     const rebuilt = await store.recall('n', 'tuesday report', { k: 8 });
     expect(rebuilt.map((m) => m.id)).toEqual(expected.map((m) => m.id));
     rebuilt.forEach((m, i) => expect(m.score).toBeCloseTo(expected[i]!.score, 5));

@@ -27,8 +27,9 @@
  *
  * A forgotten memory's row stays in the index, excluded from every recall, until forgotten
  * rows make up a quarter of the namespace; the next snapshot then rebuilds the index from the
- * remaining memories, embedding their texts again with the item tower (FlatIndex keeps no way
- * to read vectors back or remove rows yet).
+ * remaining memories' stored vectors (read back with FlatIndex.get, so nothing is embedded
+ * again). A rebuild rather than FlatIndex.remove + compact keeps the index's rows, the
+ * attribute table and `rows` numbered alike in memory and in the snapshot files.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
@@ -101,7 +102,7 @@ const STORE_FORMAT = 'ebrix-memory-store';
 const NAMESPACE_FORMAT = 'ebrix-memory-namespace';
 const FORMAT_VERSION = 1;
 const COMPACT_FRACTION = 0.25;
-const REEMBED_BATCH = 256;
+const REBUILD_BATCH = 1024;
 
 type Row = { id: number; createdAt: string; text: string; metadata: MemoryMetadata } | { id: number; forgotten: true };
 
@@ -685,15 +686,18 @@ export class MemoryStore implements AsyncDisposable {
     if (previous > 0) await rm(path.join(space.dir, generationName(previous)), { recursive: true, force: true });
   }
 
-  /** A new index of the namespace's remaining memories, their texts embedded again. */
+  /** A new index of the namespace's remaining memories, from their stored vectors. */
   async #rebuild(space: Namespace): Promise<void> {
     const old = space.view;
     const next = this.#newView();
     try {
       const kept = old.rows.filter((row): row is Exclude<Row, { forgotten: true }> => !('forgotten' in row));
-      for (let start = 0; start < kept.length; start += REEMBED_BATCH) {
-        const batch = kept.slice(start, start + REEMBED_BATCH);
-        const vectors = await this.model.embedItems(batch.map((row) => this.#itemRecord(row.text, row.metadata)));
+      const dim = this.model.dim;
+      for (let start = 0; start < kept.length; start += REBUILD_BATCH) {
+        const batch = kept.slice(start, start + REBUILD_BATCH);
+        // The stored vectors, read back (exact for f32 storage): nothing is embedded again.
+        const vectors = new Float32Array(batch.length * dim);
+        batch.forEach((row, i) => vectors.set(old.index.get(row.id), i * dim));
         next.attributes?.append(batch.map((row) => this.#attributeRecord(row.metadata)));
         await next.index.add(
           batch.map((row) => row.id),
