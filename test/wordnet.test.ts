@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { beforeAll, describe, expect, it } from 'vitest';
+import { EXACT_NAME_BONUS, exactNameRanker } from '../lib/serve/wordnet-job.js';
+import type { WordNetItemRecord } from '../lib/train/wordnet-model.js';
 
 import { CorruptFileError, InvalidArgumentError, IoError } from '../lib/errors.js';
 import {
@@ -305,5 +307,29 @@ describe('wordnetQueries', () => {
       'Expected an integer from 0 to 2^32-1 for options.seed but received -1',
     );
     expect(() => wordnetQueries('x' as unknown as WordNetItem[])).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('the main job’s exact-name ranker', () => {
+  const record = (words: string[]): WordNetItemRecord => ({ key: words[0]!, lemmas: words.join(' '), words, hypernyms: '', pos: 'noun', lexfile: 'noun.Tops' });
+  const candidates = [
+    { id: 1n, towerScore: 0.9, record: record(['motorcar', 'machine']) },
+    { id: 2n, towerScore: 0.8, record: record(['Car', 'auto', 'Automobile']) },
+    { id: 3n, towerScore: 0.7, record: undefined },
+  ];
+
+  it('adds its bonus to a candidate one of whose words is the whole query, as the tokenizer normalises both', () => {
+    const scores = exactNameRanker({ text: '  AUTOMOBILE ' }, candidates);
+    expect(scores[0]).toBeCloseTo(0.9, 12);
+    expect(scores[1]).toBeCloseTo(0.8 + EXACT_NAME_BONUS, 12);
+    expect(scores[2]).toBeCloseTo(0.7, 12);
+    // Asked again (the names are cached per record): the same scores.
+    expect(Array.from(exactNameRanker({ text: 'automobile' }, candidates))).toEqual(Array.from(scores));
+  });
+
+  it('keeps the tower order for a query that names no candidate, or a part of a name only', () => {
+    expect(exactNameRanker({ text: 'a machine for driving' }, candidates)).toEqual([0.9, 0.8, 0.7]);
+    expect(exactNameRanker({ text: '' }, candidates)).toEqual([0.9, 0.8, 0.7]);
+    expect(exactNameRanker({}, candidates)).toEqual([0.9, 0.8, 0.7]);
   });
 });

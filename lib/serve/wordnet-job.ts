@@ -58,9 +58,23 @@ export const EXACT_NAME_BONUS = 0.2;
 export function exactNameRanker(request: { text?: unknown }, candidates: readonly RankCandidate<WordNetItemRecord>[]): number[] {
   const query = textTerms(typeof request.text === 'string' ? request.text : '').join(' ');
   return candidates.map((c) => {
-    const named = query.length > 0 && (c.record?.words ?? []).some((word) => textTerms(word).join(' ') === query);
+    const named = query.length > 0 && c.record !== undefined && normalizedNames(c.record).includes(query);
     return c.towerScore + (named ? EXACT_NAME_BONUS : 0);
   });
+}
+
+/**
+ * A record's words as the tokenizer sees them, computed once per record: tokenizing the words
+ * of 100 candidates on every request cost about a millisecond, more than the query tower.
+ */
+const namesOf = new WeakMap<WordNetItemRecord, readonly string[]>();
+function normalizedNames(record: WordNetItemRecord): readonly string[] {
+  let names = namesOf.get(record);
+  if (names === undefined) {
+    names = (record.words ?? []).map((word) => textTerms(word).join(' '));
+    namesOf.set(record, names);
+  }
+  return names;
 }
 
 export async function runWordNetJob(options: WordNetJobOptions): Promise<void> {
