@@ -382,7 +382,8 @@ export class Retriever<Q = Record<string, unknown>, R = Record<string, unknown>>
 
 /**
  * One query's hits (padding left out) from any retrieval index, with the filter and the
- * settings that index takes. HnswIndex keeps no attributes, so a filter there is an error.
+ * settings that index takes. A filter needs an index made with an attributes schema (the
+ * index refuses it otherwise).
  */
 export async function searchIndex(
   index: RetrievalIndex,
@@ -410,10 +411,7 @@ export async function searchIndexRows(
     ...(threads ? { threads } : {}),
   });
   if (index instanceof HnswIndex) {
-    if (filter !== undefined) {
-      throw new InvalidArgumentError('options.filter needs an index with attributes: HnswIndex keeps none (use FlatIndex or IvfPqIndex)');
-    }
-    return index.search(queries, n, { ...(expansion ? { expansion } : {}), ...(threads ? { threads } : {}) });
+    return index.search(queries, n, { filter, ...(expansion ? { expansion } : {}), ...(threads ? { threads } : {}) });
   }
   if (index instanceof FlatIndex) return index.search(queries, n, { filter, ...(threads ? { threads } : {}) });
   if (index instanceof IvfPqIndex) return index.search(queries, n, ivfOptions());
