@@ -28,9 +28,10 @@
 // (8-bit and 4-bit codes) and the HNSW peers usearch (f32, i8) and hnswlib-node on the same data.
 // Suite lifecycle measures filtered search, mapped opens and latency under a writer. Suite train
 // trains the WordNet default model (5 epochs; --quick: 1) and its single-task baselines, and
-// compares held-out recall with a BM25 baseline over the same text. Suite serve runs the HTTP
-// service on loopback (autocannon at 1, 16 and 64 connections: query tower → index → ONNX ranker)
-// against tower inference alone, over HTTP and in process (--quick: 20,000 items, 2 s runs).
+// compares held-out recall with a BM25 baseline over the same text. Suite serve runs the main
+// job's WordNet service on loopback (its model and indexes in ./models, trained and built there
+// when missing; autocannon at 1, 16 and 64 connections: query tower → flat or HNSW index →
+// exact-name re-ranker) against tower inference alone, over HTTP and in process (--quick: 2 s runs).
 
 import { parseArgs } from 'node:util';
 import { hardwareThreads } from '../lib/index.js';
@@ -286,14 +287,12 @@ async function main(): Promise<void> {
     const { runServeSuite } = await import('./suites/serve.js');
     suites.serve = await runServeSuite({
       seed: options.seed,
-      items: options.quick ? 20_000 : 100_000,
+      modelsDir: 'models',
       concurrency: [1, 16, 64],
       seconds: options.quick ? 2 : 8,
       warmupSeconds: options.quick ? 0.5 : 2,
       candidates: 100,
       k: 10,
-      modelThreads: options.modelThreads,
-      indexThreads: options.threads,
       log,
     });
   }
