@@ -140,7 +140,8 @@ export interface FlatIndexOpenOptions {
 
 /** Carries an opened native index into the constructor; not part of the options a user passes. */
 const OPENED = Symbol('ebrix.openedFlatIndex');
-type ConstructorOptions = FlatIndexOptions & { [OPENED]?: NativeOpenedHandle };
+type ConstructorOptions = FlatIndexOptions & { [OPENED]?: NativeOpenedHandle; [OPENED_ATTRIBUTES]?: RowAttributes };
+const OPENED_ATTRIBUTES = Symbol('ebrix.openedFlatAttributes');
 
 const MAX_THREADS = 4096;
 /** The largest k one search takes, per device (GpuFlatIndex::kMaxK on the GPU). */
@@ -184,6 +185,7 @@ export class FlatIndex implements Disposable {
       this.storage = this.#native.index.storage() as VectorStorage;
       this.deviceReason = '';
       if (options.modelVersion !== undefined) this.bindModelVersion(options.modelVersion);
+      this.#attributes = (options as ConstructorOptions)[OPENED_ATTRIBUTES];
       return;
     }
     const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'threads', MAX_THREADS);
@@ -311,7 +313,7 @@ export class FlatIndex implements Disposable {
     if (live.device !== 'cpu') {
       throw new InvalidArgumentError('Saving an index on the GPU is not supported yet: build a CPU index to save');
     }
-    await awaitNative(live.index.saveAsync(path, this.#modelVersion ?? ''));
+    await awaitNative(live.index.saveAsync(path, this.#modelVersion ?? '', this.#attributes?.native));
   }
 
   /**
@@ -335,6 +337,7 @@ export class FlatIndex implements Disposable {
       storage: opened.storage as VectorStorage,
       ...(opened.modelVersion === '' ? {} : { modelVersion: opened.modelVersion }),
       [OPENED]: opened.handle,
+      [OPENED_ATTRIBUTES]: RowAttributes.opened(opened),
     };
     return new FlatIndex(init);
   }
