@@ -17,46 +17,13 @@
 #include "../ivfpq.h"
 #include "../simd/dispatch.h"
 #include "check.h"
+#include "file_util.h"
 #include "test_util.h"
 
 using namespace ebrix;
 using namespace ebrix::test;
 
 namespace {
-
-// A fresh directory under /tmp, removed with its files at the end of the test.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char pattern[] = "/tmp/ebrix-file-test-XXXXXX";
-    path = mkdtemp(pattern);
-  }
-  ~TempDir() {
-    for (const std::string& f : files()) std::remove((path + "/" + f).c_str());
-    rmdir(path.c_str());
-  }
-  std::vector<std::string> files() const {
-    std::vector<std::string> out;
-    if (DIR* d = opendir(path.c_str())) {
-      while (dirent* e = readdir(d)) {
-        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.push_back(e->d_name);
-      }
-      closedir(d);
-    }
-    return out;
-  }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-};
-
-std::vector<uint8_t> readBytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
-}
-
-void writeBytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
 
 std::vector<uint64_t> idsFor(size_t n, uint64_t salt) {
   std::vector<uint64_t> ids(n);
