@@ -216,14 +216,20 @@ describe('Retriever', () => {
     }
   });
 
-  it('searches HnswIndex and IvfPqIndex too; HnswIndex takes no filter', async () => {
+  it('searches HnswIndex and IvfPqIndex too, with filters', async () => {
     const vectors = await model.embedItems(Array.from({ length: N }, (_, i) => catalogItem(i)));
     const ids = Array.from({ length: N }, (_, i) => 1000 + i);
     using hnsw = new HnswIndex({ dim: DIM, modelVersion: model.version });
     await hnsw.add(ids, vectors);
     const retriever = new Retriever({ model, index: hnsw, search: { expansion: 400 } });
     expect((await retriever.retrieve({ text: 'rug' })).items.map((i) => i.id)).toEqual((await exact('rug', 10)).map((h) => h.id));
-    await expect(retriever.retrieve({ text: 'rug' }, { filter: { category: 'home' } })).rejects.toThrow(/HnswIndex keeps none/);
+    await expect(retriever.retrieve({ text: 'rug' }, { filter: { category: 'home' } })).rejects.toThrow(/needs an index made with options.attributes/);
+    using hnswWith = new HnswIndex({ dim: DIM, modelVersion: model.version, attributes: { category: 'category' } });
+    await hnswWith.add(ids, vectors, { attributes: ids.map((_, i) => ({ category: catalogItem(i).category })) });
+    const viaHnsw = new Retriever({ model, index: hnswWith, search: { expansion: 400 } });
+    const homes = (await viaHnsw.retrieve({ text: 'rug' }, { filter: { category: 'home' } })).items;
+    expect(homes.length).toBeGreaterThan(0);
+    for (const hit of homes) expect(catalogItem(Number(hit.id) - 1000).category).toBe('home');
 
     using ivf = new IvfPqIndex({ dim: DIM, nlist: 4, m: 4, refine: 'f32', modelVersion: model.version, attributes: { category: 'category' } });
     await ivf.train(vectors);
