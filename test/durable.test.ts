@@ -141,10 +141,18 @@ describe('index files keep their attributes', () => {
   }
 
   it('files without attributes (older files, or an index made without them) open with none', async () => {
+    // The fuzz corpus: files of format version 1 written before attributes were stored, and
+    // (named *-attrs) files written with them.
     const corpus = path.join(root, 'native/core/tests/fuzz/corpus');
     for (const name of readdirSync(corpus)) {
       using opened = await openIndex(path.join(corpus, name));
       expect(opened.size).toBeGreaterThan(0);
+      if (name.includes('-attrs')) {
+        expect(opened.attributes?.schema.map((c) => c.name)).toEqual(['level', 'price', 'remote', 'city', 'skills']);
+        const hits = await search(opened as AnyIndex, randomVectors(1, opened.dim, 1), 3, { remote: true });
+        expect(hits.ids[0]! % 2n).toBe(1n); // record i (id i + 1) is remote when i is even
+        continue;
+      }
       expect(opened.attributes).toBeUndefined();
       await expect(search(opened as AnyIndex, randomVectors(1, opened.dim, 1), 2, { level: 1 })).rejects.toThrow(
         /options.filter needs an index made with options.attributes/,

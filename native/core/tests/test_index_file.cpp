@@ -13,6 +13,7 @@
 
 #include "../error.h"
 #include "../flat.h"
+#include "../hnsw.h"
 #include "../index_file.h"
 #include "../ivfpq.h"
 #include "../simd/dispatch.h"
@@ -367,18 +368,38 @@ TEST_CASE("file.fuzz_corpus_and_crash_regressions") {
       const std::string path = base + sub + "/" + name;
       if (std::string(sub) == "corpus") {
         ++seeds;
-        const bool flat = name.rfind("flat-", 0) == 0;
+        const bool flat = name.rfind("flat-", 0) == 0, hnsw = name.rfind("hnsw-", 0) == 0;
+        // Files named *-attrs hold an attributes section; the others were written before
+        // attributes were stored and must still open.
+        const bool attrs = name.find("-attrs") != std::string::npos;
         try {
           if (flat) {
-            CHECK(FlatIndex::open(path, false, true, simd::defaultLevel(), 1).index->size() > 0);
+            auto opened = FlatIndex::open(path, false, true, simd::defaultLevel(), 1);
+            CHECK(opened.index->size() > 0);
+            CHECK((opened.attributes != nullptr) == attrs);
+          } else if (hnsw) {
+            for (bool map : {false, true}) {
+              auto opened = HnswIndex::open(path, map, true, simd::defaultLevel(), 1);
+              CHECK(opened.index->size() > 0);
+              CHECK((opened.attributes != nullptr) == attrs);
+            }
           } else {
-            CHECK(IvfPqIndex::open(path, simd::defaultLevel(), 1).index->size() > 0);
+            auto opened = IvfPqIndex::open(path, simd::defaultLevel(), 1);
+            CHECK(opened.index->size() > 0);
+            CHECK((opened.attributes != nullptr) == attrs);
           }
         } catch (const Error& err) {
           CHECK_MSG(false, path + ": " + err.what());
         }
       }
       opensSafely(path, 0);
+      for (bool map : {false, true}) {
+        try {
+          HnswIndex::open(path, map, false, simd::defaultLevel(), 1);
+        } catch (const Error& err) {
+          CHECK(err.code() == ErrorCode::CorruptFile);
+        }
+      }
       try {
         IvfPqIndex::open(path, simd::defaultLevel(), 1);
       } catch (const Error& err) {
@@ -387,5 +408,5 @@ TEST_CASE("file.fuzz_corpus_and_crash_regressions") {
     }
     closedir(d);
   }
-  CHECK(seeds >= 5);
+  CHECK(seeds >= 9);
 }
