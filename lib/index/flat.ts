@@ -304,8 +304,10 @@ export class FlatIndex implements Disposable {
    * Writes the index to `path`, off the event loop: a temporary file beside it, synced, then
    * renamed over it, so a failure (EBRIX_IO: disk full, permissions) or a crash leaves the
    * previous file whole. The file holds the rows published when the save starts (adds and
-   * searches may run meanwhile) and the bound model version. The format is versioned and
-   * checksummed (native/core/index_file.h). CPU indexes only for now.
+   * searches may run meanwhile), the bound model version and, on an index made with
+   * `attributes`, the records of the saved rows (`open` restores them, so filters work on the
+   * opened index). The format is versioned and checksummed (native/core/index_file.h). CPU
+   * indexes only for now.
    */
   async save(path: string): Promise<void> {
     const live = this.#live();
@@ -319,7 +321,7 @@ export class FlatIndex implements Disposable {
   /**
    * Opens an index file `save` wrote, off the event loop (see FlatIndexOpenOptions). A
    * truncated, damaged or foreign file is EBRIX_CORRUPT_FILE; a missing one EBRIX_IO. The
-   * index comes back on the CPU, with its model version bound.
+   * index comes back on the CPU, with its model version bound and its attributes, if saved.
    */
   static async open(path: string, options: FlatIndexOpenOptions = {}): Promise<FlatIndex> {
     if (typeof path !== 'string' || path.length === 0) throw invalid('a file path', 'path', path);

@@ -249,7 +249,8 @@ export class IvfPqIndex implements Disposable {
   }
 
   /**
-   * Writes the index (trained state, lists, refine vectors, model version) to `path`, off
+   * Writes the index (trained state, lists, refine vectors, model version, and the attribute
+   * records of the saved rows on an index made with `attributes`) to `path`, off
    * the event loop, atomically as FlatIndex.save (EBRIX_IO on failure, the previous file
    * whole). On the GPU the CPU twin is written; `IvfPqIndex.open` reads it back on the CPU.
    */
