@@ -21,6 +21,12 @@
 // rows and the tombstones of the rows they replace, in one step). Adds, upserts and removes
 // are serialised among themselves. A search returns only rows published when it started (the
 // rows of a write in flight route its walk but are never returned), so it reads one state.
+// save() and compact() are writers too: adds, upserts and removes wait for them, searches
+// do not (compact swaps its rebuilt graph in under the exclusive gate).
+//
+// Files: save() / open() in the index file format (layout in hnsw.cpp). Opened with map,
+// the graph and vectors are used in place from the mapping (usearch's view of a serialised
+// graph, read-only); the first write copies them into memory (materialize in hnsw.cpp).
 // See hnsw.cpp for the details and the TSan suppressions (native/core/tests/tsan-usearch.supp)
 // for usearch's lock-free reads.
 #pragma once
