@@ -246,7 +246,7 @@ struct HnswIndex::Impl {
   std::shared_ptr<const IndexFile> mappedFile;
   const uint8_t* graphView = nullptr;  // the mapped graph section, for materialize()
   size_t graphViewBytes = 0;
-  size_t mappedBytes = 0;
+  std::atomic<size_t> mappedBytes{0};  // read without writeMutex: memoryUsage() must not wait for a save
   std::vector<uint64_t> idOfRow;   // row → id
   std::vector<uint32_t> slotOfRow; // row → graph slot, kNoSlot once removed
 
@@ -776,7 +776,7 @@ void HnswIndex::Impl::materialize() {
     mappedFile.reset();
     graphView = nullptr;
     graphViewBytes = 0;
-    mappedBytes = 0;
+    mappedBytes.store(0, std::memory_order_relaxed);
   }
   refreshMemory();
 }
@@ -836,16 +836,13 @@ size_t HnswIndex::compact(unsigned threads) {
     m.mappedFile.reset();
     m.graphView = nullptr;
     m.graphViewBytes = 0;
-    m.mappedBytes = 0;
+    m.mappedBytes.store(0, std::memory_order_relaxed);
   }
   m.refreshMemory();
   return dropped;
 }
 
-size_t HnswIndex::mappedBytes() const {
-  std::lock_guard<std::mutex> write(impl_->writeMutex);
-  return impl_->mappedBytes;
-}
+size_t HnswIndex::mappedBytes() const { return impl_->mappedBytes.load(std::memory_order_relaxed); }
 
 // --- the file ----------------------------------------------------------------------------
 //
@@ -1131,7 +1128,7 @@ HnswIndex::Opened HnswIndex::open(const std::string& path, bool map, bool verify
     if (map) {
       m.vectorBase = file->view(vectorsEntry, verify);
       m.mappedFile = file;
-      m.mappedBytes = graphEntry->bytes + vectorsEntry.bytes;
+      m.mappedBytes.store(graphEntry->bytes + vectorsEntry.bytes, std::memory_order_relaxed);
     } else {
       try {
         m.vectors = AlignedBuffer<uint8_t>(std::max<size_t>(nodes, kMinCapacity) * m.stride);
