@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { EbrixError } from './errors.js';
+import type { Filter } from './index/filter.js';
 import { VECTOR_STORAGES, type VectorStorage } from './index/flat.js';
 import { IVFPQ_REFINES, type IvfPqRefine } from './index/ivfpq.js';
 import type { WordNetTask } from './train/wordnet.js';
@@ -159,8 +160,9 @@ ${ITEM_OPTIONS}
 Embeds the items with the item tower and builds an index bound to the model's version (the
 package's metric): a FlatIndex (default; storage f32 by default) or an IvfPqIndex (trained on
 the items). --out saves the index file; --store publishes it as the next version of an index
-store directory (searches switch to it). (Attributes for filters are not saved with index
-files yet, so built indexes take no filters for now.)
+store directory (searches switch to it). (The items' attributes are not indexed by this
+command yet, so its indexes take no --filter; an index made with attributes through the API
+keeps them in its file, and search --filter works on it.)
 
 ${MODEL_OPTIONS}
 ${ITEM_OPTIONS}
@@ -201,7 +203,7 @@ ${ITEM_OPTIONS}
   search: {
     summary: 'run one query against an index and print the results',
     usage: `ebrix search --model DIR (--index FILE | --store DIR) (--text TEXT | --query JSON) [--k N]
-             [--items FILE [--id-field NAME]] [--task NAME] [--json]
+             [--filter JSON] [--items FILE [--id-field NAME]] [--task NAME] [--json]
 
 Embeds the request with the query tower (--text fills the tower's one text field; --query takes
 the whole record as JSON), searches the index (or the store's live version) and prints the k
@@ -209,18 +211,22 @@ best items with their scores, and their records when --items names the item file
 must have been built with this package (same model version).
 
 ${MODEL_OPTIONS}
+  --filter JSON     only items whose attributes pass this filter (the filter language of
+                    lib/index/filter.ts, e.g. '{"category":"home","price":{"lt":50}}'); the
+                    index file must hold attributes (an index made with a schema)
   --json            print the result as JSON
 ${ITEM_OPTIONS}`,
     options: {
       model: { type: 'string' }, index: { type: 'string' }, store: { type: 'string' }, text: { type: 'string' }, query: { type: 'string' },
       k: { type: 'string' }, items: { type: 'string' }, 'id-field': { type: 'string' }, task: { type: 'string' },
-      json: { type: 'boolean' }, threads: { type: 'string' },
+      json: { type: 'boolean' }, threads: { type: 'string' }, filter: { type: 'string' },
     },
     async run(values) {
       const { searchCommand } = await import('./serve/commands.js');
       either(values, 'index', 'store');
       either(values, 'text', 'query');
       const query = jsonObject(values.query, 'query');
+      const filter = jsonObject(values.filter, 'filter');
       const items = itemFile(values);
       const threads = positive(values.threads, 'threads');
       await searchCommand({
@@ -228,6 +234,7 @@ ${ITEM_OPTIONS}`,
         ...(typeof values.index === 'string' ? { index: values.index } : { store: required(values.store, 'store') }),
         ...(query ? { query } : { text: String(values.text) }),
         k: positive(values.k, 'k', 10)!,
+        ...(filter ? { filter: filter as Filter } : {}),
         ...(items ? { items } : {}),
         ...(threads ? { threads } : {}),
         ...(typeof values.task === 'string' ? { task: values.task } : {}),

@@ -43,6 +43,7 @@ export {
   HnswIndex,
   type HnswFilterStrategy,
   type HnswIndexOptions,
+  type HnswIndexOpenOptions,
   type HnswSearchOptions,
 } from './index/hnsw.js';
 export { Attributes, type CompileFilterOptions, type CompiledFilter } from './index/attributes.js';

@@ -58,7 +58,8 @@ export interface NativeFlatIndex {
   storage(): string;
   dispose(): void;
   mappedBytes(): number;
-  saveAsync(path: string, modelVersion: string): Promise<void>;
+  /** With `attributes`, the records of the saved rows go into the file too. */
+  saveAsync(path: string, modelVersion: string, attributes?: NativeAttributeTable): Promise<void>;
   /** Native bytes last reported to V8 as external memory (tests). */
   externalBytes(): number;
   /** The row of each id, -1 for an id the index does not hold. */
@@ -131,7 +132,8 @@ export interface NativeIvfPqIndex {
   size(): number;
   memory(): NativeIvfPqMemory;
   dispose(): void;
-  saveAsync(path: string, modelVersion: string): Promise<void>;
+  /** With `attributes`, the records of the saved rows go into the file too. */
+  saveAsync(path: string, modelVersion: string, attributes?: NativeAttributeTable): Promise<void>;
   /** Native bytes last reported to V8 as external memory (tests). */
   externalBytes(): number;
   /** The row of each id, -1 for an id the index does not hold. */
@@ -198,6 +200,12 @@ export interface NativeHnswIndex {
   memoryBytes(): number;
   simdLevel(): string;
   threads(): number;
+  /** Bytes of graph and vectors read from a mapped file (0 once copied into memory). */
+  mappedBytes(): number;
+  /** With `attributes`, the records of every row go into the file too. */
+  saveAsync(path: string, modelVersion: string, attributes?: NativeAttributeTable): Promise<void>;
+  /** Rebuilds the graph without removed nodes; resolves to the number dropped. */
+  compactAsync(): Promise<number>;
   dispose(): void;
   /** The row of each id, -1 for an id the index does not hold. */
   rowsOf(ids: BigUint64Array): Float64Array;
@@ -357,6 +365,13 @@ export interface NativeTrainer {
   dispose(): void;
 }
 
+/** What an index file's attributes section opens to (absent when the file holds none). */
+export interface NativeOpenedAttributes {
+  /** For `new AttributeTable(handle)`, which takes the table. */
+  attributes?: NativeOpenedHandle;
+  attributeSchema?: NativeAttributeSpec[];
+}
+
 export interface NativeAddon {
   simdLevel(): string;
   supportedSimdLevels(): string[];
@@ -374,7 +389,27 @@ export interface NativeAddon {
     verify: boolean,
     simd: string | undefined,
     threads: number,
-  ): Promise<{ handle: NativeOpenedHandle; modelVersion: string; dim: number; metric: string; storage: string }>;
+  ): Promise<
+    { handle: NativeOpenedHandle; modelVersion: string; dim: number; metric: string; storage: string } & NativeOpenedAttributes
+  >;
+  openHnswIndexAsync(
+    path: string,
+    map: boolean,
+    verify: boolean,
+    simd: string | undefined,
+    threads: number,
+  ): Promise<
+    {
+      handle: NativeOpenedHandle;
+      modelVersion: string;
+      dim: number;
+      metric: string;
+      connectivity: number;
+      expansionAdd: number;
+      expansionSearch: number;
+      storage: string;
+    } & NativeOpenedAttributes
+  >;
   openIvfPqIndexAsync(
     path: string,
     simd: string | undefined,
@@ -389,7 +424,7 @@ export interface NativeAddon {
     nbits: number;
     opq: boolean;
     refine: string;
-  }>;
+  } & NativeOpenedAttributes>;
   IvfPqIndex: (new (handle: NativeOpenedHandle) => NativeIvfPqIndex) & (new (
     dim: number,
     metric: string,
@@ -401,7 +436,7 @@ export interface NativeAddon {
     simd: string | undefined,
     threads: number,
   ) => NativeIvfPqIndex);
-  HnswIndex: new (
+  HnswIndex: (new (handle: NativeOpenedHandle) => NativeHnswIndex) & (new (
     dim: number,
     metric: string,
     connectivity: number,
@@ -410,8 +445,9 @@ export interface NativeAddon {
     storage: string,
     simd: string | undefined,
     threads: number,
-  ) => NativeHnswIndex;
-  AttributeTable: new (schema: NativeAttributeSpec[]) => NativeAttributeTable;
+  ) => NativeHnswIndex);
+  /** A new table of a schema, or (a handle from an index file's open) the table it read. */
+  AttributeTable: new (schema: NativeAttributeSpec[] | NativeOpenedHandle) => NativeAttributeTable;
   Trainer: new (config: NativeTrainerConfig) => NativeTrainer;
   kmeans(
     points: Float32Array,

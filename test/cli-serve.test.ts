@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { main } from '../lib/cli.js';
-import { FlatIndex, IndexStore, IvfPqIndex, TwoTowerModel } from '../lib/index.js';
+import { FlatIndex, HnswIndex, IndexStore, IvfPqIndex, TwoTowerModel } from '../lib/index.js';
 import { serveCommand } from '../lib/serve/commands.js';
 import { DIM, catalogItem, catalogPackage, textPackage } from './serve-fixtures.js';
 
@@ -116,6 +116,45 @@ describe('ebrix CLI: embed, build, search, serve', () => {
     // The wrong package for the index: refused, exit 1, with the code.
     expect(await run('search', '--model', otherPkg, '--index', flatFile, '--text', 'lamp')).toBe(1);
     expect(err[0]).toMatch(/^ebrix search failed \[EBRIX_VERSION_MISMATCH\]: /);
+  });
+
+  it('search --filter: only items whose attributes (kept in the index file) pass', async () => {
+    // The CLI's build keeps no attributes; an index made with a schema through the API does,
+    // in its file. Same vectors and model version as the built flat index.
+    using built = await FlatIndex.open(path.join(dir, 'flat.ebrix'));
+    const ids = Array.from({ length: N }, (_, i) => BigInt(1000 + i));
+    const vectors = new Float32Array(N * DIM);
+    ids.forEach((id, i) => vectors.set(built.get(id), i * DIM));
+    const attrsFile = path.join(dir, 'with-attributes.ebrix');
+    for (const type of ['flat', 'hnsw'] as const) {
+      const schema = { category: 'category', price: 'uint' } as const;
+      using index =
+        type === 'flat'
+          ? new FlatIndex({ dim: DIM, modelVersion: model.version, attributes: schema })
+          : new HnswIndex({ dim: DIM, modelVersion: model.version, attributes: schema, threads: 1 });
+      const records = ids.map((_, i) => ({ category: catalogItem(i).category, price: catalogItem(i).price }));
+      await index.add(ids, vectors, { attributes: records });
+      await index.save(attrsFile);
+      const filter = '{"category":"home","price":{"lt":50}}';
+      expect(await run('search', '--model', pkg, '--index', attrsFile, '--text', 'lamp', '--k', '5', '--filter', filter, '--json')).toBe(0);
+      const found = (JSON.parse(out.join('\n')) as { items: { id: string }[] }).items;
+      expect(found).toHaveLength(5);
+      for (const hit of found) {
+        const item = catalogItem(Number(hit.id) - 1000);
+        expect(item.category).toBe('home');
+        expect(item.price).toBeLessThan(50);
+      }
+      // Without the filter other categories come first for some query.
+      expect(await run('search', '--model', pkg, '--index', attrsFile, '--text', 'lamp', '--k', '30', '--json')).toBe(0);
+      const all = (JSON.parse(out.join('\n')) as { items: { id: string }[] }).items;
+      expect(all.some((hit) => catalogItem(Number(hit.id) - 1000).category !== 'home')).toBe(true);
+    }
+    expect(await run('search', '--model', pkg, '--index', attrsFile, '--text', 'x', '--filter', '[1]')).toBe(2);
+    expect(await run('search', '--model', pkg, '--index', attrsFile, '--text', 'x', '--filter', '{"nope":1}')).toBe(1);
+    expect(err[0]).toMatch(/\[EBRIX_INVALID_ARGUMENT\]/);
+    // An index file without attributes: the filter is refused, with the reason.
+    expect(await run('search', '--model', pkg, '--index', path.join(dir, 'flat.ebrix'), '--text', 'x', '--filter', '{"category":"home"}')).toBe(1);
+    expect(err[0]).toMatch(/options.attributes/);
   });
 
   it('exits 2 on usage errors, 1 on failures, 0 with --help', async () => {

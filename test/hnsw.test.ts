@@ -9,7 +9,6 @@ import {
   InvalidArgumentError,
   InvalidVectorError,
   NO_ID,
-  UnknownIdError,
   VersionMismatchError,
   supportedSimdLevels,
   type HnswFilterStrategy,
@@ -191,10 +190,14 @@ describe('HnswIndex behaviour', () => {
     const truth = await exact('l2', dim, keptRows.map((r) => ids[r]!), kept, queries, 10);
     expect(recall(truth, await index.search(queries, 10, { expansion: 64 }))).toBeGreaterThanOrEqual(0.95);
 
-    // Errors change nothing: an unknown id (or one already removed), a repeated id.
-    await expect(index.remove([ids[1]!, 999_999_999n])).rejects.toThrow(UnknownIdError);
-    expect(() => index.removeSync([gone[0]!])).toThrow(UnknownIdError);
-    await expect(index.remove([ids[1]!, ids[1]!])).rejects.toThrow(DuplicateIdError);
+    // As FlatIndex and IvfPqIndex: unknown ids (or ones already removed) are ignored, a
+    // repeated id counts once, and the count is of the ids actually removed.
+    expect(await index.remove([999_999_999n, gone[0]!])).toBe(0);
+    expect(index.removeSync([gone[1]!])).toBe(0);
+    expect(index.size).toBe(n - gone.length);
+    expect(await index.remove([ids[1]!, 999_999_999n, ids[1]!])).toBe(1);
+    expect(index.has(ids[1]!)).toBe(false);
+    await index.add([ids[1]!], data.subarray(dim, 2 * dim));
     expect(index.has(ids[1]!)).toBe(true);
     expect(index.size).toBe(n - gone.length);
 

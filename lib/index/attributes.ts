@@ -20,8 +20,10 @@ import {
   type NativeAttributeColumn,
   type NativeAttributeTable,
   type NativeColumns,
+  type NativeAttributeSpec,
   type NativeFilterNode,
   type NativeFilterResult,
+  type NativeOpenedHandle,
 } from '../native.js';
 import { invalid, requirePositiveInteger } from '../validate.js';
 import {
@@ -80,6 +82,24 @@ export interface AttributesInternals {
 
 let internalsOf: (attributes: Attributes) => AttributesInternals;
 
+/** Set while `adoptAttributes` constructs: the table read from an index file to take. */
+let adopting: NativeOpenedHandle | undefined;
+
+/**
+ * The Attributes of a table an index file held (the schema and table handle its native open
+ * returned). Not part of the public API.
+ */
+export function adoptAttributes(specs: readonly NativeAttributeSpec[], handle: NativeOpenedHandle): Attributes {
+  // fromEntries defines own properties, so that no attribute name (not even __proto__) is lost.
+  const schema = Object.fromEntries(specs.map((s) => [s.name, s.multi ? { type: s.type, multi: true } : s.type]));
+  adopting = handle;
+  try {
+    return new Attributes(schema);
+  } finally {
+    adopting = undefined;
+  }
+}
+
 /** See AttributesInternals. */
 export function attributesInternals(attributes: Attributes): AttributesInternals {
   return internalsOf(attributes);
@@ -111,7 +131,9 @@ export class Attributes implements Disposable {
     this.#columns = new Map(this.schema.map((column) => [column.name, column]));
     const Native = native().AttributeTable;
     const specs = toNativeSchema(this.schema);
-    this.#native = callNative(() => new Native(specs));
+    const handle = adopting;
+    adopting = undefined;
+    this.#native = callNative(() => new Native(handle ?? specs));
   }
 
   /** Rows held. */

@@ -140,7 +140,8 @@ export interface FlatIndexOpenOptions {
 
 /** Carries an opened native index into the constructor; not part of the options a user passes. */
 const OPENED = Symbol('ebrix.openedFlatIndex');
-type ConstructorOptions = FlatIndexOptions & { [OPENED]?: NativeOpenedHandle };
+type ConstructorOptions = FlatIndexOptions & { [OPENED]?: NativeOpenedHandle; [OPENED_ATTRIBUTES]?: RowAttributes };
+const OPENED_ATTRIBUTES = Symbol('ebrix.openedFlatAttributes');
 
 const MAX_THREADS = 4096;
 /** The largest k one search takes, per device (GpuFlatIndex::kMaxK on the GPU). */
@@ -184,6 +185,7 @@ export class FlatIndex implements Disposable {
       this.storage = this.#native.index.storage() as VectorStorage;
       this.deviceReason = '';
       if (options.modelVersion !== undefined) this.bindModelVersion(options.modelVersion);
+      this.#attributes = (options as ConstructorOptions)[OPENED_ATTRIBUTES];
       return;
     }
     const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'threads', MAX_THREADS);
@@ -302,8 +304,10 @@ export class FlatIndex implements Disposable {
    * Writes the index to `path`, off the event loop: a temporary file beside it, synced, then
    * renamed over it, so a failure (EBRIX_IO: disk full, permissions) or a crash leaves the
    * previous file whole. The file holds the rows published when the save starts (adds and
-   * searches may run meanwhile) and the bound model version. The format is versioned and
-   * checksummed (native/core/index_file.h). CPU indexes only for now.
+   * searches may run meanwhile), the bound model version and, on an index made with
+   * `attributes`, the records of the saved rows (`open` restores them, so filters work on the
+   * opened index). The format is versioned and checksummed (native/core/index_file.h). CPU
+   * indexes only for now.
    */
   async save(path: string): Promise<void> {
     const live = this.#live();
@@ -311,13 +315,13 @@ export class FlatIndex implements Disposable {
     if (live.device !== 'cpu') {
       throw new InvalidArgumentError('Saving an index on the GPU is not supported yet: build a CPU index to save');
     }
-    await awaitNative(live.index.saveAsync(path, this.#modelVersion ?? ''));
+    await awaitNative(live.index.saveAsync(path, this.#modelVersion ?? '', this.#attributes?.native));
   }
 
   /**
    * Opens an index file `save` wrote, off the event loop (see FlatIndexOpenOptions). A
    * truncated, damaged or foreign file is EBRIX_CORRUPT_FILE; a missing one EBRIX_IO. The
-   * index comes back on the CPU, with its model version bound.
+   * index comes back on the CPU, with its model version bound and its attributes, if saved.
    */
   static async open(path: string, options: FlatIndexOpenOptions = {}): Promise<FlatIndex> {
     if (typeof path !== 'string' || path.length === 0) throw invalid('a file path', 'path', path);
@@ -335,6 +339,7 @@ export class FlatIndex implements Disposable {
       storage: opened.storage as VectorStorage,
       ...(opened.modelVersion === '' ? {} : { modelVersion: opened.modelVersion }),
       [OPENED]: opened.handle,
+      [OPENED_ATTRIBUTES]: RowAttributes.opened(opened),
     };
     return new FlatIndex(init);
   }

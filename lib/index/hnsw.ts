@@ -10,7 +10,13 @@
  */
 import { DisposedError, InvalidArgumentError, awaitNative, callNative } from '../errors.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
-import { native, type NativeAttributeTable, type NativeFilterNode, type NativeHnswIndex } from '../native.js';
+import {
+  native,
+  type NativeAttributeTable,
+  type NativeFilterNode,
+  type NativeHnswIndex,
+  type NativeOpenedHandle,
+} from '../native.js';
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
 import type { Attributes } from './attributes.js';
 import type { AttributeSchema, Filter } from './filter.js';
@@ -82,6 +88,30 @@ export interface HnswSearchOptions {
   filterStrategy?: HnswFilterStrategy;
 }
 
+export interface HnswIndexOpenOptions {
+  /**
+   * Map the file instead of reading it (default true): the graph and the vectors are used in
+   * place from the page cache (usearch's view of a serialised graph), nothing is copied, and
+   * the row tables, ids and free list are read into memory. Either way the graph is validated
+   * node by node and every section but the vectors is checksummed (see `verify`). The first
+   * add, upsert, remove or compact of a mapped index copies the graph and vectors into memory
+   * (once, as a full load would; searches run on meanwhile), so a mapped index mutates like any
+   * other. false: everything is read into memory and checked.
+   */
+  mmap?: boolean;
+  /** With mmap, check the vectors' checksum too (reads every page once). Default false. */
+  verify?: boolean;
+  /** Native threads an add or search may use (default: all hardware threads). */
+  threads?: number;
+  /** Force a SIMD level (default: `EBRIX_SIMD`, else the best supported). */
+  simd?: SimdLevel;
+}
+
+/** Carries an opened native index into the constructor; not part of the options a user passes. */
+const OPENED = Symbol('ebrix.openedHnswIndex');
+const OPENED_ATTRIBUTES = Symbol('ebrix.openedHnswAttributes');
+type ConstructorOptions = HnswIndexOptions & { [OPENED]?: NativeOpenedHandle; [OPENED_ATTRIBUTES]?: RowAttributes };
+
 const MAX_THREADS = 4096;
 const MAX_K = 1 << 24;
 const MAX_EXPANSION = 1 << 20;
@@ -125,6 +155,12 @@ export class HnswIndex implements Disposable {
     const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'simd');
     if (options.modelVersion !== undefined) this.bindModelVersion(options.modelVersion);
     const Native = native().HnswIndex;
+    const opened = (options as ConstructorOptions)[OPENED];
+    if (opened !== undefined) {
+      this.#native = callNative(() => new Native(opened));
+      this.#attributes = (options as ConstructorOptions)[OPENED_ATTRIBUTES];
+      return;
+    }
     this.#native = callNative(
       () =>
         new Native(this.dim, this.metric, this.connectivity, this.expansionAdd, this.expansionSearch, this.storage, simd, threads),
@@ -176,7 +212,65 @@ export class HnswIndex implements Disposable {
   memoryUsage(): MemoryUsage {
     const live = this.#live();
     const bytes = callNative(() => live.memoryBytes());
-    return { bytes, hostBytes: bytes, deviceBytes: 0, mappedBytes: 0 };
+    return { bytes, hostBytes: bytes, deviceBytes: 0, mappedBytes: callNative(() => live.mappedBytes()) };
+  }
+
+  /**
+   * Writes the index to `path`, off the event loop, atomically as FlatIndex.save (a temporary
+   * file, synced, renamed over the target: on failure, EBRIX_IO, the previous file is whole).
+   * The file (native/core/hnsw.cpp documents its sections) holds the index as it is: params,
+   * rows with their ids, removed rows, the vectors, usearch's graph and, on an index made with
+   * `attributes`, the records of every row, so that an opened index returns the same ids and
+   * scores and filters the same. Adds, upserts and removes wait for it; searches run on.
+   */
+  async save(path: string): Promise<void> {
+    const live = this.#live();
+    if (typeof path !== 'string' || path.length === 0) throw invalid('a file path', 'path', path);
+    await awaitNative(live.saveAsync(path, this.#modelVersion ?? '', this.#attributes?.native));
+  }
+
+  /**
+   * Opens an index file `save` wrote, off the event loop (see HnswIndexOpenOptions). A
+   * truncated, damaged or hostile file is EBRIX_CORRUPT_FILE; a missing one EBRIX_IO. The
+   * index comes back with its model version bound and its attributes, if it had any.
+   */
+  static async open(path: string, options: HnswIndexOpenOptions = {}): Promise<HnswIndex> {
+    if (typeof path !== 'string' || path.length === 0) throw invalid('a file path', 'path', path);
+    if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
+    const mmap = options.mmap ?? true;
+    if (typeof mmap !== 'boolean') throw invalid('a boolean', 'options.mmap', options.mmap);
+    const verify = options.verify ?? false;
+    if (typeof verify !== 'boolean') throw invalid('a boolean', 'options.verify', options.verify);
+    const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'options.threads', MAX_THREADS);
+    const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'options.simd');
+    const opened = await awaitNative(native().openHnswIndexAsync(path, mmap, verify, simd, threads));
+    const init: ConstructorOptions = {
+      dim: opened.dim,
+      metric: opened.metric as Metric,
+      connectivity: opened.connectivity,
+      expansionAdd: opened.expansionAdd,
+      expansionSearch: opened.expansionSearch,
+      storage: opened.storage as VectorStorage,
+      ...(opened.modelVersion === '' ? {} : { modelVersion: opened.modelVersion }),
+      [OPENED]: opened.handle,
+      [OPENED_ATTRIBUTES]: RowAttributes.opened(opened),
+    };
+    return new HnswIndex(init);
+  }
+
+  /**
+   * Rebuilds the graph from the live vectors, off the event loop, dropping the nodes of
+   * removed vectors (a removed node otherwise stays in the graph, routing searches, until an
+   * add reuses it). Ids, rows, stored vectors and attributes are unchanged, so `get`, filters
+   * and allow bitsets mean what they meant. Cost: as building an index of `size` vectors
+   * (every live vector is inserted again, on the index's threads) plus, meanwhile, the memory
+   * of a second graph and vector array. Adds, upserts and removes wait; searches run on
+   * against the old graph and move to the new one in one step. Resolves to the number of nodes
+   * dropped (0, and nothing rebuilt, when none was removed). A graph built on several threads
+   * is not bit-for-bit reproducible; results are approximate as after any build.
+   */
+  async compact(): Promise<number> {
+    return awaitNative(this.#live().compactAsync());
   }
 
   /**
@@ -227,11 +321,10 @@ export class HnswIndex implements Disposable {
 
   /**
    * Removes the vectors of the given ids, off the event loop: it waits for the searches in
-   * flight, and no search after it returns them. Resolves to the number removed (all of them:
-   * unlike FlatIndex and IvfPqIndex, an id not in the index is EBRIX_UNKNOWN_ID and a repeated
-   * one EBRIX_DUPLICATE_ID, and then nothing is removed). The graph keeps a removed node (it
-   * still routes searches) until a later add reuses it; a removed id can be added again, under
-   * a new row number.
+   * flight, and no search after it returns them. As FlatIndex and IvfPqIndex: ids the index
+   * does not hold are ignored, a repeated id counts once, and it resolves to the number actually
+   * removed. The graph keeps a removed node (it still routes searches) until a later add reuses
+   * it or `compact` drops it; a removed id can be added again, under a new row number.
    */
   async remove(ids: Ids): Promise<number> {
     const idArray = this.#prepareRemove(ids);

@@ -122,7 +122,8 @@ export interface IvfPqOpenOptions {
 
 /** Carries an opened native index into the constructor; not part of the options a user passes. */
 const OPENED = Symbol('ebrix.openedIvfPqIndex');
-type ConstructorOptions = IvfPqIndexOptions & { [OPENED]?: NativeOpenedHandle };
+const OPENED_ATTRIBUTES = Symbol('ebrix.openedIvfPqAttributes');
+type ConstructorOptions = IvfPqIndexOptions & { [OPENED]?: NativeOpenedHandle; [OPENED_ATTRIBUTES]?: RowAttributes };
 
 export interface IvfPqMemoryUsage {
   /** The sum of the parts. */
@@ -197,6 +198,7 @@ export class IvfPqIndex implements Disposable {
     const opened = (options as ConstructorOptions)[OPENED];
     if (opened !== undefined) {
       const Native = native().IvfPqIndex;
+      this.#attributes = (options as ConstructorOptions)[OPENED_ATTRIBUTES];
       this.#native = callNative(() => new Native(opened));
       this.device = 'cpu';
       this.deviceReason = '';
@@ -247,14 +249,15 @@ export class IvfPqIndex implements Disposable {
   }
 
   /**
-   * Writes the index (trained state, lists, refine vectors, model version) to `path`, off
+   * Writes the index (trained state, lists, refine vectors, model version, and the attribute
+   * records of the saved rows on an index made with `attributes`) to `path`, off
    * the event loop, atomically as FlatIndex.save (EBRIX_IO on failure, the previous file
    * whole). On the GPU the CPU twin is written; `IvfPqIndex.open` reads it back on the CPU.
    */
   async save(path: string): Promise<void> {
     const live = this.#live();
     if (typeof path !== 'string' || path.length === 0) throw invalid('a file path', 'path', path);
-    await awaitNative(live.saveAsync(path, this.#modelVersion ?? ''));
+    await awaitNative(live.saveAsync(path, this.#modelVersion ?? '', this.#attributes?.native));
   }
 
   /** Reads an index file `save` wrote into memory, checking every section (EBRIX_CORRUPT_FILE, EBRIX_IO). */
@@ -274,6 +277,7 @@ export class IvfPqIndex implements Disposable {
       refine: opened.refine as IvfPqRefine,
       ...(opened.modelVersion === '' ? {} : { modelVersion: opened.modelVersion }),
       [OPENED]: opened.handle,
+      [OPENED_ATTRIBUTES]: RowAttributes.opened(opened),
     };
     return new IvfPqIndex(init);
   }

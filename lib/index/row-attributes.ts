@@ -14,9 +14,9 @@
  * here into an allow bitset (`allow`).
  */
 import { InvalidArgumentError } from '../errors.js';
-import type { NativeAttributeTable, NativeColumns, NativeFilterNode } from '../native.js';
+import type { NativeAttributeTable, NativeColumns, NativeFilterNode, NativeOpenedAttributes } from '../native.js';
 import { invalid } from '../validate.js';
-import { Attributes, attributesInternals, type CompileFilterOptions } from './attributes.js';
+import { Attributes, adoptAttributes, attributesInternals, type CompileFilterOptions } from './attributes.js';
 import type { AttributeRecord, AttributeSchema, Filter } from './filter.js';
 
 export interface AddOptions {
@@ -33,8 +33,19 @@ export class RowAttributes {
   #adds: Promise<unknown> = Promise.resolve();
   #pending = 0;
 
-  constructor(schema: AttributeSchema) {
-    this.table = new Attributes(schema);
+  constructor(schema: AttributeSchema | Attributes) {
+    this.table = schema instanceof Attributes ? schema : new Attributes(schema);
+  }
+
+  /** The attributes an index file held, or undefined for a file without them. */
+  static opened(opened: NativeOpenedAttributes): RowAttributes | undefined {
+    if (opened.attributes === undefined || opened.attributeSchema === undefined) return undefined;
+    return new RowAttributes(adoptAttributes(opened.attributeSchema, opened.attributes));
+  }
+
+  /** The native table, for an index's save to write the records of its rows. */
+  get native(): NativeAttributeTable {
+    return attributesInternals(this.table).table;
   }
 
   /**

@@ -3,7 +3,7 @@
  * directory, with an atomic switch between them for searches in flight.
  *
  * Layout of a store directory:
- *   v000001/index.ebrix   the index (FlatIndex.save / IvfPqIndex.save)
+ *   v000001/index.ebrix   the index (FlatIndex.save / IvfPqIndex.save / HnswIndex.save)
  *   v000001/version.json  { version, modelVersion, type, size, createdAt }
  *   CURRENT               the live version number, replaced atomically (temporary + rename)
  * A version directory is written under a temporary name and renamed into place when whole,
@@ -16,14 +16,16 @@ import path from 'node:path';
 import { CorruptFileError, DisposedError, InvalidArgumentError, IoError, VersionMismatchError } from '../errors.js';
 import { invalid, requirePositiveInteger } from '../validate.js';
 import { FlatIndex, type SearchOptions } from './flat.js';
+import { HnswIndex, type HnswSearchOptions } from './hnsw.js';
 import { IvfPqIndex, type IvfPqSearchOptions } from './ivfpq.js';
 import type { SearchResult } from './search-result.js';
 import type { Vectors } from './vectors.js';
 
-export type IndexKind = 'flat' | 'ivfpq';
-export type StoredIndex = FlatIndex | IvfPqIndex;
+export type IndexKind = 'flat' | 'ivfpq' | 'hnsw';
+export type StoredIndex = FlatIndex | IvfPqIndex | HnswIndex;
 
-const TYPE_BY_CODE: Record<number, IndexKind | 'hnsw'> = { 1: 'flat', 2: 'ivfpq', 3: 'hnsw' };
+const TYPE_BY_CODE: Record<number, IndexKind> = { 1: 'flat', 2: 'ivfpq', 3: 'hnsw' };
+const KINDS: readonly IndexKind[] = ['flat', 'ivfpq', 'hnsw'];
 
 /** The index type recorded in an index file's header (see native/core/index_file.h). */
 export async function indexFileKind(file: string): Promise<IndexKind> {
@@ -44,26 +46,38 @@ export async function indexFileKind(file: string): Promise<IndexKind> {
     throw new CorruptFileError(`Corrupt index file ${file}: not an ebrix index file (bad magic)`);
   }
   const kind = TYPE_BY_CODE[header.readUInt32LE(12)];
-  if (kind === undefined || kind === 'hnsw') {
+  if (kind === undefined) {
     throw new CorruptFileError(`Corrupt index file ${file}: index type ${header.readUInt32LE(12)} cannot be opened by this ebrix`);
   }
   return kind;
 }
 
 export interface OpenIndexOptions {
-  /** FlatIndex: map the file instead of reading it (default true). IvfPqIndex reads it. */
+  /**
+   * FlatIndex and HnswIndex: map the file instead of reading it (default true; see their
+   * `open`). IvfPqIndex reads it.
+   */
   mmap?: boolean;
   /** Native threads a search may use (default: all hardware threads). */
   threads?: number;
 }
 
-/** Opens an index file of any type (FlatIndex or IvfPqIndex), as its class's `open` does. */
+/**
+ * Opens an index file of any type (FlatIndex, IvfPqIndex or HnswIndex), as its class's `open`
+ * does, with the attributes it was saved with.
+ */
 export async function openIndex(file: string, options: OpenIndexOptions = {}): Promise<StoredIndex> {
   const kind = await indexFileKind(file);
   const threads = options.threads;
-  return kind === 'flat'
-    ? FlatIndex.open(file, { ...(options.mmap === undefined ? {} : { mmap: options.mmap }), ...(threads ? { threads } : {}) })
-    : IvfPqIndex.open(file, threads ? { threads } : {});
+  const mapped = { ...(options.mmap === undefined ? {} : { mmap: options.mmap }), ...(threads ? { threads } : {}) };
+  if (kind === 'flat') return FlatIndex.open(file, mapped);
+  if (kind === 'hnsw') return HnswIndex.open(file, mapped);
+  return IvfPqIndex.open(file, threads ? { threads } : {});
+}
+
+/** The kind of an index object. */
+function kindOf(index: StoredIndex): IndexKind {
+  return index instanceof FlatIndex ? 'flat' : index instanceof HnswIndex ? 'hnsw' : 'ivfpq';
 }
 
 export interface IndexVersion {
@@ -161,15 +175,21 @@ export class IndexStore {
    * Searches the live version. A swap during the search does not disturb it: the version it
    * started on stays open until its last search ends, and is disposed then.
    */
-  async search(queries: Vectors, k: number, options?: SearchOptions | IvfPqSearchOptions): Promise<SearchResult> {
+  async search(
+    queries: Vectors,
+    k: number,
+    options?: SearchOptions | IvfPqSearchOptions | HnswSearchOptions,
+  ): Promise<SearchResult> {
     this.#open();
     const live = this.#live;
     if (live === undefined) throw new InvalidArgumentError('The store has no version yet: publish an index first');
     live.inFlight++;
     try {
-      return live.index instanceof FlatIndex
-        ? await live.index.search(queries, k, options as SearchOptions | undefined)
-        : await live.index.search(queries, k, options as IvfPqSearchOptions | undefined);
+      if (live.index instanceof FlatIndex) return await live.index.search(queries, k, options as SearchOptions | undefined);
+      if (live.index instanceof HnswIndex) {
+        return await live.index.search(queries, k, options as HnswSearchOptions | undefined);
+      }
+      return await live.index.search(queries, k, options as IvfPqSearchOptions | undefined);
     } finally {
       live.inFlight--;
       if (live.retired && live.inFlight === 0) live.index.dispose();
@@ -185,8 +205,8 @@ export class IndexStore {
    */
   async publish(index: StoredIndex, options: { activate?: boolean } = {}): Promise<IndexVersion> {
     this.#open();
-    if (!(index instanceof FlatIndex) && !(index instanceof IvfPqIndex)) {
-      throw invalid('a FlatIndex or IvfPqIndex', 'index', index);
+    if (!(index instanceof FlatIndex) && !(index instanceof IvfPqIndex) && !(index instanceof HnswIndex)) {
+      throw invalid('a FlatIndex, IvfPqIndex or HnswIndex', 'index', index);
     }
     if (index.disposed) throw new DisposedError('index');
     const activate = options.activate ?? true;
@@ -198,7 +218,7 @@ export class IndexStore {
       const info: IndexVersion = {
         version,
         modelVersion: index.modelVersion ?? null,
-        type: index instanceof FlatIndex ? 'flat' : 'ivfpq',
+        type: kindOf(index),
         size: index.size,
         createdAt: new Date().toISOString(),
         file: path.join(this.dir, name, 'index.ebrix'),
@@ -325,13 +345,13 @@ export class IndexStore {
       throw asIoError(error, dir);
     }
     const m = meta as Partial<IndexVersion>;
-    if (m.version !== version || (m.type !== 'flat' && m.type !== 'ivfpq') || typeof m.createdAt !== 'string') {
+    if (m.version !== version || !KINDS.includes(m.type as IndexKind) || typeof m.createdAt !== 'string') {
       throw new CorruptFileError(`Corrupt index store ${dir}: version.json does not describe version ${version}`);
     }
     return {
       version,
       modelVersion: typeof m.modelVersion === 'string' ? m.modelVersion : null,
-      type: m.type,
+      type: m.type as IndexKind,
       size: typeof m.size === 'number' ? m.size : 0,
       createdAt: m.createdAt,
       file: path.join(dir, 'index.ebrix'),

@@ -12,7 +12,9 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 
 import { CorruptFileError, InvalidArgumentError, InvalidSpecError } from '../errors.js';
+import type { Filter } from '../index/filter.js';
 import { FlatIndex, type VectorStorage } from '../index/flat.js';
+import { HnswIndex } from '../index/hnsw.js';
 import { toIdArray, type Ids } from '../index/ids.js';
 import { IvfPqIndex, type IvfPqRefine } from '../index/ivfpq.js';
 import { IndexStore, openIndex, type StoredIndex } from '../index/store.js';
@@ -268,7 +270,7 @@ async function openTarget(options: { index?: string; store?: string }): Promise<
     return { target: store, close: () => store.close(), describe: `store ${store.dir} version ${current.version} (${current.type}, ${current.size.toLocaleString('en-US')} items)` };
   }
   const index = await openIndex(options.index!);
-  const kind = index instanceof FlatIndex ? 'flat' : 'ivfpq';
+  const kind = index instanceof FlatIndex ? 'flat' : index instanceof HnswIndex ? 'hnsw' : 'ivfpq';
   return { target: index, close: () => index.dispose(), describe: `${kind} index ${options.index} (${index.size.toLocaleString('en-US')} items)` };
 }
 
@@ -306,6 +308,8 @@ export interface SearchCommandOptions extends ModelOptions {
   /** …or the text of the query tower's one text field. */
   text?: string;
   k: number;
+  /** Only items whose attributes pass this filter (an index file that holds attributes). */
+  filter?: Filter;
   /** Show these item records with the results. */
   items?: ItemFileOptions;
   json: boolean;
@@ -323,6 +327,7 @@ export async function searchCommand(options: SearchCommandOptions): Promise<void
     const request = options.query ?? { [textField(model)]: options.text };
     const result = await retriever.retrieve(request, {
       k: options.k,
+      ...(options.filter !== undefined ? { filter: options.filter } : {}),
       ...(options.task !== undefined ? { task: options.task } : {}),
     });
     if (options.json) {

@@ -140,8 +140,8 @@ export class EbrixServer {
     }
     if (options.indexPath !== undefined) {
       if (typeof options.indexPath !== 'string' || options.indexPath.length === 0) throw invalid('a file path', 'options.indexPath', options.indexPath);
-      if (!(this.#index instanceof FlatIndex || this.#index instanceof IvfPqIndex)) {
-        throw new InvalidArgumentError('options.indexPath needs a FlatIndex or IvfPqIndex to save (HnswIndex cannot be saved yet; an IndexStore saves its own versions)');
+      if (!(this.#index instanceof FlatIndex || this.#index instanceof IvfPqIndex || this.#index instanceof HnswIndex)) {
+        throw new InvalidArgumentError('options.indexPath needs a FlatIndex, IvfPqIndex or HnswIndex to save (an IndexStore saves its own versions)');
       }
     }
     this.#options = { ...options };
@@ -190,7 +190,7 @@ export class EbrixServer {
       await this.#mutations.catch(() => undefined);
       await this.#options.memory?.save();
       const { indexPath } = this.#options;
-      if (this.#dirty && indexPath !== undefined) await (this.#index as FlatIndex | IvfPqIndex).save(indexPath);
+      if (this.#dirty && indexPath !== undefined) await (this.#index as FlatIndex | IvfPqIndex | HnswIndex).save(indexPath);
     })();
     return this.#closing;
   }

@@ -75,7 +75,7 @@ export interface RetrieveOptions {
   k?: number;
   /** Candidates for the ranker (default: the retriever's). */
   candidates?: number;
-  /** An attribute filter (an index with attributes; not HnswIndex, which keeps none). */
+  /** An attribute filter (an index made with attributes, or opened from a file that has them). */
   filter?: Filter;
   /** Embed with a task head of the query tower. */
   task?: string;
@@ -410,12 +410,17 @@ export async function searchIndexRows(
     ...(refineFactor ? { refineFactor } : {}),
     ...(threads ? { threads } : {}),
   });
-  if (index instanceof HnswIndex) {
-    return index.search(queries, n, { filter, ...(expansion ? { expansion } : {}), ...(threads ? { threads } : {}) });
-  }
+  const hnswOptions = (): HnswSearchOptions => ({
+    ...(filter !== undefined ? { filter } : {}),
+    ...(expansion ? { expansion } : {}),
+    ...(threads ? { threads } : {}),
+  });
+  if (index instanceof HnswIndex) return index.search(queries, n, hnswOptions());
   if (index instanceof FlatIndex) return index.search(queries, n, { filter, ...(threads ? { threads } : {}) });
   if (index instanceof IvfPqIndex) return index.search(queries, n, ivfOptions());
-  const options = index.index() instanceof IvfPqIndex ? ivfOptions() : { filter, ...(threads ? { threads } : {}) };
+  const live = index.index();
+  const options =
+    live instanceof IvfPqIndex ? ivfOptions() : live instanceof HnswIndex ? hnswOptions() : { filter, ...(threads ? { threads } : {}) };
   return index.search(queries, n, options);
 }
 

@@ -34,6 +34,7 @@
 #include "../core/filter.h"
 #include "args.h"
 #include "errors.h"
+#include "index_args.h"
 
 namespace ebrix::binding {
 namespace {
@@ -245,6 +246,8 @@ class CompileWorker : public PromiseWorker {
 
 // The tag of AttributeTable objects, so that attributeTableOf never unwraps another class's.
 const napi_type_tag kTableTag = {0x6562726978617474ull, 0x722d7461626c6573ull};
+// The tag of the handles of tables read from index files (setOpenedAttributes).
+const napi_type_tag kOpenedTableTag = {0x6562726978617474ull, 0x722d6f70656e6564ull};
 
 bool parseType(const std::string& name, AttributeType* type) {
   static const std::pair<const char*, AttributeType> kTypes[] = {{"uint", AttributeType::Uint},
@@ -275,10 +278,16 @@ class AttributeTableWrap : public Napi::ObjectWrap<AttributeTableWrap> {
                        });
   }
 
-  // new AttributeTable([{ name, type, multi }])
+  // new AttributeTable([{ name, type, multi }]), or new AttributeTable(handle) with the handle
+  // of a table read from an index file (setOpenedAttributes).
   explicit AttributeTableWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AttributeTableWrap>(info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
+      if (info[0].IsExternal()) {
+        table_ = takeOpened<AttributeTable>(env, info[0], kOpenedTableTag);
+        if (napi_type_tag_object(env, info.This(), &kTableTag) != napi_ok) throw Napi::Error::New(env, "Cannot tag the table");
+        return;
+      }
       if (!info[0].IsArray()) throwInvalid(env, "Expected an array of attribute specs for schema");
       Napi::Array specs = info[0].As<Napi::Array>();
       std::vector<AttributeSpec> schema;
@@ -382,6 +391,26 @@ void initAttributeTable(Napi::Env env, Napi::Object exports) {
 }
 
 std::shared_ptr<AttributeTable> attributeTableOf(const Napi::Value& value) { return AttributeTableWrap::tableOf(value); }
+
+std::shared_ptr<const AttributeTable> optionalAttributeTable(const Napi::Value& value) {
+  if (value.IsUndefined()) return nullptr;
+  return attributeTableOf(value);
+}
+
+void setOpenedAttributes(Napi::Env env, Napi::Object out, std::shared_ptr<AttributeTable> table) {
+  if (!table) return;
+  const auto& schema = table->schema();
+  Napi::Array specs = Napi::Array::New(env, schema.size());
+  for (size_t i = 0; i < schema.size(); ++i) {
+    Napi::Object spec = Napi::Object::New(env);
+    spec.Set("name", Napi::String::New(env, schema[i].name));
+    spec.Set("type", Napi::String::New(env, attributeTypeName(schema[i].type)));
+    spec.Set("multi", Napi::Boolean::New(env, schema[i].multi));
+    specs.Set(static_cast<uint32_t>(i), spec);
+  }
+  out.Set("attributeSchema", specs);
+  out.Set("attributes", openedHandle(env, std::move(table), kOpenedTableTag));
+}
 
 FilterNode parseFilterNode(const Napi::Value& value) { return parseFilter(value, "filter", 0); }
 

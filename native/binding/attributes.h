@@ -22,6 +22,13 @@ void initAttributeTable(Napi::Env env, Napi::Object exports);
 // EBRIX_DISPOSED for a disposed table.
 std::shared_ptr<AttributeTable> attributeTableOf(const Napi::Value& value);
 
+// The table argument of an index's saveAsync: null for undefined, else attributeTableOf.
+std::shared_ptr<const AttributeTable> optionalAttributeTable(const Napi::Value& value);
+
+// Sets out.attributes (the handle `new AttributeTable(handle)` adopts) and
+// out.attributeSchema ([{ name, type, multi }]) for the table an index file held, when any.
+void setOpenedAttributes(Napi::Env env, Napi::Object out, std::shared_ptr<AttributeTable> table);
+
 // A filter node as AttributeTable.compile takes it (lib/native.ts, NativeFilterNode).
 FilterNode parseFilterNode(const Napi::Value& value);
 

@@ -85,6 +85,7 @@ class OpenWorker : public PromiseWorker {
     out.Set("metric", Napi::String::New(env, metricName(index.metric())));
     out.Set("storage", Napi::String::New(env, simd::elementName(index.storage())));
     out.Set("handle", openedHandle(env, std::shared_ptr<FlatIndex>(std::move(opened_.index)), kOpenedTag));
+    setOpenedAttributes(env, out, std::move(opened_.attributes));
     return out;
   }
 
@@ -366,14 +367,16 @@ class FlatIndexWrap : public Napi::ObjectWrap<FlatIndexWrap> {
   Napi::Value mappedBytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->mappedBytes()));
   }
-  // saveAsync(path, modelVersion)
+  // saveAsync(path, modelVersion, attributes | undefined)
   Napi::Value saveAsync(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       std::string path = requirePath(env, info[0]);
       if (!info[1].IsString()) throwInvalid(env, "Expected a string for modelVersion");
-      return (new SaveWorker<FlatIndex>(env, index, std::move(path), info[1].As<Napi::String>().Utf8Value()))->Start();
+      return (new SaveWorker<FlatIndex>(env, index, std::move(path), info[1].As<Napi::String>().Utf8Value(),
+                                        optionalAttributeTable(info[2])))
+          ->Start();
     })
   }
   Napi::Value simdLevel(const Napi::CallbackInfo& info) {

@@ -21,6 +21,50 @@ namespace {
 
 using SearchWorker = ParamsSearchWorker<HnswIndex, HnswSearchParams, SearchFilter>;
 
+// The tag of opened HnswIndex handles (index_args.h, openedHandle).
+const napi_type_tag kOpenedTag = {0x6562726978686e73ull, 0x772d6f70656e6564ull};
+
+class OpenWorker : public PromiseWorker {
+ public:
+  OpenWorker(Napi::Env env, std::string path, bool map, bool verify, simd::Level level, unsigned threads)
+      : PromiseWorker(env), path_(std::move(path)), map_(map), verify_(verify), level_(level), threads_(threads) {}
+
+ protected:
+  void Run() override { opened_ = HnswIndex::open(path_, map_, verify_, level_, threads_); }
+  Napi::Value Resolve(Napi::Env env) override {
+    const HnswParams p = opened_.index->params();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("modelVersion", Napi::String::New(env, opened_.modelVersion));
+    out.Set("dim", Napi::Number::New(env, static_cast<double>(p.dim)));
+    out.Set("metric", Napi::String::New(env, metricName(p.metric)));
+    out.Set("connectivity", Napi::Number::New(env, static_cast<double>(p.connectivity)));
+    out.Set("expansionAdd", Napi::Number::New(env, static_cast<double>(p.expansionAdd)));
+    out.Set("expansionSearch", Napi::Number::New(env, static_cast<double>(p.expansionSearch)));
+    out.Set("storage", Napi::String::New(env, simd::elementName(p.storage)));
+    out.Set("handle", openedHandle(env, std::shared_ptr<HnswIndex>(std::move(opened_.index)), kOpenedTag));
+    setOpenedAttributes(env, out, std::move(opened_.attributes));
+    return out;
+  }
+
+ private:
+  std::string path_;
+  bool map_, verify_;
+  simd::Level level_;
+  unsigned threads_;
+  HnswIndex::Opened opened_;
+};
+
+simd::Level parseSimdArg(Napi::Env env, const Napi::Value& v) {
+  simd::Level level = simd::defaultLevel();
+  if (v.IsString()) {
+    const std::string name = v.As<Napi::String>().Utf8Value();
+    if (!simd::parseLevel(name, &level)) {
+      throwInvalid(env, "Expected 'scalar', 'avx2', 'avx512' or 'neon' for simd but received " + name);
+    }
+  }
+  return level;
+}
+
 class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
@@ -41,15 +85,23 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
                            InstanceMethod<&HnswIndexWrap::memoryBytes>("memoryBytes"),
                            InstanceMethod<&HnswIndexWrap::simdLevel>("simdLevel"),
                            InstanceMethod<&HnswIndexWrap::threads>("threads"),
+                           InstanceMethod<&HnswIndexWrap::saveAsync>("saveAsync"),
+                           InstanceMethod<&HnswIndexWrap::compactAsync>("compactAsync"),
+                           InstanceMethod<&HnswIndexWrap::mappedBytes>("mappedBytes"),
                            InstanceMethod<&HnswIndexWrap::dispose>("dispose"),
                        });
   }
 
   // new HnswIndex(dim, metric, connectivity, expansionAdd, expansionSearch, storage,
-  //               simd | undefined, threads)
+  //               simd | undefined, threads), or new HnswIndex(handle) with the handle of
+  // openHnswIndexAsync.
   explicit HnswIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<HnswIndexWrap>(info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
+      if (info[0].IsExternal()) {
+        index_ = takeOpened<HnswIndex>(env, info[0], kOpenedTag);
+        return;
+      }
       HnswParams params;
       params.dim = requireCount(info[0], "dim");
       if (!info[1].IsString()) throwInvalid(env, "Expected a string for metric");
@@ -235,6 +287,25 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
   Napi::Value memoryBytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->memoryBytes()));
   }
+  Napi::Value mappedBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->mappedBytes()));
+  }
+  // saveAsync(path, modelVersion, attributes | undefined)
+  Napi::Value saveAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      if (!info[0].IsString() || !info[1].IsString()) throwInvalid(env, "Expected strings for path and modelVersion");
+      return (new SaveWorker<HnswIndex>(env, index, info[0].As<Napi::String>().Utf8Value(),
+                                        info[1].As<Napi::String>().Utf8Value(), optionalAttributeTable(info[2])))
+          ->Start();
+    })
+  }
+  // compactAsync() -> the number of graph nodes dropped.
+  Napi::Value compactAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, { return (new CompactWorker<HnswIndex>(env, live(env)))->Start(); })
+  }
   Napi::Value simdLevel(const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), simd::levelName(live(info.Env())->level()));
   }
@@ -250,10 +321,27 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
   std::shared_ptr<HnswIndex> index_;
 };
 
+// openHnswIndexAsync(path, map, verify, simd | undefined, threads) -> { handle, modelVersion,
+//   dim, metric, connectivity, expansionAdd, expansionSearch, storage, attributes?,
+//   attributeSchema? }; `new HnswIndex(handle)` takes the index.
+Napi::Value openHnswIndexAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EBRIX_BOUNDARY(env, {
+    if (!info[0].IsString()) throwInvalid(env, "Expected a string for path");
+    if (!info[1].IsBoolean() || !info[2].IsBoolean()) throwInvalid(env, "Expected booleans for map and verify");
+    const simd::Level level = parseSimdArg(env, info[3]);
+    const unsigned threads = static_cast<unsigned>(std::min<size_t>(requireCount(info[4], "threads"), 4096));
+    return (new OpenWorker(env, info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Boolean>().Value(),
+                           info[2].As<Napi::Boolean>().Value(), level, threads))
+        ->Start();
+  })
+}
+
 }  // namespace
 
 void initHnswIndex(Napi::Env env, Napi::Object exports) {
   exports.Set("HnswIndex", HnswIndexWrap::define(env));
+  exports.Set("openHnswIndexAsync", Napi::Function::New(env, openHnswIndexAsync, "openHnswIndexAsync"));
 }
 
 }  // namespace ebrix::binding

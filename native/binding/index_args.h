@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "../core/attributes.h"
 #include "../core/error.h"
 #include "../core/row_filter.h"
 
@@ -214,16 +215,23 @@ class AllowArg {
 template <typename Index>
 class SaveWorker : public PromiseWorker {
  public:
-  SaveWorker(Napi::Env env, std::shared_ptr<Index> index, std::string path, std::string modelVersion)
-      : PromiseWorker(env), index_(std::move(index)), path_(std::move(path)), modelVersion_(std::move(modelVersion)) {}
+  // attributes: the index's table, whose records go into the file with the rows (or null).
+  SaveWorker(Napi::Env env, std::shared_ptr<Index> index, std::string path, std::string modelVersion,
+             std::shared_ptr<const AttributeTable> attributes = nullptr)
+      : PromiseWorker(env),
+        index_(std::move(index)),
+        path_(std::move(path)),
+        modelVersion_(std::move(modelVersion)),
+        attributes_(std::move(attributes)) {}
 
  protected:
-  void Run() override { index_->save(path_, modelVersion_); }
+  void Run() override { index_->save(path_, modelVersion_, attributes_.get()); }
   Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
 
  private:
   std::shared_ptr<Index> index_;
   std::string path_, modelVersion_;
+  std::shared_ptr<const AttributeTable> attributes_;
 };
 
 // An index opened by a worker travels to its JS class's constructor in an External tagged

@@ -60,6 +60,7 @@ class OpenWorker : public PromiseWorker {
     out.Set("refine", Napi::String::New(env, p.refine == RefineStorage::None  ? "none"
                                              : p.refine == RefineStorage::F16 ? "f16"
                                                                               : "f32"));
+    setOpenedAttributes(env, out, std::move(opened_.attributes));
     return out;
   }
 

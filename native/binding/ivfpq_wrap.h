@@ -379,14 +379,14 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     return Napi::Number::New(info.Env(), static_cast<double>(external_->reported()));
   }
 
-  // saveAsync(path, modelVersion)
+  // saveAsync(path, modelVersion, attributes | undefined)
   Napi::Value saveAsync(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       if (!info[0].IsString() || !info[1].IsString()) throwInvalid(env, "Expected strings for path and modelVersion");
       return (new SaveWorker<Index>(env, index, info[0].As<Napi::String>().Utf8Value(),
-                                         info[1].As<Napi::String>().Utf8Value()))
+                                         info[1].As<Napi::String>().Utf8Value(), optionalAttributeTable(info[2])))
           ->Start();
     })
   }

@@ -8,6 +8,7 @@
 #include <string>
 #include <unordered_set>
 
+#include "attributes_file.h"
 #include "error.h"
 #include "index_file.h"
 #include "simd/dispatch.h"
@@ -619,6 +620,8 @@ SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k
 //   3 l2 bias    count f32: -|x|^2 / 2 of each stored row (as decoded or rounded)
 //   4 ids        count u64, in row order
 //   5 quantizer  i8 only: dim f32 minimums, then dim f32 steps
+//  64 attributes an index made with attributes: the records of the saved rows, in the file's
+//                row order (attributes_file.h); absent otherwise
 // count is the live vectors: removed ones are left out (the format has no tombstones), so
 // the file's rows are numbered 0 .. count-1 in the index's row order.
 namespace {
@@ -632,7 +635,7 @@ uint32_t metricCode(Metric m) { return m == Metric::InnerProduct ? 0 : m == Metr
 
 }  // namespace
 
-void FlatIndex::save(const std::string& path, const std::string& modelVersion) const {
+void FlatIndex::save(const std::string& path, const std::string& modelVersion, const AttributeTable* attributes) const {
   if (modelVersion.size() > kMaxModelVersionBytes) {
     throw Error(ErrorCode::InvalidArgument, "Expected a model version id of at most 4096 bytes");
   }
@@ -682,6 +685,23 @@ void FlatIndex::save(const std::string& path, const std::string& modelVersion) c
   writer.add(kRows, rowData, count * dim_ * elementBytes());
   writer.add(kBias, biasData, count * sizeof(float));
   writer.add(kIds, idData, count * sizeof(uint64_t));
+  // The attribute records of the saved rows, in the file's row order. Taken after the index
+  // snapshot: a write appends its records before it publishes its rows, so the table holds
+  // a record for every row of the snapshot (records never change once appended).
+  std::vector<uint8_t> attributeBytes;
+  if (attributes != nullptr) {
+    std::vector<uint32_t> savedRows;
+    try {
+      savedRows.reserve(snap.live);
+      for (size_t s = 0; s < snap.count; ++s) {
+        if (snap.slotLive(s)) savedRows.push_back(snap.rowOfSlot(s));
+      }
+    } catch (const std::bad_alloc&) {
+      throw Error(ErrorCode::OutOfMemory, "Out of memory listing the rows of " + std::to_string(snap.live) + " vectors");
+    }
+    attributeBytes = encodeAttributes(*attributes, *attributes->snapshot(), savedRows.data(), savedRows.size());
+    writer.add(kAttributesSection, attributeBytes.data(), attributeBytes.size());
+  }
   std::vector<float> ranges;
   if (snap.quantizer) {
     ranges.assign(snap.quantizer->mins(), snap.quantizer->mins() + dim_);
@@ -760,6 +780,7 @@ FlatIndex::Opened FlatIndex::open(const std::string& path, bool map, bool verify
       file->read(ids, storage->ids.data());
     }
   }
+  out.attributes = readAttributes(*file, count);
   index.current_ = Snapshot{std::move(storage), count, count, count, nullptr, std::move(quantizer)};
   if (count == 0) return out;
   if (map) {

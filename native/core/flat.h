@@ -66,6 +66,7 @@
 #include <vector>
 
 #include "aligned_buffer.h"
+#include "attributes.h"
 #include "exact_search.h"
 #include "index_file.h"
 #include "metric.h"
@@ -152,11 +153,14 @@ class FlatIndex {
   // the file numbers them 0 .. size-1 (with tombstones they are first gathered into memory).
   // The file layout is in flat.cpp. Throws Error(Io); the previous file at `path` is then
   // unchanged.
-  void save(const std::string& path, const std::string& modelVersion) const;
+  // `attributes` (may be null): the index's attribute table, whose records of the saved rows
+  // go into the file (attributes_file.h), aligned with the file's rows.
+  void save(const std::string& path, const std::string& modelVersion, const AttributeTable* attributes = nullptr) const;
 
   struct Opened {
     std::unique_ptr<FlatIndex> index;
     std::string modelVersion;
+    std::shared_ptr<AttributeTable> attributes;  // null when the file holds none
   };
   // Opens a file save() wrote. map: the rows stay in the file, mapped read-only (the first
   // add copies them into memory), so opening costs no copy and no checksum over the rows

@@ -34,7 +34,9 @@
 #include <usearch/index_plugins.hpp>  // index_gt and its allocators
 
 #include "aligned_buffer.h"
+#include "attributes_file.h"
 #include "error.h"
+#include "index_file.h"
 #include "flat.h"  // requireFinite, requireNewIds, requireDistinctIds, requireF16Range
 #include "row_bits.h"
 #include "simd/dispatch.h"
@@ -237,10 +239,18 @@ struct HnswIndex::Impl {
 
   // Resized only under the exclusive gate; searches read them under the shared one.
   AlignedBuffer<uint8_t> vectors;  // by graph slot, stride bytes each
+  // The vectors searches read: vectors.data(), or a mapped file's vectors section.
+  const uint8_t* vectorBase = nullptr;
+  // Set while the graph and the vectors are viewed in a mapped file (open with map): usearch's
+  // viewed graph is read-only, so the first write copies both into memory (materialize()).
+  std::shared_ptr<const IndexFile> mappedFile;
+  const uint8_t* graphView = nullptr;  // the mapped graph section, for materialize()
+  size_t graphViewBytes = 0;
+  std::atomic<size_t> mappedBytes{0};  // read without writeMutex: memoryUsage() must not wait for a save
   std::vector<uint64_t> idOfRow;   // row → id
   std::vector<uint32_t> slotOfRow; // row → graph slot, kNoSlot once removed
 
-  std::mutex writeMutex;  // serialises add() and remove(); guards freeSlots
+  mutable std::mutex writeMutex;  // serialises writers (add, upsert, remove, compact, save); guards freeSlots
   std::vector<uint32_t> freeSlots;  // removed nodes (key kFreeKey), reused by later adds
   std::atomic<size_t> freeCount{0};  // freeSlots.size(), for searches
   std::atomic<size_t> rowCount{0};   // rows numbered so far (published when an add completes)
@@ -280,13 +290,18 @@ struct HnswIndex::Impl {
   // once per operation, and usearch's templates are compiled for each.
   template <class Fn>
   void withMetric(Fn&& fn) const {
+    withMetricAt(vectorBase, fn);
+  }
+  // The same over another vector array (a graph being rebuilt).
+  template <class Fn>
+  void withMetricAt(const uint8_t* base, Fn&& fn) const {
     const bool l2 = params.metric == Metric::L2;
     if (params.storage == simd::Element::F32) {
-      if (l2) fn(GraphMetric<L2F32>{vectors.data(), stride, &distance});
-      else fn(GraphMetric<NegDotF32>{vectors.data(), stride, &distance});
+      if (l2) fn(GraphMetric<L2F32>{base, stride, &distance});
+      else fn(GraphMetric<NegDotF32>{base, stride, &distance});
     } else {
-      if (l2) fn(GraphMetric<Half16<true>>{vectors.data(), stride, &distance});
-      else fn(GraphMetric<Half16<false>>{vectors.data(), stride, &distance});
+      if (l2) fn(GraphMetric<Half16<true>>{base, stride, &distance});
+      else fn(GraphMetric<Half16<false>>{base, stride, &distance});
     }
   }
 
@@ -324,9 +339,10 @@ struct HnswIndex::Impl {
       if (nodesNeeded > graph.capacity()) {
         const size_t capacity = std::max({nodesNeeded, 2 * graph.capacity(), kMinCapacity});
         AlignedBuffer<uint8_t> grown(capacity * stride);
-        if (graph.size() > 0) std::memcpy(grown.data(), vectors.data(), graph.size() * stride);
+        if (graph.size() > 0) std::memcpy(grown.data(), vectorBase, graph.size() * stride);
         if (!graph.reserve(us::index_limits_t(capacity, contextCount))) throw std::bad_alloc();
         vectors = std::move(grown);
+        vectorBase = vectors.data();
       }
       if (rowsNeeded > idOfRow.size()) {
         const size_t rows = std::max({rowsNeeded, 2 * idOfRow.size(), kMinCapacity});
@@ -346,10 +362,14 @@ struct HnswIndex::Impl {
   void write(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook, unsigned threads,
              bool upsert);
 
+  // A mapped index's graph and vectors copied into memory, before a write (writeMutex held).
+  // The copy is made while searches run on the mapping; they move to it in one step.
+  void materialize();
+
   void refreshMemory() {
     const auto& tape = graph.tape_allocator();
     size_t bytes = tape.total_allocated() - tape.total_reserved() + graph.capacity() * sizeof(void*);
-    bytes += vectors.size();
+    bytes += mappedFile ? 0 : vectors.size();
     bytes += idOfRow.capacity() * sizeof(uint64_t) + slotOfRow.capacity() * sizeof(uint32_t);
     bytes += freeSlots.capacity() * sizeof(uint32_t);
     bytes += rowOfId.size() * (sizeof(uint64_t) + sizeof(uint32_t) + 2 * sizeof(void*)) +
@@ -398,6 +418,7 @@ void HnswIndex::Impl::write(const uint64_t* ids, const float* vectors, size_t co
   if (count == 0) return;
   Impl& m = *this;
   std::lock_guard<std::mutex> write(m.writeMutex);
+  m.materialize();
 
   // Validate everything before touching the index.
   requireFinite(vectors, count, m.params.dim, "vectors");
@@ -546,7 +567,7 @@ void HnswIndex::get(uint64_t id, float* out) const {
   if (slot == kNoSlot) {
     throw Error(ErrorCode::UnknownId, "Expected an id in the index but received unknown id " + std::to_string(id));
   }
-  const uint8_t* stored = m.vectors.data() + size_t{slot} * m.stride;
+  const uint8_t* stored = m.vectorBase + size_t{slot} * m.stride;
   if (m.params.storage == simd::Element::F32) {
     std::memcpy(out, stored, m.params.dim * sizeof(float));
   } else {
@@ -559,22 +580,21 @@ size_t HnswIndex::remove(const uint64_t* ids, size_t count) {
   Impl& m = *impl_;
   std::lock_guard<std::mutex> write(m.writeMutex);
 
-  std::vector<uint32_t> rows(count);
+  // As FlatIndex and IvfPqIndex: ids not held are skipped, a repeated id counts once.
+  std::vector<uint64_t> found;
+  std::vector<uint32_t> rows;
   {
     std::unordered_set<uint64_t> seen;
-    seen.reserve(count);
     for (size_t i = 0; i < count; ++i) {
       const auto it = m.rowOfId.find(ids[i]);
-      if (it == m.rowOfId.end()) {
-        throw Error(ErrorCode::UnknownId, "Expected ids in the index but received unknown id " + std::to_string(ids[i]));
-      }
-      if (!seen.insert(ids[i]).second) {
-        throw Error(ErrorCode::DuplicateId,
-                    "Expected unique ids but received duplicate id " + std::to_string(ids[i]) + " (twice in this remove)");
-      }
-      rows[i] = it->second;
+      if (it == m.rowOfId.end() || !seen.insert(ids[i]).second) continue;
+      found.push_back(ids[i]);
+      rows.push_back(it->second);
     }
   }
+  if (found.empty()) return 0;
+  m.materialize();
+  count = found.size();
   try {
     m.freeSlots.reserve(m.freeSlots.size() + count);
   } catch (const std::bad_alloc&) {
@@ -594,7 +614,7 @@ size_t HnswIndex::remove(const uint64_t* ids, size_t count) {
   }
   {
     std::lock_guard<std::mutex> lock(m.idsMutex);
-    for (size_t i = 0; i < count; ++i) m.rowOfId.erase(ids[i]);
+    for (const uint64_t id : found) m.rowOfId.erase(id);
   }
   m.freeCount.store(m.freeSlots.size(), std::memory_order_relaxed);
   m.live.fetch_sub(count, std::memory_order_relaxed);
@@ -720,6 +740,410 @@ SearchOutput HnswIndex::search(const float* queries, size_t queryCount, const Hn
       }
     });
   });
+  return out;
+}
+
+// --- compaction and materialising a mapped index ------------------------------------------
+
+void HnswIndex::Impl::materialize() {
+  if (!mappedFile) return;
+  const uint8_t* at = graphView;
+  size_t left = graphViewBytes;
+  const size_t nodes = graph.size();
+  Graph copy(us::index_config_t(params.connectivity));
+  AlignedBuffer<uint8_t> own;
+  try {
+    // Contexts for every lessee (load_from_stream keeps the thread count reserved before it).
+    if (!copy.reserve(us::index_limits_t(0, contextCount))) throw std::bad_alloc();
+    auto result = copy.load_from_stream([&](void* buffer, size_t length) {
+      if (length > left) return false;
+      std::memcpy(buffer, at, length);
+      at += length;
+      left -= length;
+      return true;
+    });
+    if (!result) throwUsearch(result, "load");
+    own = AlignedBuffer<uint8_t>(std::max(nodes, kMinCapacity) * stride);
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OutOfMemory, "Out of memory copying a mapped index of " + str(nodes) + " vectors into memory");
+  }
+  if (nodes > 0) std::memcpy(own.data(), vectorBase, nodes * stride);
+  {
+    std::lock_guard<Gate> exclusive(gate);
+    graph.swap(copy);
+    vectors = std::move(own);
+    vectorBase = vectors.data();
+    mappedFile.reset();
+    graphView = nullptr;
+    graphViewBytes = 0;
+    mappedBytes.store(0, std::memory_order_relaxed);
+  }
+  refreshMemory();
+}
+
+size_t HnswIndex::compact(unsigned threads) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> write(m.writeMutex);
+  const size_t dropped = m.freeSlots.size();
+  if (dropped == 0) return 0;
+  const size_t rows = m.rowCount.load(std::memory_order_relaxed);
+  const size_t live = m.graph.size() - dropped;
+  // The live rows in row order take slots 0 .. live-1 of the new graph.
+  std::vector<uint32_t> liveRows;
+  std::vector<uint32_t> slots;
+  Graph rebuilt(us::index_config_t(m.params.connectivity));
+  AlignedBuffer<uint8_t> packed;
+  try {
+    liveRows.reserve(live);
+    slots.assign(m.slotOfRow.begin(), m.slotOfRow.end());
+    for (size_t r = 0; r < rows; ++r) {
+      if (m.slotOfRow[r] != kNoSlot) liveRows.push_back(static_cast<uint32_t>(r));
+    }
+    const size_t capacity = std::max(live, kMinCapacity);
+    packed = AlignedBuffer<uint8_t>(capacity * m.stride);
+    if (!rebuilt.reserve(us::index_limits_t(capacity, m.contextCount))) throw std::bad_alloc();
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OutOfMemory, "Out of memory compacting an index of " + str(live) + " vectors");
+  }
+  // Insert in row order (one thread: slot i is row liveRows[i]'s). The inserted vectors are
+  // read where they are now, which needs no gate: only writers change them, and they wait.
+  // usearch calls back once a node exists and before any link reaches it, and the vector is
+  // placed at its slot then.
+  const unsigned parallelism = threads == 0 ? m.threads : threads;
+  m.withMetricAt(packed.data(), [&](const auto& metric) {
+    ThreadPool::shared().parallelFor(liveRows.size(), parallelism, [&](size_t i, unsigned) {
+      ContextLease context(m.contexts);
+      const uint32_t row = liveRows[i];
+      const uint8_t* vector = m.vectorBase + size_t{m.slotOfRow[row]} * m.stride;
+      us::index_update_config_t config;
+      config.expansion = m.params.expansionAdd;
+      config.thread = context.id;
+      auto result = rebuilt.add(row, vector, metric, config, [&](MemberRef member) {
+        std::memcpy(packed.data() + member.slot * m.stride, vector, m.stride);
+        slots[row] = static_cast<uint32_t>(member.slot);
+      });
+      if (result.error) throwUsearch(result, "insert");
+    });
+  });
+  {
+    std::lock_guard<Gate> exclusive(m.gate);
+    m.graph.swap(rebuilt);
+    m.vectors = std::move(packed);
+    m.vectorBase = m.vectors.data();
+    m.slotOfRow.swap(slots);
+    m.freeSlots.clear();
+    m.freeCount.store(0, std::memory_order_relaxed);
+    m.mappedFile.reset();
+    m.graphView = nullptr;
+    m.graphViewBytes = 0;
+    m.mappedBytes.store(0, std::memory_order_relaxed);
+  }
+  m.refreshMemory();
+  return dropped;
+}
+
+size_t HnswIndex::mappedBytes() const { return impl_->mappedBytes.load(std::memory_order_relaxed); }
+
+// --- the file ----------------------------------------------------------------------------
+//
+// An HNSW index file (index_file.h, type Hnsw) has these sections, little-endian:
+//   1 meta      u32 dim, u32 metric (0 ip, 1 cosine, 2 l2), u32 storage (0 f32, 1 f16,
+//               2 bf16), u32 connectivity, u32 expansionAdd, u32 expansionSearch, u64 rows
+//               (numbered over the index's life, removed ones included), u64 nodes (graph
+//               slots), u64 live (vectors held), u32 modelVersion bytes, u32 zero, then the
+//               model version id as UTF-8
+//   2 ids       rows u64: the id of each row (a removed row's id is kept but means nothing)
+//   3 slots     rows u32: the graph slot of each row; 0xFFFFFFFF marks a removed row (the
+//               tombstones: a removed row never comes back, and its id may be held again
+//               by a later row)
+//   4 vectors   nodes × dim elements of the storage type (f32, or f16 / bf16 bits), by slot;
+//               cosine vectors are the normalised ones
+//   5 graph     usearch's serialised graph (index_gt::save_to_stream, usearch 2.25): five
+//               u64 (nodes, connectivity M, base connectivity 2M, top level, entry slot),
+//               nodes i16 levels, then each node: u64 key (its row, or 2^64-1 for a removed
+//               node kept for reuse), i16 level, and level + 1 neighbour lists of u32 count
+//               then capacity u32 slots (2M at level 0, M above), byte-packed
+//   6 free      the removed nodes awaiting reuse (keyed 2^64-1), u32 slots in the order
+//               later adds take them (from the end)
+//  64 attributes an index made with attributes: the records of every row, removed ones
+//               included (attributes_file.h); absent otherwise
+// The file holds the index as it is, tombstones and free nodes included, so rows, ids and
+// search results are identical after a round trip; compact() before save() to drop them.
+//
+// Reading trusts nothing: usearch's loaders take the graph as given (a neighbour slot past
+// the end, or a level a neighbour lacks, would be read out of bounds), so validateGraph
+// checks every node before usearch sees the bytes.
+namespace {
+
+enum HnswSection : uint32_t { kMeta = 1, kIds = 2, kSlots = 3, kVectors = 4, kGraph = 5, kFree = 6 };
+constexpr size_t kMetaFixedBytes = 56;
+constexpr size_t kMaxModelVersionBytes = 4096;
+constexpr size_t kGraphHeaderBytes = 40;
+// usearch draws levels as floor(-ln(u) / ln(M)); a level this high never happens.
+constexpr int kMaxLevel = 64;
+
+uint32_t metricCode(Metric m) { return m == Metric::InnerProduct ? 0 : m == Metric::Cosine ? 1 : 2; }
+
+template <class T>
+T loadAt(const uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+// Checks a serialised graph against the row tables; fills `freeSlots` with the nodes keyed
+// kFreeKey. Throws via `corrupt`.
+template <class Corrupt>
+void validateGraph(const uint8_t* data, size_t bytes, size_t nodes, size_t connectivity, const uint32_t* slotOfRow,
+                   size_t rows, std::vector<uint32_t>& freeSlots, const Corrupt& corrupt) {
+  if (bytes < kGraphHeaderBytes) throw corrupt("graph section shorter than its header");
+  const uint64_t size = loadAt<uint64_t>(data), m = loadAt<uint64_t>(data + 8), base = loadAt<uint64_t>(data + 16);
+  const uint64_t top = loadAt<uint64_t>(data + 24), entry = loadAt<uint64_t>(data + 32);
+  if (size != nodes) throw corrupt("the graph has " + std::to_string(size) + " nodes, the index " + str(nodes));
+  if (m != connectivity || base != 2 * connectivity) throw corrupt("graph connectivity does not match the index");
+  if (nodes == 0) {
+    if (bytes != kGraphHeaderBytes) throw corrupt("bytes after an empty graph");
+    return;
+  }
+  // nodes ≤ 2^32 - 1 and every node ≤ 10 + 4 (2M + 1) + 64 × 4 (M + 1) bytes: no overflow.
+  if ((bytes - kGraphHeaderBytes) / 2 < nodes) throw corrupt("truncated graph levels");
+  const uint8_t* levels = data + kGraphHeaderBytes;
+  const size_t baseBytes = 4 * (2 * connectivity + 1), levelBytes = 4 * (connectivity + 1);
+  size_t total = kGraphHeaderBytes + 2 * nodes;
+  int maxLevel = -1;
+  for (size_t i = 0; i < nodes; ++i) {
+    const int level = loadAt<int16_t>(levels + 2 * i);
+    if (level < 0 || level > kMaxLevel) throw corrupt("graph node " + str(i) + " has level " + std::to_string(level));
+    maxLevel = std::max(maxLevel, level);
+    total += 10 + baseBytes + size_t(level) * levelBytes;
+  }
+  if (total != bytes) throw corrupt("the graph section has " + str(bytes) + " bytes, its nodes need " + str(total));
+  if (top != uint64_t(maxLevel)) throw corrupt("graph top level " + std::to_string(top));
+  if (entry >= nodes || loadAt<int16_t>(levels + 2 * entry) != maxLevel) throw corrupt("graph entry node");
+  const uint8_t* node = levels + 2 * nodes;
+  for (size_t i = 0; i < nodes; ++i) {
+    const uint64_t key = loadAt<uint64_t>(node);
+    const int level = loadAt<int16_t>(node + 8);
+    if (level != loadAt<int16_t>(levels + 2 * i)) throw corrupt("graph node " + str(i) + " level mismatch");
+    if (key == kFreeKey) {
+      freeSlots.push_back(static_cast<uint32_t>(i));
+    } else if (key >= rows || slotOfRow[key] != i) {
+      throw corrupt("graph node " + str(i) + " has key " + std::to_string(key) + " that no row maps to it");
+    }
+    const uint8_t* list = node + 10;
+    for (int l = 0; l <= level; ++l) {
+      const uint32_t count = loadAt<uint32_t>(list);
+      const size_t capacity = l == 0 ? 2 * connectivity : connectivity;
+      if (count > capacity) throw corrupt("graph node " + str(i) + " has " + std::to_string(count) + " neighbours");
+      for (uint32_t n = 0; n < count; ++n) {
+        const uint32_t slot = loadAt<uint32_t>(list + 4 + 4 * size_t{n});
+        // usearch reads the neighbour's list at this level: it must have the level.
+        if (slot >= nodes || loadAt<int16_t>(levels + 2 * size_t{slot}) < l) {
+          throw corrupt("graph node " + str(i) + " links to slot " + std::to_string(slot));
+        }
+      }
+      list += l == 0 ? baseBytes : levelBytes;
+    }
+    node = list;
+  }
+}
+
+}  // namespace
+
+void HnswIndex::save(const std::string& path, const std::string& modelVersion, const AttributeTable* attributes) const {
+  const Impl& m = *impl_;
+  if (modelVersion.size() > kMaxModelVersionBytes) {
+    throw Error(ErrorCode::InvalidArgument, "Expected a model version id of at most 4096 bytes");
+  }
+  // Writers wait: under writeMutex no add inserts and no remove rewrites a key, so the graph,
+  // the tables and the vectors read below are one state. Searches only read.
+  std::lock_guard<std::mutex> write(m.writeMutex);
+  const uint64_t rows = m.rowCount.load(std::memory_order_relaxed);
+  const uint64_t nodes = m.graph.size();
+  const uint64_t live = m.live.load(std::memory_order_relaxed);
+  std::vector<uint8_t> meta(kMetaFixedBytes + modelVersion.size(), 0);
+  const uint32_t fixed[6] = {static_cast<uint32_t>(m.params.dim), metricCode(m.params.metric),
+                             static_cast<uint32_t>(m.params.storage), static_cast<uint32_t>(m.params.connectivity),
+                             static_cast<uint32_t>(m.params.expansionAdd), static_cast<uint32_t>(m.params.expansionSearch)};
+  const uint32_t versionBytes = static_cast<uint32_t>(modelVersion.size());
+  std::memcpy(meta.data(), fixed, 24);
+  std::memcpy(meta.data() + 24, &rows, 8);
+  std::memcpy(meta.data() + 32, &nodes, 8);
+  std::memcpy(meta.data() + 40, &live, 8);
+  std::memcpy(meta.data() + 48, &versionBytes, 4);
+  std::memcpy(meta.data() + kMetaFixedBytes, modelVersion.data(), modelVersion.size());
+
+  std::vector<uint8_t> graphBytes;
+  try {
+    graphBytes.reserve(m.graph.serialized_length());
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OutOfMemory, "Out of memory serialising the graph of " + str(nodes) + " vectors");
+  }
+  auto result = m.graph.save_to_stream([&](const void* buffer, size_t length) {
+    const auto* p = static_cast<const uint8_t*>(buffer);
+    graphBytes.insert(graphBytes.end(), p, p + length);  // reserved: no allocation
+    return true;
+  });
+  if (!result) throwUsearch(result, "save");
+  std::vector<uint8_t> attributeBytes;
+  if (attributes != nullptr) {
+    // The records of every row (removed ones too, so that rows keep their numbers): a write
+    // appends its records before it publishes, and writes wait, so the table has them all.
+    attributeBytes = encodeAttributes(*attributes, *attributes->snapshot(), nullptr, rows);
+  }
+
+  static const uint8_t none = 0;
+  FileWriter writer(path, IndexType::Hnsw);
+  writer.add(kMeta, meta.data(), meta.size());
+  writer.add(kIds, rows ? static_cast<const void*>(m.idOfRow.data()) : &none, rows * sizeof(uint64_t));
+  writer.add(kSlots, rows ? static_cast<const void*>(m.slotOfRow.data()) : &none, rows * sizeof(uint32_t));
+  writer.add(kVectors, nodes ? static_cast<const void*>(m.vectorBase) : &none, nodes * m.stride);
+  writer.add(kGraph, graphBytes.data(), graphBytes.size());
+  writer.add(kFree, m.freeSlots.empty() ? static_cast<const void*>(&none) : m.freeSlots.data(),
+             m.freeSlots.size() * sizeof(uint32_t));
+  if (attributes != nullptr) writer.add(kAttributesSection, attributeBytes.data(), attributeBytes.size());
+  writer.commit();
+}
+
+HnswIndex::Opened HnswIndex::open(const std::string& path, bool map, bool verify, simd::Level level, unsigned threads) {
+  const std::shared_ptr<IndexFile> file = IndexFile::open(path, map);
+  auto corrupt = [&](const std::string& what) {
+    return Error(ErrorCode::CorruptFile, "Corrupt index file " + path + ": " + what);
+  };
+  if (file->type() != IndexType::Hnsw) throw corrupt("not an HNSW index (type " + str(size_t(file->type())) + ")");
+  const SectionEntry* metaEntry = file->find(kMeta);
+  if (metaEntry == nullptr || metaEntry->bytes < kMetaFixedBytes ||
+      metaEntry->bytes > kMetaFixedBytes + kMaxModelVersionBytes) {
+    throw corrupt("missing or malformed meta section");
+  }
+  std::vector<uint8_t> meta(metaEntry->bytes);
+  file->read(*metaEntry, meta.data());
+  uint32_t fixed[6];
+  std::memcpy(fixed, meta.data(), 24);
+  const uint64_t rows = loadAt<uint64_t>(meta.data() + 24), nodes = loadAt<uint64_t>(meta.data() + 32);
+  const uint64_t live = loadAt<uint64_t>(meta.data() + 40);
+  const uint32_t versionBytes = loadAt<uint32_t>(meta.data() + 48);
+  if (kMetaFixedBytes + size_t{versionBytes} != meta.size() || loadAt<uint32_t>(meta.data() + 52) != 0) {
+    throw corrupt("malformed meta section");
+  }
+  HnswParams p;
+  p.dim = fixed[0];
+  if (p.dim == 0 || p.dim > (size_t(1) << 20)) throw corrupt("dim " + str(p.dim));
+  if (fixed[1] > 2 || fixed[2] > 2) throw corrupt("unknown metric or storage");
+  p.metric = fixed[1] == 0 ? Metric::InnerProduct : fixed[1] == 1 ? Metric::Cosine : Metric::L2;
+  p.storage = static_cast<simd::Element>(fixed[2]);
+  p.connectivity = fixed[3];
+  p.expansionAdd = fixed[4];
+  p.expansionSearch = fixed[5];
+  if (p.connectivity < 2 || p.connectivity > 1024 || p.expansionAdd == 0 || p.expansionAdd > (1u << 20) ||
+      p.expansionSearch == 0 || p.expansionSearch > (1u << 20)) {
+    throw corrupt("graph parameters out of range");
+  }
+  if (rows > kMaxRows || nodes > rows || live > nodes) throw corrupt("inconsistent row and node counts");
+
+  Opened out;
+  out.modelVersion.assign(reinterpret_cast<const char*>(meta.data()) + kMetaFixedBytes, versionBytes);
+  out.index = std::make_unique<HnswIndex>(p, level, threads);
+  Impl& m = *out.index->impl_;
+  // rows ≤ 2^32 - 1 and stride ≤ 2^22: the products cannot overflow.
+  const SectionEntry& idsEntry = file->require(kIds, rows * sizeof(uint64_t), "ids");
+  const SectionEntry& slotsEntry = file->require(kSlots, rows * sizeof(uint32_t), "slots");
+  const SectionEntry& vectorsEntry = file->require(kVectors, nodes * m.stride, "vectors");
+  const SectionEntry* graphEntry = file->find(kGraph);
+  if (graphEntry == nullptr) throw corrupt("no graph section");
+  try {
+    m.idOfRow.resize(std::max<size_t>(rows, kMinCapacity), 0);
+    m.slotOfRow.resize(std::max<size_t>(rows, kMinCapacity), kNoSlot);
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OutOfMemory, "Out of memory opening an index of " + str(rows) + " rows");
+  }
+  if (rows > 0) {
+    file->read(idsEntry, m.idOfRow.data());
+    file->read(slotsEntry, m.slotOfRow.data());
+  }
+  size_t held = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const uint32_t slot = m.slotOfRow[r];
+    if (slot == kNoSlot) continue;
+    if (slot >= nodes) throw corrupt("row " + str(r) + " maps to slot " + std::to_string(slot));
+    if (m.idOfRow[r] == kNoId) throw corrupt("row " + str(r) + " has the reserved id");
+    if (!m.rowOfId.emplace(m.idOfRow[r], static_cast<uint32_t>(r)).second) {
+      throw corrupt("id " + std::to_string(m.idOfRow[r]) + " held twice");
+    }
+    ++held;
+  }
+  if (held != live) throw corrupt(str(held) + " live rows, the meta section says " + str(live));
+
+  std::vector<uint8_t> graphCopy;
+  const uint8_t* graphBytes;
+  if (map) {
+    graphBytes = file->view(*graphEntry, true);
+  } else {
+    try {
+      graphCopy.resize(graphEntry->bytes);
+    } catch (const std::bad_alloc&) {
+      throw Error(ErrorCode::OutOfMemory, "Out of memory reading the graph of " + path);
+    }
+    file->read(*graphEntry, graphCopy.data());
+    graphBytes = graphCopy.data();
+  }
+  std::vector<uint32_t> freeNodes;  // ascending
+  validateGraph(graphBytes, graphEntry->bytes, nodes, p.connectivity, m.slotOfRow.data(), rows, freeNodes, corrupt);
+  // Every node is a live row's or free: the slots of live rows are distinct (validateGraph
+  // matched each node's key to its row), so nodes = live + free.
+  if (freeNodes.size() + live != nodes) throw corrupt("graph nodes do not match the rows");
+  // The free list, in its reuse order: exactly the free nodes.
+  const SectionEntry& freeEntry = file->require(kFree, freeNodes.size() * sizeof(uint32_t), "free nodes");
+  m.freeSlots.resize(freeNodes.size());
+  if (!freeNodes.empty()) file->read(freeEntry, m.freeSlots.data());
+  std::vector<uint32_t> sorted = m.freeSlots;
+  std::sort(sorted.begin(), sorted.end());
+  if (sorted != freeNodes) throw corrupt("the free list does not match the graph's free nodes");
+
+  if (nodes > 0) {
+    // usearch keeps the contexts reserved before a load or view.
+    if (!m.graph.reserve(us::index_limits_t(0, m.contextCount))) {
+      throw Error(ErrorCode::OutOfMemory, "Out of memory opening " + path);
+    }
+    us::serialization_result_t loaded;
+    if (map) {
+      loaded = m.graph.view(us::memory_mapped_file_t(reinterpret_cast<us::byte_t*>(const_cast<uint8_t*>(graphBytes)), graphEntry->bytes));
+      m.graphView = graphBytes;
+      m.graphViewBytes = graphEntry->bytes;
+    } else {
+      const uint8_t* at = graphBytes;
+      size_t left = graphEntry->bytes;
+      loaded = m.graph.load_from_stream([&](void* buffer, size_t length) {
+        if (length > left) return false;
+        std::memcpy(buffer, at, length);
+        at += length;
+        left -= length;
+        return true;
+      });
+    }
+    if (!loaded) {
+      const char* message = loaded.error.release();
+      throw corrupt(std::string("usearch rejected the graph: ") + (message ? message : "unknown error"));
+    }
+    if (map) {
+      m.vectorBase = file->view(vectorsEntry, verify);
+      m.mappedFile = file;
+      m.mappedBytes.store(graphEntry->bytes + vectorsEntry.bytes, std::memory_order_relaxed);
+    } else {
+      try {
+        m.vectors = AlignedBuffer<uint8_t>(std::max<size_t>(nodes, kMinCapacity) * m.stride);
+      } catch (const std::bad_alloc&) {
+        throw Error(ErrorCode::OutOfMemory, "Out of memory reading the vectors of " + path);
+      }
+      file->read(vectorsEntry, m.vectors.data());
+      m.vectorBase = m.vectors.data();
+    }
+  }
+  out.attributes = readAttributes(*file, rows);
+  m.freeCount.store(m.freeSlots.size(), std::memory_order_relaxed);
+  m.live.store(live, std::memory_order_relaxed);
+  m.rowCount.store(rows, std::memory_order_release);
+  m.refreshMemory();
   return out;
 }
 

@@ -21,6 +21,12 @@
 // rows and the tombstones of the rows they replace, in one step). Adds, upserts and removes
 // are serialised among themselves. A search returns only rows published when it started (the
 // rows of a write in flight route its walk but are never returned), so it reads one state.
+// save() and compact() are writers too: adds, upserts and removes wait for them, searches
+// do not (compact swaps its rebuilt graph in under the exclusive gate).
+//
+// Files: save() / open() in the index file format (layout in hnsw.cpp). Opened with map,
+// the graph and vectors are used in place from the mapping (usearch's view of a serialised
+// graph, read-only); the first write copies them into memory (materialize in hnsw.cpp).
 // See hnsw.cpp for the details and the TSan suppressions (native/core/tests/tsan-usearch.supp)
 // for usearch's lock-free reads.
 #pragma once
@@ -28,7 +34,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
+#include "attributes.h"
 #include "exact_search.h"  // SearchOutput
 #include "metric.h"
 #include "row_filter.h"
@@ -99,10 +107,44 @@ class HnswIndex {
   // f16 / bf16. Throws UnknownId.
   void get(uint64_t id, float* out) const;
 
-  // Removes the vectors of `ids`. Throws UnknownId (nothing removed) when an id is not in the
-  // index, DuplicateId when one repeats. Waits for searches in flight; none after it returns
-  // the removed ids. Returns `count` (the number removed, as FlatIndex::remove does).
+  // Removes the vectors of `ids`, as FlatIndex::remove: ids the index does not hold are
+  // ignored, a repeated id counts once, and the number actually removed is returned. Waits for
+  // searches in flight; none after it returns the removed ids.
   size_t remove(const uint64_t* ids, size_t count);
+
+  // Rebuilds the graph from the live vectors alone, dropping the nodes of removed rows (which
+  // otherwise stay in the graph until an add reuses them). Rows, ids and stored vectors are
+  // unchanged. Costs what building an index of size() vectors costs (every live vector is
+  // inserted again, on up to `threads` threads) and, meanwhile, the memory of a second graph
+  // and vector array; adds, upserts and removes wait, searches run on against the old graph
+  // and move to the new one in one step. Returns the number of nodes dropped (0, with nothing
+  // rebuilt, when none was removed).
+  size_t compact(unsigned threads = 0);
+
+  // Writes the index to `path` atomically (index_file.h; the layout is in hnsw.cpp): params,
+  // the row → id and row → slot tables (removed rows included, so rows keep their numbers),
+  // the vectors and usearch's graph as they are, and the records of every row when
+  // `attributes` is given. Adds, upserts and removes wait for it; searches run on. Throws
+  // Error(Io); the previous file at `path` is then unchanged.
+  void save(const std::string& path, const std::string& modelVersion, const AttributeTable* attributes = nullptr) const;
+
+  struct Opened {
+    std::unique_ptr<HnswIndex> index;
+    std::string modelVersion;
+    std::shared_ptr<AttributeTable> attributes;  // null when the file holds none
+  };
+  // Opens a file save() wrote. Every section but the vectors has its checksum checked, and the
+  // graph is validated node by node (levels, neighbour counts and slots, keys against the row
+  // tables) before usearch sees it. map: the graph and the vectors stay in the file, mapped
+  // read-only and used in place (usearch's view of a serialised graph); their checksum is
+  // checked only when `verify`. The first add, upsert, remove or compact of a mapped index
+  // copies them into memory first (once: as a full load would have), so mutation works as on
+  // any index. Without map everything is read into memory and checked. Throws
+  // Error(CorruptFile) for a file that is not a well-formed HNSW index, Error(Io).
+  static Opened open(const std::string& path, bool map, bool verify, simd::Level level, unsigned threads);
+
+  // Bytes of the graph and vectors read from a mapped file (0 once copied into memory).
+  size_t mappedBytes() const;
 
   // Approximate top-k of each query, queries in parallel. With an allow bitset, only allowed
   // rows are returned: through usearch's filtered graph search, or (HnswFilter::Scan, or

@@ -9,6 +9,7 @@
 #include <string>
 #include <unordered_set>
 
+#include "attributes_file.h"
 #include "error.h"
 #include "flat.h"  // requireFinite, requireNewIds, requireF16Range
 #include "index_file.h"
@@ -1198,6 +1199,8 @@ IvfPqMemory IvfPqIndex::memory() const {
 //   8 list codes  8-bit: count × m bytes, list after list; 4-bit: each list's packed
 //                 fast-scan blocks (fastScanBytes(size, m) bytes), list after list
 //   9 refine      count × dim f32, or f16 bit patterns, by row (refine f16 / f32 only)
+//  64 attributes  an index made with attributes: the records of the saved rows, renumbered
+//                 as the rows are (attributes_file.h); absent otherwise
 // count is the live vectors: removed ones are left out (the format has no tombstones), and the
 // rows are renumbered 0 .. count-1 in the index's row order.
 namespace {
@@ -1210,7 +1213,7 @@ constexpr size_t kMaxModelVersionBytes = 4096;
 
 }  // namespace
 
-void IvfPqIndex::save(const std::string& path, const std::string& modelVersion) const {
+void IvfPqIndex::save(const std::string& path, const std::string& modelVersion, const AttributeTable* attributes) const {
   const Impl& s = *impl_;
   const IvfPqParams& p = s.p;
   if (modelVersion.size() > kMaxModelVersionBytes) {
@@ -1255,6 +1258,24 @@ void IvfPqIndex::save(const std::string& path, const std::string& modelVersion) 
 
   FileWriter writer(path, IndexType::IvfPq);
   writer.add(kMeta, meta.data(), meta.size());
+  // The records of the saved rows, renumbered as the rows are. Under the shared lock no write
+  // publishes, and a write appends its records before it publishes its rows.
+  std::vector<uint8_t> attributeBytes;
+  if (attributes != nullptr) {
+    std::vector<uint32_t> savedRows;
+    if (renumber) {
+      try {
+        savedRows.reserve(count);
+      } catch (const std::bad_alloc&) {
+        throw Error(ErrorCode::OutOfMemory, "Out of memory listing the rows of " + std::to_string(count) + " vectors");
+      }
+      for (uint32_t row = 0; row < s.count; ++row) {
+        if (rank[row] != Impl::kNoSlot) savedRows.push_back(row);
+      }
+    }
+    attributeBytes = encodeAttributes(*attributes, *attributes->snapshot(), renumber ? savedRows.data() : nullptr, count);
+    writer.add(kAttributesSection, attributeBytes.data(), attributeBytes.size());
+  }
   // The lists are concatenated into staging buffers (the file wants one section per part).
   std::vector<uint64_t> sizes, ids;
   std::vector<uint32_t> rows;
@@ -1355,6 +1376,7 @@ IvfPqIndex::Opened IvfPqIndex::open(const std::string& path, simd::Level level, 
   Opened out;
   out.modelVersion.assign(reinterpret_cast<const char*>(meta.data()) + kMetaFixedBytes, versionBytes);
   out.index = std::make_unique<IvfPqIndex>(p, level, threads);
+  out.attributes = readAttributes(*file, count);
   if (!trained) return out;
   Impl& s = *out.index->impl_;
   const size_t ksub = size_t(1) << p.nbits, cb = s.codeBytes();

@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "attributes.h"
 #include "exact_search.h"  // SearchOutput
 #include "metric.h"
 #include "pq.h"
@@ -153,11 +154,14 @@ class IvfPqIndex {
   // version id of the model whose vectors these are: the live vectors only, renumbered 0 ..
   // size-1 in row order. Adds wait for the write to finish before publishing (their encoding
   // does not); searches run on. Throws Error(Io).
-  void save(const std::string& path, const std::string& modelVersion) const;
+  // `attributes` (may be null): the index's attribute table, whose records of the saved rows
+  // go into the file (attributes_file.h), renumbered as the rows are.
+  void save(const std::string& path, const std::string& modelVersion, const AttributeTable* attributes = nullptr) const;
 
   struct Opened {
     std::unique_ptr<IvfPqIndex> index;
     std::string modelVersion;
+    std::shared_ptr<AttributeTable> attributes;  // null when the file holds none
   };
   // Reads a file save() wrote into memory, checking every section. Throws
   // Error(CorruptFile) for a file that is not a well-formed IVF-PQ index, Error(Io).

@@ -58,7 +58,9 @@ class GpuIvfPqIndex {
   SearchOutput search(const float* queries, size_t queryCount, const IvfPqSearchParams& params) const;
 
   // Writes the host twin (the same model and lists) to `path`: a file IvfPqIndex::open reads.
-  void save(const std::string& path, const std::string& modelVersion) const { host().save(path, modelVersion); }
+  void save(const std::string& path, const std::string& modelVersion, const AttributeTable* attributes = nullptr) const {
+    host().save(path, modelVersion, attributes);
+  }
 
   // As IvfPqIndex::rowsOf (the twin holds the same rows).
   void rowsOf(const uint64_t* ids, size_t count, int64_t* rows) const { host().rowsOf(ids, count, rows); }

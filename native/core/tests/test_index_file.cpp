@@ -13,50 +13,18 @@
 
 #include "../error.h"
 #include "../flat.h"
+#include "../hnsw.h"
 #include "../index_file.h"
 #include "../ivfpq.h"
 #include "../simd/dispatch.h"
 #include "check.h"
+#include "file_util.h"
 #include "test_util.h"
 
 using namespace ebrix;
 using namespace ebrix::test;
 
 namespace {
-
-// A fresh directory under /tmp, removed with its files at the end of the test.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char pattern[] = "/tmp/ebrix-file-test-XXXXXX";
-    path = mkdtemp(pattern);
-  }
-  ~TempDir() {
-    for (const std::string& f : files()) std::remove((path + "/" + f).c_str());
-    rmdir(path.c_str());
-  }
-  std::vector<std::string> files() const {
-    std::vector<std::string> out;
-    if (DIR* d = opendir(path.c_str())) {
-      while (dirent* e = readdir(d)) {
-        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.push_back(e->d_name);
-      }
-      closedir(d);
-    }
-    return out;
-  }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-};
-
-std::vector<uint8_t> readBytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
-}
-
-void writeBytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
 
 std::vector<uint64_t> idsFor(size_t n, uint64_t salt) {
   std::vector<uint64_t> ids(n);
@@ -400,18 +368,38 @@ TEST_CASE("file.fuzz_corpus_and_crash_regressions") {
       const std::string path = base + sub + "/" + name;
       if (std::string(sub) == "corpus") {
         ++seeds;
-        const bool flat = name.rfind("flat-", 0) == 0;
+        const bool flat = name.rfind("flat-", 0) == 0, hnsw = name.rfind("hnsw-", 0) == 0;
+        // Files named *-attrs hold an attributes section; the others were written before
+        // attributes were stored and must still open.
+        const bool attrs = name.find("-attrs") != std::string::npos;
         try {
           if (flat) {
-            CHECK(FlatIndex::open(path, false, true, simd::defaultLevel(), 1).index->size() > 0);
+            auto opened = FlatIndex::open(path, false, true, simd::defaultLevel(), 1);
+            CHECK(opened.index->size() > 0);
+            CHECK((opened.attributes != nullptr) == attrs);
+          } else if (hnsw) {
+            for (bool map : {false, true}) {
+              auto opened = HnswIndex::open(path, map, true, simd::defaultLevel(), 1);
+              CHECK(opened.index->size() > 0);
+              CHECK((opened.attributes != nullptr) == attrs);
+            }
           } else {
-            CHECK(IvfPqIndex::open(path, simd::defaultLevel(), 1).index->size() > 0);
+            auto opened = IvfPqIndex::open(path, simd::defaultLevel(), 1);
+            CHECK(opened.index->size() > 0);
+            CHECK((opened.attributes != nullptr) == attrs);
           }
         } catch (const Error& err) {
           CHECK_MSG(false, path + ": " + err.what());
         }
       }
       opensSafely(path, 0);
+      for (bool map : {false, true}) {
+        try {
+          HnswIndex::open(path, map, false, simd::defaultLevel(), 1);
+        } catch (const Error& err) {
+          CHECK(err.code() == ErrorCode::CorruptFile);
+        }
+      }
       try {
         IvfPqIndex::open(path, simd::defaultLevel(), 1);
       } catch (const Error& err) {
@@ -420,5 +408,5 @@ TEST_CASE("file.fuzz_corpus_and_crash_regressions") {
     }
     closedir(d);
   }
-  CHECK(seeds >= 5);
+  CHECK(seeds >= 9);
 }
