@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { resetGpuForTests } from '../lib/gpu.js';
+import { requireCuda, resetGpuForTests } from '../lib/gpu.js';
 import {
   DeviceUnavailableError,
   DimensionMismatchError,
@@ -665,6 +665,39 @@ describe.skipIf(!info.available)('mutations on the GPU', () => {
       const actual = await gpu.search(queries, 20, { filter });
       expectSameResults(expected, actual, 1e-4, JSON.stringify(filter, (_, v) => (typeof v === 'bigint' ? `${v}` : v)));
     }
+  });
+
+  it('the GPU classes report their host bytes to V8 after every write, and 0 after dispose', async () => {
+    const addon = requireCuda();
+    const dim = 16;
+    const ids = BigUint64Array.from(makeIds(3000));
+    const data = randomVectors(3000, dim, 95);
+    const flat = new addon.GpuFlatIndex(dim, 'ip', 'f32', 0);
+    flat.addSync(ids.subarray(0, 10), data.subarray(0, 10 * dim));
+    expect(flat.externalBytes()).toBe(flat.hostBytes());
+    await flat.addAsync(ids.subarray(10), data.subarray(10 * dim));
+    expect(flat.externalBytes()).toBe(flat.hostBytes());
+    await flat.removeAsync(ids.subarray(0, 2000));
+    expect(flat.externalBytes()).toBe(flat.hostBytes());
+    await flat.upsertAsync(ids.subarray(2000, 2100), data.subarray(0, 100 * dim));
+    expect(flat.externalBytes()).toBe(flat.hostBytes());
+    await flat.compactAsync();
+    expect(flat.externalBytes()).toBe(flat.hostBytes());
+    flat.dispose();
+    expect(flat.externalBytes()).toBe(0);
+    const ivf = new addon.GpuIvfPqIndex(dim, 'l2', 8, 4, 8, false, 'f16', 0, 0);
+    await ivf.trainAsync(data, 1, 3, undefined);
+    await ivf.addAsync(ids, data);
+    const hostBytes = () => ivf.memory().hostBytes;
+    expect(ivf.externalBytes()).toBe(hostBytes());
+    await ivf.removeAsync(ids.subarray(0, 2000));
+    expect(ivf.externalBytes()).toBe(hostBytes());
+    await ivf.upsertAsync(ids.subarray(2000, 2100), data.subarray(0, 100 * dim));
+    expect(ivf.externalBytes()).toBe(hostBytes());
+    await ivf.compactAsync();
+    expect(ivf.externalBytes()).toBe(hostBytes());
+    ivf.dispose();
+    expect(ivf.externalBytes()).toBe(0);
   });
 
   it('FlatIndex: reports host memory to V8 through writes and compaction, and frees device memory', async () => {
