@@ -70,6 +70,9 @@ export { NO_ID, type Ids } from './index/ids.js';
 export type { Vectors } from './index/vectors.js';
 export {
   SIMD_LEVELS,
+  configure,
+  threadCount,
+  type ConfigureOptions,
   hardwareThreads,
   measureFmaPeak,
   measureReadBandwidth,

@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
-import { EbrixError } from './errors.js';
+import { EbrixError, InvalidArgumentError } from './errors.js';
 
 export interface NativeSearchOutput {
   ids: BigUint64Array;
@@ -129,6 +129,8 @@ export interface NativeIvfPqIndex {
     filterStrategy?: string,
   ): Promise<NativeSearchOutput>;
   trained(): boolean;
+  /** Threads a search or train uses by default (follows the pool unless given). */
+  threads(): number;
   size(): number;
   memory(): NativeIvfPqMemory;
   dispose(): void;
@@ -138,20 +140,20 @@ export interface NativeIvfPqIndex {
   externalBytes(): number;
   /** The row of each id, -1 for an id the index does not hold. */
   rowsOf(ids: BigUint64Array): Float64Array;
-  // The CPU index only (absent on the GPU index):
-  upsert?(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
-  upsertAsync?(
+  /** The records arguments are the CPU index's (the GPU index keeps them in lib/). */
+  upsert(ids: BigUint64Array, vectors: Float32Array, attributes?: NativeAttributeTable, columns?: NativeColumns): void;
+  upsertAsync(
     ids: BigUint64Array,
     vectors: Float32Array,
     attributes?: NativeAttributeTable,
     columns?: NativeColumns,
   ): Promise<void>;
-  remove?(ids: BigUint64Array): number;
-  removeAsync?(ids: BigUint64Array): Promise<number>;
-  has?(id: bigint): boolean;
+  remove(ids: BigUint64Array): number;
+  removeAsync(ids: BigUint64Array): Promise<number>;
+  has(id: bigint): boolean;
   /** The refine vector; EBRIX_INVALID_ARGUMENT without refine vectors. */
-  get?(id: bigint): Float32Array;
-  compactAsync?(): Promise<number>;
+  get(id: bigint): Float32Array;
+  compactAsync(): Promise<number>;
 }
 
 export interface NativeHnswIndex {
@@ -198,6 +200,8 @@ export interface NativeHnswIndex {
   get(id: bigint): Float32Array;
   size(): number;
   memoryBytes(): number;
+  /** The native bytes last reported to V8 (tests). */
+  externalBytes(): number;
   simdLevel(): string;
   threads(): number;
   /** Bytes of graph and vectors read from a mapped file (0 once copied into memory). */
@@ -376,6 +380,12 @@ export interface NativeAddon {
   simdLevel(): string;
   supportedSimdLevels(): string[];
   hardwareThreads(): number;
+  /** The shared native thread pool's size (native/core/thread_pool.h). */
+  threadCount(): number;
+  /** Resizes the shared pool; an integer in [1, 4096]. Safe while searches run. */
+  setThreadCount(threads: number): void;
+  /** Why EBRIX_THREADS was not used; '' when unset or valid. */
+  threadsEnvironmentError(): string;
   measureFmaPeak(threads: number, seconds: number): Promise<number>;
   measureReadBandwidth(threads: number, bytes: number): Promise<number>;
   FlatIndex: {
@@ -482,6 +492,19 @@ export interface NativeGpuFlatIndex {
     allow: Uint32Array | undefined,
     tf32: boolean,
   ): Promise<NativeSearchOutput>;
+  /** As addSync / addAsync; ids may already be held (their rows become tombstones). */
+  upsertSync(ids: BigUint64Array, vectors: Float32Array): void;
+  upsertAsync(ids: BigUint64Array, vectors: Float32Array): Promise<void>;
+  removeSync(ids: BigUint64Array): number;
+  removeAsync(ids: BigUint64Array): Promise<number>;
+  has(id: bigint): boolean;
+  /** The stored vector read back from the device; EBRIX_UNKNOWN_ID for an id not held. */
+  get(id: bigint): Float32Array;
+  compactAsync(): Promise<number>;
+  /** The row of each id, -1 for an id the index does not hold. */
+  rowsOf(ids: BigUint64Array): Float64Array;
+  /** Host bytes last reported to V8 as external memory (tests). */
+  externalBytes(): number;
   size(): number;
   deviceBytes(): number;
   hostBytes(): number;
@@ -555,7 +578,14 @@ export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.u
 let cached: NativeAddon | undefined;
 
 export function native(): NativeAddon {
-  cached ??= loadAddon();
+  if (cached === undefined) {
+    const addon = loadAddon();
+    // The pool read EBRIX_THREADS when the addon loaded; a value it could not use is the
+    // caller's error, reported on first use as an invalid EBRIX_SIMD is.
+    const threadsError = addon.threadsEnvironmentError();
+    if (threadsError !== '') throw new InvalidArgumentError(threadsError);
+    cached = addon;
+  }
   return cached;
 }
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { resetGpuForTests } from '../lib/gpu.js';
+import { requireCuda, resetGpuForTests } from '../lib/gpu.js';
 import {
   DeviceUnavailableError,
   DimensionMismatchError,
@@ -30,6 +30,7 @@ import {
   scoredMetric,
   storedRows,
 } from './helpers.js';
+import { expectSameResults, runMutationSequence, type MutationScenario } from './mutation-harness.js';
 
 const METRICS: Metric[] = ['ip', 'cosine', 'l2'];
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -555,5 +556,161 @@ describe.skipIf(!info.available)('IvfPqIndex on the GPU', () => {
       for (let q = 0; q < nq; q++) for (const id of result.row(q).ids) expect(id === NO_ID || known.has(id)).toBe(true);
     }
     expect(index.size).toBe(n);
+  });
+});
+
+/**
+ * Removes, upserts, get, has and compaction on the GPU indexes, against CPU references
+ * (test/mutation-harness.ts): after every step the GPU index answers as a fresh CPU index
+ * built from the live vectors, and, with an allow bitset over rows, as a CPU index that took
+ * the same steps. The same sequences run CPU against CPU first, so the references are known
+ * to agree with each other wherever this file runs.
+ */
+function flatScenario(device: 'cpu' | 'cuda', metric: Metric, storage: 'f32' | 'f16' | 'bf16'): MutationScenario<FlatIndex> {
+  const dim = 33;
+  return {
+    label: `FlatIndex ${device} ${metric} ${storage}`,
+    dim,
+    gets: true,
+    make: async () => [new FlatIndex({ dim, metric, storage, device }), new FlatIndex({ dim, metric, storage })],
+    fresh: async (ids, vectors) => {
+      const index = new FlatIndex({ dim, metric, storage });
+      if (ids.length > 0) await index.add(ids, vectors);
+      return index;
+    },
+    search: (index, queries, k, allow) => index.search(queries, k, allow === undefined ? {} : { allow }),
+    searchSync: (index, queries, k) => index.searchSync(queries, k),
+    tolerance: (scores) => 1e-4 * Math.max(1, ...Array.from(scores, (v) => (Number.isFinite(v) ? Math.abs(v) : 0))),
+  };
+}
+
+function ivfpqScenario(device: 'cpu' | 'cuda', metric: Metric, refine: 'none' | 'f16' | 'f32'): MutationScenario<IvfPqIndex> {
+  const dim = 32;
+  const sample = clustered(3000, dim, 16, 77);
+  const options = { dim, metric, nlist: 16, m: 8, nbits: 8 as const, refine };
+  const trained = async (onDevice: 'cpu' | 'cuda') => {
+    const index = new IvfPqIndex({ ...options, device: onDevice });
+    await index.train(sample, { seed: 5, maxIterations: 8 });
+    return index;
+  };
+  // The GPU probes the lists it is asked to whatever the tombstones, as a fresh index does; a
+  // CPU index with many tombstones probes more (it treats them as a filter), so CPU against
+  // CPU compares over every list.
+  const partial = device === 'cuda' ? 4 : 16;
+  return {
+    label: `IvfPqIndex ${device} ${metric} refine ${refine}`,
+    dim,
+    gets: refine !== 'none',
+    make: async () => [await trained(device), await trained('cpu')],
+    fresh: async (ids, vectors) => {
+      const index = await trained('cpu');
+      if (ids.length > 0) await index.add(ids, vectors);
+      return index;
+    },
+    // A partial probe for k 10, every list for k 50; with an allow bitset, every list (the
+    // CPU's 'probe' strategy then scores the same lists the GPU does).
+    search: (index, queries, k, allow) =>
+      index.search(
+        queries,
+        k,
+        allow === undefined
+          ? { nprobe: k <= 10 ? partial : 16, refineFactor: 8 }
+          : { nprobe: 16, refineFactor: 8, allow, filterStrategy: 'probe' },
+      ),
+    searchSync: (index, queries, k) => index.searchSync(queries, k, { nprobe: k <= 10 ? partial : 16, refineFactor: 8 }),
+    tolerance: (scores) => 2e-4 * Math.max(1, ...Array.from(scores, (v) => (Number.isFinite(v) ? Math.abs(v) : 0))),
+  };
+}
+
+describe('mutation references (CPU against CPU, the GPU checks below use them)', () => {
+  it('FlatIndex: a fresh index of the live vectors and a twin that took the same steps agree', async () => {
+    expect(await runMutationSequence(flatScenario('cpu', 'l2', 'f16'), 3)).toBeGreaterThan(0);
+  });
+
+  it('IvfPqIndex: two indexes trained on one sample with one seed agree after the same steps', async () => {
+    expect(await runMutationSequence(ivfpqScenario('cpu', 'ip', 'f16'), 4)).toBeGreaterThan(0);
+  }, 60_000);
+});
+
+describe.skipIf(!info.available)('mutations on the GPU', () => {
+  for (const storage of ['f32', 'f16', 'bf16'] as const) {
+    it.each(METRICS)(`FlatIndex ${storage} %s: remove, upsert, get, has and compact answer as the CPU does`, async (metric) => {
+      expect(await runMutationSequence(flatScenario('cuda', metric, storage), 11)).toBeGreaterThan(0);
+    });
+  }
+
+  for (const refine of ['none', 'f16', 'f32'] as const) {
+    it.each(METRICS)(`IvfPqIndex 8-bit refine ${refine} %s: the same, with the CPU twin in step`, async (metric) => {
+      expect(await runMutationSequence(ivfpqScenario('cuda', metric, refine), 13)).toBeGreaterThan(0);
+    }, 60_000);
+  }
+
+  it('FlatIndex: attribute records follow upserts, filters see removes, ids in filters resolve', async () => {
+    const dim = 8;
+    const schema = { color: 'category' } as const;
+    using gpu = new FlatIndex({ dim, device: 'cuda', attributes: schema });
+    using cpu = new FlatIndex({ dim, attributes: schema });
+    const data = randomVectors(300, dim, 91);
+    const ids = makeIds(300);
+    const colors = ids.map((_, i) => ({ color: i % 3 === 0 ? 'red' : 'blue' }));
+    for (const index of [gpu, cpu]) {
+      await index.add(ids, data, { attributes: colors });
+      await index.upsert(ids.slice(0, 30), randomVectors(30, dim, 92), { attributes: ids.slice(0, 30).map(() => ({ color: 'green' })) });
+      await index.remove(ids.slice(30, 60));
+    }
+    await gpu.compact();
+    const queries = randomVectors(4, dim, 93);
+    for (const filter of [{ color: 'green' }, { color: 'red' }, { id: { in: [ids[0]!, ids[31]!, ids[99]!] } }] as const) {
+      const expected = await cpu.search(queries, 20, { filter });
+      const actual = await gpu.search(queries, 20, { filter });
+      expectSameResults(expected, actual, 1e-4, JSON.stringify(filter, (_, v) => (typeof v === 'bigint' ? `${v}` : v)));
+    }
+  });
+
+  it('the GPU classes report their host bytes to V8 after every write, and 0 after dispose', async () => {
+    const addon = requireCuda();
+    const dim = 16;
+    const ids = BigUint64Array.from(makeIds(3000));
+    const data = randomVectors(3000, dim, 95);
+    const flat = new addon.GpuFlatIndex(dim, 'ip', 'f32', 0);
+    flat.addSync(ids.subarray(0, 10), data.subarray(0, 10 * dim));
+    expect(flat.externalBytes()).toBe(flat.hostBytes());
+    await flat.addAsync(ids.subarray(10), data.subarray(10 * dim));
+    expect(flat.externalBytes()).toBe(flat.hostBytes());
+    await flat.removeAsync(ids.subarray(0, 2000));
+    expect(flat.externalBytes()).toBe(flat.hostBytes());
+    await flat.upsertAsync(ids.subarray(2000, 2100), data.subarray(0, 100 * dim));
+    expect(flat.externalBytes()).toBe(flat.hostBytes());
+    await flat.compactAsync();
+    expect(flat.externalBytes()).toBe(flat.hostBytes());
+    flat.dispose();
+    expect(flat.externalBytes()).toBe(0);
+    const ivf = new addon.GpuIvfPqIndex(dim, 'l2', 8, 4, 8, false, 'f16', 0, 0);
+    await ivf.trainAsync(data, 1, 3, undefined);
+    await ivf.addAsync(ids, data);
+    const hostBytes = () => ivf.memory().hostBytes;
+    expect(ivf.externalBytes()).toBe(hostBytes());
+    await ivf.removeAsync(ids.subarray(0, 2000));
+    expect(ivf.externalBytes()).toBe(hostBytes());
+    await ivf.upsertAsync(ids.subarray(2000, 2100), data.subarray(0, 100 * dim));
+    expect(ivf.externalBytes()).toBe(hostBytes());
+    await ivf.compactAsync();
+    expect(ivf.externalBytes()).toBe(hostBytes());
+    ivf.dispose();
+    expect(ivf.externalBytes()).toBe(0);
+  });
+
+  it('FlatIndex: reports host memory to V8 through writes and compaction, and frees device memory', async () => {
+    const dim = 64;
+    using index = new FlatIndex({ dim, device: 'cuda' });
+    const ids = makeIds(20_000);
+    await index.add(ids, randomVectors(20_000, dim, 94));
+    const before = index.memoryUsage();
+    await index.remove(ids.slice(0, 15_000));
+    expect(index.memoryUsage().hostBytes).toBeGreaterThan(0);
+    expect(await index.compact()).toBe(15_000);
+    const after = index.memoryUsage();
+    expect(after.deviceBytes).toBeLessThan(before.deviceBytes / 2);
+    expect(index.size).toBe(5000);
   });
 });

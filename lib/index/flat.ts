@@ -54,7 +54,7 @@ export interface FlatIndexOptions {
   dim: number;
   /** Scoring, higher is better: inner product (default), cosine, or negative squared L2. */
   metric?: Metric;
-  /** Native threads a search may use (default: all hardware threads). CPU only. */
+  /** Native threads a search may use (default: the native pool's size, following `configure({ threads })`; capped at it). CPU only. */
   threads?: number;
   /**
    * Force a SIMD level for this index (default: `EBRIX_SIMD`, else the best supported). CPU
@@ -132,7 +132,7 @@ export interface FlatIndexOpenOptions {
   mmap?: boolean;
   /** With mmap, check the rows' checksum too (reads every page once). Default false. */
   verify?: boolean;
-  /** Native threads a search may use (default: all hardware threads). */
+  /** Native threads a search may use (default: the native pool's size, following `configure({ threads })`; capped at it). */
   threads?: number;
   /** Force a SIMD level (default: `EBRIX_SIMD`, else the best supported). */
   simd?: SimdLevel;
@@ -260,7 +260,10 @@ export class FlatIndex implements Disposable {
     return live.device === 'cpu' ? (live.index.simdLevel() as SimdLevel) : undefined;
   }
 
-  /** Native threads a search uses by default; undefined on the GPU. */
+  /**
+   * Native threads a search uses by default: the `threads` option capped at the pool size,
+   * or the pool size (`configure`, `threadCount()`) when none was given; undefined on the GPU.
+   */
   get threads(): number | undefined {
     const live = this.#live();
     return live.device === 'cpu' ? live.index.threads() : undefined;
@@ -387,46 +390,59 @@ export class FlatIndex implements Disposable {
    * searches: none sees an upserted id twice, or misses it. Validated as `add`, except that
    * ids may already be held (they must still be distinct within the call). Each vector takes
    * a new row (see SearchOptions.allow); the replaced rows become tombstones until
-   * `compact()`. CPU indexes only.
+   * `compact()`. On the GPU too (device memory exhaustion leaves the index unchanged).
    */
   async upsert(ids: Ids, vectors: Vectors, options: AddOptions = {}): Promise<void> {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     checkAddOptions(options, this.#attributes);
-    const index = this.#cpu('upsert');
-    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
-    await awaitNative(index.upsertAsync(idArray, matrix, table, columns));
+    const live = this.#live();
+    if (live.device === 'cpu') {
+      const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+      return awaitNative(live.index.upsertAsync(idArray, matrix, table, columns));
+    }
+    // The upserted vectors take new rows, so their records append as an add's do.
+    const upsertVectors = () => awaitNative(live.index.upsertAsync(idArray, matrix));
+    if (this.#attributes !== undefined) return this.#attributes.add(idArray.length, options, upsertVectors);
+    await upsertVectors();
   }
 
   /** `upsert` on the calling thread, for small batches (as `addSync`). */
   upsertSync(ids: Ids, vectors: Vectors, options: AddOptions = {}): void {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     checkAddOptions(options, this.#attributes);
-    const index = this.#cpu('upsert');
-    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
-    callNative(() => index.upsert(idArray, matrix, table, columns));
+    const live = this.#live();
+    if (live.device === 'cpu') {
+      const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+      callNative(() => live.index.upsert(idArray, matrix, table, columns));
+      return;
+    }
+    const upsertVectors = () => callNative(() => live.index.upsertSync(idArray, matrix));
+    if (this.#attributes !== undefined) this.#attributes.addSync(idArray.length, options, upsertVectors);
+    else upsertVectors();
   }
 
   /**
    * Removes the vectors of the given ids; ids the index does not hold are ignored, and so are
    * repeats. Resolves to the number removed. A removed vector is a tombstone: searches that
    * start after this never return it (it is excluded inside the scan, so results stay exact
-   * and filters never match it), and `compact()` reclaims its memory. CPU indexes only.
+   * and filters never match it), and `compact()` reclaims its memory. On the GPU the live
+   * bitset is copied to the device, where the scan masks the removed rows the same way.
    */
   async remove(ids: Ids): Promise<number> {
     const idArray = this.#prepareRemove(ids);
-    return awaitNative(this.#cpu('remove').removeAsync(idArray));
+    return awaitNative(this.#live().index.removeAsync(idArray));
   }
 
-  /** `remove` on the calling thread (it copies one bit per stored vector). */
+  /** `remove` on the calling thread (it copies one bit per stored vector; on the GPU, uploads them). */
   removeSync(ids: Ids): number {
     const idArray = this.#prepareRemove(ids);
-    const index = this.#cpu('remove');
-    return callNative(() => index.remove(idArray));
+    const live = this.#live();
+    return callNative(() => (live.device === 'cpu' ? live.index.remove(idArray) : live.index.removeSync(idArray)));
   }
 
-  /** Whether a vector is held under `id`. CPU indexes only. */
+  /** Whether a vector is held under `id`. */
   has(id: number | bigint): boolean {
-    const index = this.#cpu('has');
+    const { index } = this.#live();
     const [value] = toIdArray([id], 'id');
     return callNative(() => index.has(value!));
   }
@@ -434,10 +450,10 @@ export class FlatIndex implements Disposable {
   /**
    * The vector stored under `id`, as the index stores it: normalised for cosine, rounded for
    * f16 / bf16, decoded from its 8-bit code for 'i8'. EBRIX_UNKNOWN_ID when the id is not
-   * held. CPU indexes only.
+   * held. On the GPU the row is read back from the device (the same rounding as the CPU's).
    */
   get(id: number | bigint): Float32Array {
-    const index = this.#cpu('get');
+    const { index } = this.#live();
     const [value] = toIdArray([id], 'id');
     return callNative(() => index.get(value!));
   }
@@ -446,10 +462,11 @@ export class FlatIndex implements Disposable {
    * Rewrites the storage without the tombstones of removed and replaced vectors, off the event
    * loop, and resolves to the number dropped (0, copying nothing, when there are none). Searches
    * keep running meanwhile on the storage they started with; adds, upserts and removes wait
-   * for it. Rows keep their numbers. CPU indexes only.
+   * for it. Rows keep their numbers. On the GPU the live rows are gathered into new device
+   * buffers; the old ones are freed when the searches still reading them end.
    */
   async compact(): Promise<number> {
-    return awaitNative(this.#cpu('compact').compactAsync());
+    return awaitNative(this.#live().index.compactAsync());
   }
 
   /**
@@ -508,19 +525,11 @@ export class FlatIndex implements Disposable {
     return this.#native;
   }
 
-  /** Rows of ids, for filters compiled here (GPU indexes, which cannot map ids yet). */
-  #rowsOf = (): Float64Array => {
-    throw new InvalidArgumentError('Filters on ids need an index on the CPU for now');
+  /** Rows of ids, for filters compiled here (GPU indexes). */
+  #rowsOf = (ids: BigUint64Array): Float64Array => {
+    const { index } = this.#live();
+    return callNative(() => index.rowsOf(ids));
   };
-
-  /** The CPU index, for the operations the GPU index lacks. */
-  #cpu(operation: string): NativeFlatIndex {
-    const live = this.#live();
-    if (live.device !== 'cpu') {
-      throw new InvalidArgumentError(`${operation} needs an index on the CPU: the GPU index does not support it yet`);
-    }
-    return live.index;
-  }
 
   #prepareRemove(ids: Ids): BigUint64Array {
     this.#live();

@@ -54,7 +54,7 @@ export interface HnswIndexOptions {
    * values of magnitude 65520 or more.
    */
   storage?: VectorStorage;
-  /** Native threads an add or search may use (default: all hardware threads). */
+  /** Native threads an add or search may use (default: the native pool's size, following `configure({ threads })`; capped at it). */
   threads?: number;
   /** Force a SIMD level for the distance kernels (default: `EBRIX_SIMD`, else the best supported). */
   simd?: SimdLevel;
@@ -183,7 +183,7 @@ export class HnswIndex implements Disposable {
     return this.#live().simdLevel() as SimdLevel;
   }
 
-  /** Native threads an add or search uses by default. */
+  /** Native threads an add or search uses by default (as FlatIndex's `threads`). */
   get threads(): number {
     return this.#live().threads();
   }

@@ -51,7 +51,7 @@ export interface IvfPqIndexOptions {
   opq?: boolean;
   /** Keep f16 or f32 copies of the vectors to re-rank candidates exactly. Default 'none'. */
   refine?: IvfPqRefine;
-  /** Native threads a search or train may use (default: all hardware threads). */
+  /** Native threads a search or train may use (default: the native pool's size, following `configure({ threads })`; capped at it). */
   threads?: number;
   /** Force a SIMD level (default: `EBRIX_SIMD`, else the best supported). Not with device 'cuda'. */
   simd?: SimdLevel;
@@ -114,7 +114,7 @@ export type IvfPqFilterStrategy = 'auto' | 'probe' | 'scan';
 export const IVFPQ_FILTER_STRATEGIES: readonly IvfPqFilterStrategy[] = ['auto', 'probe', 'scan'];
 
 export interface IvfPqOpenOptions {
-  /** Native threads a search or train may use (default: all hardware threads). */
+  /** Native threads a search or train may use (default: the native pool's size, following `configure({ threads })`; capped at it). */
   threads?: number;
   /** Force a SIMD level (default: `EBRIX_SIMD`, else the best supported). */
   simd?: SimdLevel;
@@ -232,6 +232,14 @@ export class IvfPqIndex implements Disposable {
   /** Number of vectors held (added or upserted, and not removed). */
   get size(): number {
     return this.#live().size();
+  }
+
+  /**
+   * Native threads a search or train uses by default (on the GPU: the CPU twin's, which
+   * trains and encodes): as FlatIndex's `threads`.
+   */
+  get threads(): number {
+    return this.#live().threads();
   }
 
   get disposed(): boolean {
@@ -360,45 +368,59 @@ export class IvfPqIndex implements Disposable {
   /**
    * As FlatIndex.upsert: replaces the vectors (and attribute records) of held ids and adds the
    * others, off the event loop, all-or-nothing and in one step for searches; each vector takes
-   * a new row and the replaced rows become tombstones until `compact()`. CPU indexes only.
+   * a new row and the replaced rows become tombstones until `compact()`. On the GPU the CPU
+   * twin and the device take the upsert together, or neither does.
    */
   async upsert(ids: Ids, vectors: Vectors, options: AddOptions = {}): Promise<void> {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     checkAddOptions(options, this.#attributes);
-    const index = this.#cpu('upsert');
-    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
-    await awaitNative(index.upsertAsync(idArray, matrix, table, columns));
+    const live = this.#live();
+    if (this.device === 'cpu') {
+      const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+      return awaitNative(live.upsertAsync(idArray, matrix, table, columns));
+    }
+    // The upserted vectors take new rows, so their records append as an add's do.
+    const upsertVectors = () => awaitNative(live.upsertAsync(idArray, matrix));
+    if (this.#attributes !== undefined) return this.#attributes.add(idArray.length, options, upsertVectors);
+    await upsertVectors();
   }
 
   /** `upsert` on the calling thread, for small batches. */
   upsertSync(ids: Ids, vectors: Vectors, options: AddOptions = {}): void {
     const [idArray, matrix] = this.#prepareAdd(ids, vectors);
     checkAddOptions(options, this.#attributes);
-    const index = this.#cpu('upsert');
-    const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
-    callNative(() => index.upsert(idArray, matrix, table, columns));
+    const live = this.#live();
+    if (this.device === 'cpu') {
+      const [table, columns] = this.#attributes?.records(idArray.length, options) ?? [];
+      callNative(() => live.upsert(idArray, matrix, table, columns));
+      return;
+    }
+    const upsertVectors = () => callNative(() => live.upsert(idArray, matrix));
+    if (this.#attributes !== undefined) this.#attributes.addSync(idArray.length, options, upsertVectors);
+    else upsertVectors();
   }
 
   /**
    * As FlatIndex.remove: ids not held are ignored; resolves to the number removed. Waits for
    * the searches in flight (it publishes under the lock they hold), off the event loop. The
-   * removed rows are excluded inside the list scan until `compact()` drops them. CPU only.
+   * removed rows are excluded inside the list scan until `compact()` drops them (on the GPU by
+   * a live bitset on the device; the CPU twin takes the remove too, or neither does).
    */
   async remove(ids: Ids): Promise<number> {
     const idArray = this.#prepareIds(ids);
-    return awaitNative(this.#cpu('remove').removeAsync(idArray));
+    return awaitNative(this.#live().removeAsync(idArray));
   }
 
   /** `remove` on the calling thread: it blocks until the searches in flight end. */
   removeSync(ids: Ids): number {
     const idArray = this.#prepareIds(ids);
-    const index = this.#cpu('remove');
+    const index = this.#live();
     return callNative(() => index.remove(idArray));
   }
 
-  /** Whether a vector is held under `id`. CPU indexes only. */
+  /** Whether a vector is held under `id`. */
   has(id: number | bigint): boolean {
-    const index = this.#cpu('has');
+    const index = this.#live();
     const [value] = toIdArray([id], 'id');
     return callNative(() => index.has(value!));
   }
@@ -406,10 +428,11 @@ export class IvfPqIndex implements Disposable {
   /**
    * The vector stored under `id`: its refine vector (normalised for cosine, rounded for 'f16').
    * An index with refine 'none' keeps only PQ codes and cannot give vectors back
-   * (EBRIX_INVALID_ARGUMENT says so); an id not held is EBRIX_UNKNOWN_ID. CPU indexes only.
+   * (EBRIX_INVALID_ARGUMENT says so); an id not held is EBRIX_UNKNOWN_ID. On the GPU: the CPU
+   * twin's copy, which equals the device's.
    */
   get(id: number | bigint): Float32Array {
-    const index = this.#cpu('get');
+    const index = this.#live();
     const [value] = toIdArray([id], 'id');
     return callNative(() => index.get(value!));
   }
@@ -417,10 +440,12 @@ export class IvfPqIndex implements Disposable {
   /**
    * Rewrites the lists (and refine vectors) without the entries of removed and replaced
    * vectors, off the event loop; resolves to the number dropped. Searches keep running on the
-   * old lists until the new ones are swapped in; writes wait. Rows keep their numbers. CPU only.
+   * old lists until the new ones are swapped in; writes wait. Rows keep their numbers. On the
+   * GPU the device lists, ids and refine vectors are gathered into new device buffers (the old
+   * ones are freed when the searches using them end), and the CPU twin compacts too.
    */
   async compact(): Promise<number> {
-    return awaitNative(this.#cpu('compact').compactAsync());
+    return awaitNative(this.#live().compactAsync());
   }
 
   /** The index's attributes (an index made with `attributes`). */
@@ -495,14 +520,7 @@ export class IvfPqIndex implements Disposable {
     return this.#native;
   }
 
-  /** The CPU index, for the operations the GPU index lacks. */
-  #cpu(operation: string): Required<NativeIvfPqIndex> {
-    const live = this.#live();
-    if (this.device !== 'cpu') {
-      throw new InvalidArgumentError(`${operation} needs an index on the CPU: the GPU index does not support it yet`);
-    }
-    return live as Required<NativeIvfPqIndex>;
-  }
+
 
   #prepareIds(ids: Ids): BigUint64Array {
     this.#live();

@@ -9,9 +9,10 @@
  * CPU indexes take the records and the filter natively (`records`, `filter`): the index
  * appends a write's records under its writer lock before the write's rows are published, and
  * a search evaluates its filter on the state it reads (native/core/row_filter.h), so a
- * filtered search is exact over one state even while writes run. GPU indexes (no removes or
- * upserts) append records after their vectors (`add`, queued) and take the filter compiled
- * here into an allow bitset (`allow`).
+ * filtered search is exact over one state even while writes run. GPU indexes append records
+ * after their vectors (`add`, queued; an upsert's vectors take new rows, so its records go the
+ * same way, and a remove leaves the table alone) and take the filter compiled here into an
+ * allow bitset (`allow`), which the device ANDs with its live rows.
  */
 import { InvalidArgumentError } from '../errors.js';
 import type { NativeAttributeTable, NativeColumns, NativeFilterNode, NativeOpenedAttributes } from '../native.js';

@@ -4,6 +4,7 @@
 #include "hnsw_index.h"
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,6 +84,7 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
                            InstanceMethod<&HnswIndexWrap::upsertAsync>("upsertAsync"),
                            InstanceMethod<&HnswIndexWrap::size>("size"),
                            InstanceMethod<&HnswIndexWrap::memoryBytes>("memoryBytes"),
+                           InstanceMethod<&HnswIndexWrap::externalBytes>("externalBytes"),
                            InstanceMethod<&HnswIndexWrap::simdLevel>("simdLevel"),
                            InstanceMethod<&HnswIndexWrap::threads>("threads"),
                            InstanceMethod<&HnswIndexWrap::saveAsync>("saveAsync"),
@@ -127,8 +129,11 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
       }
       const unsigned threads = static_cast<unsigned>(std::min<size_t>(requireCount(info[7], "threads"), 4096));
       index_ = std::make_shared<HnswIndex>(params, level, threads);
+      account(env);
     })
   }
+
+  ~HnswIndexWrap() override { external_->close(Env()); }
 
  private:
   std::shared_ptr<HnswIndex> live(Napi::Env env) {
@@ -180,6 +185,7 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
       auto index = live(env);
       const AddArgs args = parseAdd(info, index->dim());
       index->add(args.ids.Data(), args.vectors.Data(), args.count, RowRecords::parse(info[2], info[3], args.count).hook());
+      account(env);
       return env.Undefined();
     })
   }
@@ -190,7 +196,7 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
       auto index = live(env);
       const AddArgs args = parseAdd(info, index->dim());
       const WriteHook hook = RowRecords::parse(info[2], info[3], args.count).hook();
-      return (new AddWorker<HnswIndex>(env, index, args, nullptr, hook))->Start();
+      return (new AddWorker<HnswIndex>(env, index, args, accountLater(), hook))->Start();
     })
   }
 
@@ -202,6 +208,7 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
       const AddArgs args = parseAdd(info, index->dim());
       index->upsert(args.ids.Data(), args.vectors.Data(), args.count,
                     RowRecords::parse(info[2], info[3], args.count).hook());
+      account(env);
       return env.Undefined();
     })
   }
@@ -212,7 +219,7 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
       auto index = live(env);
       const AddArgs args = parseAdd(info, index->dim());
       const WriteHook hook = RowRecords::parse(info[2], info[3], args.count).hook();
-      return (new UpsertWorker<HnswIndex>(env, index, args, nullptr, hook))->Start();
+      return (new UpsertWorker<HnswIndex>(env, index, args, accountLater(), hook))->Start();
     })
   }
 
@@ -231,7 +238,9 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const Napi::BigUint64Array ids = requireBigUint64(info[0], "ids");
-      return Napi::Number::New(env, static_cast<double>(index->remove(ids.Data(), ids.ElementLength())));
+      const size_t removed = index->remove(ids.Data(), ids.ElementLength());
+      account(env);
+      return Napi::Number::New(env, static_cast<double>(removed));
     })
   }
 
@@ -239,7 +248,7 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      return (new RemoveWorker<HnswIndex>(env, index, requireBigUint64(info[0], "ids")))->Start();
+      return (new RemoveWorker<HnswIndex>(env, index, requireBigUint64(info[0], "ids"), accountLater()))->Start();
     })
   }
 
@@ -306,6 +315,10 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, { return (new CompactWorker<HnswIndex>(env, live(env)))->Start(); })
   }
+  // The native bytes last reported to V8 (tests).
+  Napi::Value externalBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(external_->reported()));
+  }
   Napi::Value simdLevel(const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), simd::levelName(live(info.Env())->level()));
   }
@@ -314,11 +327,23 @@ class HnswIndexWrap : public Napi::ObjectWrap<HnswIndexWrap> {
   }
   // Drops this handle's reference; work in flight keeps the index until it ends.
   Napi::Value dispose(const Napi::CallbackInfo& info) {
+    external_->close(info.Env());
     index_.reset();
     return info.Env().Undefined();
   }
 
+  // Tells V8 the index's native bytes (graph, vectors, id maps), as FlatIndexWrap does.
+  void account(Napi::Env env) {
+    if (index_) external_->update(env, index_->memoryBytes());
+  }
+  std::function<void(Napi::Env)> accountLater() {
+    return [external = external_, index = std::weak_ptr<HnswIndex>(index_)](Napi::Env env) {
+      if (auto alive = index.lock()) external->update(env, alive->memoryBytes());
+    };
+  }
+
   std::shared_ptr<HnswIndex> index_;
+  std::shared_ptr<ExternalMemory> external_ = std::make_shared<ExternalMemory>();
 };
 
 // openHnswIndexAsync(path, map, verify, simd | undefined, threads) -> { handle, modelVersion,

@@ -75,7 +75,7 @@ struct TakesWriteHook<Index, std::void_t<decltype(std::declval<Index&>().add(
 // transfer or detach the buffer while the add runs), and validating and then reading a
 // buffer the caller can still write would not be all-or-nothing. `hook` (an index that keeps
 // attribute records, attributes.h's RowRecords) appends the records before the rows publish;
-// indexes whose add takes no hook (the GPU's) get none.
+// indexes whose add takes no hook (the GPU's) get none; their upsert takes none either.
 template <class Index, bool kUpsert = false>
 class AddWorker : public PromiseWorker {
  public:
@@ -92,14 +92,20 @@ class AddWorker : public PromiseWorker {
 
  protected:
   void Run() override {
-    if constexpr (kUpsert) {
-      index_->upsert(ids_.data(), vectors_.data(), count_, hook_);
-    } else if constexpr (TakesWriteHook<Index>::value) {
-      index_->add(ids_.data(), vectors_.data(), count_, hook_);
+    if constexpr (TakesWriteHook<Index>::value) {
+      if constexpr (kUpsert) {
+        index_->upsert(ids_.data(), vectors_.data(), count_, hook_);
+      } else {
+        index_->add(ids_.data(), vectors_.data(), count_, hook_);
+      }
     } else {
       // Records must never be dropped silently: that would shift every later row's.
       if (hook_) throw Error(ErrorCode::Internal, "This index cannot append attribute records with its rows");
-      index_->add(ids_.data(), vectors_.data(), count_);
+      if constexpr (kUpsert) {
+        index_->upsert(ids_.data(), vectors_.data(), count_);
+      } else {
+        index_->add(ids_.data(), vectors_.data(), count_);
+      }
     }
   }
   Napi::Value Resolve(Napi::Env env) override {

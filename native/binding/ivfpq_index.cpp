@@ -14,7 +14,7 @@ const napi_type_tag kOpenedTag = {0x6562726978697666ull, 0x70712d6f70656e64ull};
 struct CpuIvfPq {
   using Index = IvfPqIndex;
   static constexpr const char* kName = "IvfPqIndex";
-  static constexpr bool kMutable = true;
+  static constexpr bool kNativeAttributes = true;
   // Argument 7: a SIMD level name, or undefined for the default.
   static std::shared_ptr<IvfPqIndex> create(Napi::Env env, const IvfPqParams& params, const Napi::Value& simdArg,
                                             unsigned threads) {

@@ -96,12 +96,13 @@ class IvfPqTrainWorker : public PromiseWorker {
   double lastSent_ = -1.0;
 };
 
-// The CPU index evaluates filters itself (on the state its search reads); the GPU index takes
-// the bitset lib/index/ivfpq.ts compiled.
+// The CPU index evaluates filters itself (on the state its search reads) and appends attribute
+// records with its rows (Traits::kNativeAttributes); the GPU index takes the bitset
+// lib/index/ivfpq.ts compiled, and lib/ keeps its records.
 template <typename Traits>
 using IvfPqSearchWorker =
     ParamsSearchWorker<typename Traits::Index, IvfPqSearchParams,
-                       std::conditional_t<Traits::kMutable, SearchFilter, std::nullptr_t>>;
+                       std::conditional_t<Traits::kNativeAttributes, SearchFilter, std::nullptr_t>>;
 
 
 template <typename Traits>
@@ -120,6 +121,7 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
         Wrap::template InstanceMethod<&Wrap::search>("search"),
         Wrap::template InstanceMethod<&Wrap::searchAsync>("searchAsync"),
         Wrap::template InstanceMethod<&Wrap::trained>("trained"),
+        Wrap::template InstanceMethod<&Wrap::threads>("threads"),
         Wrap::template InstanceMethod<&Wrap::size>("size"),
         Wrap::template InstanceMethod<&Wrap::memory>("memory"),
         Wrap::template InstanceMethod<&Wrap::saveAsync>("saveAsync"),
@@ -127,16 +129,13 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
         Wrap::template InstanceMethod<&Wrap::rowsOf>("rowsOf"),
         Wrap::template InstanceMethod<&Wrap::dispose>("dispose"),
     };
-    // Mutations and lookups by id are the CPU index's only (the GPU mirror has none yet).
-    if constexpr (Traits::kMutable) {
-      methods.push_back(Wrap::template InstanceMethod<&Wrap::upsert>("upsert"));
-      methods.push_back(Wrap::template InstanceMethod<&Wrap::upsertAsync>("upsertAsync"));
-      methods.push_back(Wrap::template InstanceMethod<&Wrap::remove>("remove"));
-      methods.push_back(Wrap::template InstanceMethod<&Wrap::removeAsync>("removeAsync"));
-      methods.push_back(Wrap::template InstanceMethod<&Wrap::has>("has"));
-      methods.push_back(Wrap::template InstanceMethod<&Wrap::get>("get"));
-      methods.push_back(Wrap::template InstanceMethod<&Wrap::compactAsync>("compactAsync"));
-    }
+    methods.push_back(Wrap::template InstanceMethod<&Wrap::upsert>("upsert"));
+    methods.push_back(Wrap::template InstanceMethod<&Wrap::upsertAsync>("upsertAsync"));
+    methods.push_back(Wrap::template InstanceMethod<&Wrap::remove>("remove"));
+    methods.push_back(Wrap::template InstanceMethod<&Wrap::removeAsync>("removeAsync"));
+    methods.push_back(Wrap::template InstanceMethod<&Wrap::has>("has"));
+    methods.push_back(Wrap::template InstanceMethod<&Wrap::get>("get"));
+    methods.push_back(Wrap::template InstanceMethod<&Wrap::compactAsync>("compactAsync"));
     return Wrap::DefineClass(env, Traits::kName, methods);
   }
 
@@ -208,7 +207,7 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     })
   }
 
-  using Filter = std::conditional_t<Traits::kMutable, SearchFilter, std::nullptr_t>;
+  using Filter = std::conditional_t<Traits::kNativeAttributes, SearchFilter, std::nullptr_t>;
 
   struct SearchArgs {
     Napi::Float32Array queries;
@@ -229,7 +228,7 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     args.params.nprobe = requireCount(info[2], "nprobe");
     args.params.refineFactor = requireCount(info[3], "refineFactor");
     args.params.threads = static_cast<unsigned>(std::min<size_t>(requireCount(info[4], "threads"), 4096));
-    if constexpr (Traits::kMutable) args.filter = SearchFilter::parse(info[6], info[7], args.params.threads);
+    if constexpr (Traits::kNativeAttributes) args.filter = SearchFilter::parse(info[6], info[7], args.params.threads);
     if (!info[8].IsUndefined()) {
       const std::string strategy = info[8].IsString() ? info[8].As<Napi::String>().Utf8Value() : std::string("(not a string)");
       if (strategy == "auto") args.params.filterStrategy = IvfPqFilter::Auto;
@@ -252,7 +251,7 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
 
   // The records of a write (CPU index): add(ids, vectors, attributes | undefined, columns | undefined).
   static WriteHook recordsHook(const Napi::CallbackInfo& info, size_t count) {
-    if constexpr (Traits::kMutable) return RowRecords::parse(info[2], info[3], count).hook();
+    if constexpr (Traits::kNativeAttributes) return RowRecords::parse(info[2], info[3], count).hook();
     return {};
   }
 
@@ -261,7 +260,7 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const AddArgs args = parseAdd(info, index->params().dim);
-      if constexpr (Traits::kMutable) {
+      if constexpr (Traits::kNativeAttributes) {
         index->add(args.ids.Data(), args.vectors.Data(), args.count, recordsHook(info, args.count));
       } else {
         index->add(args.ids.Data(), args.vectors.Data(), args.count);
@@ -286,7 +285,11 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
       const AddArgs args = parseAdd(info, index->params().dim);
-      index->upsert(args.ids.Data(), args.vectors.Data(), args.count, recordsHook(info, args.count));
+      if constexpr (Traits::kNativeAttributes) {
+        index->upsert(args.ids.Data(), args.vectors.Data(), args.count, recordsHook(info, args.count));
+      } else {
+        index->upsert(args.ids.Data(), args.vectors.Data(), args.count);
+      }
       account(env);
       return env.Undefined();
     })
@@ -346,7 +349,7 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
       SearchArgs args = parseSearch(info, *index);
       args.params.allowBits = args.allow.bits();
       args.params.allowWords = args.allow.words();
-      if constexpr (Traits::kMutable) args.params.rowFilter = args.filter.rowFilter();
+      if constexpr (Traits::kNativeAttributes) args.params.rowFilter = args.filter.rowFilter();
       return searchResultObject(env, index->search(args.queries.Data(), args.count, args.params));
     })
   }
@@ -364,6 +367,9 @@ class IvfPqWrap : public Napi::ObjectWrap<IvfPqWrap<Traits>> {
 
   Napi::Value trained(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(info.Env(), live(info.Env())->trained());
+  }
+  Napi::Value threads(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), live(info.Env())->threads());
   }
   Napi::Value size(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->size()));

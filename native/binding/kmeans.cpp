@@ -68,7 +68,7 @@ Napi::Value kmeansAsync(const Napi::CallbackInfo& info) {
     params.tolerance = numberOption(options, "tolerance", 1e-4);
     params.seed = static_cast<uint64_t>(countOption(options, "seed", 1));
     params.maxPointsPerCentroid = countOption(options, "maxPointsPerCentroid", 256);
-    params.threads = static_cast<unsigned>(std::max<size_t>(1, countOption(options, "threads", ThreadPool::hardwareThreads())));
+    params.threads = static_cast<unsigned>(std::max<size_t>(1, countOption(options, "threads", ThreadPool::shared().threadCount())));
     const Napi::Value metric = options.Get("metric");
     if (!metric.IsUndefined()) {
       if (!metric.IsString() || !parseMetric(metric.As<Napi::String>().Utf8Value(), &params.metric)) {

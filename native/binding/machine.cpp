@@ -1,6 +1,8 @@
 // Process-level functions: SIMD levels, thread count, and the machine ceiling probes.
 #include "machine.h"
 
+#include <string>
+
 #include "../core/machine_probe.h"
 #include "../core/simd/dispatch.h"
 #include "../core/thread_pool.h"
@@ -25,6 +27,35 @@ Napi::Value supportedSimdLevels(const Napi::CallbackInfo& info) {
 
 Napi::Value hardwareThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), ThreadPool::hardwareThreads());
+}
+
+// threadCount() -> the shared pool's size: the most native threads one job runs on.
+Napi::Value threadCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), ThreadPool::shared().threadCount());
+}
+
+// setThreadCount(n): resizes the shared pool (lib/machine.ts has validated n; the core checks
+// the range again). Safe while searches run: see thread_pool.h.
+Napi::Value setThreadCount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EBRIX_BOUNDARY(env, {
+    if (!info[0].IsNumber()) throwInvalid(env, "Expected a number for threads");
+    const double n = info[0].As<Napi::Number>().DoubleValue();
+    if (!(n >= 1 && n <= ThreadPool::kMaxThreads) || n != static_cast<double>(static_cast<unsigned>(n))) {
+      throwInvalid(env, "Expected an integer from 1 to " + std::to_string(ThreadPool::kMaxThreads) +
+                            " for threads but received " + std::to_string(n));
+    }
+    ThreadPool::shared().resize(static_cast<unsigned>(n));
+    return env.Undefined();
+  })
+}
+
+// threadsEnvironmentError() -> why EBRIX_THREADS was not used ('' when it is unset or valid).
+Napi::Value threadsEnvironmentError(const Napi::CallbackInfo& info) {
+  unsigned threads = 0;
+  std::string error;
+  ThreadPool::threadsFromEnvironment(&threads, &error);
+  return Napi::String::New(info.Env(), error);
 }
 
 class ProbeWorker : public PromiseWorker {
@@ -68,6 +99,9 @@ void initMachine(Napi::Env env, Napi::Object exports) {
   exports.Set("simdLevel", Napi::Function::New(env, simdLevel, "simdLevel"));
   exports.Set("supportedSimdLevels", Napi::Function::New(env, supportedSimdLevels, "supportedSimdLevels"));
   exports.Set("hardwareThreads", Napi::Function::New(env, hardwareThreads, "hardwareThreads"));
+  exports.Set("threadCount", Napi::Function::New(env, threadCount, "threadCount"));
+  exports.Set("setThreadCount", Napi::Function::New(env, setThreadCount, "setThreadCount"));
+  exports.Set("threadsEnvironmentError", Napi::Function::New(env, threadsEnvironmentError, "threadsEnvironmentError"));
   exports.Set("measureFmaPeak", Napi::Function::New(env, probe<ProbeWorker::Kind::Fma>, "measureFmaPeak"));
   exports.Set("measureReadBandwidth", Napi::Function::New(env, probe<ProbeWorker::Kind::Read>, "measureReadBandwidth"));
 }

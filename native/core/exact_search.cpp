@@ -299,9 +299,9 @@ SearchOutput exactSearch(const RowSet& rows, const float* queries, size_t queryC
   const bool streaming = i8 || queryCount <= kStreamingMaxQueries;
   const size_t granule = streaming ? kScanBlock : static_cast<size_t>(kernels.tileCols);
   const size_t maxTasks = (rows.count + granule * 16 - 1) / (granule * 16);
-  // The pool runs at most 2 × cores at once (thread_pool.cpp); sizing for more would only
-  // split the rows, and the collectors, finer for nothing.
-  const size_t usable = std::min<size_t>(params.threads, 2 * ThreadPool::hardwareThreads());
+  // The pool runs at most threadCount() threads on one job; sizing for more would only split
+  // the rows, and the collectors, finer for nothing.
+  const size_t usable = std::min<size_t>(params.threads, ThreadPool::shared().threadCount());
   const unsigned slots = static_cast<unsigned>(std::max<size_t>(1, std::min<size_t>(usable, maxTasks)));
 
   // Chunk the queries so that per-thread collectors stay within budget.

@@ -736,7 +736,7 @@ FilterResult compileFilter(const AttributeTable& table, const FilterNode& filter
     evaluator.eval(plan, k, len, out, 0);
     counts[k] = popcount(out, wordsFor(len));
   };
-  const unsigned threads = options.threads == 0 ? ThreadPool::hardwareThreads() : options.threads;
+  const unsigned threads = ThreadPool::shared().resolve(options.threads);
   if (chunks <= 1 || threads <= 1) {
     Evaluator evaluator(*state);
     for (size_t k = 0; k < chunks; ++k) evalChunk(evaluator, k);

@@ -79,11 +79,13 @@ int64_t FlatIndex::Snapshot::slotOfRow(uint32_t row) const {
   return it != begin + count && *it == row ? static_cast<int64_t>(it - begin) : -1;
 }
 
+unsigned FlatIndex::threads() const { return ThreadPool::shared().resolve(threads_); }
+
 FlatIndex::FlatIndex(size_t dim, Metric metric, simd::Level level, unsigned threads, simd::Element storage)
     : dim_(dim),
       metric_(metric),
       kernels_(&simd::kernelsFor(level)),
-      threads_(threads == 0 ? ThreadPool::hardwareThreads() : threads),
+      threads_(threads),
       element_(storage) {
   if (dim == 0) throw Error(ErrorCode::InvalidArgument, "Expected a positive integer for dim but received 0");
   // The integer scan needs 255 × dim to fit int32 even with query bytes of magnitude 1.
@@ -605,7 +607,7 @@ SearchOutput FlatIndex::search(const float* queries, size_t queryCount, size_t k
   params.metric = metric_;
   std::vector<uint32_t> scratch;
   params.allowBits = slotAllow(snap, allowBits, allowWords, scratch, &params.allowWords);
-  params.threads = threads == 0 ? threads_ : threads;
+  params.threads = ThreadPool::shared().resolve(threads == 0 ? threads_ : threads);
   return exactSearch(rows, prepared, queryCount, params, *kernels_, ThreadPool::shared());
 }
 

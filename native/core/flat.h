@@ -89,7 +89,9 @@ class FlatIndex {
   size_t dim() const { return dim_; }
   Metric metric() const { return metric_; }
   simd::Level level() const { return kernels_->level; }
-  unsigned threads() const { return threads_; }
+  // The threads a search uses by default: the constructor's `threads` capped at the pool
+  // size, or the pool size (ThreadPool::shared()) when it was 0, so it follows a resize.
+  unsigned threads() const;
   simd::Element storage() const { return element_; }
   // Vectors held: added or upserted, and not removed.
   size_t size() const;
@@ -239,7 +241,7 @@ class FlatIndex {
   const size_t dim_;
   const Metric metric_;
   const simd::Kernels* kernels_;
-  const unsigned threads_;
+  const unsigned threads_;  // as given: 0 follows the pool
   const simd::Element element_;
 
   std::mutex writeMutex_;               // serialises writers (add, upsert, remove, compact, train)

@@ -229,7 +229,7 @@ template <class Result>
 struct HnswIndex::Impl {
   HnswParams params;
   const simd::Kernels* kernels;
-  unsigned threads;
+  unsigned threadsOption;  // as given: 0 follows the pool
   DistanceState distance;
   size_t stride;         // bytes per stored vector
   size_t contextCount;   // usearch thread contexts
@@ -263,7 +263,7 @@ struct HnswIndex::Impl {
   Impl(const HnswParams& p, simd::Level level, unsigned t)
       : params(p),
         kernels(&simd::kernelsFor(level)),
-        threads(t == 0 ? ThreadPool::hardwareThreads() : t),
+        threadsOption(t),
         stride(p.dim * (p.storage == simd::Element::F32 ? sizeof(float) : sizeof(uint16_t))),
         // Room for every pool thread, the libuv threads and the main thread to run at once;
         // beyond that a task waits for a context (ContextPool).
@@ -386,7 +386,7 @@ HnswIndex::~HnswIndex() = default;
 const HnswParams& HnswIndex::params() const { return impl_->params; }
 size_t HnswIndex::dim() const { return impl_->params.dim; }
 simd::Level HnswIndex::level() const { return impl_->kernels->level; }
-unsigned HnswIndex::threads() const { return impl_->threads; }
+unsigned HnswIndex::threads() const { return ThreadPool::shared().resolve(impl_->threadsOption); }
 size_t HnswIndex::size() const { return impl_->live.load(std::memory_order_relaxed); }
 size_t HnswIndex::memoryBytes() const { return impl_->memoryBytes.load(std::memory_order_relaxed); }
 
@@ -480,7 +480,7 @@ void HnswIndex::Impl::write(const uint64_t* ids, const float* vectors, size_t co
   try {
     {
       SharedGate shared(m.gate);
-      const unsigned parallelism = threads == 0 ? m.threads : threads;
+      const unsigned parallelism = ThreadPool::shared().resolve(threads == 0 ? m.threadsOption : threads);
       m.withMetric([&](const auto& metric) {
         ThreadPool::shared().parallelFor(count, parallelism, [&](size_t i, unsigned) {
           ContextLease context(m.contexts);
@@ -699,7 +699,7 @@ SearchOutput HnswIndex::search(const float* queries, size_t queryCount, const Hn
   };
 
   const size_t rowTable = m.idOfRow.size();
-  const unsigned parallelism = sp.threads == 0 ? m.threads : sp.threads;
+  const unsigned parallelism = ThreadPool::shared().resolve(sp.threads == 0 ? m.threadsOption : sp.threads);
   m.withMetric([&](const auto& metric) {
     ThreadPool::shared().parallelFor(queryCount, parallelism, [&](size_t q, unsigned) {
       const uint8_t* query = prepared + q * m.stride;

@@ -78,12 +78,13 @@ struct IvfPqIndex::Impl {
   Impl(const IvfPqParams& params, simd::Level level, unsigned threads)
       : p(params),
         kernels(&simd::kernelsFor(level)),
-        threads(threads == 0 ? ThreadPool::hardwareThreads() : threads),
+        threadsOption(threads),
         pq(params.dim, params.m, params.nbits) {}
 
   const IvfPqParams p;
   const simd::Kernels* kernels;
-  const unsigned threads;
+  const unsigned threadsOption;  // as given: 0 follows the pool
+  unsigned threads() const { return ThreadPool::shared().resolve(threadsOption); }
 
   mutable std::shared_mutex mutex;
   std::mutex writeMutex;  // serialises writers (train, add, upsert, remove, compact)
@@ -304,6 +305,7 @@ IvfPqIndex::IvfPqIndex(const IvfPqParams& params, simd::Level level, unsigned th
 IvfPqIndex::~IvfPqIndex() = default;
 
 const IvfPqParams& IvfPqIndex::params() const { return impl_->p; }
+unsigned IvfPqIndex::threads() const { return impl_->threads(); }
 
 bool IvfPqIndex::trained() const {
   std::shared_lock<std::shared_mutex> lock(impl_->mutex);
@@ -326,7 +328,7 @@ void IvfPqIndex::train(const float* vectors, size_t n, const IvfPqTrainParams& t
                                                 " training vectors but received " + str(n));
   }
   requireFinite(vectors, n, p.dim, "training vectors");
-  const unsigned nthreads = tp.threads == 0 ? s.threads : tp.threads;
+  const unsigned nthreads = ThreadPool::shared().resolve(tp.threads == 0 ? s.threadsOption : tp.threads);
   auto report = [&](double fraction) {
     if (tp.progress) tp.progress(std::clamp(fraction, 0.0, 1.0));
   };
@@ -416,6 +418,12 @@ const uint64_t* IvfPqIndex::PendingAdd::ids() const { return state_->ids.data();
 const uint32_t* IvfPqIndex::PendingAdd::lists() const { return state_->lists.data(); }
 const uint8_t* IvfPqIndex::PendingAdd::codes() const { return state_->codes.data(); }
 const float* IvfPqIndex::PendingAdd::prepared() const { return state_->data; }
+std::vector<uint32_t> IvfPqIndex::PendingAdd::replacedRows() const {
+  std::vector<uint32_t> rows;
+  rows.reserve(state_->replaced.size());
+  for (const auto& [id, row] : state_->replaced) rows.push_back(row);
+  return rows;
+}
 
 void IvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count, const WriteHook& hook) {
   std::unique_ptr<PendingAdd> pending = prepareAdd(ids, vectors, count);
@@ -430,6 +438,11 @@ void IvfPqIndex::upsert(const uint64_t* ids, const float* vectors, size_t count,
 std::unique_ptr<IvfPqIndex::PendingAdd> IvfPqIndex::prepareAdd(const uint64_t* ids, const float* vectors,
                                                                size_t count) {
   return impl_->prepare(ids, vectors, count, false);
+}
+
+std::unique_ptr<IvfPqIndex::PendingAdd> IvfPqIndex::prepareUpsert(const uint64_t* ids, const float* vectors,
+                                                                  size_t count) {
+  return impl_->prepare(ids, vectors, count, true);
 }
 
 std::unique_ptr<IvfPqIndex::PendingAdd> IvfPqIndex::Impl::prepare(const uint64_t* ids, const float* vectors,
@@ -461,7 +474,7 @@ std::unique_ptr<IvfPqIndex::PendingAdd> IvfPqIndex::Impl::prepare(const uint64_t
   // Assign and encode without blocking searches: only this thread changes the index.
   st->ids.assign(ids, ids + count);
   st->data = s.prepare(vectors, count, st->normalised);
-  const SearchOutput assigned = s.nearestLists(st->data, count, 1, s.threads);
+  const SearchOutput assigned = s.nearestLists(st->data, count, 1, s.threads());
   st->lists.resize(count);
   for (size_t i = 0; i < count; ++i) st->lists[i] = static_cast<uint32_t>(assigned.ids[i]);
   const std::vector<float> residuals = s.rotatedResiduals(st->data, count, assigned);
@@ -807,7 +820,7 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
   out.scores.assign(queryCount * sp.k, kNegInf);
   if (liveCount == 0 || queryCount == 0) return out;
 
-  const unsigned nthreads = sp.threads == 0 ? threads : sp.threads;
+  const unsigned nthreads = ThreadPool::shared().resolve(sp.threads == 0 ? threadsOption : sp.threads);
   size_t nprobe = std::min(sp.nprobe, p.nlist);
   const bool refined = p.refine != RefineStorage::None;
   const bool fast = p.nbits == 4;
@@ -858,7 +871,7 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
     nprobe = plan.nprobe;
   }
 
-  const size_t usable = std::min<size_t>(nthreads, 2 * ThreadPool::hardwareThreads());
+  const size_t usable = std::min<size_t>(nthreads, ThreadPool::shared().threadCount());
   const unsigned slots = static_cast<unsigned>(std::max<size_t>(1, std::min<size_t>(usable, p.nlist)));
   const size_t collectorBytes = std::max<size_t>(2 * keep, keep + 64) * sizeof(Candidate);
   const size_t chunk = std::min(queryCount, std::max<size_t>(1, kCollectorBudget / (collectorBytes * slots)));
@@ -1096,7 +1109,7 @@ void IvfPqIndex::Impl::scanAllowed(const float* prepared, size_t queryCount, siz
     std::copy(prepared, prepared + queryCount * dim, rotated.begin());
   }
   ThreadPool& pool = ThreadPool::shared();
-  const size_t usable = std::min<size_t>(nthreads, 2 * ThreadPool::hardwareThreads());
+  const size_t usable = std::min<size_t>(nthreads, ThreadPool::shared().threadCount());
   if (ipTables) {
     pool.parallelFor(queryCount, static_cast<unsigned>(std::max<size_t>(1, usable)), [&](size_t q, unsigned) {
       pq.computeTable(rotated.data() + q * dim, Metric::InnerProduct, tables.data() + q * m * ksub);

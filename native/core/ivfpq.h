@@ -100,6 +100,9 @@ class IvfPqIndex {
   const IvfPqParams& params() const;
   bool trained() const;
   size_t size() const;
+  // The threads a search or train uses by default (FlatIndex::threads: follows the pool
+  // when constructed with 0).
+  unsigned threads() const;
 
   // Trains the coarse quantizer and the PQ codebooks (and OPQ) on n vectors. Throws
   // Error(InvalidArgument) for n < max(nlist, 2^nbits) or a second train.
@@ -136,6 +139,9 @@ class IvfPqIndex {
   // leaves the index as it was.
   class PendingAdd;
   std::unique_ptr<PendingAdd> prepareAdd(const uint64_t* ids, const float* vectors, size_t count);
+  // The same for an upsert: held ids are let through, and commitAdd makes their rows
+  // tombstones (PendingAdd::replacedRows).
+  std::unique_ptr<PendingAdd> prepareUpsert(const uint64_t* ids, const float* vectors, size_t count);
   void commitAdd(PendingAdd& pending, const WriteHook& hook = {});
 
   // Throws Error(NotTrained) before train.
@@ -186,6 +192,8 @@ class IvfPqIndex::PendingAdd {
   const uint32_t* lists() const;
   const uint8_t* codes() const;
   const float* prepared() const;
+  // An upsert's: the rows its held ids had, which the commit makes tombstones.
+  std::vector<uint32_t> replacedRows() const;
 
   struct State;
   explicit PendingAdd(std::unique_ptr<State> state);

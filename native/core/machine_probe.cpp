@@ -27,7 +27,10 @@ double measureFmaGflops(const simd::Kernels& kernels, unsigned threads, double s
   constexpr size_t kIterationsPerCall = size_t{1} << 20;
   std::vector<double> flops(threads, 0.0);
   const Clock::time_point start = Clock::now();
-  ThreadPool::shared().parallelFor(threads, threads, [&](size_t task, unsigned) {
+  // A pool of its own: the probe asks for exactly `threads` threads, whatever the shared
+  // pool's size.
+  ThreadPool pool(threads);
+  pool.parallelFor(threads, threads, [&](size_t task, unsigned) {
     float local = 0.0f;
     double done = 0.0;
     do {
@@ -48,14 +51,15 @@ double measureReadGBps(const simd::Kernels& kernels, unsigned threads, size_t by
   const size_t floats = std::max<size_t>(bytes / sizeof(float), threads * 4096);
   AlignedBuffer<float> buffer(floats);
   const size_t perThread = floats / threads;
+  ThreadPool pool(threads);  // exactly `threads` threads, as in measureFmaGflops
   // Touch every page first (in parallel, so each thread's slice is local to it).
-  ThreadPool::shared().parallelFor(threads, threads, [&](size_t task, unsigned) {
+  pool.parallelFor(threads, threads, [&](size_t task, unsigned) {
     std::fill(buffer.data() + task * perThread, buffer.data() + (task + 1) * perThread, 1.0f);
   });
   double best = 0.0;
   for (int pass = 0; pass < 3; ++pass) {
     const Clock::time_point start = Clock::now();
-    ThreadPool::shared().parallelFor(threads, threads, [&](size_t task, unsigned) {
+    pool.parallelFor(threads, threads, [&](size_t task, unsigned) {
       const float* slice = buffer.data() + task * perThread;
       // dot(x, x) loads each line once from memory; the second operand hits the same line.
       sink.store(kernels.dot(slice, slice, perThread), std::memory_order_relaxed);

@@ -2,7 +2,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <exception>
+#include <string>
+#include <system_error>
+
+#include "error.h"
 
 namespace ebrix {
 
@@ -19,9 +24,37 @@ struct ThreadPool::Job {
   std::exception_ptr error;  // guarded by doneMutex
 };
 
+struct ThreadPool::Worker {
+  std::thread thread;
+  bool retire = false;  // guarded by the pool's mutex_
+  bool exited = false;  // guarded by the pool's mutex_: the loop has returned (join is immediate)
+};
+
+bool ThreadPool::threadsFromEnvironment(unsigned* out, std::string* error) {
+  error->clear();
+  const char* text = std::getenv("EBRIX_THREADS");
+  if (text == nullptr) return false;
+  const std::string value(text);
+  char* end = nullptr;
+  const long parsed = value.empty() ? 0 : std::strtol(value.c_str(), &end, 10);
+  if (value.empty() || end == nullptr || *end != '\0' || parsed < 1 || parsed > long(kMaxThreads)) {
+    *error = "Expected an integer from 1 to " + std::to_string(kMaxThreads) + " for EBRIX_THREADS but received '" +
+             value + "'";
+    return false;
+  }
+  *out = static_cast<unsigned>(parsed);
+  return true;
+}
+
 ThreadPool& ThreadPool::shared() {
   // Never destroyed: worker threads may outlive static destruction order at process exit.
-  static ThreadPool* pool = new ThreadPool(hardwareThreads() - 1);
+  // An invalid EBRIX_THREADS leaves the hardware default here; lib/native.ts reports it.
+  static ThreadPool* pool = [] {
+    unsigned threads = hardwareThreads();
+    std::string error;
+    threadsFromEnvironment(&threads, &error);
+    return new ThreadPool(threads);
+  }();
   return *pool;
 }
 
@@ -35,7 +68,7 @@ unsigned ThreadPool::hardwareThreads() {
   return n;
 }
 
-ThreadPool::ThreadPool(unsigned workers) { ensureWorkers(workers); }
+ThreadPool::ThreadPool(unsigned threads) { resize(std::clamp(threads, 1u, kMaxThreads)); }
 
 ThreadPool::~ThreadPool() {
   {
@@ -43,17 +76,67 @@ ThreadPool::~ThreadPool() {
     stopping_ = true;
   }
   wake_.notify_all();
-  for (auto& t : workers_) t.join();
+  for (auto& w : workers_) w->thread.join();
+  for (auto& w : retiring_) w->thread.join();
+}
+
+unsigned ThreadPool::threadCount() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return threads_;
+}
+
+unsigned ThreadPool::resolve(unsigned requested) const {
+  const unsigned size = threadCount();
+  return requested == 0 ? size : std::min(requested, size);
 }
 
 unsigned ThreadPool::workerCount() {
   std::lock_guard<std::mutex> lock(mutex_);
-  return static_cast<unsigned>(workers_.size());
+  unsigned running = static_cast<unsigned>(workers_.size());
+  for (const auto& w : retiring_) running += w->exited ? 0 : 1;
+  return running;
 }
 
-void ThreadPool::ensureWorkers(unsigned count) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  while (workers_.size() < count) workers_.emplace_back([this] { workerLoop(); });
+void ThreadPool::resize(unsigned threads) {
+  if (threads < 1 || threads > kMaxThreads) {
+    throw Error(ErrorCode::InvalidArgument, "Expected an integer from 1 to " + std::to_string(kMaxThreads) +
+                                                " for threads but received " + std::to_string(threads));
+  }
+  std::vector<std::unique_ptr<Worker>> exited;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // Workers retired by an earlier shrink that have left their loop are joined below,
+    // outside the lock; the ones still finishing a task stay until a later resize or the end.
+    for (auto it = retiring_.begin(); it != retiring_.end();) {
+      if ((*it)->exited) {
+        exited.push_back(std::move(*it));
+        it = retiring_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    while (workers_.size() + 1 > threads) {
+      workers_.back()->retire = true;
+      retiring_.push_back(std::move(workers_.back()));
+      workers_.pop_back();
+    }
+    try {
+      while (workers_.size() + 1 < threads) {
+        auto worker = std::make_unique<Worker>();
+        Worker* self = worker.get();
+        worker->thread = std::thread([this, self] { workerLoop(self); });
+        workers_.push_back(std::move(worker));
+      }
+    } catch (const std::system_error&) {
+      // The pool stays usable at the size it reached.
+      threads_ = static_cast<unsigned>(workers_.size()) + 1;
+      throw Error(ErrorCode::OutOfMemory, "Cannot start " + std::to_string(threads - 1) +
+                                              " worker threads (the system refused a thread)");
+    }
+    threads_ = threads;
+  }
+  wake_.notify_all();  // retiring workers wake up to leave
+  for (auto& w : exited) w->thread.join();
 }
 
 void ThreadPool::work(Job& job, unsigned slot) {
@@ -83,14 +166,17 @@ void ThreadPool::work(Job& job, unsigned slot) {
   job.doneCv.notify_all();
 }
 
-void ThreadPool::workerLoop() {
+void ThreadPool::workerLoop(Worker* self) {
   for (;;) {
     std::shared_ptr<Job> job;
     unsigned slot = 0;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (stopping_) return;
+      wake_.wait(lock, [&] { return stopping_ || self->retire || !queue_.empty(); });
+      if (stopping_ || self->retire) {
+        self->exited = true;
+        return;
+      }
       job = queue_.front();
       slot = job->slotsTaken.fetch_add(1);
       const bool exhausted = job->next.load() >= job->tasks;
@@ -103,14 +189,12 @@ void ThreadPool::workerLoop() {
 
 void ThreadPool::parallelFor(size_t tasks, unsigned parallelism, const TaskFn& fn) {
   if (tasks == 0) return;
-  // More threads than twice the cores only adds switching, and the pool never shrinks.
-  const unsigned cap = 2 * hardwareThreads();
+  const unsigned cap = threadCount();
   parallelism = std::max(1u, std::min({parallelism, cap, static_cast<unsigned>(std::min<size_t>(tasks, cap))}));
   if (parallelism == 1) {
     for (size_t t = 0; t < tasks; ++t) fn(t, 0);
     return;
   }
-  ensureWorkers(parallelism - 1);
 
   auto job = std::make_shared<Job>();
   job->tasks = tasks;
@@ -123,6 +207,8 @@ void ThreadPool::parallelFor(size_t tasks, unsigned parallelism, const TaskFn& f
   }
   for (unsigned i = 1; i < parallelism; ++i) wake_.notify_one();
 
+  // The caller works through the tasks itself, so the job finishes even if every worker is
+  // busy elsewhere or retires meanwhile.
   work(*job, 0);
   {
     std::unique_lock<std::mutex> lock(job->doneMutex);

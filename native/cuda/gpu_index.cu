@@ -11,8 +11,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "error.h"
@@ -21,6 +23,9 @@
 #include "cuda_util.h"
 #include "kernels.cuh"
 #include "plan.h"
+#include "row_bits.h"
+#include "row_slots.h"
+#include "simd/dispatch.h"
 #include "topk.h"
 
 namespace ebrix::gpu {
@@ -134,7 +139,8 @@ struct GpuFlatIndex::Impl {
   };
   struct Snapshot {
     std::shared_ptr<Store> store;
-    size_t count = 0;
+    RowSlots slots;
+    std::shared_ptr<DeviceBuffer> liveDevice;  // slots.liveBits on the device; null when none
   };
 
   size_t dim;
@@ -150,6 +156,9 @@ struct GpuFlatIndex::Impl {
   std::mutex writeMutex;
   mutable std::mutex snapshotMutex;
   Snapshot current;
+  // id -> row of the live vectors; writers (writeMutex held) change it under idMutex
+  // exclusive and read it without; has / get / rowsOf hold idMutex shared.
+  mutable std::shared_mutex idMutex;
   std::unordered_map<uint64_t, uint32_t> rowOfId;
   std::atomic<size_t> idMapBytes{0};
   mutable ContextPool contexts;
@@ -164,54 +173,99 @@ struct GpuFlatIndex::Impl {
     rows.vectors = snap.store->vectors.get();
     rows.ids = snap.store->ids.as<uint64_t>();
     rows.l2Bias = metric == Metric::L2 ? snap.store->bias.as<float>() : nullptr;
-    rows.count = uint32_t(snap.count);
+    rows.count = uint32_t(snap.slots.slots);
     rows.dim = uint32_t(dim);
     rows.stride = uint32_t(stride);
     rows.storage = storage;
     return rows;
   }
 
-  // Checks the ids (all-or-nothing) and returns the new row count.
-  size_t validateIds(const uint64_t* ids, size_t count, size_t existing) const {
-    requireNewIds(ids, count, rowOfId);
-    if (existing + count > kMaxRows) {
-      throw Error(ErrorCode::InvalidArgument, "A flat index holds at most " + std::to_string(kMaxRows) + " vectors");
-    }
-    return existing + count;
-  }
-
-  // Returns the store that will hold newCount rows: the current one, or a larger copy.
+  // Returns the store that will hold newCount slots: the current one, or a larger copy.
   std::shared_ptr<Store> storeFor(const Snapshot& snap, size_t newCount, Context& context) {
     if (snap.store && snap.store->capacity >= newCount) return snap.store;
+    const size_t count = snap.slots.slots;
     const size_t old = snap.store ? snap.store->capacity : 0;
     const size_t capacity = std::max({newCount, old + old / 2, size_t(1024)});
     auto grown = std::make_shared<Store>(capacity, rowBytes, metric == Metric::L2);
-    if (snap.count > 0) {
-      EBRIX_CUDA(cudaMemcpyAsync(grown->vectors.get(), snap.store->vectors.get(), snap.count * rowBytes,
+    if (count > 0) {
+      EBRIX_CUDA(cudaMemcpyAsync(grown->vectors.get(), snap.store->vectors.get(), count * rowBytes,
                                  cudaMemcpyDeviceToDevice, context.stream));
-      EBRIX_CUDA(cudaMemcpyAsync(grown->ids.get(), snap.store->ids.get(), snap.count * sizeof(uint64_t),
+      EBRIX_CUDA(cudaMemcpyAsync(grown->ids.get(), snap.store->ids.get(), count * sizeof(uint64_t),
                                  cudaMemcpyDeviceToDevice, context.stream));
       if (metric == Metric::L2) {
-        EBRIX_CUDA(cudaMemcpyAsync(grown->bias.get(), snap.store->bias.get(), snap.count * sizeof(float),
+        EBRIX_CUDA(cudaMemcpyAsync(grown->bias.get(), snap.store->bias.get(), count * sizeof(float),
                                    cudaMemcpyDeviceToDevice, context.stream));
       }
     }
     return grown;
   }
 
-  void publish(const uint64_t* ids, size_t count, const Snapshot& snap, std::shared_ptr<Store> store) {
-    // Rows past snap.count were invisible to every search until now.
-    try {
-      rowOfId.reserve(snap.count + count);
-      for (size_t i = 0; i < count; ++i) rowOfId.emplace(ids[i], uint32_t(snap.count + i));
-    } catch (const std::bad_alloc&) {
-      for (size_t i = 0; i < count; ++i) rowOfId.erase(ids[i]);
-      throw Error(ErrorCode::OutOfMemory, "Out of memory indexing the ids of " + std::to_string(count) + " vectors");
+  // The live bitset of `slots` on the device (queued on `stream`), or null when every slot is live.
+  static std::shared_ptr<DeviceBuffer> uploadLive(const RowSlots& slots, cudaStream_t stream) {
+    if (!slots.liveBits) return nullptr;
+    const std::vector<uint32_t>& bits = *slots.liveBits;
+    auto buffer = std::make_shared<DeviceBuffer>(std::max<size_t>(bits.size(), 1) * 4, "cudaMalloc(live bitset)");
+    if (!bits.empty()) {
+      EBRIX_CUDA(cudaMemcpyAsync(buffer->get(), bits.data(), bits.size() * 4, cudaMemcpyHostToDevice, stream));
     }
+    return buffer;
+  }
+
+  void updateIdMapBytes() {
     idMapBytes.store(rowOfId.bucket_count() * sizeof(void*) + rowOfId.size() * (sizeof(uint64_t) * 2 + sizeof(void*)),
                      std::memory_order_relaxed);
+  }
+
+  // Appends `count` vectors under new rows: `fill(store, firstSlot, stream)` writes their
+  // device rows (and norms); the ids, the live bitset and the id map follow here. With
+  // `upsert`, ids already held are replaced (their rows become tombstones). All-or-nothing:
+  // nothing is published until every device write has completed. writeMutex held.
+  template <typename Fill>
+  void append(const uint64_t* ids, size_t count, bool upsert, Fill&& fill) {
+    const Snapshot snap = snapshot();
+    std::vector<uint32_t> replaced;
+    std::vector<std::pair<uint64_t, uint32_t>> replacedRows;
+    if (upsert) {
+      requireDistinctIds(ids, count);
+      for (size_t i = 0; i < count; ++i) {
+        const auto it = rowOfId.find(ids[i]);
+        if (it == rowOfId.end()) continue;
+        const int64_t slot = snap.slots.slotOfRow(it->second);
+        if (slot < 0) throw Error(ErrorCode::Internal, "A held id has no device slot");
+        replaced.push_back(uint32_t(slot));
+        replacedRows.emplace_back(ids[i], it->second);
+      }
+    } else {
+      requireNewIds(ids, count, rowOfId);
+    }
+    if (snap.slots.rows + count > kMaxRows) {
+      throw Error(ErrorCode::InvalidArgument, "A flat index numbers at most " + std::to_string(kMaxRows) +
+                                                  " rows over its life (adds and upserts)");
+    }
+    const RowSlots next = appendSlots(snap.slots, count, replaced);
+
+    EBRIX_CUDA(cudaSetDevice(device));
+    ContextLease context(contexts);
+    std::shared_ptr<Store> store = storeFor(snap, next.slots, *context);
+    fill(*store, snap.slots.slots, context->stream);
+    EBRIX_CUDA(cudaMemcpyAsync(store->ids.as<uint64_t>() + snap.slots.slots, ids, count * sizeof(uint64_t),
+                               cudaMemcpyHostToDevice, context->stream));
+    std::shared_ptr<DeviceBuffer> live = uploadLive(next, context->stream);
+    EBRIX_CUDA(cudaStreamSynchronize(context->stream));
+
+    // Rows past the published slot count were invisible to every search until now.
+    std::unique_lock<std::shared_mutex> idLock(idMutex);
+    try {
+      rowOfId.reserve(rowOfId.size() + count);
+      for (size_t i = 0; i < count; ++i) rowOfId.insert_or_assign(ids[i], uint32_t(snap.slots.rows + i));
+    } catch (const std::bad_alloc&) {
+      for (size_t i = 0; i < count; ++i) rowOfId.erase(ids[i]);
+      for (const auto& [id, row] : replacedRows) rowOfId.emplace(id, row);
+      throw Error(ErrorCode::OutOfMemory, "Out of memory indexing the ids of " + std::to_string(count) + " vectors");
+    }
+    updateIdMapBytes();
     std::lock_guard<std::mutex> lock(snapshotMutex);
-    current = Snapshot{std::move(store), snap.count + count};
+    current = Snapshot{std::move(store), next, std::move(live)};
   }
 };
 
@@ -245,44 +299,63 @@ size_t GpuFlatIndex::dim() const { return impl_->dim; }
 Metric GpuFlatIndex::metric() const { return impl_->metric; }
 Storage GpuFlatIndex::storage() const { return impl_->storage; }
 int GpuFlatIndex::device() const { return impl_->device; }
-size_t GpuFlatIndex::size() const { return impl_->snapshot().count; }
+size_t GpuFlatIndex::size() const { return impl_->snapshot().slots.live; }
+
+namespace {
+
+// Validates the vectors of an add or upsert and returns them as stored before rounding
+// (normalised into `normalised` for cosine).
+const float* prepareVectors(const GpuFlatIndex::Impl& m, const float* vectors, size_t count,
+                            std::vector<float>& normalised) {
+  requireFinite(vectors, count, m.dim, "vectors");
+  // The CPU index's rule: an f16 row must not round to infinity (it would poison every score).
+  if (m.storage == Storage::F16 && m.metric != Metric::Cosine) requireF16Range(vectors, count, m.dim, "vectors");
+  if (m.metric != Metric::Cosine) return vectors;
+  normalised.resize(count * m.dim);
+  normalizeRows(vectors, normalised.data(), count, m.dim);
+  return normalised.data();
+}
+
+// Uploads float rows in slices (so a large add needs little staging memory) and stores them
+// at `firstSlot` in the storage type.
+void uploadRows(const GpuFlatIndex::Impl& m, GpuFlatIndex::Impl::Store& store, size_t firstSlot, const float* vectors,
+                size_t count, cudaStream_t stream) {
+  const size_t slice = std::max<size_t>(1, (size_t(64) << 20) / (m.dim * sizeof(float)));
+  StreamBuffer staging(std::min(slice, count) * m.dim * sizeof(float), stream, "cudaMallocAsync(staging)");
+  for (size_t done = 0; done < count; done += slice) {
+    const size_t n = std::min(slice, count - done);
+    EBRIX_CUDA(cudaMemcpyAsync(staging.as<float>(), vectors + done * m.dim, n * m.dim * sizeof(float),
+                               cudaMemcpyHostToDevice, stream));
+    const size_t slot = firstSlot + done;
+    launchStoreRows(m.storage, staging.as<float>(), n, uint32_t(m.dim), uint32_t(m.stride),
+                    store.vectors.as<char>() + slot * m.rowBytes,
+                    m.metric == Metric::L2 ? store.bias.as<float>() + slot : nullptr, stream);
+    EBRIX_LAUNCHED("storeRows");
+  }
+}
+
+}  // namespace
 
 void GpuFlatIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
   if (count == 0) return;
   Impl& m = *impl_;
   std::lock_guard<std::mutex> writeLock(m.writeMutex);
-  const Impl::Snapshot snap = m.snapshot();
-  requireFinite(vectors, count, m.dim, "vectors");
-  // The CPU index's rule: an f16 row must not round to infinity (it would poison every score).
-  if (m.storage == Storage::F16 && m.metric != Metric::Cosine) requireF16Range(vectors, count, m.dim, "vectors");
-  const size_t newCount = m.validateIds(ids, count, snap.count);
   std::vector<float> normalised;
-  if (m.metric == Metric::Cosine) {
-    normalised.resize(count * m.dim);
-    normalizeRows(vectors, normalised.data(), count, m.dim);
-    vectors = normalised.data();
-  }
+  const float* prepared = prepareVectors(m, vectors, count, normalised);
+  m.append(ids, count, false, [&](Impl::Store& store, size_t firstSlot, cudaStream_t stream) {
+    uploadRows(m, store, firstSlot, prepared, count, stream);
+  });
+}
 
-  EBRIX_CUDA(cudaSetDevice(m.device));
-  ContextLease context(m.contexts);
-  std::shared_ptr<Impl::Store> store = m.storeFor(snap, newCount, *context);
-  // Upload in slices so a large add needs little staging memory.
-  const size_t slice = std::max<size_t>(1, (size_t(64) << 20) / (m.dim * sizeof(float)));
-  StreamBuffer staging(std::min(slice, count) * m.dim * sizeof(float), context->stream, "cudaMallocAsync(staging)");
-  for (size_t done = 0; done < count; done += slice) {
-    const size_t n = std::min(slice, count - done);
-    EBRIX_CUDA(cudaMemcpyAsync(staging.as<float>(), vectors + done * m.dim, n * m.dim * sizeof(float),
-                               cudaMemcpyHostToDevice, context->stream));
-    const size_t row = snap.count + done;
-    launchStoreRows(m.storage, staging.as<float>(), n, uint32_t(m.dim), uint32_t(m.stride),
-                    store->vectors.as<char>() + row * m.rowBytes,
-                    m.metric == Metric::L2 ? store->bias.as<float>() + row : nullptr, context->stream);
-    EBRIX_LAUNCHED("storeRows");
-  }
-  EBRIX_CUDA(cudaMemcpyAsync(store->ids.as<uint64_t>() + snap.count, ids, count * sizeof(uint64_t),
-                             cudaMemcpyHostToDevice, context->stream));
-  EBRIX_CUDA(cudaStreamSynchronize(context->stream));
-  m.publish(ids, count, snap, std::move(store));
+void GpuFlatIndex::upsert(const uint64_t* ids, const float* vectors, size_t count) {
+  if (count == 0) return;
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> writeLock(m.writeMutex);
+  std::vector<float> normalised;
+  const float* prepared = prepareVectors(m, vectors, count, normalised);
+  m.append(ids, count, true, [&](Impl::Store& store, size_t firstSlot, cudaStream_t stream) {
+    uploadRows(m, store, firstSlot, prepared, count, stream);
+  });
 }
 
 void GpuFlatIndex::addRandomForTesting(size_t count, uint64_t seed, uint64_t firstId) {
@@ -290,21 +363,127 @@ void GpuFlatIndex::addRandomForTesting(size_t count, uint64_t seed, uint64_t fir
   Impl& m = *impl_;
   if (m.metric == Metric::Cosine) throw Error(ErrorCode::InvalidArgument, "random rows are not normalised");
   std::lock_guard<std::mutex> writeLock(m.writeMutex);
-  const Impl::Snapshot snap = m.snapshot();
   std::vector<uint64_t> ids(count);
   for (size_t i = 0; i < count; ++i) ids[i] = firstId + i;
-  const size_t newCount = m.validateIds(ids.data(), count, snap.count);
+  m.append(ids.data(), count, false, [&](Impl::Store& store, size_t firstSlot, cudaStream_t stream) {
+    launchRandomRows(m.storage, count, uint32_t(m.dim), uint32_t(m.stride), seed, firstSlot,
+                     store.vectors.as<char>() + firstSlot * m.rowBytes,
+                     m.metric == Metric::L2 ? store.bias.as<float>() + firstSlot : nullptr, stream);
+    EBRIX_LAUNCHED("randomRows");
+  });
+}
+
+size_t GpuFlatIndex::remove(const uint64_t* ids, size_t count) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> writeLock(m.writeMutex);
+  const Impl::Snapshot snap = m.snapshot();
+  std::vector<uint64_t> found;
+  std::vector<uint32_t> slots;
+  std::unordered_set<uint64_t> seen;
+  for (size_t i = 0; i < count; ++i) {
+    const auto it = m.rowOfId.find(ids[i]);
+    if (it == m.rowOfId.end() || !seen.insert(ids[i]).second) continue;
+    const int64_t slot = snap.slots.slotOfRow(it->second);
+    if (slot < 0) throw Error(ErrorCode::Internal, "A held id has no device slot");
+    found.push_back(ids[i]);
+    slots.push_back(uint32_t(slot));
+  }
+  if (found.empty()) return 0;
+  const RowSlots next = removeSlots(snap.slots, slots);
+  EBRIX_CUDA(cudaSetDevice(m.device));
+  std::shared_ptr<DeviceBuffer> live;
+  {
+    ContextLease context(m.contexts);
+    live = Impl::uploadLive(next, context->stream);
+    EBRIX_CUDA(cudaStreamSynchronize(context->stream));
+  }
+  std::unique_lock<std::shared_mutex> idLock(m.idMutex);
+  for (uint64_t id : found) m.rowOfId.erase(id);
+  m.updateIdMapBytes();
+  std::lock_guard<std::mutex> lock(m.snapshotMutex);
+  m.current = Impl::Snapshot{snap.store, next, std::move(live)};
+  return found.size();
+}
+
+bool GpuFlatIndex::contains(uint64_t id) const {
+  std::shared_lock<std::shared_mutex> lock(impl_->idMutex);
+  return impl_->rowOfId.count(id) != 0;
+}
+
+void GpuFlatIndex::rowsOf(const uint64_t* ids, size_t count, int64_t* rows) const {
+  std::shared_lock<std::shared_mutex> lock(impl_->idMutex);
+  for (size_t i = 0; i < count; ++i) {
+    const auto it = impl_->rowOfId.find(ids[i]);
+    rows[i] = it == impl_->rowOfId.end() ? -1 : int64_t(it->second);
+  }
+}
+
+void GpuFlatIndex::get(uint64_t id, float* out) const {
+  const Impl& m = *impl_;
+  uint32_t row = 0;
+  Impl::Snapshot snap;
+  {
+    // The row and the snapshot together: a writer publishes both under the exclusive lock.
+    std::shared_lock<std::shared_mutex> lock(m.idMutex);
+    const auto it = m.rowOfId.find(id);
+    if (it == m.rowOfId.end()) {
+      throw Error(ErrorCode::UnknownId, "Expected an id in the index but received unknown id " + std::to_string(id));
+    }
+    row = it->second;
+    snap = m.snapshot();
+  }
+  const int64_t slot = snap.slots.slotOfRow(row);
+  if (slot < 0) throw Error(ErrorCode::Internal, "A held id has no device slot");
+  std::vector<unsigned char> bytes(m.rowBytes);
+  EBRIX_CUDA(cudaSetDevice(m.device));
+  {
+    ContextLease context(m.contexts);
+    EBRIX_CUDA(cudaMemcpyAsync(bytes.data(), snap.store->vectors.as<char>() + size_t(slot) * m.rowBytes, m.rowBytes,
+                               cudaMemcpyDeviceToHost, context->stream));
+    EBRIX_CUDA(cudaStreamSynchronize(context->stream));
+  }
+  if (m.storage == Storage::F32) {
+    std::memcpy(out, bytes.data(), m.dim * sizeof(float));
+    return;
+  }
+  // The device rounded with the same round-to-nearest-even as the CPU's 16-bit storage.
+  std::vector<uint16_t> halves(m.dim);
+  std::memcpy(halves.data(), bytes.data(), m.dim * sizeof(uint16_t));
+  const simd::Kernels& scalar = simd::kernelsFor(simd::Level::Scalar);
+  (m.storage == Storage::F16 ? scalar.f16 : scalar.bf16).toFloat(halves.data(), out, m.dim);
+}
+
+size_t GpuFlatIndex::compact() {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> writeLock(m.writeMutex);
+  const Impl::Snapshot snap = m.snapshot();
+  const size_t dropped = snap.slots.slots - snap.slots.live;
+  if (dropped == 0) return 0;
+  const Compaction plan = planCompaction(snap.slots);
+  const size_t kept = plan.kept.size();
   EBRIX_CUDA(cudaSetDevice(m.device));
   ContextLease context(m.contexts);
-  std::shared_ptr<Impl::Store> store = m.storeFor(snap, newCount, *context);
-  launchRandomRows(m.storage, count, uint32_t(m.dim), uint32_t(m.stride), seed, snap.count,
-                   store->vectors.as<char>() + snap.count * m.rowBytes,
-                   m.metric == Metric::L2 ? store->bias.as<float>() + snap.count : nullptr, context->stream);
-  EBRIX_LAUNCHED("randomRows");
-  EBRIX_CUDA(cudaMemcpyAsync(store->ids.as<uint64_t>() + snap.count, ids.data(), count * sizeof(uint64_t),
-                             cudaMemcpyHostToDevice, context->stream));
-  EBRIX_CUDA(cudaStreamSynchronize(context->stream));
-  m.publish(ids.data(), count, snap, std::move(store));
+  cudaStream_t stream = context->stream;
+  // Built beside the published store: searches keep reading that one until the swap.
+  auto store = std::make_shared<Impl::Store>(std::max<size_t>(kept, 1024), m.rowBytes, m.metric == Metric::L2);
+  if (kept > 0) {
+    StreamBuffer index(kept * sizeof(uint32_t), stream, "cudaMallocAsync(compaction)");
+    EBRIX_CUDA(cudaMemcpyAsync(index.as<uint32_t>(), plan.kept.data(), kept * sizeof(uint32_t), cudaMemcpyHostToDevice,
+                               stream));
+    launchGatherWords(snap.store->vectors.as<uint32_t>(), store->vectors.as<uint32_t>(), index.as<uint32_t>(), kept,
+                      m.rowBytes / 4, stream);
+    launchGatherWords(snap.store->ids.as<uint32_t>(), store->ids.as<uint32_t>(), index.as<uint32_t>(), kept, 2, stream);
+    if (m.metric == Metric::L2) {
+      launchGatherWords(snap.store->bias.as<uint32_t>(), store->bias.as<uint32_t>(), index.as<uint32_t>(), kept, 1,
+                        stream);
+    }
+    EBRIX_LAUNCHED("gatherWords");
+    EBRIX_CUDA(cudaStreamSynchronize(stream));
+  }
+  // Rows keep their numbers, so the id map stays; get() pairs it with the snapshot it takes.
+  std::lock_guard<std::mutex> lock(m.snapshotMutex);
+  m.current = Impl::Snapshot{std::move(store), plan.after, nullptr};
+  return dropped;
 }
 
 SearchOutput GpuFlatIndex::search(const float* queries, size_t queryCount, size_t k,
@@ -323,7 +502,8 @@ SearchOutput GpuFlatIndex::search(const float* queries, size_t queryCount, size_
   out.scores.assign(queryCount * k, -std::numeric_limits<float>::infinity());
   if (options.deviceMilliseconds != nullptr) *options.deviceMilliseconds = 0.f;
   const Impl::Snapshot snap = m.snapshot();
-  if (queryCount == 0 || snap.count == 0) return out;
+  const size_t slots = snap.slots.slots;
+  if (queryCount == 0 || snap.slots.live == 0) return out;
 
   std::vector<float> normalised;
   if (m.metric == Metric::Cosine) {
@@ -334,7 +514,7 @@ SearchOutput GpuFlatIndex::search(const float* queries, size_t queryCount, size_
 
   PlanInput in;
   in.queries = queryCount;
-  in.rows = snap.count;
+  in.rows = slots;
   in.dim = m.dim;
   in.elementBytes = storageBytes(m.storage);
   in.k = k;
@@ -355,17 +535,23 @@ SearchOutput GpuFlatIndex::search(const float* queries, size_t queryCount, size_
   StreamBuffer norms(queryCount * sizeof(float), stream, "cudaMallocAsync(query norms)");
   EBRIX_CUDA(cudaMemcpyAsync(rawQueries.as<float>(), queries, queryCount * m.dim * sizeof(float),
                              cudaMemcpyHostToDevice, stream));
+  // The scan's allow bitset is over slots: the caller's rows translated (row_slots.h) with
+  // the tombstones ANDed in, or the live bitset already on the device, or none.
   Allow allow;
-  const size_t allowWords = std::min(options.allowWords, (snap.count + 31) / 32);
-  StreamBuffer allowBits(options.allowBits != nullptr ? std::max<size_t>(allowWords, 1) * 4 : 0, stream,
+  std::vector<uint32_t> slotBits;
+  if (options.allowBits != nullptr) slotBits = slotAllow(snap.slots, options.allowBits, options.allowWords);
+  StreamBuffer allowBits(options.allowBits != nullptr ? std::max<size_t>(slotBits.size(), 1) * 4 : 0, stream,
                          "cudaMallocAsync(allow bitset)");
   if (options.allowBits != nullptr) {
-    if (allowWords > 0) {
-      EBRIX_CUDA(cudaMemcpyAsync(allowBits.as<uint32_t>(), options.allowBits, allowWords * 4, cudaMemcpyHostToDevice,
+    if (!slotBits.empty()) {
+      EBRIX_CUDA(cudaMemcpyAsync(allowBits.as<uint32_t>(), slotBits.data(), slotBits.size() * 4, cudaMemcpyHostToDevice,
                                  stream));
     }
     allow.bits = allowBits.as<uint32_t>();
-    allow.words = uint32_t(allowWords);
+    allow.words = uint32_t(slotBits.size());
+  } else if (snap.liveDevice) {
+    allow.bits = snap.liveDevice->as<uint32_t>();
+    allow.words = uint32_t(bitWords(slots));
   }
   StreamBuffer outScores(queryCount * k * sizeof(float), stream, "cudaMallocAsync(results)");
   StreamBuffer outIds(queryCount * k * sizeof(uint64_t), stream, "cudaMallocAsync(results)");
@@ -417,8 +603,8 @@ SearchOutput GpuFlatIndex::search(const float* queries, size_t queryCount, size_
       EBRIX_CUDA(cudaStreamWaitEvent(selectStream, context->ready));
       const char* queryBase = prepared.as<char>() + q0 * m.rowBytes;
       size_t t = 0;
-      for (size_t r0 = 0; r0 < snap.count; r0 += plan.rowTile, ++t) {
-        const size_t rn = std::min(plan.rowTile, snap.count - r0);
+      for (size_t r0 = 0; r0 < slots; r0 += plan.rowTile, ++t) {
+        const size_t rn = std::min(plan.rowTile, slots - r0);
         const size_t b = t % 2;
         float* tile = tiles.as<float>() + b * tileQueries * plan.rowTile;
         if (t >= 2) EBRIX_CUDA(cudaStreamWaitEvent(stream, context->selected[b]));  // tile t-2 was read
@@ -455,10 +641,16 @@ SearchOutput GpuFlatIndex::search(const float* queries, size_t queryCount, size_
 size_t GpuFlatIndex::deviceBytes() const {
   const Impl::Snapshot snap = impl_->snapshot();
   if (!snap.store) return 0;
-  return snap.store->vectors.bytes() + snap.store->ids.bytes() + snap.store->bias.bytes();
+  return snap.store->vectors.bytes() + snap.store->ids.bytes() + snap.store->bias.bytes() +
+         (snap.liveDevice ? snap.liveDevice->bytes() : 0);
 }
 
-size_t GpuFlatIndex::hostBytes() const { return impl_->idMapBytes.load(std::memory_order_relaxed); }
+size_t GpuFlatIndex::hostBytes() const {
+  const Impl::Snapshot snap = impl_->snapshot();
+  return impl_->idMapBytes.load(std::memory_order_relaxed) +
+         (snap.slots.liveBits ? snap.slots.liveBits->capacity() * 4 : 0) +
+         (snap.slots.table ? snap.slots.table->capacity() * 4 : 0);
+}
 
 // --- measurements for the device check -------------------------------------------------------
 

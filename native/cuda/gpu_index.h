@@ -11,6 +11,15 @@
 //   - ip and cosine rank by the inner product (cosine normalises rows at add and queries at
 //     search); l2 ranks by ip - |x|^2/2 and reports -|q - x|^2.
 // Ties rank the smaller id first, as on the CPU. A NaN score ranks last.
+//
+// Mutations follow the CPU FlatIndex (native/core/flat.h): every stored vector takes the next
+// row number for life (allow bitsets address rows), remove and upsert make rows tombstones
+// through a copy-on-write live bitset that the scan ANDs into its allow bitset on the device,
+// and compact() rewrites the device arrays without them (row_slots.h keeps the row of each
+// device slot). Searches read an immutable snapshot {device arrays, slot state, live bitset}
+// and never wait for a writer; writers are serialised. The id map (id -> row) sits behind a
+// reader-writer lock that has / get / rowsOf hold shared and writers hold exclusive while
+// they change it and publish the snapshot that goes with it.
 #pragma once
 
 #include <cstddef>
@@ -48,7 +57,8 @@ struct DeviceInfo {
 DeviceInfo probeDevice(int device = 0);
 
 struct GpuSearchOptions {
-  // Bit r of word r/32 allows row r (rows are numbered in add order). Null: every row.
+  // Bit r of word r/32 allows row r (rows are numbered in add and upsert order, for life).
+  // Null: every row. Removed rows are never returned, allowed or not.
   // The bitset may be shorter than the index: rows past its end are not allowed.
   const uint32_t* allowBits = nullptr;
   size_t allowWords = 0;
@@ -78,6 +88,7 @@ class GpuFlatIndex {
   Metric metric() const;
   Storage storage() const;
   int device() const;
+  // Vectors held: added or upserted, and not removed.
   size_t size() const;
 
   // Same validation and atomicity as the CPU FlatIndex (finite values, ids unique and new,
@@ -86,12 +97,36 @@ class GpuFlatIndex {
   // searches run (they keep the snapshot they started with).
   void add(const uint64_t* ids, const float* vectors, size_t count);
 
+  // As FlatIndex::upsert: replaces the vectors of held ids and adds the others, all-or-nothing
+  // (device memory exhaustion included), in one step for searches. Every vector takes a new
+  // row; the replaced rows become tombstones.
+  void upsert(const uint64_t* ids, const float* vectors, size_t count);
+
+  // As FlatIndex::remove: the ids held become tombstones (others and repeats are ignored);
+  // returns how many. Searches started afterwards never return them.
+  size_t remove(const uint64_t* ids, size_t count);
+
+  bool contains(uint64_t id) const;
+
+  // The vector stored under `id` (dim floats): normalised for cosine, rounded for f16 / bf16,
+  // read back from the device. Throws UnknownId.
+  void get(uint64_t id, float* out) const;
+
+  // Rewrites the device arrays without the tombstones (a gather on the device into new
+  // buffers; searches in flight keep the old ones until they end). Rows keep their numbers.
+  // Returns the number dropped (0, copying nothing, when there are none). Adds wait.
+  size_t compact();
+
+  // The row of each id (-1 for an id not held): for filters that name ids.
+  void rowsOf(const uint64_t* ids, size_t count, int64_t* rows) const;
+
   // Exact top-k, k in [1, kMaxK]. Rows not allowed by the bitset are never returned; when
   // fewer than k rows qualify, the tail is padded with kNoId / -inf.
   SearchOutput search(const float* queries, size_t queryCount, size_t k,
                       const GpuSearchOptions& options = {}) const;
 
-  // Device bytes held (vectors, ids, norms; capacity included) and host bytes (id map).
+  // Device bytes held (vectors, ids, norms, live bitset; capacity included) and host bytes
+  // (id map, live bitset, slot table).
   size_t deviceBytes() const;
   size_t hostBytes() const;
 

@@ -9,6 +9,7 @@
 #include <limits>
 #include <mutex>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "cuda_util.h"
@@ -18,6 +19,8 @@
 #include "ivfpq_kernels.cuh"
 #include "kernels.cuh"
 #include "plan.h"
+#include "row_bits.h"
+#include "row_slots.h"
 #include "simd/dispatch.h"
 
 namespace ebrix::gpu {
@@ -49,7 +52,7 @@ struct GpuIvfPqIndex::Impl {
     size_t capacity = 0;
     size_t size = 0;
   };
-  // Per-row arrays: ids, row numbers as ids (the shortlist merge returns rows), refine vectors.
+  // Per-slot arrays: ids, slot numbers as ids (the shortlist merge returns slots), refine vectors.
   struct RowStore {
     RowStore(size_t capacity_, size_t refineRowBytes)
         : capacity(capacity_),
@@ -64,8 +67,9 @@ struct GpuIvfPqIndex::Impl {
   struct Snapshot {
     std::shared_ptr<DeviceBuffer> table;  // nlist IvfPqListView
     std::shared_ptr<const std::vector<List>> lists;
-    std::shared_ptr<RowStore> rows;
-    size_t count = 0;
+    std::shared_ptr<RowStore> rows;  // by slot
+    RowSlots slots;
+    std::shared_ptr<DeviceBuffer> liveDevice;  // slots.liveBits on the device; null when none
   };
   // The trained model on the device.
   struct Model {
@@ -100,6 +104,36 @@ struct GpuIvfPqIndex::Impl {
 
   bool refined() const { return params.refine != RefineStorage::None; }
   Storage refineStorage() const { return params.refine == RefineStorage::F16 ? Storage::F16 : Storage::F32; }
+
+  // The list table of `ls` on the device (queued on `stream`).
+  std::shared_ptr<DeviceBuffer> uploadTable(const std::vector<List>& ls, cudaStream_t stream) const {
+    std::vector<IvfPqListView> views(ls.size());
+    for (size_t l = 0; l < ls.size(); ++l) {
+      if (!ls[l].codes) continue;
+      views[l].codes = ls[l].codes->as<uint8_t>();
+      views[l].rows = ls[l].rows->as<uint32_t>();
+      views[l].size = uint32_t(ls[l].size);
+    }
+    auto table = std::make_shared<DeviceBuffer>(views.size() * sizeof(IvfPqListView), "cudaMalloc(list table)");
+    EBRIX_CUDA(cudaMemcpyAsync(table->get(), views.data(), views.size() * sizeof(IvfPqListView), cudaMemcpyHostToDevice,
+                               stream));
+    return table;
+  }
+
+  // The live bitset of `slots` on the device, or null when every slot is live.
+  static std::shared_ptr<DeviceBuffer> uploadLive(const RowSlots& slots, cudaStream_t stream) {
+    if (!slots.liveBits) return nullptr;
+    const std::vector<uint32_t>& bits = *slots.liveBits;
+    auto buffer = std::make_shared<DeviceBuffer>(std::max<size_t>(bits.size(), 1) * 4, "cudaMalloc(live bitset)");
+    if (!bits.empty()) {
+      EBRIX_CUDA(cudaMemcpyAsync(buffer->get(), bits.data(), bits.size() * 4, cudaMemcpyHostToDevice, stream));
+    }
+    return buffer;
+  }
+
+  // Appends a prepared add or upsert on the device, then commits it on the twin and publishes
+  // both (writeMutex held; `pending` holds the twin's writer lock).
+  void append(IvfPqIndex::PendingAdd& pending);
 
   size_t listDeviceBytes(const std::vector<List>& ls) const {
     size_t bytes = 0;
@@ -143,7 +177,7 @@ bool GpuIvfPqIndex::trained() const {
   impl_->snapshot(&model);
   return model != nullptr;
 }
-size_t GpuIvfPqIndex::size() const { return impl_->snapshot().count; }
+size_t GpuIvfPqIndex::size() const { return impl_->snapshot().slots.live; }
 const IvfPqIndex& GpuIvfPqIndex::host() const { return impl_->host; }
 IvfPqMemory GpuIvfPqIndex::hostMemory() const { return impl_->host.memory(); }
 
@@ -183,30 +217,51 @@ void GpuIvfPqIndex::train(const float* vectors, size_t n, const IvfPqTrainParams
 
 void GpuIvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count) {
   Impl& s = *impl_;
-  const IvfPqParams& p = s.params;
   std::lock_guard<std::mutex> writeLock(s.writeMutex);
-  std::shared_ptr<const Impl::Model> model;
-  const Impl::Snapshot snap = s.snapshot(&model);
-  if (!model) throw Error(ErrorCode::NotTrained, "The index must be trained before vectors are added");
+  if (!trained()) throw Error(ErrorCode::NotTrained, "The index must be trained before vectors are added");
   std::unique_ptr<IvfPqIndex::PendingAdd> pending = s.host.prepareAdd(ids, vectors, count);
   if (count == 0) return;
-  if (pending->firstRow() != snap.count) {
-    throw Error(ErrorCode::InvalidArgument, "The GPU index and its host twin disagree on the row count");
-  }
-  const size_t oldCount = snap.count, newCount = oldCount + count;
+  s.append(*pending);
+}
 
-  // Codes and rows grouped by list, contiguous per list, codes padded to codeStride.
+void GpuIvfPqIndex::upsert(const uint64_t* ids, const float* vectors, size_t count) {
+  Impl& s = *impl_;
+  std::lock_guard<std::mutex> writeLock(s.writeMutex);
+  if (!trained()) throw Error(ErrorCode::NotTrained, "The index must be trained before vectors are added");
+  std::unique_ptr<IvfPqIndex::PendingAdd> pending = s.host.prepareUpsert(ids, vectors, count);
+  if (count == 0) return;
+  s.append(*pending);
+}
+
+void GpuIvfPqIndex::Impl::append(IvfPqIndex::PendingAdd& pending) {
+  Impl& s = *this;
+  const IvfPqParams& p = s.params;
+  const Snapshot snap = s.snapshot();
+  const size_t count = pending.count();
+  if (pending.firstRow() != snap.slots.rows) {
+    throw Error(ErrorCode::Internal, "The GPU index and its host twin disagree on the row count");
+  }
+  std::vector<uint32_t> replaced;
+  for (uint32_t row : pending.replacedRows()) {
+    const int64_t slot = snap.slots.slotOfRow(row);
+    if (slot < 0) throw Error(ErrorCode::Internal, "A held id has no device slot");
+    replaced.push_back(uint32_t(slot));
+  }
+  const RowSlots next = appendSlots(snap.slots, count, replaced);
+  const size_t oldCount = snap.slots.slots, newCount = next.slots;
+
+  // Codes and slots grouped by list, contiguous per list, codes padded to codeStride.
   const size_t cb = p.nbits == 8 ? p.m : (p.m + 1) / 2;
   std::vector<size_t> start(p.nlist + 1, 0);
-  for (size_t i = 0; i < count; ++i) ++start[pending->lists()[i] + 1];
+  for (size_t i = 0; i < count; ++i) ++start[pending.lists()[i] + 1];
   for (size_t l = 0; l < p.nlist; ++l) start[l + 1] += start[l];
   std::vector<uint8_t> codes(count * s.codeStride, 0);
   std::vector<uint32_t> rows(count);
   {
     std::vector<size_t> fill(start.begin(), start.end() - 1);
     for (size_t i = 0; i < count; ++i) {
-      const size_t at = fill[pending->lists()[i]]++;
-      std::memcpy(codes.data() + at * s.codeStride, pending->codes() + i * cb, cb);
+      const size_t at = fill[pending.lists()[i]]++;
+      std::memcpy(codes.data() + at * s.codeStride, pending.codes() + i * cb, cb);
       rows[at] = uint32_t(oldCount + i);
     }
   }
@@ -248,7 +303,7 @@ void GpuIvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count)
     list.size = newSize;
   }
 
-  // Per-row arrays: the same scheme, one store for all rows.
+  // Per-slot arrays: the same scheme, one store for all slots.
   std::shared_ptr<Impl::RowStore> store = snap.rows;
   if (!store || store->capacity < newCount) {
     const size_t old = store ? store->capacity : 0;
@@ -265,7 +320,7 @@ void GpuIvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count)
     }
     store = std::move(grown);
   }
-  EBRIX_CUDA(cudaMemcpyAsync(store->ids.as<uint64_t>() + oldCount, pending->ids(), count * 8, cudaMemcpyHostToDevice,
+  EBRIX_CUDA(cudaMemcpyAsync(store->ids.as<uint64_t>() + oldCount, pending.ids(), count * 8, cudaMemcpyHostToDevice,
                              stream));
   launchIota(store->rowIds.as<uint64_t>(), oldCount, count, stream);
   EBRIX_LAUNCHED("iota");
@@ -276,32 +331,139 @@ void GpuIvfPqIndex::add(const uint64_t* ids, const float* vectors, size_t count)
     StreamBuffer staging(std::min(slice, count) * p.dim * sizeof(float), stream, "cudaMallocAsync(staging)");
     for (size_t done = 0; done < count; done += slice) {
       const size_t n = std::min(slice, count - done);
-      EBRIX_CUDA(cudaMemcpyAsync(staging.as<float>(), pending->prepared() + done * p.dim, n * p.dim * sizeof(float),
+      EBRIX_CUDA(cudaMemcpyAsync(staging.as<float>(), pending.prepared() + done * p.dim, n * p.dim * sizeof(float),
                                  cudaMemcpyHostToDevice, stream));
       launchStoreRows(s.refineStorage(), staging.as<float>(), n, uint32_t(p.dim), uint32_t(s.refineStride),
                       store->refine.as<char>() + (oldCount + done) * s.refineRowBytes, nullptr, stream);
       EBRIX_LAUNCHED("storeRows");
     }
   }
-  std::vector<IvfPqListView> views(p.nlist);
-  for (size_t l = 0; l < p.nlist; ++l) {
-    if (!lists[l].codes) continue;
-    views[l].codes = lists[l].codes->as<uint8_t>();
-    views[l].rows = lists[l].rows->as<uint32_t>();
-    views[l].size = uint32_t(lists[l].size);
-  }
-  auto table = std::make_shared<DeviceBuffer>(views.size() * sizeof(IvfPqListView), "cudaMalloc(list table)");
-  EBRIX_CUDA(cudaMemcpyAsync(table->get(), views.data(), views.size() * sizeof(IvfPqListView), cudaMemcpyHostToDevice,
-                             stream));
+  std::shared_ptr<DeviceBuffer> table = s.uploadTable(lists, stream);
+  std::shared_ptr<DeviceBuffer> live = uploadLive(next, stream);
   EBRIX_CUDA(cudaStreamSynchronize(stream));
 
-  // The device holds everything; the host twin takes the add (it can still fail on host
+  // The device holds everything; the host twin takes the write (it can still fail on host
   // memory, leaving the unpublished device arrays to be freed), then both are published.
-  s.host.commitAdd(*pending);
+  s.host.commitAdd(pending);
   auto published = std::make_shared<const std::vector<Impl::List>>(lists);
   s.lists = std::move(lists);
   std::lock_guard<std::mutex> lock(s.snapshotMutex);
-  s.current = Impl::Snapshot{std::move(table), std::move(published), std::move(store), newCount};
+  s.current = Impl::Snapshot{std::move(table), std::move(published), std::move(store), next, std::move(live)};
+}
+
+size_t GpuIvfPqIndex::remove(const uint64_t* ids, size_t count) {
+  Impl& s = *impl_;
+  std::lock_guard<std::mutex> writeLock(s.writeMutex);
+  const Impl::Snapshot snap = s.snapshot();
+  // Only this index's writers change the twin, and they hold writeMutex: its rows are stable here.
+  std::vector<int64_t> rows(count);
+  s.host.rowsOf(ids, count, rows.data());
+  std::vector<uint32_t> slots;
+  std::unordered_set<uint64_t> seen;
+  for (size_t i = 0; i < count; ++i) {
+    if (rows[i] < 0 || !seen.insert(ids[i]).second) continue;
+    const int64_t slot = snap.slots.slotOfRow(uint32_t(rows[i]));
+    if (slot < 0) throw Error(ErrorCode::Internal, "A held id has no device slot");
+    slots.push_back(uint32_t(slot));
+  }
+  if (slots.empty()) return 0;
+  const RowSlots next = removeSlots(snap.slots, slots);
+  EBRIX_CUDA(cudaSetDevice(s.device));
+  std::shared_ptr<DeviceBuffer> live;
+  {
+    ContextLease context(s.contexts);
+    live = Impl::uploadLive(next, context->stream);
+    EBRIX_CUDA(cudaStreamSynchronize(context->stream));
+  }
+  const size_t removed = s.host.remove(ids, count);
+  if (removed != slots.size()) {
+    throw Error(ErrorCode::Internal, "The GPU index and its host twin disagree on the ids held");
+  }
+  std::lock_guard<std::mutex> lock(s.snapshotMutex);
+  s.current.liveDevice = std::move(live);
+  s.current.slots = next;
+  return removed;
+}
+
+size_t GpuIvfPqIndex::compact() {
+  Impl& s = *impl_;
+  const IvfPqParams& p = s.params;
+  std::lock_guard<std::mutex> writeLock(s.writeMutex);
+  const Impl::Snapshot snap = s.snapshot();
+  const size_t dropped = snap.slots.slots - snap.slots.live;
+  if (dropped == 0) return 0;
+  const Compaction plan = planCompaction(snap.slots);
+  const size_t kept = plan.kept.size();
+  EBRIX_CUDA(cudaSetDevice(s.device));
+  ContextLease context(s.contexts);
+  cudaStream_t stream = context->stream;
+
+  // The lists' slots come back to the host, which picks the live entries and renumbers them;
+  // the device gathers their codes into new arrays.
+  std::vector<std::vector<uint32_t>> listSlots(p.nlist);
+  for (size_t l = 0; l < p.nlist; ++l) {
+    const Impl::List& list = s.lists[l];
+    listSlots[l].resize(list.size);
+    if (list.size > 0) {
+      EBRIX_CUDA(cudaMemcpyAsync(listSlots[l].data(), list.rows->get(), list.size * 4, cudaMemcpyDeviceToHost, stream));
+    }
+  }
+  EBRIX_CUDA(cudaStreamSynchronize(stream));
+  std::vector<Impl::List> lists(p.nlist);
+  std::vector<std::vector<uint32_t>> staged;
+  for (size_t l = 0; l < p.nlist; ++l) {
+    std::vector<uint32_t> positions, renumbered;
+    for (size_t i = 0; i < listSlots[l].size(); ++i) {
+      const uint32_t to = plan.newSlot[listSlots[l][i]];
+      if (to == kNoSlot) continue;
+      positions.push_back(uint32_t(i));
+      renumbered.push_back(to);
+    }
+    if (positions.empty()) continue;
+    Impl::List& list = lists[l];
+    list.size = positions.size();
+    list.capacity = std::max<size_t>(list.size, 32);
+    list.codes = std::make_shared<DeviceBuffer>(list.capacity * s.codeStride, "cudaMalloc(list codes)");
+    list.rows = std::make_shared<DeviceBuffer>(list.capacity * sizeof(uint32_t), "cudaMalloc(list rows)");
+    StreamBuffer index(positions.size() * 4, stream, "cudaMallocAsync(compaction)");
+    EBRIX_CUDA(cudaMemcpyAsync(index.as<uint32_t>(), positions.data(), positions.size() * 4, cudaMemcpyHostToDevice,
+                               stream));
+    launchGatherWords(s.lists[l].codes->as<uint32_t>(), list.codes->as<uint32_t>(), index.as<uint32_t>(),
+                      positions.size(), s.codeStride / 4, stream);
+    EBRIX_LAUNCHED("gatherWords");
+    EBRIX_CUDA(cudaMemcpyAsync(list.rows->get(), renumbered.data(), renumbered.size() * 4, cudaMemcpyHostToDevice,
+                               stream));
+    // Host sources of the copies stay alive until the stream is drained below.
+    staged.push_back(std::move(positions));
+    staged.push_back(std::move(renumbered));
+  }
+  auto store = std::make_shared<Impl::RowStore>(std::max<size_t>(kept, 1024), s.refineRowBytes);
+  if (kept > 0) {
+    StreamBuffer index(kept * 4, stream, "cudaMallocAsync(compaction)");
+    EBRIX_CUDA(cudaMemcpyAsync(index.as<uint32_t>(), plan.kept.data(), kept * 4, cudaMemcpyHostToDevice, stream));
+    launchGatherWords(snap.rows->ids.as<uint32_t>(), store->ids.as<uint32_t>(), index.as<uint32_t>(), kept, 2, stream);
+    if (s.refined()) {
+      launchGatherWords(snap.rows->refine.as<uint32_t>(), store->refine.as<uint32_t>(), index.as<uint32_t>(), kept,
+                        s.refineRowBytes / 4, stream);
+    }
+    EBRIX_LAUNCHED("gatherWords");
+    launchIota(store->rowIds.as<uint64_t>(), 0, kept, stream);
+    EBRIX_LAUNCHED("iota");
+  }
+  std::shared_ptr<DeviceBuffer> table = s.uploadTable(lists, stream);
+  EBRIX_CUDA(cudaStreamSynchronize(stream));
+
+  // Everything is on the device; the twin compacts (it can fail on host memory, and then
+  // neither changes), then the new arrays are published.
+  const size_t hostDropped = s.host.compact();
+  if (hostDropped != dropped) {
+    throw Error(ErrorCode::Internal, "The GPU index and its host twin disagree on the tombstones");
+  }
+  auto published = std::make_shared<const std::vector<Impl::List>>(lists);
+  s.lists = std::move(lists);
+  std::lock_guard<std::mutex> lock(s.snapshotMutex);
+  s.current = Impl::Snapshot{std::move(table), std::move(published), std::move(store), plan.after, nullptr};
+  return dropped;
 }
 
 SearchOutput GpuIvfPqIndex::search(const float* queries, size_t queryCount, const IvfPqSearchParams& sp) const {
@@ -335,7 +497,8 @@ SearchOutput GpuIvfPqIndex::search(const float* queries, size_t queryCount, cons
   out.k = sp.k;
   out.ids.assign(queryCount * sp.k, kNoId);
   out.scores.assign(queryCount * sp.k, -std::numeric_limits<float>::infinity());
-  if (queryCount == 0 || snap.count == 0) return out;
+  const size_t slots = snap.slots.slots;
+  if (queryCount == 0 || snap.slots.live == 0) return out;
 
   std::vector<float> normalised;
   if (p.metric == Metric::Cosine) {
@@ -369,16 +532,23 @@ SearchOutput GpuIvfPqIndex::search(const float* queries, size_t queryCount, cons
                              stream));
   EBRIX_CUDA(cudaMemcpyAsync(listScores.as<float>(), probes.scores.data(), probes.scores.size() * 4,
                              cudaMemcpyHostToDevice, stream));
+  // The scan's allow bitset is over slots: the caller's rows translated (row_slots.h) with
+  // the tombstones ANDed in, or the live bitset already on the device, or none.
   Allow allow;
-  const size_t allowWords = std::min(sp.allowWords, (snap.count + 31) / 32);
-  StreamBuffer allowBits(sp.allowBits != nullptr ? std::max<size_t>(allowWords, 1) * 4 : 0, stream,
+  std::vector<uint32_t> slotBits;
+  if (sp.allowBits != nullptr) slotBits = slotAllow(snap.slots, sp.allowBits, sp.allowWords);
+  StreamBuffer allowBits(sp.allowBits != nullptr ? std::max<size_t>(slotBits.size(), 1) * 4 : 0, stream,
                          "cudaMallocAsync(allow bitset)");
   if (sp.allowBits != nullptr) {
-    if (allowWords > 0) {
-      EBRIX_CUDA(cudaMemcpyAsync(allowBits.as<uint32_t>(), sp.allowBits, allowWords * 4, cudaMemcpyHostToDevice, stream));
+    if (!slotBits.empty()) {
+      EBRIX_CUDA(cudaMemcpyAsync(allowBits.as<uint32_t>(), slotBits.data(), slotBits.size() * 4, cudaMemcpyHostToDevice,
+                                 stream));
     }
     allow.bits = allowBits.as<uint32_t>();
-    allow.words = uint32_t(allowWords);
+    allow.words = uint32_t(slotBits.size());
+  } else if (snap.liveDevice) {
+    allow.bits = snap.liveDevice->as<uint32_t>();
+    allow.words = uint32_t(bitWords(slots));
   }
   StreamBuffer partKeys(chunk * groups * keep * 4, stream, "cudaMallocAsync(partial results)");
   StreamBuffer partRows(chunk * groups * keep * 4, stream, "cudaMallocAsync(partial results)");
@@ -392,7 +562,7 @@ SearchOutput GpuIvfPqIndex::search(const float* queries, size_t queryCount, cons
   // Merges read ids by row: the real ones, or the row numbers themselves for a shortlist.
   DeviceRows byId;
   byId.ids = snap.rows->ids.as<uint64_t>();
-  byId.count = uint32_t(snap.count);
+  byId.count = uint32_t(slots);
   byId.dim = uint32_t(p.dim);
   DeviceRows byRow = byId;
   byRow.ids = snap.rows->rowIds.as<uint64_t>();
@@ -459,6 +629,7 @@ size_t GpuIvfPqIndex::deviceBytes() const {
   const Impl::Snapshot snap = s.snapshot(&model);
   size_t bytes = s.listDeviceBytes(*snap.lists) + (snap.table ? snap.table->bytes() : 0);
   if (snap.rows) bytes += snap.rows->ids.bytes() + snap.rows->rowIds.bytes() + snap.rows->refine.bytes();
+  if (snap.liveDevice) bytes += snap.liveDevice->bytes();
   if (model) {
     bytes += model->coarse->deviceBytes() + model->codebooks->bytes() + model->rotation->bytes() +
              model->rotatedCentroids->bytes();

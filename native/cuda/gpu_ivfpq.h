@@ -13,6 +13,14 @@
 //   4. refine (with refine vectors): exact scores of that shortlist, merged down to k.
 // So the same parameters probe the same lists as the CPU index and score codes at least as
 // exactly: recall is the CPU index's or better (4-bit), equal up to float rounding (8-bit).
+//
+// Removes, upserts and compactions follow the CPU index (ivfpq.h), and the twin takes each of
+// them too, both or neither: the device work that can fail (allocations, copies) is done
+// first, then the twin changes, then the device state is published. On the device the lists
+// hold slots (row_slots.h maps them to rows), removed slots are masked by a live bitset that
+// the list scan ANDs into its allow bitset, and compact() gathers the live list entries, ids
+// and refine vectors into new buffers (searches in flight keep the old ones). has / get /
+// rowsOf answer from the twin.
 #pragma once
 
 #include <cstddef>
@@ -41,6 +49,8 @@ class GpuIvfPqIndex {
   int device() const;
   bool trained() const;
   size_t size() const;
+  // The host twin's threads (training, assignment and encoding run there).
+  unsigned threads() const { return host().threads(); }
 
   // As IvfPqIndex::train (on the CPU), then uploads the model. Device memory exhaustion
   // throws Error(OutOfMemory) and leaves the index untrained; calling train again then
@@ -51,6 +61,20 @@ class GpuIvfPqIndex {
   // All or nothing: an error (device out of memory included) leaves both twins unchanged.
   // Safe while searches run (they keep the snapshot they started with).
   void add(const uint64_t* ids, const float* vectors, size_t count);
+
+  // As IvfPqIndex::upsert, on both twins (all or nothing, device memory included).
+  void upsert(const uint64_t* ids, const float* vectors, size_t count);
+
+  // As IvfPqIndex::remove, on both twins; returns how many of the ids were held.
+  size_t remove(const uint64_t* ids, size_t count);
+
+  bool contains(uint64_t id) const { return host().contains(id); }
+  // As IvfPqIndex::get (the twin's refine vector, which the device holds rounded the same way).
+  void get(uint64_t id, float* out) const { host().get(id, out); }
+
+  // As IvfPqIndex::compact, on both twins: the device lists, ids and refine vectors are
+  // gathered without the tombstones into new buffers. Returns the number of entries dropped.
+  size_t compact();
 
   // IvfPqIndex::search's parameters and result; `threads` is ignored. Throws
   // Error(InvalidArgument) for k or k × refineFactor (with refine vectors) or nprobe (after

@@ -9,6 +9,7 @@
 #include "kernel_common.cuh"
 #include "select.cuh"
 
+#include <algorithm>
 #include <mutex>
 #include <type_traits>
 
@@ -910,6 +911,22 @@ void mergeLists(const DeviceRows& rows, const uint32_t* keys, const uint32_t* ro
     heldKeys = std::move(nextKeys);  // freed (stream-ordered) after the next round read them
     heldRows = std::move(nextRows);
   }
+}
+
+__global__ void gatherWordsKernel(const uint32_t* __restrict__ src, uint32_t* __restrict__ dst,
+                                  const uint32_t* __restrict__ index, size_t count, size_t words) {
+  const size_t total = count * words;
+  for (size_t t = size_t(blockIdx.x) * blockDim.x + threadIdx.x; t < total; t += size_t(gridDim.x) * blockDim.x) {
+    const size_t item = t / words, word = t % words;
+    dst[t] = src[size_t(index[item]) * words + word];
+  }
+}
+
+void launchGatherWords(const uint32_t* src, uint32_t* dst, const uint32_t* index, size_t count, size_t words,
+                       cudaStream_t stream) {
+  if (count == 0 || words == 0) return;
+  const unsigned blocks = unsigned(std::min<size_t>((count * words + 255) / 256, 65535));
+  gatherWordsKernel<<<blocks, 256, 0, stream>>>(src, dst, index, count, words);
 }
 
 }  // namespace ebrix::gpu

@@ -77,6 +77,11 @@ void mergeLists(const DeviceRows& rows, const uint32_t* keys, const uint32_t* ro
                 size_t queries, const SearchPlan& plan, size_t k, const float* norms, bool l2, float* outScores,
                 uint64_t* outIds, cudaStream_t stream);
 
+// dst item i = src item index[i], for i in [0, count); items of `words` 32-bit words (rows,
+// ids, norms: compaction gathers each array by the slots it keeps). dst must not overlap src.
+void launchGatherWords(const uint32_t* src, uint32_t* dst, const uint32_t* index, size_t count, size_t words,
+                       cudaStream_t stream);
+
 // Sums `bytes` of device memory with 16-byte loads (the read-bandwidth probe of the check).
 void launchReadProbe(const void* data, size_t bytes, float* sink, int blocks, cudaStream_t stream);
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -73,6 +74,15 @@ class GpuFlatIndexWrap : public Napi::ObjectWrap<GpuFlatIndexWrap> {
                            InstanceMethod<&GpuFlatIndexWrap::addAsync>("addAsync"),
                            InstanceMethod<&GpuFlatIndexWrap::searchSync>("searchSync"),
                            InstanceMethod<&GpuFlatIndexWrap::searchAsync>("searchAsync"),
+                           InstanceMethod<&GpuFlatIndexWrap::upsertSync>("upsertSync"),
+                           InstanceMethod<&GpuFlatIndexWrap::upsertAsync>("upsertAsync"),
+                           InstanceMethod<&GpuFlatIndexWrap::removeSync>("removeSync"),
+                           InstanceMethod<&GpuFlatIndexWrap::removeAsync>("removeAsync"),
+                           InstanceMethod<&GpuFlatIndexWrap::has>("has"),
+                           InstanceMethod<&GpuFlatIndexWrap::get>("get"),
+                           InstanceMethod<&GpuFlatIndexWrap::compactAsync>("compactAsync"),
+                           InstanceMethod<&GpuFlatIndexWrap::rowsOf>("rowsOf"),
+                           InstanceMethod<&GpuFlatIndexWrap::externalBytes>("externalBytes"),
                            InstanceMethod<&GpuFlatIndexWrap::size>("size"),
                            InstanceMethod<&GpuFlatIndexWrap::deviceBytes>("deviceBytes"),
                            InstanceMethod<&GpuFlatIndexWrap::hostBytes>("hostBytes"),
@@ -98,10 +108,25 @@ class GpuFlatIndexWrap : public Napi::ObjectWrap<GpuFlatIndexWrap> {
         throwInvalid(env, "Expected 'f32', 'f16' or 'bf16' for storage but received " + storageName);
       }
       index_ = std::make_shared<GpuFlatIndex>(dim, metric, storage, requireDevice(info[3]));
+      account(env);
     })
   }
 
+  ~GpuFlatIndexWrap() override { external_->close(Env()); }
+
  private:
+  // Tells V8 the index's host bytes (id map, live bitset, slot table). Device memory is left
+  // out: V8 weighs external memory against host memory pressure, and dispose() frees the
+  // device arrays.
+  void account(Napi::Env env) {
+    if (index_) external_->update(env, index_->hostBytes());
+  }
+  std::function<void(Napi::Env)> accountLater() {
+    return [external = external_, index = std::weak_ptr<GpuFlatIndex>(index_)](Napi::Env env) {
+      if (auto alive = index.lock()) external->update(env, alive->hostBytes());
+    };
+  }
+
   std::shared_ptr<GpuFlatIndex> live(Napi::Env env) {
     if (!index_) throw makeError(env, {"EBRIX_DISPOSED", "The index has been disposed"});
     return index_;
@@ -129,6 +154,7 @@ class GpuFlatIndexWrap : public Napi::ObjectWrap<GpuFlatIndexWrap> {
       auto index = live(env);
       const AddArgs args = parseAdd(info, index->dim());
       index->add(args.ids.Data(), args.vectors.Data(), args.count);
+      account(env);
       return env.Undefined();
     })
   }
@@ -137,8 +163,76 @@ class GpuFlatIndexWrap : public Napi::ObjectWrap<GpuFlatIndexWrap> {
     Napi::Env env = info.Env();
     EBRIX_BOUNDARY(env, {
       auto index = live(env);
-      return (new AddWorker<GpuFlatIndex>(env, index, parseAdd(info, index->dim())))->Start();
+      return (new AddWorker<GpuFlatIndex>(env, index, parseAdd(info, index->dim()), accountLater()))->Start();
     })
+  }
+
+  // upsertSync(ids, vectors): as addSync; ids may already be held.
+  Napi::Value upsertSync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const AddArgs args = parseAdd(info, index->dim());
+      index->upsert(args.ids.Data(), args.vectors.Data(), args.count);
+      account(env);
+      return env.Undefined();
+    })
+  }
+
+  Napi::Value upsertAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return (new UpsertWorker<GpuFlatIndex>(env, index, parseAdd(info, index->dim()), accountLater()))->Start();
+    })
+  }
+
+  // removeSync(ids: BigUint64Array) -> the number removed (it uploads one bit per slot).
+  Napi::Value removeSync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      const Napi::BigUint64Array ids = requireBigUint64(info[0], "ids");
+      const size_t removed = index->remove(ids.Data(), ids.ElementLength());
+      account(env);
+      return Napi::Number::New(env, static_cast<double>(removed));
+    })
+  }
+
+  Napi::Value removeAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return (new RemoveWorker<GpuFlatIndex>(env, index, requireBigUint64(info[0], "ids"), accountLater()))->Start();
+    })
+  }
+
+  Napi::Value has(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, { return Napi::Boolean::New(env, live(env)->contains(requireId(env, info[0]))); })
+  }
+
+  // get(id) -> Float32Array of dim (one row read back from the device).
+  Napi::Value get(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, {
+      auto index = live(env);
+      return storedVector(env, *index, info[0], index->dim());
+    })
+  }
+
+  Napi::Value compactAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, { return (new CompactWorker<GpuFlatIndex>(env, live(env), accountLater()))->Start(); })
+  }
+
+  Napi::Value rowsOf(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EBRIX_BOUNDARY(env, { return rowsOfValue(env, *live(env), info[0]); })
+  }
+
+  Napi::Value externalBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(external_->reported()));
   }
 
   Napi::Value searchSync(const Napi::CallbackInfo& info) {
@@ -171,11 +265,13 @@ class GpuFlatIndexWrap : public Napi::ObjectWrap<GpuFlatIndexWrap> {
   }
   // Drops this handle's reference; searches or adds in flight keep the data until they end.
   Napi::Value dispose(const Napi::CallbackInfo& info) {
+    external_->close(info.Env());
     index_.reset();
     return info.Env().Undefined();
   }
 
   std::shared_ptr<GpuFlatIndex> index_;
+  std::shared_ptr<ExternalMemory> external_ = std::make_shared<ExternalMemory>();
 };
 
 }  // namespace

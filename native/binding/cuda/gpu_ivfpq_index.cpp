@@ -13,8 +13,8 @@ namespace {
 struct GpuIvfPq {
   using Index = gpu::GpuIvfPqIndex;
   static constexpr const char* kName = "GpuIvfPqIndex";
-  // No remove, upsert, get or compact on the GPU mirror yet; filters come compiled from TS.
-  static constexpr bool kMutable = false;
+  // Filters come compiled from lib/ as allow bitsets, and lib/ keeps the attribute records.
+  static constexpr bool kNativeAttributes = false;
   static std::shared_ptr<Index> create(Napi::Env, const IvfPqParams& params, const Napi::Value& device,
                                        unsigned threads) {
     return std::make_shared<Index>(params, threads, requireDevice(device));

@@ -38,7 +38,7 @@ Trainer::Trainer(TrainerConfig config, Parameters initial, const simd::Kernels* 
   }
   compute_.kernels = kernels != nullptr ? kernels : &simd::kernelsFor(simd::defaultLevel());
   compute_.pool = &ThreadPool::shared();
-  compute_.threads = config_.threads == 0 ? ThreadPool::hardwareThreads() : config_.threads;
+  compute_.threads = ThreadPool::shared().resolve(config_.threads);
   sparse_.reset(config_.tables);
 
   // The dense arrays in a fixed order: the updates, the norm and the checkpoint all walk it.

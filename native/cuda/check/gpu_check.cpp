@@ -3,7 +3,7 @@
 // index, ivfpq_check.cpp). Run by bench/gpu/check.sh, which
 // also times the peer (torch) in the same run and prints the ratios.
 //
-//   ebrix_gpu_check [--json FILE] [--no-bench] [--no-check] [--seed N] [--profile]
+//   ebrix_gpu_check [--json FILE] [--no-bench] [--no-check] [--only-mutations] [--seed N] [--profile]
 //
 // Exit status: 0 when every correctness case passed, 1 when one failed, 2 without a GPU.
 #include <cuda_bf16.h>
@@ -479,7 +479,7 @@ void bench(std::FILE* json, const DeviceInfo& info) {
 
 int main(int argc, char** argv) {
   std::string jsonPath;
-  bool doBench = true, doCheck = true, profile = false;
+  bool doBench = true, doCheck = true, profile = false, onlyMutations = false;
   uint64_t seed = uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -488,8 +488,11 @@ int main(int argc, char** argv) {
     else if (a == "--no-check") doCheck = false;
     else if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
     else if (a == "--profile") profile = true;
+    else if (a == "--only-mutations") onlyMutations = true, doBench = false;
     else {
-      std::fprintf(stderr, "usage: ebrix_gpu_check [--json FILE] [--no-bench] [--no-check] [--seed N] [--profile]\n");
+      std::fprintf(stderr,
+                   "usage: ebrix_gpu_check [--json FILE] [--no-bench] [--no-check] [--only-mutations] [--seed N] "
+                   "[--profile]\n");
       return 2;
     }
   }
@@ -540,18 +543,21 @@ int main(int argc, char** argv) {
           {"f32-ip-32-small", Storage::F32, Metric::InnerProduct, 700, 32, 0},
       };
       uint64_t s = seed;
-      for (const Spec& spec : specs) {
+      for (const Spec& spec : onlyMutations ? std::vector<Spec>{} : std::vector<Spec>(std::begin(specs), std::end(specs))) {
         const Dataset d = makeDataset(spec.name, spec.storage, spec.metric, spec.n, spec.dim, 40, ++s, spec.duplicates);
         const size_t before = tally.failed;
         runCases(d, tally, ++s);
         std::printf("%-24s %s\n", spec.name, tally.failed == before ? "ok" : "FAILED");
         std::fflush(stdout);
       }
-      compareWithCpuIndex(tally);
-      checkShapes(tally, s);
-      checkConcurrency(tally, s);
-      checkOutOfMemory(tally);
-      check::checkIvfPq(tally, ++s);
+      if (!onlyMutations) {
+        compareWithCpuIndex(tally);
+        checkShapes(tally, s);
+        checkConcurrency(tally, s);
+        checkOutOfMemory(tally);
+        check::checkIvfPq(tally, ++s);
+      }
+      check::checkMutations(tally, ++s);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::printf("correctness: %zu cases, %zu failed (%.1f s)\n", tally.cases, tally.failed, seconds);
       std::fprintf(json, "{\"kind\":\"correctness\",\"cases\":%zu,\"failed\":%zu,\"seed\":%llu}\n", tally.cases,

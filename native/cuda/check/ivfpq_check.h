@@ -1,4 +1,5 @@
-// Parts of the device check (gpu_check.cpp) kept in files of their own.
+// Parts of the device check (gpu_check.cpp) kept in files of their own: IVF-PQ
+// (ivfpq_check.cpp) and mutations (mutation_check.cpp).
 #pragma once
 
 #include <cstddef>
@@ -15,6 +16,9 @@ struct Tally {
 
 // GpuIvfPqIndex against its CPU twin and exact search (ivfpq_check.cpp).
 void checkIvfPq(Tally& tally, uint64_t seed);
+// GpuFlatIndex and GpuIvfPqIndex through adds, upserts, removes and compactions, against CPU
+// indexes after every step (mutation_check.cpp).
+void checkMutations(Tally& tally, uint64_t seed);
 // GPU IVF-PQ search times and recall next to the CPU twin's, as JSON lines of kind "ivfpq".
 void benchIvfPq(std::FILE* json);
 
