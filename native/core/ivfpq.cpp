@@ -55,6 +55,9 @@ struct IvfPqList {
   std::vector<uint32_t> rows;   // add order, for allow bitsets and refine vectors
   std::vector<uint8_t> codes;   // 8-bit only: rows.size() × codeBytes
   std::vector<uint8_t> packed;  // 4-bit only: fastScanBytes(rows.size(), m), the only copy
+  // l2 only: each entry's query-independent score term (IvfPqIndex::Impl::codeTerms), so that
+  // one ADC table per query serves every list, as for ip.
+  std::vector<float> terms;
   size_t size() const { return rows.size(); }
 };
 
@@ -91,7 +94,9 @@ struct IvfPqIndex::Impl {
   std::vector<float> centroids;         // nlist × dim (unit norm for ip / cosine)
   std::vector<float> centroidBias;      // nlist: -0.5|c|^2 (l2 coarse search)
   std::vector<uint64_t> centroidIds;    // 0 .. nlist-1, the coarse "ids"
-  std::vector<float> rotatedCentroids;  // nlist × dim: R·c (l2 tables of q - c); c without opq
+  std::vector<float> rotatedCentroids;  // nlist × dim: R·c (c without opq)
+  // l2: the mean of the rotated centroids, s below; empty for ip / cosine.
+  std::vector<float> shift;
   ProductQuantizer pq;
 
   std::vector<IvfPqList> lists;
@@ -167,8 +172,7 @@ struct IvfPqIndex::Impl {
       }
       best.clear();
       collector.drainInto(best);
-      selectBest(best, k);
-      std::sort(best.begin(), best.end(), ranksBefore);
+      selectBest(best, k);  // sorted best first
       for (size_t j = 0; j < best.size(); ++j) {
         out.ids[i * k + j] = best[j].id;
         out.scores[i * k + j] = best[j].score;
@@ -200,6 +204,57 @@ struct IvfPqIndex::Impl {
     return scratch.data();
   }
 
+  // l2 scores without a table per list. In the rotated space, with c the list's centroid, r̂
+  // the decoded residual and s any fixed vector:
+  //   -|q - c - r̂|^2 = -|q - c|^2 + 2 (q - s)·r̂ + [-|r̂|^2 - 2 (c - s)·r̂]
+  // The first term is the probe's coarse distance, the second the ADC table of 2 (q - s) (the
+  // ip table of one vector, shared by every list), the bracket a float per entry computed at
+  // add (these terms). s, the mean centroid, keeps q - s about as short as q - c: the table's
+  // range (and so the 8-bit fast-scan table's resolution) does not grow with the data's offset
+  // from the origin.
+  void codeTerms(size_t list, const uint8_t* codes, size_t n, float* out) const {
+    const size_t ks = pq.ksub(), ds = p.dim / p.m, cb = codeBytes();
+    const float* books = pq.centroids().data();
+    const float* rc = rotatedCentroids.data() + list * p.dim;
+    for (size_t i = 0; i < n; ++i) {
+      const uint8_t* code = codes + i * cb;
+      double t = 0.0;
+      for (size_t j = 0; j < p.m; ++j) {
+        const size_t c = p.nbits == 8 ? code[j] : (code[j >> 1] >> ((j & 1) * 4)) & 0x0F;
+        const float* r = books + (j * ks + c) * ds;
+        for (size_t d = 0; d < ds; ++d) {
+          const size_t at = j * ds + d;
+          t += static_cast<double>(r[d]) * (static_cast<double>(r[d]) + 2.0 * (static_cast<double>(rc[at]) - shift[at]));
+        }
+      }
+      out[i] = static_cast<float>(-t);
+    }
+  }
+  static std::vector<float> meanRow(const std::vector<float>& rows, size_t count, size_t dim) {
+    std::vector<double> sum(dim, 0.0);
+    for (size_t r = 0; r < count; ++r)
+      for (size_t d = 0; d < dim; ++d) sum[d] += rows[r * dim + d];
+    std::vector<float> mean(dim);
+    for (size_t d = 0; d < dim; ++d) mean[d] = static_cast<float>(sum[d] / static_cast<double>(count));
+    return mean;
+  }
+  // The terms of every entry of every list (after an open).
+  void computeAllTerms() {
+    std::vector<uint8_t> plain;
+    for (size_t l = 0; l < lists.size(); ++l) {
+      IvfPqList& list = lists[l];
+      list.terms.resize(list.size());
+      if (list.size() == 0) continue;
+      const uint8_t* codes = list.codes.data();
+      if (p.nbits == 4) {
+        plain.resize(list.size() * codeBytes());
+        unpackFastScan(list.packed.data(), 0, list.size(), p.m, plain.data());
+        codes = plain.data();
+      }
+      codeTerms(l, codes, list.size(), list.terms.data());
+    }
+  }
+
   // Residuals x - c(list) of n prepared vectors, rotated for the PQ.
   std::vector<float> rotatedResiduals(const float* vectors, size_t n, const SearchOutput& assigned) const {
     const size_t dim = p.dim;
@@ -216,40 +271,22 @@ struct IvfPqIndex::Impl {
     return rotated;
   }
 
-  // The 4-bit shortlist of one query (chunk index q): each candidate carries an approximate
-  // score and (list << 32 | position in the list) as its id. Replaces both by the exact
-  // float-ADC score and the real id. Candidates are visited list by list, so an l2 table
-  // (which depends on the list) is built once per list.
-  void rescoreShortlist(size_t q, const float* rotatedQuery, const float* sharedTable, const SearchOutput& probes,
-                        size_t nprobe, std::vector<float>& listTable, std::vector<Candidate>& best) const {
-    std::sort(best.begin(), best.end(), [](const Candidate& a, const Candidate& b) { return a.id < b.id; });
-    const size_t cb = codeBytes();
-    std::vector<float> shifted;
-    std::vector<uint8_t> code;
-    uint64_t current = kNoId;
-    const float* table = sharedTable;
-    float bias = 0.0f;
+  // The 4-bit shortlist of one query: each candidate carries an approximate score and (list <<
+  // 32 | position in the list) as its id. Replaces both by the exact float-ADC score (the
+  // query's table, the probe's list constant `bias` of probe slot j, and the entry's l2 term)
+  // and the real id.
+  void rescoreShortlist(const float* table, const uint64_t* probeIds, const float* probeBias, size_t nprobe,
+                        std::vector<Candidate>& best) const {
+    std::vector<uint8_t> code(codeBytes());
     for (Candidate& c : best) {
       const uint64_t l = c.id >> 32;
       const size_t position = static_cast<size_t>(c.id & 0xFFFFFFFFu);
-      if (l != current) {
-        current = l;
-        if (sharedTable != nullptr) {
-          // ip / cosine: the list constant q·c is the probe's coarse score.
-          for (size_t j = 0; j < nprobe; ++j) {
-            if (probes.ids[q * nprobe + j] == l) bias = probes.scores[q * nprobe + j];
-          }
-        } else {
-          shifted.resize(p.dim);
-          listTable.resize(p.m * pq.ksub());
-          const float* rc = rotatedCentroids.data() + l * p.dim;
-          for (size_t d = 0; d < p.dim; ++d) shifted[d] = rotatedQuery[d] - rc[d];
-          pq.computeTable(shifted.data(), Metric::L2, listTable.data());
-          table = listTable.data();
-        }
+      float bias = 0.0f;
+      for (size_t j = 0; j < nprobe; ++j) {
+        if (probeIds[j] == l) bias = probeBias[j];
       }
       const IvfPqList& list = lists[l];
-      code.resize(cb);
+      if (!list.terms.empty()) bias += list.terms[position];
       unpackFastScan(list.packed.data(), position, 1, p.m, code.data());
       pq.scan(table, code.data(), 1, bias, &c.score);
       c.id = list.ids[position];
@@ -380,6 +417,7 @@ void IvfPqIndex::train(const float* vectors, size_t n, const IvfPqTrainParams& t
   } else {
     rotated = cents;
   }
+  std::vector<float> shift = p.metric == Metric::L2 ? Impl::meanRow(rotated, p.nlist, p.dim) : std::vector<float>{};
   std::vector<IvfPqList> lists(p.nlist);
   {
     std::unique_lock<std::shared_mutex> lock(s.mutex);
@@ -387,6 +425,7 @@ void IvfPqIndex::train(const float* vectors, size_t n, const IvfPqTrainParams& t
     s.centroidBias = std::move(bias);
     s.centroidIds = std::move(ids);
     s.rotatedCentroids = std::move(rotated);
+    s.shift = std::move(shift);
     s.pq = std::move(pq);
     s.lists = std::move(lists);
     s.trained = true;
@@ -508,6 +547,11 @@ void IvfPqIndex::commitAdd(PendingAdd& pending, const WriteHook& hook) {
     repack.resize((kFastScanBlock + *std::max_element(perList.begin(), perList.end())) * cb);
   }
 
+  // l2: each entry's score term (codeTerms), from the trained state, which adds do not change.
+  const bool l2 = p.metric == Metric::L2;
+  std::vector<float> terms(l2 ? count : 0);
+  for (size_t i = 0; i < terms.size(); ++i) s.codeTerms(st.lists[i], codes + i * cb, 1, &terms[i]);
+
   // From here on searches wait: growing a list moves its storage. Everything is reserved
   // first, so that the appends below cannot fail half-way.
   std::unique_lock<std::shared_mutex> lock(s.mutex);
@@ -519,6 +563,7 @@ void IvfPqIndex::commitAdd(PendingAdd& pending, const WriteHook& hook) {
       const size_t n = list.size() + perList[l];
       grow(list.ids, n);
       grow(list.rows, n);
+      if (l2) grow(list.terms, n);
       if (p.nbits == 4) {
         grow(list.packed, fastScanBytes(n, p.m));
       } else {
@@ -572,6 +617,7 @@ void IvfPqIndex::commitAdd(PendingAdd& pending, const WriteHook& hook) {
     s.locationOfRow.push_back(uint64_t{st.lists[i]} << 32 | list.size());  // reserved above
     list.ids.push_back(ids[i]);
     list.rows.push_back(static_cast<uint32_t>(oldCount + i));
+    if (l2) list.terms.push_back(terms[i]);
     if (p.nbits == 8) list.codes.insert(list.codes.end(), codes + i * cb, codes + (i + 1) * cb);
   }
   if (p.nbits == 4) {
@@ -675,6 +721,7 @@ IvfPqList compactList(const IvfPqList& list, const std::function<bool(uint32_t)>
     if (!keep(list.rows[i])) continue;
     out.ids.push_back(list.ids[i]);
     out.rows.push_back(list.rows[i]);
+    if (!list.terms.empty()) out.terms.push_back(list.terms[i]);
     kept.insert(kept.end(), plain->begin() + i * codeBytes, plain->begin() + (i + 1) * codeBytes);
   }
   if (nbits == 8) {
@@ -780,7 +827,7 @@ struct SlotState {
   // 4-bit: the best approximate candidates of each query over all its lists; the candidate's
   // id holds (list << 32 | position in the list) until it is re-scored at the merge.
   std::vector<TopKCollector> approxPerQuery;
-  std::vector<float> table, shifted, scores;
+  std::vector<float> scores;
   std::vector<uint16_t> sums;
 };
 
@@ -870,28 +917,49 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
     const SearchOutput probes = n <= kStreamingMaxQueries ? nearestListsFew(chunkQueries, n, nprobe)
                                                           : nearestLists(chunkQueries, n, nprobe, nthreads);
 
-    // Rotated queries; for ip (and cosine) the ADC table does not depend on the list, so it
-    // is computed (and quantized, for fast-scan) once per query.
+    // One ADC table per query serves every list: for ip (and cosine) the table of R·q, for l2
+    // that of 2 (R·q - shift) with each entry's term added (codeTerms). Quantized once per query
+    // for fast-scan.
     std::vector<float> rotatedQueries(n * dim);
     if (pq.rotated()) {
       pq.rotate(chunkQueries, n, rotatedQueries.data());
     } else {
       std::copy(chunkQueries, chunkQueries + n * dim, rotatedQueries.begin());
     }
-    const bool sharedTables = p.metric != Metric::L2;
-    std::vector<float> tables(sharedTables ? n * m * ksub : 0);
-    std::vector<QuantizedTable> quantized(sharedTables && fast ? n : 0);
-    if (sharedTables) {
-      pool.parallelFor(n, slots, [&](size_t q, unsigned) {
-        pq.computeTable(rotatedQueries.data() + q * dim, Metric::InnerProduct, tables.data() + q * m * ksub);
-        if (fast) quantized[q] = quantizeTable(tables.data() + q * m * ksub, m);
-      });
+    const bool l2 = p.metric == Metric::L2;
+    if (l2) {
+      for (size_t q = 0; q < n; ++q) {
+        float* rq = rotatedQueries.data() + q * dim;
+        for (size_t d = 0; d < dim; ++d) rq[d] = 2.0f * (rq[d] - shift[d]);
+      }
+    }
+    std::vector<float> tables(n * m * ksub);
+    std::vector<QuantizedTable> quantized(fast ? n : 0);
+    const auto buildTable = [&](size_t q) {
+      pq.computeTable(rotatedQueries.data() + q * dim, Metric::InnerProduct, tables.data() + q * m * ksub);
+      if (fast) quantized[q] = quantizeTable(tables.data() + q * m * ksub, m);
+    };
+    if (n == 1) {
+      buildTable(0);
+    } else {
+      pool.parallelFor(n, slots, [&](size_t q, unsigned) { buildTable(q); });
+    }
+    // The list constant of each probe: q·c for ip / cosine (the coarse score), -|q - c|^2 for
+    // l2 (computed here: the coarse search's l2 scores differ by path).
+    std::vector<float> probeBias(n * nprobe, 0.0f);
+    for (size_t q = 0; q < n; ++q) {
+      for (size_t j = 0; j < nprobe; ++j) {
+        const uint64_t l = probes.ids[q * nprobe + j];
+        if (l == kNoId) continue;
+        probeBias[q * nprobe + j] = l2 ? -kernels->l2sq(chunkQueries + q * dim, centroids.data() + l * dim, dim)
+                                       : probes.scores[q * nprobe + j];
+      }
     }
 
     // Group the (query, list) pairs by list, so that each list is read once per chunk.
     struct Probe {
       uint32_t query;
-      float coarse;  // q·c for ip / cosine (the per-list constant of the score)
+      float bias;  // the probe's list constant
     };
     std::vector<size_t> offsets(p.nlist + 1, 0);
     for (size_t i = 0; i < n * nprobe; ++i) {
@@ -904,7 +972,7 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
       for (size_t q = 0; q < n; ++q) {
         for (size_t j = 0; j < nprobe; ++j) {
           const uint64_t l = probes.ids[q * nprobe + j];
-          if (l != kNoId) byList[fill[l]++] = {static_cast<uint32_t>(q), probes.scores[q * nprobe + j]};
+          if (l != kNoId) byList[fill[l]++] = {static_cast<uint32_t>(q), probeBias[q * nprobe + j]};
         }
       }
     }
@@ -929,39 +997,20 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
       const IvfPqList& list = lists[l];
       const size_t size = list.size();
       slot.scores.resize(kScanStep);
-      if (!sharedTables) {
-        slot.table.resize(m * ksub);
-        slot.shifted.resize(dim);
-      }
       if (fast) slot.sums.resize(kScanStep);
+      const float* terms = list.terms.empty() ? nullptr : list.terms.data();
       for (size_t pi = offsets[l]; pi < offsets[l + 1]; ++pi) {
         const size_t q = byList[pi].query;
-        const float* table;
-        float bias;
-        QuantizedTable ownQuantized;
-        const QuantizedTable* qt = nullptr;
-        if (sharedTables) {
-          table = tables.data() + q * m * ksub;
-          bias = byList[pi].coarse;
-          if (fast) qt = &quantized[q];
-        } else {
-          // l2: -|q - c - r|^2 = -|R(q - c) - R·r|^2, the table of R·q - R·c.
-          const float* rq = rotatedQueries.data() + q * dim;
-          const float* rc = rotatedCentroids.data() + l * dim;
-          for (size_t d = 0; d < dim; ++d) slot.shifted[d] = rq[d] - rc[d];
-          pq.computeTable(slot.shifted.data(), Metric::L2, slot.table.data());
-          table = slot.table.data();
-          bias = 0.0f;
-          if (fast) {
-            ownQuantized = quantizeTable(table, m);
-            qt = &ownQuantized;
-          }
-        }
+        const float* table = tables.data() + q * m * ksub;
+        const float bias = byList[pi].bias;
         TopKCollector& collector = slot.perQuery[q];
         if (!fast) {
           for (size_t r0 = 0; r0 < size; r0 += kScanStep) {
             const size_t step = std::min(kScanStep, size - r0);
             pq.scan(table, list.codes.data() + r0 * cb, step, bias, slot.scores.data());
+            if (terms != nullptr) {
+              for (size_t j = 0; j < step; ++j) slot.scores[j] += terms[r0 + j];
+            }
             float threshold = collector.threshold();
             for (size_t j = 0; j < step; ++j) {
               const uint32_t row = list.rows[r0 + j];
@@ -977,6 +1026,7 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
         // quantized sum, plus the list constant) pick each query's best candidates over all
         // its lists; only those are re-scored exactly, at the merge.
         TopKCollector& approx = slot.approxPerQuery[q];
+        const QuantizedTable* qt = &quantized[q];
         const size_t bb = blockBytes();
         const float scale = qt->scale, offset = qt->offset + bias;
         const uint64_t listTag = uint64_t{l} << 32;
@@ -986,7 +1036,8 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
           fastScan(*qt, m, list.packed.data() + (r0 / kFastScanBlock) * bb, blocks, slot.sums.data(), kernels->level);
           float threshold = approx.threshold();
           for (size_t j = 0; j < step; ++j) {
-            const float estimate = offset + scale * static_cast<float>(slot.sums[j]);
+            const float estimate =
+                offset + scale * static_cast<float>(slot.sums[j]) + (terms != nullptr ? terms[r0 + j] : 0.0f);
             if (estimate >= threshold && allow.row(list.rows[r0 + j])) {
               approx.offer(estimate, list.rows[r0 + j], listTag | (r0 + j));
               threshold = approx.threshold();
@@ -1002,14 +1053,13 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
     pool.parallelFor((n + kMergeBlock - 1) / kMergeBlock, slots, [&](size_t block, unsigned slotIndex) {
       std::vector<Candidate>& best = merged[slotIndex];
       const size_t end = std::min(n, (block + 1) * kMergeBlock);
-      std::vector<float> listTable;
       for (size_t q = block * kMergeBlock; q < end; ++q) {
         best.clear();
         if (fast) {
           for (auto& slot : state) slot.approxPerQuery[q].drainInto(best);
           selectBest(best, approxKeep);
-          rescoreShortlist(q, rotatedQueries.data() + q * dim,
-                           sharedTables ? tables.data() + q * m * ksub : nullptr, probes, nprobe, listTable, best);
+          rescoreShortlist(tables.data() + q * m * ksub, probes.ids.data() + q * nprobe, probeBias.data() + q * nprobe,
+                           nprobe, best);
           selectBest(best, keep);
         } else {
           for (auto& slot : state) slot.perQuery[q].drainInto(best);
@@ -1167,13 +1217,14 @@ IvfPqMemory IvfPqIndex::memory() const {
   std::shared_lock<std::shared_mutex> lock(s.mutex);
   IvfPqMemory mem;
   for (const IvfPqList& list : s.lists) {
-    mem.codes += list.codes.capacity() + list.packed.capacity();
+    mem.codes += list.codes.capacity() + list.packed.capacity() + list.terms.capacity() * sizeof(float);
     mem.ids += list.ids.capacity() * sizeof(uint64_t) + list.rows.capacity() * sizeof(uint32_t);
   }
   mem.ids += s.locationOfRow.capacity() * sizeof(uint64_t);
   mem.ids += s.lists.capacity() * sizeof(IvfPqList);
   mem.centroids = (s.centroids.capacity() + s.rotatedCentroids.capacity() + s.centroidBias.capacity() +
-                   s.pq.centroids().capacity() + s.pq.rotation().capacity()) *
+                   2 * s.pq.centroids().capacity() + s.pq.rotation().capacity() +
+                   s.shift.capacity()) *
                       sizeof(float) +
                   s.centroidIds.capacity() * sizeof(uint64_t);
   mem.refine = s.refineF32.capacity() * sizeof(float) + s.refineF16.capacity() * sizeof(uint16_t) +
@@ -1444,6 +1495,11 @@ IvfPqIndex::Opened IvfPqIndex::open(const std::string& path, simd::Level level, 
     (p.nbits == 8 ? list.codes : list.packed).assign(codes.begin() + codeAt, codes.begin() + codeAt + bytes);
     at += n;
     codeAt += bytes;
+  }
+  // The l2 score terms are not saved: they follow from the codes and the quantizers.
+  if (p.metric == Metric::L2) {
+    s.shift = Impl::meanRow(s.rotatedCentroids, p.nlist, p.dim);
+    s.computeAllTerms();
   }
   s.count = count;
   s.liveCount = count;
