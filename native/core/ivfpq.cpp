@@ -157,7 +157,7 @@ struct IvfPqIndex::Impl {
     out.scores.assign(n * k, -std::numeric_limits<float>::infinity());
     std::vector<float> scores(p.nlist);
     std::vector<Candidate> best;
-    TopKCollector collector;
+    TopKHeap collector;
     const simd::ScanRowsFn scan = simd::scanRowsCachedOr(*kernels);
     for (size_t i = 0; i < n; ++i) {
       scan(vectors + i * p.dim, centroids.data(), p.nlist, p.dim, p.metric == Metric::L2 ? centroidBias.data() : nullptr,
@@ -821,12 +821,13 @@ SearchOutput IvfPqIndex::search(const float* queries, size_t queryCount, const I
 
 namespace {
 
-// Per-thread state of a search: a collector per query of the chunk and scan scratch.
+// Per-thread state of a search: a collector per query of the chunk and scan scratch. Heaps:
+// a query's probed lists offer few candidates for k × refineFactor kept (see TopKHeap).
 struct SlotState {
-  std::vector<TopKCollector> perQuery;
+  std::vector<TopKHeap> perQuery;
   // 4-bit: the best approximate candidates of each query over all its lists; the candidate's
   // id holds (list << 32 | position in the list) until it is re-scored at the merge.
-  std::vector<TopKCollector> approxPerQuery;
+  std::vector<TopKHeap> approxPerQuery;
   std::vector<float> scores;
   std::vector<uint16_t> sums;
 };
@@ -956,54 +957,75 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
       }
     }
 
-    // Group the (query, list) pairs by list, so that each list is read once per chunk.
+    // Group the (query, list) pairs by list, so that each list is read once per chunk: one task
+    // per probed list, its probes at byList[begin, end).
     struct Probe {
       uint32_t query;
       float bias;  // the probe's list constant
     };
-    std::vector<size_t> offsets(p.nlist + 1, 0);
-    for (size_t i = 0; i < n * nprobe; ++i) {
-      if (probes.ids[i] != kNoId) ++offsets[probes.ids[i] + 1];
-    }
-    for (size_t l = 0; l < p.nlist; ++l) offsets[l + 1] += offsets[l];
-    std::vector<Probe> byList(offsets[p.nlist]);
-    {
-      std::vector<size_t> fill(offsets.begin(), offsets.end() - 1);
-      for (size_t q = 0; q < n; ++q) {
-        for (size_t j = 0; j < nprobe; ++j) {
-          const uint64_t l = probes.ids[q * nprobe + j];
-          if (l != kNoId) byList[fill[l]++] = {static_cast<uint32_t>(q), probeBias[q * nprobe + j]};
+    struct ListTask {
+      uint32_t list;
+      size_t begin, end;
+    };
+    std::vector<Probe> byList;
+    std::vector<ListTask> tasks;
+    if (n == 1) {
+      // One query: its probes are the tasks (distinct lists), without a pass over all nlist.
+      byList.reserve(nprobe);
+      tasks.reserve(nprobe);
+      for (size_t j = 0; j < nprobe; ++j) {
+        const uint64_t l = probes.ids[j];
+        if (l == kNoId || lists[l].size() == 0) continue;
+        const size_t at = byList.size();
+        byList.push_back({0, probeBias[j]});
+        tasks.push_back({static_cast<uint32_t>(l), at, at + 1});
+      }
+    } else {
+      std::vector<size_t> offsets(p.nlist + 1, 0);
+      for (size_t i = 0; i < n * nprobe; ++i) {
+        if (probes.ids[i] != kNoId) ++offsets[probes.ids[i] + 1];
+      }
+      for (size_t l = 0; l < p.nlist; ++l) offsets[l + 1] += offsets[l];
+      byList.resize(offsets[p.nlist]);
+      {
+        std::vector<size_t> fill(offsets.begin(), offsets.end() - 1);
+        for (size_t q = 0; q < n; ++q) {
+          for (size_t j = 0; j < nprobe; ++j) {
+            const uint64_t l = probes.ids[q * nprobe + j];
+            if (l != kNoId) byList[fill[l]++] = {static_cast<uint32_t>(q), probeBias[q * nprobe + j]};
+          }
         }
       }
+      for (size_t l = 0; l < p.nlist; ++l) {
+        if (offsets[l + 1] > offsets[l] && lists[l].size() > 0) {
+          tasks.push_back({static_cast<uint32_t>(l), offsets[l], offsets[l + 1]});
+        }
+      }
+      // Heaviest lists first, so that the last tasks to start are short.
+      std::stable_sort(tasks.begin(), tasks.end(), [&](const ListTask& a, const ListTask& b) {
+        return lists[a.list].size() * (a.end - a.begin) > lists[b.list].size() * (b.end - b.begin);
+      });
     }
-    // Heaviest lists first, so that the last tasks to start are short.
-    std::vector<uint32_t> order;
-    for (size_t l = 0; l < p.nlist; ++l) {
-      if (offsets[l + 1] > offsets[l] && lists[l].size() > 0) order.push_back(static_cast<uint32_t>(l));
-    }
-    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-      return lists[a].size() * (offsets[a + 1] - offsets[a]) > lists[b].size() * (offsets[b + 1] - offsets[b]);
-    });
 
     for (auto& slot : state) {
-      std::vector<TopKCollector>& collectors = fast ? slot.approxPerQuery : slot.perQuery;
+      std::vector<TopKHeap>& collectors = fast ? slot.approxPerQuery : slot.perQuery;
       if (collectors.size() < n) collectors.resize(n);
       for (size_t q = 0; q < n; ++q) collectors[q].reset(fast ? approxKeep : keep);
     }
 
-    pool.parallelFor(order.size(), slots, [&](size_t task, unsigned slotIndex) {
+    pool.parallelFor(tasks.size(), slots, [&](size_t task, unsigned slotIndex) {
       SlotState& slot = state[slotIndex];
-      const size_t l = order[task];
+      const size_t l = tasks[task].list;
       const IvfPqList& list = lists[l];
       const size_t size = list.size();
       slot.scores.resize(kScanStep);
       if (fast) slot.sums.resize(kScanStep);
       const float* terms = list.terms.empty() ? nullptr : list.terms.data();
-      for (size_t pi = offsets[l]; pi < offsets[l + 1]; ++pi) {
+      for (size_t pi = tasks[task].begin; pi < tasks[task].end; ++pi) {
         const size_t q = byList[pi].query;
         const float* table = tables.data() + q * m * ksub;
         const float bias = byList[pi].bias;
-        TopKCollector& collector = slot.perQuery[q];
+        TopKHeap& collector = slot.perQuery[q];
         if (!fast) {
           for (size_t r0 = 0; r0 < size; r0 += kScanStep) {
             const size_t step = std::min(kScanStep, size - r0);
@@ -1025,7 +1047,7 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
         // Fast-scan: approximate scores (comparable across lists: the float value of the
         // quantized sum, plus the list constant) pick each query's best candidates over all
         // its lists; only those are re-scored exactly, at the merge.
-        TopKCollector& approx = slot.approxPerQuery[q];
+        TopKHeap& approx = slot.approxPerQuery[q];
         const QuantizedTable* qt = &quantized[q];
         const size_t bb = blockBytes();
         const float scale = qt->scale, offset = qt->offset + bias;
@@ -1057,15 +1079,21 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
         best.clear();
         if (fast) {
           for (auto& slot : state) slot.approxPerQuery[q].drainInto(best);
-          selectBest(best, approxKeep);
-          rescoreShortlist(tables.data() + q * m * ksub, probes.ids.data() + q * nprobe, probeBias.data() + q * nprobe,
-                           nprobe, best);
-          selectBest(best, keep);
+          keepBest(best, approxKeep);
+          if (refined && best.size() <= keep) {
+            // Every shortlisted candidate goes on to the refine: float-ADC scores would pick
+            // nothing, so only the ids are looked up.
+            for (Candidate& c : best) c.id = lists[c.id >> 32].ids[c.id & 0xFFFFFFFFu];
+          } else {
+            rescoreShortlist(tables.data() + q * m * ksub, probes.ids.data() + q * nprobe,
+                             probeBias.data() + q * nprobe, nprobe, best);
+            keepBest(best, keep);
+          }
         } else {
           for (auto& slot : state) slot.perQuery[q].drainInto(best);
         }
         if (refined) {
-          selectBest(best, keep);
+          keepBest(best, keep);
           const float* query = chunkQueries + q * dim;
           for (auto& c : best) {
             c.score = refineScore(query, c.row);

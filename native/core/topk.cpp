@@ -36,6 +36,29 @@ void TopKCollector::drainInto(std::vector<Candidate>& out) {
   buffer_.clear();
 }
 
+void TopKHeap::admit(const Candidate& c) {
+  if (k_ == 0) return;
+  // RanksBefore as the heap's "less": the front is the candidate that ranks last.
+  if (heap_.size() < k_) {
+    heap_.push_back(c);
+    std::push_heap(heap_.begin(), heap_.end(), RanksBefore{});
+  } else {
+    std::pop_heap(heap_.begin(), heap_.end(), RanksBefore{});
+    heap_.back() = c;
+    std::push_heap(heap_.begin(), heap_.end(), RanksBefore{});
+  }
+  if (heap_.size() == k_) {
+    threshold_ = heap_.front().score;
+    thresholdId_ = heap_.front().id;
+  }
+}
+
+void keepBest(std::vector<Candidate>& candidates, size_t k) {
+  if (candidates.size() <= k) return;
+  std::nth_element(candidates.begin(), candidates.begin() + (k - 1), candidates.end(), RanksBefore{});
+  candidates.resize(k);
+}
+
 void selectBest(std::vector<Candidate>& candidates, size_t k) {
   if (candidates.size() > k) {
     std::nth_element(candidates.begin(), candidates.begin() + (k - 1), candidates.end(), RanksBefore{});
