@@ -1,6 +1,7 @@
 #include "ivfpq.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -26,6 +27,7 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr size_t kMaxRows = 0xFFFFFFFFu;
 // Codes scored per scan step: the score buffer stays in L1.
 constexpr size_t kScanStep = 1024;
+static_assert(kScanStep % kFastScanBlock == 0, "scan steps hold whole fast-scan blocks");
 // Bytes of per-thread collectors one query chunk may hold (as exact_search.cpp).
 constexpr size_t kCollectorBudget = size_t{128} << 20;
 
@@ -828,8 +830,10 @@ struct SlotState {
   // 4-bit: the best approximate candidates of each query over all its lists; the candidate's
   // id holds (list << 32 | position in the list) until it is re-scored at the merge.
   std::vector<TopKHeap> approxPerQuery;
-  std::vector<float> scores;
-  std::vector<uint16_t> sums;
+  // One scan step's scores (8-bit) or sums (4-bit; whole blocks: kScanStep is a multiple of
+  // kFastScanBlock), held here rather than allocated per search.
+  std::array<float, kScanStep> scores;
+  std::array<uint16_t, kScanStep> sums;
 };
 
 }  // namespace
@@ -1018,8 +1022,6 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
       const size_t l = tasks[task].list;
       const IvfPqList& list = lists[l];
       const size_t size = list.size();
-      slot.scores.resize(kScanStep);
-      if (fast) slot.sums.resize(kScanStep);
       const float* terms = list.terms.empty() ? nullptr : list.terms.data();
       for (size_t pi = tasks[task].begin; pi < tasks[task].end; ++pi) {
         const size_t q = byList[pi].query;

@@ -43,9 +43,17 @@ void TopKHeap::admit(const Candidate& c) {
     heap_.push_back(c);
     std::push_heap(heap_.begin(), heap_.end(), RanksBefore{});
   } else {
-    std::pop_heap(heap_.begin(), heap_.end(), RanksBefore{});
-    heap_.back() = c;
-    std::push_heap(heap_.begin(), heap_.end(), RanksBefore{});
+    // c ranks before the front (offer checked): it replaces the front and sinks below every
+    // child that ranks after it, one pass instead of pop_heap's and push_heap's two.
+    const size_t n = heap_.size();
+    size_t i = 0;
+    for (size_t child = 1; child < n; child = 2 * i + 1) {
+      if (child + 1 < n && ranksBefore(heap_[child], heap_[child + 1])) ++child;  // the one ranking last
+      if (!ranksBefore(c, heap_[child])) break;
+      heap_[i] = heap_[child];
+      i = child;
+    }
+    heap_[i] = c;
   }
   if (heap_.size() == k_) {
     threshold_ = heap_.front().score;
