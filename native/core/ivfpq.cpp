@@ -1,6 +1,7 @@
 #include "ivfpq.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -27,6 +28,7 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr size_t kMaxRows = 0xFFFFFFFFu;
 // Codes scored per scan step: the score buffer stays in L1.
 constexpr size_t kScanStep = 1024;
+static_assert(kScanStep % kFastScanBlock == 0, "scan steps hold whole fast-scan blocks");
 // Bytes of per-thread collectors one query chunk may hold (as exact_search.cpp).
 constexpr size_t kCollectorBudget = size_t{128} << 20;
 
@@ -56,6 +58,9 @@ struct IvfPqList {
   std::vector<uint32_t> rows;   // add order, for allow bitsets and refine vectors
   std::vector<uint8_t> codes;   // 8-bit only: rows.size() × codeBytes
   std::vector<uint8_t> packed;  // 4-bit only: fastScanBytes(rows.size(), m), the only copy
+  // l2 only: each entry's query-independent score term (IvfPqIndex::Impl::codeTerms), so that
+  // one ADC table per query serves every list, as for ip.
+  std::vector<float> terms;
   size_t size() const { return rows.size(); }
 };
 
@@ -93,7 +98,9 @@ struct IvfPqIndex::Impl {
   std::vector<float> centroids;         // nlist × dim (unit norm for ip / cosine)
   std::vector<float> centroidBias;      // nlist: -0.5|c|^2 (l2 coarse search)
   std::vector<uint64_t> centroidIds;    // 0 .. nlist-1, the coarse "ids"
-  std::vector<float> rotatedCentroids;  // nlist × dim: R·c (l2 tables of q - c); c without opq
+  std::vector<float> rotatedCentroids;  // nlist × dim: R·c (c without opq)
+  // l2: the mean of the rotated centroids, s below; empty for ip / cosine.
+  std::vector<float> shift;
   ProductQuantizer pq;
 
   std::vector<IvfPqList> lists;
@@ -154,7 +161,7 @@ struct IvfPqIndex::Impl {
     out.scores.assign(n * k, -std::numeric_limits<float>::infinity());
     std::vector<float> scores(p.nlist);
     std::vector<Candidate> best;
-    TopKCollector collector;
+    TopKHeap collector;
     const simd::ScanRowsFn scan = simd::scanRowsCachedOr(*kernels);
     for (size_t i = 0; i < n; ++i) {
       scan(vectors + i * p.dim, centroids.data(), p.nlist, p.dim, p.metric == Metric::L2 ? centroidBias.data() : nullptr,
@@ -169,8 +176,7 @@ struct IvfPqIndex::Impl {
       }
       best.clear();
       collector.drainInto(best);
-      selectBest(best, k);
-      std::sort(best.begin(), best.end(), ranksBefore);
+      selectBest(best, k);  // sorted best first
       for (size_t j = 0; j < best.size(); ++j) {
         out.ids[i * k + j] = best[j].id;
         out.scores[i * k + j] = best[j].score;
@@ -202,6 +208,57 @@ struct IvfPqIndex::Impl {
     return scratch.data();
   }
 
+  // l2 scores without a table per list. In the rotated space, with c the list's centroid, r̂
+  // the decoded residual and s any fixed vector:
+  //   -|q - c - r̂|^2 = -|q - c|^2 + 2 (q - s)·r̂ + [-|r̂|^2 - 2 (c - s)·r̂]
+  // The first term is the probe's coarse distance, the second the ADC table of 2 (q - s) (the
+  // ip table of one vector, shared by every list), the bracket a float per entry computed at
+  // add (these terms). s, the mean centroid, keeps q - s about as short as q - c: the table's
+  // range (and so the 8-bit fast-scan table's resolution) does not grow with the data's offset
+  // from the origin.
+  void codeTerms(size_t list, const uint8_t* codes, size_t n, float* out) const {
+    const size_t ks = pq.ksub(), ds = p.dim / p.m, cb = codeBytes();
+    const float* books = pq.centroids().data();
+    const float* rc = rotatedCentroids.data() + list * p.dim;
+    for (size_t i = 0; i < n; ++i) {
+      const uint8_t* code = codes + i * cb;
+      double t = 0.0;
+      for (size_t j = 0; j < p.m; ++j) {
+        const size_t c = p.nbits == 8 ? code[j] : (code[j >> 1] >> ((j & 1) * 4)) & 0x0F;
+        const float* r = books + (j * ks + c) * ds;
+        for (size_t d = 0; d < ds; ++d) {
+          const size_t at = j * ds + d;
+          t += static_cast<double>(r[d]) * (static_cast<double>(r[d]) + 2.0 * (static_cast<double>(rc[at]) - shift[at]));
+        }
+      }
+      out[i] = static_cast<float>(-t);
+    }
+  }
+  static std::vector<float> meanRow(const std::vector<float>& rows, size_t count, size_t dim) {
+    std::vector<double> sum(dim, 0.0);
+    for (size_t r = 0; r < count; ++r)
+      for (size_t d = 0; d < dim; ++d) sum[d] += rows[r * dim + d];
+    std::vector<float> mean(dim);
+    for (size_t d = 0; d < dim; ++d) mean[d] = static_cast<float>(sum[d] / static_cast<double>(count));
+    return mean;
+  }
+  // The terms of every entry of every list (after an open).
+  void computeAllTerms() {
+    std::vector<uint8_t> plain;
+    for (size_t l = 0; l < lists.size(); ++l) {
+      IvfPqList& list = lists[l];
+      list.terms.resize(list.size());
+      if (list.size() == 0) continue;
+      const uint8_t* codes = list.codes.data();
+      if (p.nbits == 4) {
+        plain.resize(list.size() * codeBytes());
+        unpackFastScan(list.packed.data(), 0, list.size(), p.m, plain.data());
+        codes = plain.data();
+      }
+      codeTerms(l, codes, list.size(), list.terms.data());
+    }
+  }
+
   // Residuals x - c(list) of n prepared vectors, rotated for the PQ.
   std::vector<float> rotatedResiduals(const float* vectors, size_t n, const SearchOutput& assigned) const {
     const size_t dim = p.dim;
@@ -218,40 +275,22 @@ struct IvfPqIndex::Impl {
     return rotated;
   }
 
-  // The 4-bit shortlist of one query (chunk index q): each candidate carries an approximate
-  // score and (list << 32 | position in the list) as its id. Replaces both by the exact
-  // float-ADC score and the real id. Candidates are visited list by list, so an l2 table
-  // (which depends on the list) is built once per list.
-  void rescoreShortlist(size_t q, const float* rotatedQuery, const float* sharedTable, const SearchOutput& probes,
-                        size_t nprobe, std::vector<float>& listTable, std::vector<Candidate>& best) const {
-    std::sort(best.begin(), best.end(), [](const Candidate& a, const Candidate& b) { return a.id < b.id; });
-    const size_t cb = codeBytes();
-    std::vector<float> shifted;
-    std::vector<uint8_t> code;
-    uint64_t current = kNoId;
-    const float* table = sharedTable;
-    float bias = 0.0f;
+  // The 4-bit shortlist of one query: each candidate carries an approximate score and (list <<
+  // 32 | position in the list) as its id. Replaces both by the exact float-ADC score (the
+  // query's table, the probe's list constant `bias` of probe slot j, and the entry's l2 term)
+  // and the real id.
+  void rescoreShortlist(const float* table, const uint64_t* probeIds, const float* probeBias, size_t nprobe,
+                        std::vector<Candidate>& best) const {
+    std::vector<uint8_t> code(codeBytes());
     for (Candidate& c : best) {
       const uint64_t l = c.id >> 32;
       const size_t position = static_cast<size_t>(c.id & 0xFFFFFFFFu);
-      if (l != current) {
-        current = l;
-        if (sharedTable != nullptr) {
-          // ip / cosine: the list constant q·c is the probe's coarse score.
-          for (size_t j = 0; j < nprobe; ++j) {
-            if (probes.ids[q * nprobe + j] == l) bias = probes.scores[q * nprobe + j];
-          }
-        } else {
-          shifted.resize(p.dim);
-          listTable.resize(p.m * pq.ksub());
-          const float* rc = rotatedCentroids.data() + l * p.dim;
-          for (size_t d = 0; d < p.dim; ++d) shifted[d] = rotatedQuery[d] - rc[d];
-          pq.computeTable(shifted.data(), Metric::L2, listTable.data());
-          table = listTable.data();
-        }
+      float bias = 0.0f;
+      for (size_t j = 0; j < nprobe; ++j) {
+        if (probeIds[j] == l) bias = probeBias[j];
       }
       const IvfPqList& list = lists[l];
-      code.resize(cb);
+      if (!list.terms.empty()) bias += list.terms[position];
       unpackFastScan(list.packed.data(), position, 1, p.m, code.data());
       pq.scan(table, code.data(), 1, bias, &c.score);
       c.id = list.ids[position];
@@ -383,6 +422,7 @@ void IvfPqIndex::train(const float* vectors, size_t n, const IvfPqTrainParams& t
   } else {
     rotated = cents;
   }
+  std::vector<float> shift = p.metric == Metric::L2 ? Impl::meanRow(rotated, p.nlist, p.dim) : std::vector<float>{};
   std::vector<IvfPqList> lists(p.nlist);
   {
     std::unique_lock<std::shared_mutex> lock(s.mutex);
@@ -390,6 +430,7 @@ void IvfPqIndex::train(const float* vectors, size_t n, const IvfPqTrainParams& t
     s.centroidBias = std::move(bias);
     s.centroidIds = std::move(ids);
     s.rotatedCentroids = std::move(rotated);
+    s.shift = std::move(shift);
     s.pq = std::move(pq);
     s.lists = std::move(lists);
     s.trained = true;
@@ -522,6 +563,11 @@ void IvfPqIndex::commitAdd(PendingAdd& pending, const WriteHook& hook) {
     repack.resize((kFastScanBlock + *std::max_element(perList.begin(), perList.end())) * cb);
   }
 
+  // l2: each entry's score term (codeTerms), from the trained state, which adds do not change.
+  const bool l2 = p.metric == Metric::L2;
+  std::vector<float> terms(l2 ? count : 0);
+  for (size_t i = 0; i < terms.size(); ++i) s.codeTerms(st.lists[i], codes + i * cb, 1, &terms[i]);
+
   // From here on searches wait: growing a list moves its storage. Everything is reserved
   // first, so that the appends below cannot fail half-way.
   std::unique_lock<std::shared_mutex> lock(s.mutex);
@@ -533,6 +579,7 @@ void IvfPqIndex::commitAdd(PendingAdd& pending, const WriteHook& hook) {
       const size_t n = list.size() + perList[l];
       grow(list.ids, n);
       grow(list.rows, n);
+      if (l2) grow(list.terms, n);
       if (p.nbits == 4) {
         grow(list.packed, fastScanBytes(n, p.m));
       } else {
@@ -586,6 +633,7 @@ void IvfPqIndex::commitAdd(PendingAdd& pending, const WriteHook& hook) {
     s.locationOfRow.push_back(uint64_t{st.lists[i]} << 32 | list.size());  // reserved above
     list.ids.push_back(ids[i]);
     list.rows.push_back(static_cast<uint32_t>(oldCount + i));
+    if (l2) list.terms.push_back(terms[i]);
     if (p.nbits == 8) list.codes.insert(list.codes.end(), codes + i * cb, codes + (i + 1) * cb);
   }
   if (p.nbits == 4) {
@@ -689,6 +737,7 @@ IvfPqList compactList(const IvfPqList& list, const std::function<bool(uint32_t)>
     if (!keep(list.rows[i])) continue;
     out.ids.push_back(list.ids[i]);
     out.rows.push_back(list.rows[i]);
+    if (!list.terms.empty()) out.terms.push_back(list.terms[i]);
     kept.insert(kept.end(), plain->begin() + i * codeBytes, plain->begin() + (i + 1) * codeBytes);
   }
   if (nbits == 8) {
@@ -788,14 +837,17 @@ SearchOutput IvfPqIndex::search(const float* queries, size_t queryCount, const I
 
 namespace {
 
-// Per-thread state of a search: a collector per query of the chunk and scan scratch.
+// Per-thread state of a search: a collector per query of the chunk and scan scratch. Heaps:
+// a query's probed lists offer few candidates for k × refineFactor kept (see TopKHeap).
 struct SlotState {
-  std::vector<TopKCollector> perQuery;
+  std::vector<TopKHeap> perQuery;
   // 4-bit: the best approximate candidates of each query over all its lists; the candidate's
   // id holds (list << 32 | position in the list) until it is re-scored at the merge.
-  std::vector<TopKCollector> approxPerQuery;
-  std::vector<float> table, shifted, scores;
-  std::vector<uint16_t> sums;
+  std::vector<TopKHeap> approxPerQuery;
+  // One scan step's scores (8-bit) or sums (4-bit; whole blocks: kScanStep is a multiple of
+  // kFastScanBlock), held here rather than allocated per search.
+  std::array<float, kScanStep> scores;
+  std::array<uint16_t, kScanStep> sums;
 };
 
 }  // namespace
@@ -884,98 +936,119 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
     const SearchOutput probes = n <= kStreamingMaxQueries ? nearestListsFew(chunkQueries, n, nprobe)
                                                           : nearestLists(chunkQueries, n, nprobe, nthreads);
 
-    // Rotated queries; for ip (and cosine) the ADC table does not depend on the list, so it
-    // is computed (and quantized, for fast-scan) once per query.
+    // One ADC table per query serves every list: for ip (and cosine) the table of R·q, for l2
+    // that of 2 (R·q - shift) with each entry's term added (codeTerms). Quantized once per query
+    // for fast-scan.
     std::vector<float> rotatedQueries(n * dim);
     if (pq.rotated()) {
       pq.rotate(chunkQueries, n, rotatedQueries.data());
     } else {
       std::copy(chunkQueries, chunkQueries + n * dim, rotatedQueries.begin());
     }
-    const bool sharedTables = p.metric != Metric::L2;
-    std::vector<float> tables(sharedTables ? n * m * ksub : 0);
-    std::vector<QuantizedTable> quantized(sharedTables && fast ? n : 0);
-    if (sharedTables) {
-      pool.parallelFor(n, slots, [&](size_t q, unsigned) {
-        pq.computeTable(rotatedQueries.data() + q * dim, Metric::InnerProduct, tables.data() + q * m * ksub);
-        if (fast) quantized[q] = quantizeTable(tables.data() + q * m * ksub, m);
+    const bool l2 = p.metric == Metric::L2;
+    if (l2) {
+      for (size_t q = 0; q < n; ++q) {
+        float* rq = rotatedQueries.data() + q * dim;
+        for (size_t d = 0; d < dim; ++d) rq[d] = 2.0f * (rq[d] - shift[d]);
+      }
+    }
+    std::vector<float> tables(n * m * ksub);
+    std::vector<QuantizedTable> quantized(fast ? n : 0);
+    const auto buildTable = [&](size_t q) {
+      pq.computeTable(rotatedQueries.data() + q * dim, Metric::InnerProduct, tables.data() + q * m * ksub);
+      if (fast) quantized[q] = quantizeTable(tables.data() + q * m * ksub, m);
+    };
+    if (n == 1) {
+      buildTable(0);
+    } else {
+      pool.parallelFor(n, slots, [&](size_t q, unsigned) { buildTable(q); });
+    }
+    // The list constant of each probe: q·c for ip / cosine (the coarse score), -|q - c|^2 for
+    // l2 (computed here: the coarse search's l2 scores differ by path).
+    std::vector<float> probeBias(n * nprobe, 0.0f);
+    for (size_t q = 0; q < n; ++q) {
+      for (size_t j = 0; j < nprobe; ++j) {
+        const uint64_t l = probes.ids[q * nprobe + j];
+        if (l == kNoId) continue;
+        probeBias[q * nprobe + j] = l2 ? -kernels->l2sq(chunkQueries + q * dim, centroids.data() + l * dim, dim)
+                                       : probes.scores[q * nprobe + j];
+      }
+    }
+
+    // Group the (query, list) pairs by list, so that each list is read once per chunk: one task
+    // per probed list, its probes at byList[begin, end).
+    struct Probe {
+      uint32_t query;
+      float bias;  // the probe's list constant
+    };
+    struct ListTask {
+      uint32_t list;
+      size_t begin, end;
+    };
+    std::vector<Probe> byList;
+    std::vector<ListTask> tasks;
+    if (n == 1) {
+      // One query: its probes are the tasks (distinct lists), without a pass over all nlist.
+      byList.reserve(nprobe);
+      tasks.reserve(nprobe);
+      for (size_t j = 0; j < nprobe; ++j) {
+        const uint64_t l = probes.ids[j];
+        if (l == kNoId || lists[l].size() == 0) continue;
+        const size_t at = byList.size();
+        byList.push_back({0, probeBias[j]});
+        tasks.push_back({static_cast<uint32_t>(l), at, at + 1});
+      }
+    } else {
+      std::vector<size_t> offsets(p.nlist + 1, 0);
+      for (size_t i = 0; i < n * nprobe; ++i) {
+        if (probes.ids[i] != kNoId) ++offsets[probes.ids[i] + 1];
+      }
+      for (size_t l = 0; l < p.nlist; ++l) offsets[l + 1] += offsets[l];
+      byList.resize(offsets[p.nlist]);
+      {
+        std::vector<size_t> fill(offsets.begin(), offsets.end() - 1);
+        for (size_t q = 0; q < n; ++q) {
+          for (size_t j = 0; j < nprobe; ++j) {
+            const uint64_t l = probes.ids[q * nprobe + j];
+            if (l != kNoId) byList[fill[l]++] = {static_cast<uint32_t>(q), probeBias[q * nprobe + j]};
+          }
+        }
+      }
+      for (size_t l = 0; l < p.nlist; ++l) {
+        if (offsets[l + 1] > offsets[l] && lists[l].size() > 0) {
+          tasks.push_back({static_cast<uint32_t>(l), offsets[l], offsets[l + 1]});
+        }
+      }
+      // Heaviest lists first, so that the last tasks to start are short.
+      std::stable_sort(tasks.begin(), tasks.end(), [&](const ListTask& a, const ListTask& b) {
+        return lists[a.list].size() * (a.end - a.begin) > lists[b.list].size() * (b.end - b.begin);
       });
     }
 
-    // Group the (query, list) pairs by list, so that each list is read once per chunk.
-    struct Probe {
-      uint32_t query;
-      float coarse;  // q·c for ip / cosine (the per-list constant of the score)
-    };
-    std::vector<size_t> offsets(p.nlist + 1, 0);
-    for (size_t i = 0; i < n * nprobe; ++i) {
-      if (probes.ids[i] != kNoId) ++offsets[probes.ids[i] + 1];
-    }
-    for (size_t l = 0; l < p.nlist; ++l) offsets[l + 1] += offsets[l];
-    std::vector<Probe> byList(offsets[p.nlist]);
-    {
-      std::vector<size_t> fill(offsets.begin(), offsets.end() - 1);
-      for (size_t q = 0; q < n; ++q) {
-        for (size_t j = 0; j < nprobe; ++j) {
-          const uint64_t l = probes.ids[q * nprobe + j];
-          if (l != kNoId) byList[fill[l]++] = {static_cast<uint32_t>(q), probes.scores[q * nprobe + j]};
-        }
-      }
-    }
-    // Heaviest lists first, so that the last tasks to start are short.
-    std::vector<uint32_t> order;
-    for (size_t l = 0; l < p.nlist; ++l) {
-      if (offsets[l + 1] > offsets[l] && lists[l].size() > 0) order.push_back(static_cast<uint32_t>(l));
-    }
-    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-      return lists[a].size() * (offsets[a + 1] - offsets[a]) > lists[b].size() * (offsets[b + 1] - offsets[b]);
-    });
-
     for (auto& slot : state) {
-      std::vector<TopKCollector>& collectors = fast ? slot.approxPerQuery : slot.perQuery;
+      std::vector<TopKHeap>& collectors = fast ? slot.approxPerQuery : slot.perQuery;
       if (collectors.size() < n) collectors.resize(n);
       for (size_t q = 0; q < n; ++q) collectors[q].reset(fast ? approxKeep : keep);
     }
 
-    pool.parallelFor(order.size(), slots, [&](size_t task, unsigned slotIndex) {
+    pool.parallelFor(tasks.size(), slots, [&](size_t task, unsigned slotIndex) {
       SlotState& slot = state[slotIndex];
-      const size_t l = order[task];
+      const size_t l = tasks[task].list;
       const IvfPqList& list = lists[l];
       const size_t size = list.size();
-      slot.scores.resize(kScanStep);
-      if (!sharedTables) {
-        slot.table.resize(m * ksub);
-        slot.shifted.resize(dim);
-      }
-      if (fast) slot.sums.resize(kScanStep);
-      for (size_t pi = offsets[l]; pi < offsets[l + 1]; ++pi) {
+      const float* terms = list.terms.empty() ? nullptr : list.terms.data();
+      for (size_t pi = tasks[task].begin; pi < tasks[task].end; ++pi) {
         const size_t q = byList[pi].query;
-        const float* table;
-        float bias;
-        QuantizedTable ownQuantized;
-        const QuantizedTable* qt = nullptr;
-        if (sharedTables) {
-          table = tables.data() + q * m * ksub;
-          bias = byList[pi].coarse;
-          if (fast) qt = &quantized[q];
-        } else {
-          // l2: -|q - c - r|^2 = -|R(q - c) - R·r|^2, the table of R·q - R·c.
-          const float* rq = rotatedQueries.data() + q * dim;
-          const float* rc = rotatedCentroids.data() + l * dim;
-          for (size_t d = 0; d < dim; ++d) slot.shifted[d] = rq[d] - rc[d];
-          pq.computeTable(slot.shifted.data(), Metric::L2, slot.table.data());
-          table = slot.table.data();
-          bias = 0.0f;
-          if (fast) {
-            ownQuantized = quantizeTable(table, m);
-            qt = &ownQuantized;
-          }
-        }
-        TopKCollector& collector = slot.perQuery[q];
+        const float* table = tables.data() + q * m * ksub;
+        const float bias = byList[pi].bias;
+        TopKHeap& collector = slot.perQuery[q];
         if (!fast) {
           for (size_t r0 = 0; r0 < size; r0 += kScanStep) {
             const size_t step = std::min(kScanStep, size - r0);
             pq.scan(table, list.codes.data() + r0 * cb, step, bias, slot.scores.data());
+            if (terms != nullptr) {
+              for (size_t j = 0; j < step; ++j) slot.scores[j] += terms[r0 + j];
+            }
             float threshold = collector.threshold();
             for (size_t j = 0; j < step; ++j) {
               const uint32_t row = list.rows[r0 + j];
@@ -990,7 +1063,8 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
         // Fast-scan: approximate scores (comparable across lists: the float value of the
         // quantized sum, plus the list constant) pick each query's best candidates over all
         // its lists; only those are re-scored exactly, at the merge.
-        TopKCollector& approx = slot.approxPerQuery[q];
+        TopKHeap& approx = slot.approxPerQuery[q];
+        const QuantizedTable* qt = &quantized[q];
         const size_t bb = blockBytes();
         const float scale = qt->scale, offset = qt->offset + bias;
         const uint64_t listTag = uint64_t{l} << 32;
@@ -1000,7 +1074,8 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
           fastScan(*qt, m, list.packed.data() + (r0 / kFastScanBlock) * bb, blocks, slot.sums.data(), kernels->level);
           float threshold = approx.threshold();
           for (size_t j = 0; j < step; ++j) {
-            const float estimate = offset + scale * static_cast<float>(slot.sums[j]);
+            const float estimate =
+                offset + scale * static_cast<float>(slot.sums[j]) + (terms != nullptr ? terms[r0 + j] : 0.0f);
             if (estimate >= threshold && allow.row(list.rows[r0 + j])) {
               approx.offer(estimate, list.rows[r0 + j], listTag | (r0 + j));
               threshold = approx.threshold();
@@ -1016,20 +1091,25 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
     pool.parallelFor((n + kMergeBlock - 1) / kMergeBlock, slots, [&](size_t block, unsigned slotIndex) {
       std::vector<Candidate>& best = merged[slotIndex];
       const size_t end = std::min(n, (block + 1) * kMergeBlock);
-      std::vector<float> listTable;
       for (size_t q = block * kMergeBlock; q < end; ++q) {
         best.clear();
         if (fast) {
           for (auto& slot : state) slot.approxPerQuery[q].drainInto(best);
-          selectBest(best, approxKeep);
-          rescoreShortlist(q, rotatedQueries.data() + q * dim,
-                           sharedTables ? tables.data() + q * m * ksub : nullptr, probes, nprobe, listTable, best);
-          selectBest(best, keep);
+          keepBest(best, approxKeep);
+          if (refined && best.size() <= keep) {
+            // Every shortlisted candidate goes on to the refine: float-ADC scores would pick
+            // nothing, so only the ids are looked up.
+            for (Candidate& c : best) c.id = lists[c.id >> 32].ids[c.id & 0xFFFFFFFFu];
+          } else {
+            rescoreShortlist(tables.data() + q * m * ksub, probes.ids.data() + q * nprobe,
+                             probeBias.data() + q * nprobe, nprobe, best);
+            keepBest(best, keep);
+          }
         } else {
           for (auto& slot : state) slot.perQuery[q].drainInto(best);
         }
         if (refined) {
-          selectBest(best, keep);
+          keepBest(best, keep);
           const float* query = chunkQueries + q * dim;
           for (auto& c : best) {
             c.score = refineScore(query, c.row);
@@ -1181,13 +1261,14 @@ IvfPqMemory IvfPqIndex::memory() const {
   std::shared_lock<std::shared_mutex> lock(s.mutex);
   IvfPqMemory mem;
   for (const IvfPqList& list : s.lists) {
-    mem.codes += list.codes.capacity() + list.packed.capacity();
+    mem.codes += list.codes.capacity() + list.packed.capacity() + list.terms.capacity() * sizeof(float);
     mem.ids += list.ids.capacity() * sizeof(uint64_t) + list.rows.capacity() * sizeof(uint32_t);
   }
   mem.ids += s.locationOfRow.capacity() * sizeof(uint64_t);
   mem.ids += s.lists.capacity() * sizeof(IvfPqList);
   mem.centroids = (s.centroids.capacity() + s.rotatedCentroids.capacity() + s.centroidBias.capacity() +
-                   s.pq.centroids().capacity() + s.pq.rotation().capacity()) *
+                   2 * s.pq.centroids().capacity() + s.pq.rotation().capacity() +
+                   s.shift.capacity()) *
                       sizeof(float) +
                   s.centroidIds.capacity() * sizeof(uint64_t);
   mem.refine = s.refineF32.capacity() * sizeof(float) + s.refineF16.capacity() * sizeof(uint16_t) +
@@ -1479,6 +1560,11 @@ IvfPqIndex::Opened IvfPqIndex::open(const std::string& path, simd::Level level, 
     (p.nbits == 8 ? list.codes : list.packed).assign(codes.begin() + codeAt, codes.begin() + codeAt + bytes);
     at += n;
     codeAt += bytes;
+  }
+  // The l2 score terms are not saved: they follow from the codes and the quantizers.
+  if (p.metric == Metric::L2) {
+    s.shift = Impl::meanRow(s.rotatedCentroids, p.nlist, p.dim);
+    s.computeAllTerms();
   }
   s.count = count;
   s.liveCount = count;

@@ -84,9 +84,10 @@ struct IvfPqModel {
 };
 
 struct IvfPqMemory {
-  size_t codes = 0;       // PQ codes (both layouts where kept), list capacity included
+  size_t codes = 0;       // PQ codes (both layouts where kept), list capacity included, and
+                          // the per-entry l2 score terms (a float each, l2 indexes only)
   size_t ids = 0;         // per-list ids and row numbers, and each row's list position
-  size_t centroids = 0;   // coarse centroids, PQ codebooks, OPQ rotation
+  size_t centroids = 0;   // coarse centroids, PQ codebooks (two layouts), OPQ rotation
   size_t refine = 0;      // refine vectors (and their slots after a compaction)
   size_t idMap = 0;       // id → row map (estimated), and the live bitset
   size_t total() const { return codes + ids + centroids + refine + idMap; }

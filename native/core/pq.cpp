@@ -289,8 +289,20 @@ void ProductQuantizer::load(std::vector<float> centroids, std::vector<float> rot
     throw Error(ErrorCode::InvalidArgument, "Expected 0 or " + std::to_string(dim_ * dim_) +
                                                 " rotation floats but received " + std::to_string(rotation.size()));
   }
-  centroids_ = std::move(centroids);
+  setCodebooks(std::move(centroids));
   rotation_ = std::move(rotation);
+}
+
+void ProductQuantizer::setCodebooks(std::vector<float> centroids) {
+  centroids_ = std::move(centroids);
+  const size_t ks = ksub(), ds = dsub();
+  transposed_.resize(centroids_.size());
+  for (size_t j = 0; j < m_; ++j) {
+    const float* cb = centroids_.data() + j * ks * ds;
+    float* t = transposed_.data() + j * ks * ds;
+    for (size_t c = 0; c < ks; ++c)
+      for (size_t d = 0; d < ds; ++d) t[d * ks + c] = cb[c * ds + d];
+  }
 }
 
 namespace {
@@ -375,7 +387,7 @@ void ProductQuantizer::train(const float* vectors, size_t n, const PqTrainParams
   if (!params.opq) {
     std::vector<float> centroids = trainCodebooks(x.data(), nt, dim_, m_, ks, params, params.maxIterations, {},
                                                   kernels, pool, [&](size_t done) { report(double(done) / m_); });
-    centroids_ = std::move(centroids);
+    setCodebooks(std::move(centroids));
     rotation_.clear();
     return;
   }
@@ -446,7 +458,7 @@ void ProductQuantizer::train(const float* vectors, size_t n, const PqTrainParams
     }
   }
   report(1.0);
-  centroids_ = std::move(bestCentroids);
+  setCodebooks(std::move(bestCentroids));
   rotation_ = std::move(bestRotation);
 }
 
@@ -519,7 +531,42 @@ void ProductQuantizer::decode(const uint8_t* codes, size_t n, float* out) const 
 
 void ProductQuantizer::computeTable(const float* query, Metric metric, float* table) const {
   requireTrained(trained());
-  subspaceTable(query, centroids_.data(), m_, ksub(), dsub(), metric == Metric::L2, defaultKernels(), table);
+  const size_t ks = ksub(), ds = dsub();
+  if (ds >= 16) {
+    subspaceTable(query, centroids_.data(), m_, ks, ds, metric == Metric::L2, defaultKernels(), table);
+    return;
+  }
+  // Small sub-spaces: one pass per dimension over all ksub centroids (contiguous in the
+  // transposed codebooks), summing the dimensions in the same order as subspaceTable, so the
+  // entries are the same floats.
+  const bool l2 = metric == Metric::L2;
+  for (size_t j = 0; j < m_; ++j) {
+    const float* q = query + j * ds;
+    const float* tc = transposed_.data() + j * ks * ds;
+    float* t = table + j * ks;
+    if (l2) {
+      for (size_t c = 0; c < ks; ++c) {
+        const float diff = q[0] - tc[c];
+        t[c] = diff * diff;
+      }
+      for (size_t d = 1; d < ds; ++d) {
+        const float qd = q[d];
+        const float* row = tc + d * ks;
+        for (size_t c = 0; c < ks; ++c) {
+          const float diff = qd - row[c];
+          t[c] += diff * diff;
+        }
+      }
+      for (size_t c = 0; c < ks; ++c) t[c] = -t[c];
+    } else {
+      for (size_t c = 0; c < ks; ++c) t[c] = q[0] * tc[c];
+      for (size_t d = 1; d < ds; ++d) {
+        const float qd = q[d];
+        const float* row = tc + d * ks;
+        for (size_t c = 0; c < ks; ++c) t[c] += qd * row[c];
+      }
+    }
+  }
 }
 
 void ProductQuantizer::scan(const float* table, const uint8_t* codes, size_t n, float bias, float* scores) const {

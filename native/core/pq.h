@@ -81,6 +81,10 @@ class ProductQuantizer {
   unsigned nbits_;
   std::vector<float> centroids_;
   std::vector<float> rotation_;
+  // The codebooks per sub-space as dsub × ksub (centroid c of row d at [d * ksub + c]), for
+  // computeTable with small sub-spaces: the loop over the ksub centroids vectorises.
+  std::vector<float> transposed_;
+  void setCodebooks(std::vector<float> centroids);
 };
 
 // --- 4-bit fast-scan ----------------------------------------------------------------------

@@ -51,7 +51,49 @@ class TopKCollector {
   std::vector<Candidate> buffer_;
 };
 
+// The same selection as TopKCollector, held as a binary heap of the k best (the worst on top):
+// each admitted candidate costs O(log k) and raises the threshold at once, where the
+// collector admits everything until its buffer of ~2k first fills and then pays a partial
+// selection per refill. Cheaper when few candidates are offered per reset (a single query's
+// probed lists: a few hundred codes for k × refineFactor = 40), where the collector's
+// selections dominate.
+class TopKHeap {
+ public:
+  void reset(size_t k) {
+    k_ = k;
+    threshold_ = -std::numeric_limits<float>::infinity();
+    thresholdId_ = kNoId;
+    heap_.clear();
+    heap_.reserve(k);
+  }
+
+  float threshold() const { return threshold_; }
+
+  void offer(float score, uint32_t row, uint64_t id) {
+    if (score < threshold_ || (score == threshold_ && id >= thresholdId_)) return;
+    admit({score, row, id});
+  }
+
+  // Appends the held candidates (unordered, at most k) to `out`.
+  void drainInto(std::vector<Candidate>& out) {
+    out.insert(out.end(), heap_.begin(), heap_.end());
+    heap_.clear();
+  }
+
+ private:
+  void admit(const Candidate& c);
+
+  size_t k_ = 0;
+  float threshold_ = -std::numeric_limits<float>::infinity();
+  uint64_t thresholdId_ = kNoId;
+  std::vector<Candidate> heap_;
+};
+
 // Sorts candidates best first and keeps at most k of them.
 void selectBest(std::vector<Candidate>& candidates, size_t k);
+
+// Keeps the best k candidates (at most), in no particular order: for an intermediate cut
+// that another selection follows.
+void keepBest(std::vector<Candidate>& candidates, size_t k);
 
 }  // namespace ebrix

@@ -35,3 +35,42 @@ TEST_CASE("topk.collector_equals_full_sort_with_ties") {
     }
   }
 }
+
+// TopKHeap selects what TopKCollector selects (and a full sort): ties to the smaller id, any k
+// against any number offered, offers in any order, and again after a reset.
+TEST_CASE("topk.heap_equals_full_sort_with_ties") {
+  std::mt19937 rng(7);
+  TopKHeap heap;
+  for (size_t k : {size_t{1}, size_t{2}, size_t{10}, size_t{40}, size_t{300}}) {
+    for (size_t n : {size_t{0}, size_t{1}, size_t{39}, size_t{40}, size_t{41}, size_t{1000}, size_t{5000}}) {
+      std::uniform_int_distribution<int> score(0, 20);
+      std::vector<uint64_t> ids(n);
+      for (size_t i = 0; i < n; ++i) ids[i] = i * 5 + 1;
+      std::shuffle(ids.begin(), ids.end(), rng);
+      std::vector<Candidate> all;
+      heap.reset(k);
+      TopKCollector collector;
+      collector.reset(k);
+      for (size_t i = 0; i < n; ++i) {
+        const Candidate c{static_cast<float>(score(rng)), static_cast<uint32_t>(i), ids[i]};
+        all.push_back(c);
+        if (c.score >= heap.threshold()) heap.offer(c.score, c.row, c.id);
+        collector.offer(c.score, c.row, c.id);
+      }
+      std::vector<Candidate> got, fromCollector;
+      heap.drainInto(got);
+      collector.drainInto(fromCollector);
+      selectBest(got, k);
+      selectBest(fromCollector, k);
+      std::sort(all.begin(), all.end(), ranksBefore);
+      all.resize(std::min(n, k));
+      CHECK_MSG(got.size() == all.size(), "k " << k << " n " << n);
+      CHECK(fromCollector.size() == all.size());
+      for (size_t i = 0; i < all.size() && i < got.size(); ++i) {
+        CHECK_MSG(got[i].id == all[i].id && got[i].score == all[i].score && got[i].row == all[i].row,
+                  "k " << k << " n " << n << " at " << i);
+        CHECK(fromCollector[i].id == got[i].id);
+      }
+    }
+  }
+}
