@@ -280,21 +280,26 @@ export interface NativeAttributeTable {
 
 export type NativeTensors = Array<Int32Array | Float32Array>;
 
+export interface NativeTrainerLayer {
+  inDim: number;
+  outDim: number;
+  weight: Float32Array;
+  bias: Float32Array;
+  relu: boolean;
+  layerNorm: { gamma: Float32Array; beta: Float32Array; epsilon: number } | null;
+  residual: boolean;
+}
+
 export interface NativeTrainerTower {
   inputs: Array<
     | { kind: 'ids'; table: number }
     | { kind: 'bag'; table: number; length: number; pooling: 'mean' | 'sum' }
     | { kind: 'dense'; width: number }
   >;
-  layers: Array<{
-    inDim: number;
-    outDim: number;
-    weight: Float32Array;
-    bias: Float32Array;
-    relu: boolean;
-    layerNorm: { gamma: Float32Array; beta: Float32Array; epsilon: number } | null;
-    residual: boolean;
-  }>;
+  layers: NativeTrainerLayer[];
+  /** Mixture of experts: one layer stack per expert (all of one shape) and one gate per head. */
+  experts?: NativeTrainerLayer[][];
+  gates?: Array<{ weight: Float32Array; bias: Float32Array }>;
   heads: Array<{ inDim: number; outDim: number; weight: Float32Array; bias: Float32Array; normalize: boolean }>;
 }
 
@@ -344,8 +349,13 @@ export interface NativeTrainerStepResult {
   step: number;
 }
 
+type NativeLayerParameters = { weight: Float32Array; bias: Float32Array; gamma?: Float32Array; beta?: Float32Array };
+
 interface NativeTowerParameters {
-  layers: Array<{ weight: Float32Array; bias: Float32Array; gamma?: Float32Array; beta?: Float32Array }>;
+  layers: NativeLayerParameters[];
+  /** Empty without a mixture; setParameters accepts them left out. */
+  experts: NativeLayerParameters[][];
+  gates: Array<{ weight: Float32Array; bias: Float32Array }>;
   heads: Array<{ weight: Float32Array; bias: Float32Array }>;
 }
 

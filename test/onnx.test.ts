@@ -166,8 +166,34 @@ function fullTower(seed: number): TowerDefinition {
   };
 }
 
+/** fullTower with a mixture of experts after its layers: 3 experts of two layers, a gate per head. */
+function mixtureTower(seed: number, experts = 3): TowerDefinition {
+  const def = fullTower(seed);
+  const next = seeded(seed + 50);
+  def.name = 'mixture';
+  def.experts = Array.from({ length: experts }, () => [layer(next, 12, 10, { relu: true, layerNorm: true }), layer(next, 10, 10, { relu: true, residual: true })]);
+  def.heads = def.heads.map((h) => ({
+    ...head(next, h.output, 10, h.outDim, h.normalize),
+    // Gates scaled up so that the mixtures are far from even.
+    gate: { weight: uniform(next, experts * 12, 1.5), bias: uniform(next, experts, 0.5) },
+  }));
+  return def;
+}
+
 describe('tower parity: onnxruntime vs towerForward', () => {
   for (const batch of [1, 7]) {
+    it(`mixture of experts: a softmax gate per head (batch ${batch})`, async () => {
+      const def = mixtureTower(21);
+      await expectParity(def, randomFeeds(def, batch, seeded(600 + batch), 4));
+      const two = mixtureTower(22, 2);
+      await expectParity(two, randomFeeds(two, batch, seeded(700 + batch), 2, 'weighted'));
+      // The gates matter: another head's gate gives another output.
+      const swapped = mixtureTower(21);
+      swapped.heads[0]!.gate = swapped.heads[1]!.gate;
+      const feeds = randomFeeds(def, batch, seeded(600 + batch), 4);
+      expect(towerForward(swapped, feeds).embedding!.data).not.toEqual(towerForward(def, feeds).embedding!.data);
+    });
+
     it(`every input kind, shared table, layers and several heads (batch ${batch})`, async () => {
       const def = fullTower(1);
       await expectParity(def, randomFeeds(def, batch, seeded(100 + batch), 4));
@@ -431,6 +457,27 @@ describe('validateTower', () => {
     expectSpecError((d) => (d.heads[0]!.inDim = 16), /heads\[0\]\.inDim is 16 but it receives 12 values per row \(the last layer's outDim\)/);
     expectSpecError((d) => (d.heads[2]!.weight = new Float32Array(1)), /heads\[2\]\.weight \(3×12\)/);
     expectSpecError((d) => (d.heads[0]!.weight = [] as never), /must be a Float32Array, not an array/);
+  });
+
+  it('names what is wrong with a mixture of experts', () => {
+    const expectMixtureError = (mutate: (def: TowerDefinition) => void, message: RegExp): void => {
+      const def = mixtureTower(30);
+      mutate(def);
+      expect(() => validateTower(def)).toThrow(InvalidSpecError);
+      expect(() => validateTower(def)).toThrow(message);
+    };
+    expect(() => validateTower(mixtureTower(30))).not.toThrow();
+    expectMixtureError((d) => delete d.heads[1]!.gate, /heads\[1\]\.gate must be an object \(one gate per head with experts\)/);
+    expectMixtureError((d) => (d.heads[0]!.gate!.weight = new Float32Array(5)), /heads\[0\]\.gate\.weight \(3×12\) holds 5 values/);
+    expectMixtureError((d) => (d.heads[2]!.gate!.bias = new Float32Array(2)), /heads\[2\]\.gate\.bias holds 2 values but needs 3/);
+    expectMixtureError((d) => (d.experts![1]![0]!.inDim = 11), /experts\[1\]\[0\]\.inDim is 11 but it receives 12 values per row/);
+    expectMixtureError((d) => (d.experts![2] = [layer(seeded(1), 12, 9)]), /experts\[2\] outputs 9 values per row but experts\[0\] outputs 10/);
+    expectMixtureError((d) => (d.experts![0] = []), /experts\[0\] must be a non-empty array of layers/);
+    expectMixtureError((d) => (d.heads[0]!.inDim = 12), /heads\[0\]\.inDim is 12 but it receives 10 values per row \(the experts' outDim\)/);
+    expectMixtureError((d) => delete d.experts, /heads\[0\]\.inDim is 10 but it receives 12|has a gate but the tower has no experts/);
+    const noExperts = fullTower(31);
+    noExperts.heads[0]!.gate = { weight: new Float32Array(12), bias: new Float32Array(1) };
+    expect(() => validateTower(noExperts)).toThrow(/heads\[0\] has a gate but the tower has no experts/);
   });
 
   it('export also rejects non-finite weights', () => {

@@ -102,9 +102,28 @@ function sameParameters(a: Trainer, b: Trainer): boolean {
     for (const [i, l] of pa[role].layers.entries()) {
       if (!Buffer.from(l.weight.buffer).equals(Buffer.from(pb[role].layers[i]!.weight.buffer))) return false;
     }
-    for (const [i, h] of pa[role].heads.entries()) if (!Buffer.from(h.weight.buffer).equals(Buffer.from(pb[role].heads[i]!.weight.buffer))) return false;
+    for (const [i, h] of pa[role].heads.entries()) {
+      if (!Buffer.from(h.weight.buffer).equals(Buffer.from(pb[role].heads[i]!.weight.buffer))) return false;
+      if (h.gate && !Buffer.from(h.gate.weight.buffer).equals(Buffer.from(pb[role].heads[i]!.gate!.weight.buffer))) return false;
+    }
+    for (const [e, expert] of (pa[role].experts ?? []).entries()) {
+      for (const [i, l] of expert.entries()) {
+        if (!Buffer.from(l.weight.buffer).equals(Buffer.from(pb[role].experts![e]![i]!.weight.buffer))) return false;
+      }
+    }
   }
   return true;
+}
+
+/** The tiny spec with a mixture of experts in both towers and an item head (so a gate) per task. */
+function mmoeSpec(): ModelSpec {
+  const base = spec();
+  return {
+    ...base,
+    query: { ...base.query, mmoe: { experts: 3, expertLayers: [24] } },
+    item: { ...base.item, hidden: [32], mmoe: { experts: 2, expertLayers: [32, 24], activation: 'none' } },
+    tasks: base.tasks.map((t) => ({ ...t, itemHead: t.name })),
+  };
 }
 
 describe('model specs', () => {
@@ -128,6 +147,40 @@ describe('model specs', () => {
       ['shared table, other ids', spec({ item: { ...spec().item, tables: { tags: 'words', name: 'words' } } })],
     ];
     for (const [what, s] of bad) expect(() => new Trainer(s), what).toThrow(InvalidSpecError);
+  });
+
+  it('compile MMoE into experts and one gate per query head and per item head', () => {
+    using trainer = new Trainer(mmoeSpec());
+    const { query, item } = trainer.model.towers;
+    expect(query.experts?.length).toBe(3);
+    expect(query.experts![0]!.map((l) => [l.inDim, l.outDim, l.activation])).toEqual([[32, 24, 'relu']]);
+    expect(query.heads.map((h) => [h.output, h.inDim, h.gate?.weight.length])).toEqual([['search', 24, 3 * 32], ['click', 24, 3 * 32]]);
+    expect(item.experts?.length).toBe(2);
+    expect(item.experts![1]!.map((l) => [l.inDim, l.outDim, l.activation])).toEqual([[32, 32, 'none'], [32, 24, 'none']]);
+    expect(item.heads.map((h) => [h.output, h.gate?.bias.length])).toEqual([['search', 2], ['click', 2]]);
+    // Tasks sharing an item head share its gate.
+    using shared = new Trainer({ ...mmoeSpec(), tasks: spec().tasks });
+    expect(shared.model.towers.item.heads.map((h) => h.output)).toEqual(['embedding']);
+    expect(shared.model.towers.item.heads[0]!.gate?.weight.length).toBe(2 * 32);
+  });
+
+  it('reject bad MMoE options with InvalidSpecError naming them', () => {
+    const withMmoe = (mmoe: unknown): ModelSpec => ({ ...spec(), query: { ...spec().query, mmoe: mmoe as ModelSpec['query']['mmoe'] } });
+    const bad: Array<[unknown, RegExp]> = [
+      [{ experts: 1, expertLayers: [8] }, /an integer from 2 to 64 for the query tower's mmoe.experts but received 1/],
+      [{ experts: 65, expertLayers: [8] }, /mmoe.experts/],
+      [{ experts: 2.5, expertLayers: [8] }, /mmoe.experts/],
+      [{ experts: 2 }, /a non-empty array of widths for the query tower's mmoe.expertLayers/],
+      [{ experts: 2, expertLayers: [] }, /mmoe.expertLayers/],
+      [{ experts: 2, expertLayers: [8, 0] }, /mmoe.expertLayers\[1\]/],
+      [{ experts: 2, expertLayers: [8], activation: 'tanh' }, /'relu' or 'none' for the query tower's mmoe.activation/],
+      [{ experts: 2, expertLayers: [8], gates: 'per-task' }, /only experts, expertLayers, activation/],
+      ['yes', /an object for the query tower's mmoe/],
+    ];
+    for (const [mmoe, message] of bad) {
+      expect(() => new Trainer(withMmoe(mmoe)), JSON.stringify(mmoe)).toThrow(InvalidSpecError);
+      expect(() => new Trainer(withMmoe(mmoe))).toThrow(message);
+    }
   });
 });
 
@@ -171,6 +224,54 @@ describe('Trainer', () => {
     expect(worst).toBeLessThan(1e-4);
     const onnxEval = await evaluate(model, pairs(300, 11), { corpus: records, k: 10 });
     expect(onnxEval.recallAt[10]).toBeCloseTo(after.recallAt[10]!, 2);
+  });
+
+  it('trains MMoE towers, and ONNX Runtime and towerForward reproduce the native forward pass of every gate', async () => {
+    using trainer = new Trainer(mmoeSpec(), { learningRate: 5e-3, sparseLearningRate: 2e-2 });
+    const initialGate = trainer.towers().query.heads[0]!.gate!.weight.slice();
+    await trainer.fit(examples(3000, 1), { epochs: 4, batchSize: 64, extraNegatives: 32 });
+    const after = await evaluate(trainer, pairs(300, 11), { corpus: records, k: 10 });
+    expect(after.recallAt[10]).toBeGreaterThanOrEqual(0.95);
+    const towers = trainer.towers();
+    expect(towers.query.heads[0]!.gate!.weight).not.toEqual(initialGate);
+
+    const dir = await tempDir();
+    await trainer.export(dir);
+    await using model = await TwoTowerModel.load(dir);
+    const queries = pairs(40, 12).map((p) => p.query);
+    const queryFeatures = new FeatureEncoder(spec().query.features).encode(queries);
+    const itemFeatures = new FeatureEncoder(spec().item.features).encode(records);
+    for (const task of ['search', 'click']) {
+      const native = await trainer.embed('query', queries, task);
+      const viaOnnx = await model.embedQueries(queries, { task });
+      const reference = towerForward(towers.query, queryFeatures)[task]!.data;
+      const itemsNative = await trainer.embed('item', records, task);
+      const itemsOnnx = await model.embedItems(records, { task });
+      const itemsReference = towerForward(towers.item, itemFeatures)[task]!.data;
+      let worst = 0;
+      for (let i = 0; i < native.length; i++) worst = Math.max(worst, Math.abs(native[i]! - viaOnnx[i]!), Math.abs(native[i]! - reference[i]!));
+      for (let i = 0; i < itemsNative.length; i++) {
+        worst = Math.max(worst, Math.abs(itemsNative[i]! - itemsOnnx[i]!), Math.abs(itemsNative[i]! - itemsReference[i]!));
+      }
+      expect(worst, task).toBeLessThan(1e-4);
+    }
+  });
+
+  it('resumes an MMoE model from a checkpoint to the parameters of an uninterrupted run', async () => {
+    const data = examples(500, 13);
+    const options = { epochs: 2, batchSize: 64, extraNegatives: 8 };
+    using whole = new Trainer(mmoeSpec());
+    await whole.fit(data, options);
+    const dir = await tempDir();
+    {
+      using first = new Trainer(mmoeSpec());
+      await first.fit(data, { ...options, maxSteps: 17, checkpoint: { dir, everySteps: 5 } });
+    }
+    using resumed = new Trainer(mmoeSpec());
+    await resumed.fit(data, { ...options, checkpoint: { dir, everySteps: 5 }, resume: true });
+    expect(sameParameters(whole, resumed)).toBe(true);
+    using fresh = new Trainer(mmoeSpec());
+    expect(sameParameters(whole, fresh)).toBe(false);
   });
 
   it('is deterministic under a seed, whatever the thread count', async () => {

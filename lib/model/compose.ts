@@ -27,6 +27,12 @@ export interface TowerShape {
   pooling?: 'mean' | 'sum';
   /** Table name per feature name; features mapped to one name share a table. */
   tables?: Readonly<Record<string, string>>;
+  /**
+   * Mixture of experts after the hidden layers: `count` experts of `layers` widths each (with
+   * the hidden layers' LayerNorm and residual settings, and `activation`, default 'relu'), and a
+   * softmax gate per head, initialised to zero (an even mixture at the start).
+   */
+  experts?: { count: number; layers: readonly number[]; activation?: 'relu' | 'none' };
   seed?: number;
 }
 
@@ -80,25 +86,34 @@ export function initTower(shape: TowerShape): TowerDefinition {
     for (let i = 0; i < weight.length; i++) weight[i] = (random() * 2 - 1) * limit;
     return { weight, bias: new Float32Array(outDim) };
   };
-  const layers: DenseLayer[] = shape.hidden.map((outDim) => {
-    const inDim = width;
-    width = outDim;
-    return {
-      ...linear(inDim, outDim),
-      inDim,
-      outDim,
-      activation: 'relu',
-      ...(shape.layerNorm ? { layerNorm: { gamma: new Float32Array(outDim).fill(1), beta: new Float32Array(outDim) } } : {}),
-      ...(shape.residual && inDim === outDim ? { residual: true } : {}),
-    };
-  });
+  const stack = (widths: readonly number[], activation: 'relu' | 'none'): DenseLayer[] =>
+    widths.map((outDim) => {
+      const inDim = width;
+      width = outDim;
+      return {
+        ...linear(inDim, outDim),
+        inDim,
+        outDim,
+        activation,
+        ...(shape.layerNorm ? { layerNorm: { gamma: new Float32Array(outDim).fill(1), beta: new Float32Array(outDim) } } : {}),
+        ...(shape.residual && inDim === outDim ? { residual: true } : {}),
+      };
+    });
+  const layers = stack(shape.hidden, 'relu');
+  const bottom = width;
+  const experts: DenseLayer[][] = [];
+  for (let e = 0; e < (shape.experts?.count ?? 0); e++) {
+    width = bottom;
+    experts.push(stack(shape.experts!.layers, shape.experts!.activation ?? 'relu'));
+  }
   const head = (output: string): TowerHead => ({
     output,
     ...linear(width, shape.outputDim),
     inDim: width,
     outDim: shape.outputDim,
     normalize: shape.normalize ?? false,
+    ...(experts.length > 0 ? { gate: { weight: new Float32Array(experts.length * bottom), bias: new Float32Array(experts.length) } } : {}),
   });
   const heads = [head('embedding'), ...(shape.tasks ?? []).map(head)];
-  return { name: shape.name, inputs, tables, layers, heads };
+  return { name: shape.name, inputs, tables, layers, ...(experts.length > 0 ? { experts } : {}), heads };
 }

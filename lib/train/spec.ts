@@ -5,6 +5,10 @@
  *
  * Structure of a compiled model:
  *   - each tower: feature inputs → concat → a shared MLP (the shared bottom) → heads;
+ *   - with `mmoe`, a tower's heads read a mixture of experts instead (MMoE): E expert MLPs over
+ *     the shared bottom's output, and one softmax gate per head over the experts. In the query
+ *     tower that is one gate per task; in the item tower one gate per item head, so tasks that
+ *     share an item head share its gate (their item vectors are one index, so one mixture);
  *   - the query tower has one head per task (named after the task);
  *   - the item tower has one head per distinct `itemHead` of the tasks (default 'embedding'),
  *     so tasks that share the item head are served by one index;
@@ -52,6 +56,17 @@ export interface TowerSpec {
   pooling?: 'mean' | 'sum';
   /** Table name per feature name (default: the feature's own name). */
   tables?: Record<string, string>;
+  /** A multi-gate mixture of experts between the shared MLP and the heads (default none). */
+  mmoe?: MmoeSpec;
+}
+
+export interface MmoeSpec {
+  /** Number of experts (2 to 64). */
+  experts: number;
+  /** Widths of each expert's layers (at least one); the last is what the heads read. */
+  expertLayers: number[];
+  /** Activation after each expert layer (default 'relu'; 'none' gives linear experts). */
+  activation?: 'relu' | 'none';
 }
 
 export interface ModelSpec {
@@ -97,7 +112,9 @@ export interface CompiledModel {
 
 const TASK_KINDS: readonly TaskKind[] = ['retrieval', 'binary', 'regression'];
 const TASK_KEYS = ['name', 'kind', 'weight', 'temperature', 'logQ', 'maskAccidentalHits', 'itemHead'];
-const TOWER_KEYS = ['features', 'embeddingDim', 'hidden', 'layerNorm', 'residual', 'pooling', 'tables'];
+const TOWER_KEYS = ['features', 'embeddingDim', 'hidden', 'layerNorm', 'residual', 'pooling', 'tables', 'mmoe'];
+const MMOE_KEYS = ['experts', 'expertLayers', 'activation'];
+const MAX_EXPERTS = 64;
 const MODEL_KEYS = ['name', 'dim', 'query', 'item', 'tasks', 'normalize', 'taskWeighting', 'defaultTask', 'seed'];
 const MAX_WIDTH = 1 << 16;
 const NAME = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
@@ -170,7 +187,21 @@ function validateTowerSpec(value: unknown, role: 'query' | 'item'): TowerSpec {
     residual: optionalBoolean(t.residual, `${where}'s residual`, false),
     pooling,
     tables,
+    ...(t.mmoe === undefined ? {} : { mmoe: validateMmoe(t.mmoe, `${where}'s mmoe`) }),
   };
+}
+
+function validateMmoe(value: unknown, where: string): MmoeSpec {
+  const m = requireObject(value, where, MMOE_KEYS);
+  const experts = m.experts;
+  if (typeof experts !== 'number' || !Number.isInteger(experts) || experts < 2 || experts > MAX_EXPERTS) {
+    fail(`an integer from 2 to ${MAX_EXPERTS}`, `${where}.experts`, experts);
+  }
+  if (!Array.isArray(m.expertLayers) || m.expertLayers.length === 0) fail('a non-empty array of widths', `${where}.expertLayers`, m.expertLayers);
+  m.expertLayers.forEach((w, i) => requireWidth(w, `${where}.expertLayers[${i}]`));
+  const activation = m.activation ?? 'relu';
+  if (activation !== 'relu' && activation !== 'none') fail("'relu' or 'none'", `${where}.activation`, activation);
+  return { experts, expertLayers: [...(m.expertLayers as number[])], activation };
 }
 
 function validateTask(value: unknown, i: number): Required<Omit<TaskSpec, 'temperature'>> & { temperature: number } {
@@ -262,6 +293,7 @@ export function compileModelSpec(value: ModelSpec): CompiledModel {
       normalize,
       pooling: tower.pooling,
       tables: Object.fromEntries(tower.features.filter((f) => f.kind !== 'dense').map((f) => [f.name, tableOf(tower, f)])),
+      ...(tower.mmoe ? { experts: { count: tower.mmoe.experts, layers: tower.mmoe.expertLayers, activation: tower.mmoe.activation ?? 'relu' } } : {}),
       // initTower's heads are 'embedding' then one per extra name: rename the first below.
       tasks: heads.slice(1),
       seed: seed + seedOffset,

@@ -13,9 +13,9 @@ import path from 'node:path';
 
 import { awaitNative, callNative, CorruptFileError, DisposedError, InvalidArgumentError, OverloadedError } from '../errors.js';
 import { FeatureEncoder } from '../model/features.js';
-import { buildTowerModel, type TowerDefinition } from '../model/onnx/tower.js';
+import { buildTowerModel, type DenseLayer, type TowerDefinition } from '../model/onnx/tower.js';
 import { writeModelPackage, type ModelManifest } from '../model/package.js';
-import { native, type NativeTrainer, type NativeTrainerBatch, type NativeTrainerParameters, type NativeTrainerStepResult, type NativeTrainerTower } from '../native.js';
+import { native, type NativeTrainer, type NativeTrainerBatch, type NativeTrainerParameters, type NativeTrainerLayer, type NativeTrainerStepResult, type NativeTrainerTower } from '../native.js';
 import { progressBar } from '../progress.js';
 import { seededUniform } from '../random.js';
 import { invalid, requireNonNegativeInteger, requirePositiveInteger } from '../validate.js';
@@ -125,6 +125,18 @@ export interface ExportOptions {
   version?: string;
 }
 
+function nativeLayer(l: DenseLayer): NativeTrainerLayer {
+  return {
+    inDim: l.inDim,
+    outDim: l.outDim,
+    weight: l.weight,
+    bias: l.bias,
+    relu: l.activation === 'relu',
+    layerNorm: l.layerNorm ? { gamma: l.layerNorm.gamma, beta: l.layerNorm.beta, epsilon: l.layerNorm.epsilon ?? 1e-5 } : null,
+    residual: l.residual === true,
+  };
+}
+
 const CHECKPOINT_FORMAT = 'ebrix-train-checkpoint';
 const CHECKPOINT_VERSION = 1;
 const LATEST = 'latest';
@@ -193,15 +205,10 @@ export class Trainer {
         const feature = [...m.spec.query.features, ...m.spec.item.features].find((f) => `${f.name}.ids` === input.ids && f.kind === 'text');
         return { kind: 'bag', table, length: feature!.kind === 'text' ? feature!.maxLength : 0, pooling: input.pooling };
       }),
-      layers: def.layers.map((l) => ({
-        inDim: l.inDim,
-        outDim: l.outDim,
-        weight: l.weight,
-        bias: l.bias,
-        relu: l.activation === 'relu',
-        layerNorm: l.layerNorm ? { gamma: l.layerNorm.gamma, beta: l.layerNorm.beta, epsilon: l.layerNorm.epsilon ?? 1e-5 } : null,
-        residual: l.residual === true,
-      })),
+      layers: def.layers.map(nativeLayer),
+      ...(def.experts && def.experts.length > 0
+        ? { experts: def.experts.map((e) => e.map(nativeLayer)), gates: def.heads.map((h) => ({ weight: h.gate!.weight, bias: h.gate!.bias })) }
+        : {}),
       heads: def.heads.map((h) => ({ inDim: h.inDim, outDim: h.outDim, weight: h.weight, bias: h.bias, normalize: h.normalize })),
     });
     const tables = m.tableNames.map((name) => (query.tables[name] ?? item.tables[name])!);
@@ -475,19 +482,27 @@ export class Trainer {
     const p = callNative(() => this.#live().parameters());
     const m = this.model;
     const tables = Object.fromEntries(m.tableNames.map((name, i) => [name, p.tables[i]!]));
-    const withParameters = (def: TowerDefinition, params: NativeTrainerParameters['towers'][number]): TowerDefinition => ({
-      ...def,
-      tables: Object.fromEntries(Object.entries(def.tables).map(([name, t]) => [name, { ...t, data: tables[name]! }])),
-      layers: def.layers.map((l, i) => {
-        const q = params.layers[i]!;
+    const layers = (defs: DenseLayer[], params: NativeTrainerParameters['towers'][number]['layers']): DenseLayer[] =>
+      defs.map((l, i) => {
+        const q = params[i]!;
         return {
           ...l,
           weight: q.weight,
           bias: q.bias,
           ...(l.layerNorm ? { layerNorm: { ...l.layerNorm, gamma: q.gamma!, beta: q.beta! } } : {}),
         };
-      }),
-      heads: def.heads.map((h, i) => ({ ...h, weight: params.heads[i]!.weight, bias: params.heads[i]!.bias })),
+      });
+    const withParameters = (def: TowerDefinition, params: NativeTrainerParameters['towers'][number]): TowerDefinition => ({
+      ...def,
+      tables: Object.fromEntries(Object.entries(def.tables).map(([name, t]) => [name, { ...t, data: tables[name]! }])),
+      layers: layers(def.layers, params.layers),
+      ...(def.experts ? { experts: def.experts.map((e, i) => layers(e, params.experts[i]!)) } : {}),
+      heads: def.heads.map((h, i) => ({
+        ...h,
+        weight: params.heads[i]!.weight,
+        bias: params.heads[i]!.bias,
+        ...(h.gate ? { gate: { weight: params.gates[i]!.weight, bias: params.gates[i]!.bias } } : {}),
+      })),
     });
     return { query: withParameters(m.towers.query, p.towers[0]), item: withParameters(m.towers.item, p.towers[1]) };
   }

@@ -113,6 +113,44 @@ class SpecReader {
   Napi::Env env_;
 };
 
+void parseLayers(const SpecReader& r, const Napi::Value& value, const std::string& path, std::vector<train::LayerSpec>& specs,
+                 std::vector<train::LayerParams>& params) {
+  const Napi::Array layers = r.array(value, path);
+  for (uint32_t l = 0; l < layers.Length(); ++l) {
+    const std::string at = path + "[" + std::to_string(l) + "]";
+    const Napi::Object o = r.object(layers.Get(l), at);
+    train::LayerSpec layer;
+    train::LayerParams p;
+    layer.inDim = r.count(o, "inDim", at);
+    layer.outDim = r.count(o, "outDim", at);
+    layer.relu = r.boolean(o, "relu", at);
+    layer.residual = r.boolean(o, "residual", at);
+    p.weight = r.floats(o.Get("weight"), at + ".weight");
+    p.bias = r.floats(o.Get("bias"), at + ".bias");
+    const Napi::Value norm = o.Get("layerNorm");
+    if (!norm.IsNull() && !norm.IsUndefined()) {
+      const Napi::Object n = r.object(norm, at + ".layerNorm");
+      layer.layerNorm = true;
+      p.gamma = r.floats(n.Get("gamma"), at + ".layerNorm.gamma");
+      p.beta = r.floats(n.Get("beta"), at + ".layerNorm.beta");
+      layer.epsilon = n.Get("epsilon").IsUndefined() ? 1e-5f : static_cast<float>(r.number(n, "epsilon", at + ".layerNorm"));
+    }
+    specs.push_back(layer);
+    params.push_back(std::move(p));
+  }
+}
+
+bool sameShape(const std::vector<train::LayerSpec>& a, const std::vector<train::LayerSpec>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t l = 0; l < a.size(); ++l) {
+    if (a[l].inDim != b[l].inDim || a[l].outDim != b[l].outDim || a[l].relu != b[l].relu ||
+        a[l].layerNorm != b[l].layerNorm || a[l].residual != b[l].residual || a[l].epsilon != b[l].epsilon) {
+      return false;
+    }
+  }
+  return true;
+}
+
 void parseTower(const SpecReader& r, const Napi::Value& value, const std::string& path, train::TowerSpec& spec,
                 train::TowerParams& params) {
   const Napi::Object tower = r.object(value, path);
@@ -141,28 +179,32 @@ void parseTower(const SpecReader& r, const Napi::Value& value, const std::string
     }
     spec.inputs.push_back(input);
   }
-  const Napi::Array layers = r.array(tower.Get("layers"), path + ".layers");
-  for (uint32_t l = 0; l < layers.Length(); ++l) {
-    const std::string at = path + ".layers[" + std::to_string(l) + "]";
-    const Napi::Object o = r.object(layers.Get(l), at);
-    train::LayerSpec layer;
-    train::LayerParams p;
-    layer.inDim = r.count(o, "inDim", at);
-    layer.outDim = r.count(o, "outDim", at);
-    layer.relu = r.boolean(o, "relu", at);
-    layer.residual = r.boolean(o, "residual", at);
-    p.weight = r.floats(o.Get("weight"), at + ".weight");
-    p.bias = r.floats(o.Get("bias"), at + ".bias");
-    const Napi::Value norm = o.Get("layerNorm");
-    if (!norm.IsNull() && !norm.IsUndefined()) {
-      const Napi::Object n = r.object(norm, at + ".layerNorm");
-      layer.layerNorm = true;
-      p.gamma = r.floats(n.Get("gamma"), at + ".layerNorm.gamma");
-      p.beta = r.floats(n.Get("beta"), at + ".layerNorm.beta");
-      layer.epsilon = n.Get("epsilon").IsUndefined() ? 1e-5f : static_cast<float>(r.number(n, "epsilon", at + ".layerNorm"));
+  parseLayers(r, tower.Get("layers"), path + ".layers", spec.layers, params.layers);
+  // Optional mixture: experts (arrays of layers of one shape each) and one gate per head.
+  const Napi::Value experts = tower.Get("experts");
+  if (!experts.IsUndefined()) {
+    const Napi::Array list = r.array(experts, path + ".experts");
+    for (uint32_t e = 0; e < list.Length(); ++e) {
+      const std::string at = path + ".experts[" + std::to_string(e) + "]";
+      std::vector<train::LayerSpec> layers;
+      params.experts.emplace_back();
+      parseLayers(r, list.Get(e), at, layers, params.experts.back());
+      if (e == 0) {
+        spec.expertLayers = layers;
+      } else if (!sameShape(layers, spec.expertLayers)) {
+        r.fail("the layer shapes of experts[0]", at, list.Get(e));
+      }
     }
-    spec.layers.push_back(layer);
-    params.layers.push_back(std::move(p));
+    spec.experts = list.Length();
+  }
+  const Napi::Value gates = tower.Get("gates");
+  if (!gates.IsUndefined()) {
+    const Napi::Array list = r.array(gates, path + ".gates");
+    for (uint32_t g = 0; g < list.Length(); ++g) {
+      const std::string at = path + ".gates[" + std::to_string(g) + "]";
+      const Napi::Object o = r.object(list.Get(g), at);
+      params.gates.push_back({r.floats(o.Get("weight"), at + ".weight"), r.floats(o.Get("bias"), at + ".bias")});
+    }
   }
   const Napi::Array heads = r.array(tower.Get("heads"), path + ".heads");
   for (uint32_t h = 0; h < heads.Length(); ++h) {
@@ -400,7 +442,24 @@ Napi::Object stepResultObject(Napi::Env env, const train::StepResult& r) {
   return o;
 }
 
-// { tables, towers: [{ layers: [{ weight, bias, gamma?, beta? }], heads: [{ weight, bias }] }] × 2, taskLogVariance }
+Napi::Array layersArray(Napi::Env env, const std::vector<train::LayerParams>& layers) {
+  Napi::Array out = Napi::Array::New(env, layers.size());
+  for (uint32_t l = 0; l < layers.size(); ++l) {
+    const train::LayerParams& lp = layers[l];
+    Napi::Object layer = Napi::Object::New(env);
+    layer.Set("weight", floatArray(env, lp.weight));
+    layer.Set("bias", floatArray(env, lp.bias));
+    if (!lp.gamma.empty()) {
+      layer.Set("gamma", floatArray(env, lp.gamma));
+      layer.Set("beta", floatArray(env, lp.beta));
+    }
+    out.Set(l, layer);
+  }
+  return out;
+}
+
+// { tables, towers: [{ layers: [{ weight, bias, gamma?, beta? }], experts: [[layer]], gates: [{ weight, bias }],
+//   heads: [{ weight, bias }] }] × 2, taskLogVariance }
 Napi::Object parametersObject(Napi::Env env, const train::Parameters& p) {
   Napi::Object o = Napi::Object::New(env);
   Napi::Array tables = Napi::Array::New(env, p.tables.size());
@@ -410,18 +469,18 @@ Napi::Object parametersObject(Napi::Env env, const train::Parameters& p) {
   for (uint32_t role = 0; role < 2; ++role) {
     const train::TowerParams& tp = p.towers[role];
     Napi::Object tower = Napi::Object::New(env);
-    Napi::Array layers = Napi::Array::New(env, tp.layers.size());
-    for (uint32_t l = 0; l < tp.layers.size(); ++l) {
-      const train::LayerParams& lp = tp.layers[l];
-      Napi::Object layer = Napi::Object::New(env);
-      layer.Set("weight", floatArray(env, lp.weight));
-      layer.Set("bias", floatArray(env, lp.bias));
-      if (!lp.gamma.empty()) {
-        layer.Set("gamma", floatArray(env, lp.gamma));
-        layer.Set("beta", floatArray(env, lp.beta));
-      }
-      layers.Set(l, layer);
+    tower.Set("layers", layersArray(env, tp.layers));
+    Napi::Array experts = Napi::Array::New(env, tp.experts.size());
+    for (uint32_t e = 0; e < tp.experts.size(); ++e) experts.Set(e, layersArray(env, tp.experts[e]));
+    tower.Set("experts", experts);
+    Napi::Array gates = Napi::Array::New(env, tp.gates.size());
+    for (uint32_t g = 0; g < tp.gates.size(); ++g) {
+      Napi::Object gate = Napi::Object::New(env);
+      gate.Set("weight", floatArray(env, tp.gates[g].weight));
+      gate.Set("bias", floatArray(env, tp.gates[g].bias));
+      gates.Set(g, gate);
     }
+    tower.Set("gates", gates);
     Napi::Array heads = Napi::Array::New(env, tp.heads.size());
     for (uint32_t h = 0; h < tp.heads.size(); ++h) {
       Napi::Object head = Napi::Object::New(env);
@@ -429,7 +488,6 @@ Napi::Object parametersObject(Napi::Env env, const train::Parameters& p) {
       head.Set("bias", floatArray(env, tp.heads[h].bias));
       heads.Set(h, head);
     }
-    tower.Set("layers", layers);
     tower.Set("heads", heads);
     towers.Set(role, tower);
   }
@@ -462,16 +520,36 @@ train::Parameters parseParameters(Napi::Env env, const Napi::Value& value) {
   for (uint32_t role = 0; role < 2; ++role) {
     const std::string path = "parameters.towers[" + std::to_string(role) + "]";
     const Napi::Object tower = object(towers.Get(role), path);
-    const Napi::Array layers = array(tower.Get("layers"), path + ".layers");
-    for (uint32_t l = 0; l < layers.Length(); ++l) {
-      const std::string at = path + ".layers[" + std::to_string(l) + "]";
-      const Napi::Object layer = object(layers.Get(l), at);
-      train::LayerParams lp;
-      lp.weight = floats(layer.Get("weight"), at + ".weight");
-      lp.bias = floats(layer.Get("bias"), at + ".bias");
-      if (!layer.Get("gamma").IsUndefined()) lp.gamma = floats(layer.Get("gamma"), at + ".gamma");
-      if (!layer.Get("beta").IsUndefined()) lp.beta = floats(layer.Get("beta"), at + ".beta");
-      p.towers[role].layers.push_back(std::move(lp));
+    auto layers = [&](const Napi::Value& v, const std::string& where) {
+      const Napi::Array list = array(v, where);
+      std::vector<train::LayerParams> out;
+      for (uint32_t l = 0; l < list.Length(); ++l) {
+        const std::string at = where + "[" + std::to_string(l) + "]";
+        const Napi::Object layer = object(list.Get(l), at);
+        train::LayerParams lp;
+        lp.weight = floats(layer.Get("weight"), at + ".weight");
+        lp.bias = floats(layer.Get("bias"), at + ".bias");
+        if (!layer.Get("gamma").IsUndefined()) lp.gamma = floats(layer.Get("gamma"), at + ".gamma");
+        if (!layer.Get("beta").IsUndefined()) lp.beta = floats(layer.Get("beta"), at + ".beta");
+        out.push_back(std::move(lp));
+      }
+      return out;
+    };
+    p.towers[role].layers = layers(tower.Get("layers"), path + ".layers");
+    // A model without experts may leave out experts and gates.
+    if (!tower.Get("experts").IsUndefined()) {
+      const Napi::Array experts = array(tower.Get("experts"), path + ".experts");
+      for (uint32_t e = 0; e < experts.Length(); ++e) {
+        p.towers[role].experts.push_back(layers(experts.Get(e), path + ".experts[" + std::to_string(e) + "]"));
+      }
+    }
+    if (!tower.Get("gates").IsUndefined()) {
+      const Napi::Array gates = array(tower.Get("gates"), path + ".gates");
+      for (uint32_t g = 0; g < gates.Length(); ++g) {
+        const std::string at = path + ".gates[" + std::to_string(g) + "]";
+        const Napi::Object gate = object(gates.Get(g), at);
+        p.towers[role].gates.push_back({floats(gate.Get("weight"), at + ".weight"), floats(gate.Get("bias"), at + ".bias")});
+      }
     }
     const Napi::Array heads = array(tower.Get("heads"), path + ".heads");
     for (uint32_t h = 0; h < heads.Length(); ++h) {

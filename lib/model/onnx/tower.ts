@@ -10,7 +10,9 @@
  *     bag   → Σ_l mask[b,l]·table[ids[b,l]], divided by max(Σ_l mask[b,l], 1) for 'mean';
  *     dense → the input as is.
  *   x = features; per layer: y = x Wᵀ + b → LayerNorm (if any) → activation → x + y (if residual).
- *   per head: h = x Wᵀ + b, then h / max(‖h‖₂, 1e-12) if normalised.
+ *   mixture of experts (if `experts`): each expert is its own stack of layers over x; head h
+ *     reads m = Σ_e g[e]·expert_e(x) with g = softmax(x Gₕᵀ + cₕ), its gate (MMoE).
+ *   per head: h = m Wᵀ + b (m = x without experts), then h / max(‖h‖₂, 1e-12) if normalised.
  */
 import { DimensionMismatchError, InvalidSpecError } from '../../errors.js';
 import { describe, invalid } from '../../validate.js';
@@ -51,6 +53,11 @@ export interface TowerHead {
   outDim: number;
   /** L2-normalise each output row. */
   normalize: boolean;
+  /**
+   * With experts (and only then): the head's gate, a linear map of the layers' output to one
+   * logit per expert (weight experts × the layers' output width, row-major; bias per expert).
+   */
+  gate?: { weight: Float32Array; bias: Float32Array };
 }
 
 export interface TowerDefinition {
@@ -58,6 +65,8 @@ export interface TowerDefinition {
   inputs: TowerInput[];
   tables: Record<string, EmbeddingTable>;
   layers: DenseLayer[];
+  /** Mixture of experts: one layer stack per expert, all of one shape, each reading the layers' output. */
+  experts?: DenseLayer[][];
   heads: TowerHead[];
 }
 
@@ -164,34 +173,47 @@ export function validateTower(def: TowerDefinition): void {
     }
   });
 
-  let width = featureWidth(def);
-  if (!Array.isArray(def.layers)) fail(`layers must be an array, not ${describe(def.layers)}`);
-  def.layers.forEach((layer, i) => {
-    const what = `layers[${i}]`;
-    if (!isObject(layer)) fail(`${what} must be an object`);
-    if (!isPositiveInteger(layer.inDim)) fail(`${what}.inDim must be a positive integer, not ${describe(layer.inDim)}`);
-    if (!isPositiveInteger(layer.outDim)) fail(`${what}.outDim must be a positive integer, not ${describe(layer.outDim)}`);
-    if (layer.inDim !== width) {
-      fail(`${what}.inDim is ${layer.inDim} but it receives ${width} values per row (${i === 0 ? 'the concatenated input features' : `layers[${i - 1}].outDim`})`);
-    }
-    requireFloats(layer.weight, layer.outDim * layer.inDim, `${what}.weight (${layer.outDim}×${layer.inDim})`, fail);
-    requireFloats(layer.bias, layer.outDim, `${what}.bias`, fail);
-    if (layer.activation !== 'relu' && layer.activation !== 'none') fail(`${what}.activation must be 'relu' or 'none', not ${describe(layer.activation)}`);
-    if (layer.layerNorm !== undefined) {
-      if (!isObject(layer.layerNorm)) fail(`${what}.layerNorm must be an object`);
-      requireFloats(layer.layerNorm.gamma, layer.outDim, `${what}.layerNorm.gamma`, fail);
-      requireFloats(layer.layerNorm.beta, layer.outDim, `${what}.layerNorm.beta`, fail);
-      const epsilon = layer.layerNorm.epsilon;
-      if (epsilon !== undefined && !(typeof epsilon === 'number' && Number.isFinite(epsilon) && epsilon > 0)) {
-        fail(`${what}.layerNorm.epsilon must be a positive number, not ${describe(epsilon)}`);
+  const validateLayers = (layers: DenseLayer[], width: number, where: string, first: string): number => {
+    layers.forEach((layer, i) => {
+      const what = `${where}[${i}]`;
+      if (!isObject(layer)) fail(`${what} must be an object`);
+      if (!isPositiveInteger(layer.inDim)) fail(`${what}.inDim must be a positive integer, not ${describe(layer.inDim)}`);
+      if (!isPositiveInteger(layer.outDim)) fail(`${what}.outDim must be a positive integer, not ${describe(layer.outDim)}`);
+      if (layer.inDim !== width) {
+        fail(`${what}.inDim is ${layer.inDim} but it receives ${width} values per row (${i === 0 ? first : `${where}[${i - 1}].outDim`})`);
       }
-    }
-    if (layer.residual !== undefined && typeof layer.residual !== 'boolean') fail(`${what}.residual must be a boolean`);
-    if (layer.residual && layer.inDim !== layer.outDim) {
-      fail(`${what} is residual but its inDim (${layer.inDim}) differs from its outDim (${layer.outDim})`);
-    }
-    width = layer.outDim;
+      requireFloats(layer.weight, layer.outDim * layer.inDim, `${what}.weight (${layer.outDim}×${layer.inDim})`, fail);
+      requireFloats(layer.bias, layer.outDim, `${what}.bias`, fail);
+      if (layer.activation !== 'relu' && layer.activation !== 'none') fail(`${what}.activation must be 'relu' or 'none', not ${describe(layer.activation)}`);
+      if (layer.layerNorm !== undefined) {
+        if (!isObject(layer.layerNorm)) fail(`${what}.layerNorm must be an object`);
+        requireFloats(layer.layerNorm.gamma, layer.outDim, `${what}.layerNorm.gamma`, fail);
+        requireFloats(layer.layerNorm.beta, layer.outDim, `${what}.layerNorm.beta`, fail);
+        const epsilon = layer.layerNorm.epsilon;
+        if (epsilon !== undefined && !(typeof epsilon === 'number' && Number.isFinite(epsilon) && epsilon > 0)) {
+          fail(`${what}.layerNorm.epsilon must be a positive number, not ${describe(epsilon)}`);
+        }
+      }
+      if (layer.residual !== undefined && typeof layer.residual !== 'boolean') fail(`${what}.residual must be a boolean`);
+      if (layer.residual && layer.inDim !== layer.outDim) {
+        fail(`${what} is residual but its inDim (${layer.inDim}) differs from its outDim (${layer.outDim})`);
+      }
+      width = layer.outDim;
+    });
+    return width;
+  };
+  if (!Array.isArray(def.layers)) fail(`layers must be an array, not ${describe(def.layers)}`);
+  const bottom = validateLayers(def.layers, featureWidth(def), 'layers', 'the concatenated input features');
+  let width = bottom;
+  const experts = def.experts ?? [];
+  if (!Array.isArray(experts)) fail(`experts must be an array of layer arrays, not ${describe(def.experts)}`);
+  experts.forEach((expert, e) => {
+    if (!Array.isArray(expert) || expert.length === 0) fail(`experts[${e}] must be a non-empty array of layers, not ${describe(expert)}`);
+    const out = validateLayers(expert, bottom, `experts[${e}]`, def.layers.length === 0 ? 'the concatenated input features' : "the last layer's outDim");
+    if (e > 0 && out !== width) fail(`experts[${e}] outputs ${out} values per row but experts[0] outputs ${width}`);
+    width = out;
   });
+  const headInput = experts.length > 0 ? "the experts' outDim" : def.layers.length === 0 ? 'the concatenated input features' : "the last layer's outDim";
 
   if (!Array.isArray(def.heads) || def.heads.length === 0) fail('heads must be a non-empty array: a tower needs at least one output');
   const outputs = new Set<string>();
@@ -204,8 +226,12 @@ export function validateTower(def: TowerDefinition): void {
     outputs.add(head.output);
     if (!isPositiveInteger(head.inDim)) fail(`${what}.inDim must be a positive integer, not ${describe(head.inDim)}`);
     if (!isPositiveInteger(head.outDim)) fail(`${what}.outDim must be a positive integer, not ${describe(head.outDim)}`);
-    if (head.inDim !== width) {
-      fail(`${what}.inDim is ${head.inDim} but it receives ${width} values per row (${def.layers.length === 0 ? 'the concatenated input features' : 'the last layer\'s outDim'})`);
+    if (head.inDim !== width) fail(`${what}.inDim is ${head.inDim} but it receives ${width} values per row (${headInput})`);
+    if (experts.length === 0 && head.gate !== undefined) fail(`${what} has a gate but the tower has no experts`);
+    if (experts.length > 0) {
+      if (!isObject(head.gate)) fail(`${what}.gate must be an object (one gate per head with experts), not ${describe(head.gate)}`);
+      requireFloats(head.gate.weight, experts.length * bottom, `${what}.gate.weight (${experts.length}×${bottom})`, fail);
+      requireFloats(head.gate.bias, experts.length, `${what}.gate.bias`, fail);
     }
     requireFloats(head.weight, head.outDim * head.inDim, `${what}.weight (${head.outDim}×${head.inDim})`, fail);
     requireFloats(head.bias, head.outDim, `${what}.bias`, fail);
@@ -311,33 +337,61 @@ export function buildTowerModel(def: TowerDefinition, options: BuildTowerOptions
   });
   let x = features.length === 1 ? features[0]! : b.node('Concat', features, b.uniqueName('features'), { axis: attr.int(1) });
 
-  def.layers.forEach((layer, i) => {
-    const prefix = `layers[${i}]`;
-    const [w, bias] = weights(prefix, prefix, layer.weight, layer.bias, layer.outDim, layer.inDim);
-    let y = gemm(x, w, bias, b.uniqueName(`${prefix}/linear`));
-    if (layer.layerNorm) {
-      const { gamma, beta } = layer.layerNorm;
-      requireFinite(gamma, `${tower}: ${prefix}.layerNorm.gamma`);
-      requireFinite(beta, `${tower}: ${prefix}.layerNorm.beta`);
-      const g = b.initializer(b.uniqueName(`${prefix}/gamma`), gamma, [layer.outDim]);
-      const bt = b.initializer(b.uniqueName(`${prefix}/beta`), beta, [layer.outDim]);
-      y = b.node('LayerNormalization', [y, g, bt], b.uniqueName(`${prefix}/norm`), {
-        axis: attr.int(-1),
-        epsilon: attr.float(layer.layerNorm.epsilon ?? DEFAULT_LAYER_NORM_EPSILON),
-      });
-    }
-    if (layer.activation === 'relu') y = b.node('Relu', [y], b.uniqueName(`${prefix}/relu`));
-    if (layer.residual) y = b.node('Add', [x, y], b.uniqueName(`${prefix}/residual`));
-    x = y;
-  });
+  const layers = (stack: DenseLayer[], input: string, where: string): string => {
+    let x = input;
+    stack.forEach((layer, i) => {
+      const prefix = `${where}[${i}]`;
+      const [w, bias] = weights(prefix, prefix, layer.weight, layer.bias, layer.outDim, layer.inDim);
+      let y = gemm(x, w, bias, b.uniqueName(`${prefix}/linear`));
+      if (layer.layerNorm) {
+        const { gamma, beta } = layer.layerNorm;
+        requireFinite(gamma, `${tower}: ${prefix}.layerNorm.gamma`);
+        requireFinite(beta, `${tower}: ${prefix}.layerNorm.beta`);
+        const g = b.initializer(b.uniqueName(`${prefix}/gamma`), gamma, [layer.outDim]);
+        const bt = b.initializer(b.uniqueName(`${prefix}/beta`), beta, [layer.outDim]);
+        y = b.node('LayerNormalization', [y, g, bt], b.uniqueName(`${prefix}/norm`), {
+          axis: attr.int(-1),
+          epsilon: attr.float(layer.layerNorm.epsilon ?? DEFAULT_LAYER_NORM_EPSILON),
+        });
+      }
+      if (layer.activation === 'relu') y = b.node('Relu', [y], b.uniqueName(`${prefix}/relu`));
+      if (layer.residual) y = b.node('Add', [x, y], b.uniqueName(`${prefix}/residual`));
+      x = y;
+    });
+    return x;
+  };
+  x = layers(def.layers, x, 'layers');
+
+  // Experts stacked as [batch, experts, width]; each head weighs them with its own softmax gate.
+  const experts = def.experts ?? [];
+  let stacked = '';
+  if (experts.length > 0) {
+    const axisMiddle = constant('axes_1', BigInt64Array.of(1n), [1]);
+    const outputs = experts.map((expert, e) => {
+      const y = layers(expert, x, `experts[${e}]`);
+      return b.node('Unsqueeze', [y, axisMiddle], b.uniqueName(`experts[${e}]/unsqueezed`));
+    });
+    stacked = outputs.length === 1 ? outputs[0]! : b.node('Concat', outputs, b.uniqueName('experts'), { axis: attr.int(1) });
+  }
+  const headInput = (head: TowerHead): string => {
+    if (experts.length === 0) return x;
+    const gate = head.gate!;
+    const [w, bias] = weights(`head '${head.output}' gate`, `${head.output}/gate`, gate.weight, gate.bias, experts.length, gate.weight.length / experts.length);
+    const logits = gemm(x, w, bias, b.uniqueName(`${head.output}/gate/logits`));
+    const g = b.node('Softmax', [logits], b.uniqueName(`${head.output}/gate/softmax`), { axis: attr.int(-1) });
+    const g3 = b.node('Unsqueeze', [g, axisLast()], b.uniqueName(`${head.output}/gate/unsqueezed`));
+    const weighted = b.node('Mul', [stacked, g3], b.uniqueName(`${head.output}/weighted`));
+    return b.node('ReduceSum', [weighted, axisOne()], b.uniqueName(`${head.output}/mixture`), { keepdims: attr.int(0) });
+  };
 
   for (const head of def.heads) {
+    const input = headInput(head);
     const [w, bias] = weights(`head '${head.output}'`, head.output, head.weight, head.bias, head.outDim, head.inDim);
     if (!head.normalize) {
-      gemm(x, w, bias, head.output);
+      gemm(input, w, bias, head.output);
       continue;
     }
-    const h = gemm(x, w, bias, b.uniqueName(`${head.output}/linear`));
+    const h = gemm(input, w, bias, b.uniqueName(`${head.output}/linear`));
     // ReduceL2 → Max(·, 1e-12) → Div is exactly x / max(‖x‖, 1e-12); LpNormalization would
     // leave the epsilon (and so an all-zero row's result) to the runtime.
     const norm = b.node('ReduceL2', [h, axisLast()], b.uniqueName(`${head.output}/norm`), { keepdims: attr.int(1) });
@@ -444,19 +498,47 @@ export function towerForward(def: TowerDefinition, inputs: Record<string, Tensor
     offset += table.dim;
   }
 
-  let xWidth = width;
-  for (const layer of def.layers) {
-    const y = linear(x, rows, layer.weight, layer.bias, layer.inDim, layer.outDim);
-    if (layer.layerNorm) layerNorm(y, rows, layer.outDim, layer.layerNorm.gamma, layer.layerNorm.beta, layer.layerNorm.epsilon ?? DEFAULT_LAYER_NORM_EPSILON);
-    if (layer.activation === 'relu') for (let i = 0; i < y.length; i++) y[i] = Math.max(y[i]!, 0);
-    if (layer.residual) for (let i = 0; i < y.length; i++) y[i] = x[i]! + y[i]!;
-    x = y;
-    xWidth = layer.outDim;
-  }
+  const applyLayers = (stack: DenseLayer[], input: Float32Array): Float32Array => {
+    let y0 = input;
+    for (const layer of stack) {
+      const y = linear(y0, rows, layer.weight, layer.bias, layer.inDim, layer.outDim);
+      if (layer.layerNorm) layerNorm(y, rows, layer.outDim, layer.layerNorm.gamma, layer.layerNorm.beta, layer.layerNorm.epsilon ?? DEFAULT_LAYER_NORM_EPSILON);
+      if (layer.activation === 'relu') for (let i = 0; i < y.length; i++) y[i] = Math.max(y[i]!, 0);
+      if (layer.residual) for (let i = 0; i < y.length; i++) y[i] = y0[i]! + y[i]!;
+      y0 = y;
+    }
+    return y0;
+  };
+  x = applyLayers(def.layers, x);
+  const bottomWidth = def.layers.length === 0 ? width : def.layers[def.layers.length - 1]!.outDim;
+  const experts = (def.experts ?? []).map((expert) => applyLayers(expert, x));
+  const expertWidth = def.experts && def.experts.length > 0 ? def.experts[0]![def.experts[0]!.length - 1]!.outDim : bottomWidth;
 
   const outputs: Record<string, TowerOutput> = {};
   for (const head of def.heads) {
-    const h = linear(x, rows, head.weight, head.bias, xWidth, head.outDim);
+    let input = x;
+    if (experts.length > 0) {
+      const E = experts.length;
+      const gate = linear(x, rows, head.gate!.weight, head.gate!.bias, bottomWidth, E);
+      input = new Float32Array(rows * expertWidth);
+      const g = new Float64Array(E);
+      const m = new Float64Array(expertWidth);
+      for (let r = 0; r < rows; r++) {
+        let top = -Infinity;
+        for (let e = 0; e < E; e++) top = Math.max(top, gate[r * E + e]!);
+        let sum = 0;
+        for (let e = 0; e < E; e++) sum += (g[e] = Math.exp(gate[r * E + e]! - top));
+        // The softmax is stored as float32, as the runtime's tensor is.
+        for (let e = 0; e < E; e++) g[e] = Math.fround(g[e]! / sum);
+        m.fill(0);
+        for (let e = 0; e < E; e++) {
+          const y = experts[e]!;
+          for (let d = 0; d < expertWidth; d++) m[d]! += g[e]! * y[r * expertWidth + d]!;
+        }
+        input.set(m, r * expertWidth);
+      }
+    }
+    const h = linear(input, rows, head.weight, head.bias, head.inDim, head.outDim);
     if (head.normalize) {
       for (let r = 0; r < rows; r++) {
         const row = h.subarray(r * head.outDim, (r + 1) * head.outDim);

@@ -97,12 +97,21 @@ Parameters randomParameters(const TrainerConfig& config, uint32_t seed, float sc
   std::normal_distribution<float> normal(0.0f, 0.5f);
   Parameters p = zeroParameters(config);
   for (auto& t : p.tables) for (float& v : t) v = normal(rng);
-  for (auto& tower : p.towers) {
-    for (auto& l : tower.layers) {
+  auto randomLayers = [&](std::vector<LayerParams>& layers) {
+    for (auto& l : layers) {
       for (float& v : l.weight) v = u(rng);
       for (float& v : l.bias) v = 0.2f * u(rng);
       for (float& v : l.gamma) v = 1.0f + 0.4f * u(rng);
       for (float& v : l.beta) v = 0.2f * u(rng);
+    }
+  };
+  for (auto& tower : p.towers) {
+    randomLayers(tower.layers);
+    for (auto& expert : tower.experts) randomLayers(expert);
+    // Gates far from uniform, so that the softmax's gradient is exercised.
+    for (auto& g : tower.gates) {
+      for (float& v : g.weight) v = 3.0f * u(rng);
+      for (float& v : g.bias) v = u(rng);
     }
     for (auto& h : tower.heads) {
       for (float& v : h.weight) v = u(rng);
@@ -117,13 +126,21 @@ void forEachArray(Parameters& p, const std::function<void(const std::string&, st
   for (size_t t = 0; t < p.tables.size(); ++t) fn("tables[" + std::to_string(t) + "]", p.tables[t]);
   for (size_t r = 0; r < 2; ++r) {
     const std::string tower = "towers[" + std::to_string(r) + "]";
-    for (size_t l = 0; l < p.towers[r].layers.size(); ++l) {
-      const std::string name = tower + ".layers[" + std::to_string(l) + "]";
-      LayerParams& lp = p.towers[r].layers[l];
-      fn(name + ".weight", lp.weight);
-      fn(name + ".bias", lp.bias);
-      if (!lp.gamma.empty()) fn(name + ".gamma", lp.gamma);
-      if (!lp.beta.empty()) fn(name + ".beta", lp.beta);
+    auto layers = [&](std::vector<LayerParams>& stack, const std::string& prefix) {
+      for (size_t l = 0; l < stack.size(); ++l) {
+        const std::string name = prefix + "[" + std::to_string(l) + "]";
+        LayerParams& lp = stack[l];
+        fn(name + ".weight", lp.weight);
+        fn(name + ".bias", lp.bias);
+        if (!lp.gamma.empty()) fn(name + ".gamma", lp.gamma);
+        if (!lp.beta.empty()) fn(name + ".beta", lp.beta);
+      }
+    };
+    layers(p.towers[r].layers, tower + ".layers");
+    for (size_t e = 0; e < p.towers[r].experts.size(); ++e) layers(p.towers[r].experts[e], tower + ".experts[" + std::to_string(e) + "]");
+    for (size_t h = 0; h < p.towers[r].gates.size(); ++h) {
+      fn(tower + ".gates[" + std::to_string(h) + "].weight", p.towers[r].gates[h].weight);
+      fn(tower + ".gates[" + std::to_string(h) + "].bias", p.towers[r].gates[h].bias);
     }
     for (size_t h = 0; h < p.towers[r].heads.size(); ++h) {
       const std::string name = tower + ".heads[" + std::to_string(h) + "]";
@@ -138,6 +155,34 @@ void forEachArray(Parameters& p, const std::function<void(const std::string&, st
 // The reference: the model and the objective written out plainly, in double.
 
 using Matrix = std::vector<double>;  // row-major
+
+Matrix referenceLayers(const std::vector<LayerSpec>& specs, const std::vector<LayerParams>& params, Matrix x, size_t rows) {
+  for (size_t l = 0; l < specs.size(); ++l) {
+    const LayerSpec& s = specs[l];
+    const LayerParams& lp = params[l];
+    Matrix y(rows * s.outDim);
+    for (size_t row = 0; row < rows; ++row) {
+      double* yr = &y[row * s.outDim];
+      for (size_t o = 0; o < s.outDim; ++o) {
+        double acc = lp.bias[o];
+        for (size_t i = 0; i < s.inDim; ++i) acc += double(lp.weight[o * s.inDim + i]) * x[row * s.inDim + i];
+        yr[o] = acc;
+      }
+      if (s.layerNorm) {
+        double mean = 0, var = 0;
+        for (size_t o = 0; o < s.outDim; ++o) mean += yr[o];
+        mean /= double(s.outDim);
+        for (size_t o = 0; o < s.outDim; ++o) var += (yr[o] - mean) * (yr[o] - mean);
+        var /= double(s.outDim);
+        for (size_t o = 0; o < s.outDim; ++o) yr[o] = (yr[o] - mean) / std::sqrt(var + double(s.epsilon)) * lp.gamma[o] + lp.beta[o];
+      }
+      if (s.relu) for (size_t o = 0; o < s.outDim; ++o) yr[o] = std::max(yr[o], 0.0);
+      if (s.residual) for (size_t o = 0; o < s.outDim; ++o) yr[o] += x[row * s.inDim + o];
+    }
+    x = std::move(y);
+  }
+  return x;
+}
 
 std::vector<Matrix> referenceHeads(const TrainerConfig& config, const Parameters& p, Role role, const TowerInputs& in,
                                    size_t rows) {
@@ -174,41 +219,48 @@ std::vector<Matrix> referenceHeads(const TrainerConfig& config, const Parameters
       offset += dim;
     }
   }
-  for (size_t l = 0; l < tower.layers.size(); ++l) {
-    const LayerSpec& s = tower.layers[l];
-    const LayerParams& lp = p.towers[r].layers[l];
-    Matrix y(rows * s.outDim);
-    for (size_t row = 0; row < rows; ++row) {
-      double* yr = &y[row * s.outDim];
-      for (size_t o = 0; o < s.outDim; ++o) {
-        double acc = lp.bias[o];
-        for (size_t i = 0; i < s.inDim; ++i) acc += double(lp.weight[o * s.inDim + i]) * x[row * s.inDim + i];
-        yr[o] = acc;
-      }
-      if (s.layerNorm) {
-        double mean = 0, var = 0;
-        for (size_t o = 0; o < s.outDim; ++o) mean += yr[o];
-        mean /= double(s.outDim);
-        for (size_t o = 0; o < s.outDim; ++o) var += (yr[o] - mean) * (yr[o] - mean);
-        var /= double(s.outDim);
-        for (size_t o = 0; o < s.outDim; ++o) yr[o] = (yr[o] - mean) / std::sqrt(var + double(s.epsilon)) * lp.gamma[o] + lp.beta[o];
-      }
-      if (s.relu) for (size_t o = 0; o < s.outDim; ++o) yr[o] = std::max(yr[o], 0.0);
-      if (s.residual) for (size_t o = 0; o < s.outDim; ++o) yr[o] += x[row * s.inDim + o];
-    }
-    x = std::move(y);
-    width = s.outDim;
+  x = referenceLayers(tower.layers, p.towers[r].layers, std::move(x), rows);
+  if (!tower.layers.empty()) width = tower.layers.back().outDim;
+  std::vector<Matrix> experts;
+  size_t expertWidth = 0;
+  for (size_t e = 0; e < tower.experts; ++e) {
+    experts.push_back(referenceLayers(tower.expertLayers, p.towers[r].experts[e], x, rows));
+    expertWidth = tower.expertLayers.back().outDim;
   }
   std::vector<Matrix> heads;
   for (size_t h = 0; h < tower.heads.size(); ++h) {
     const HeadSpec& s = tower.heads[h];
     const HeadParams& hp = p.towers[r].heads[h];
+    // With experts the head reads its gate's mixture: softmax(x Gᵀ + c) weights over the experts.
+    Matrix in = x;
+    size_t inWidth = width;
+    if (tower.experts > 0) {
+      const HeadParams& gp = p.towers[r].gates[h];
+      const size_t E = tower.experts;
+      inWidth = expertWidth;
+      in.assign(rows * inWidth, 0.0);
+      for (size_t row = 0; row < rows; ++row) {
+        std::vector<double> z(E);
+        double top = -1e300, sum = 0.0;
+        for (size_t e = 0; e < E; ++e) {
+          double acc = gp.bias[e];
+          for (size_t i = 0; i < width; ++i) acc += double(gp.weight[e * width + i]) * x[row * width + i];
+          z[e] = acc;
+          top = std::max(top, acc);
+        }
+        for (size_t e = 0; e < E; ++e) sum += std::exp(z[e] - top);
+        for (size_t e = 0; e < E; ++e) {
+          const double g = std::exp(z[e] - top) / sum;
+          for (size_t d = 0; d < inWidth; ++d) in[row * inWidth + d] += g * experts[e][row * inWidth + d];
+        }
+      }
+    }
     Matrix out(rows * s.outDim);
     for (size_t row = 0; row < rows; ++row) {
       double squares = 0;
       for (size_t o = 0; o < s.outDim; ++o) {
         double acc = hp.bias[o];
-        for (size_t i = 0; i < width; ++i) acc += double(hp.weight[o * width + i]) * x[row * width + i];
+        for (size_t i = 0; i < inWidth; ++i) acc += double(hp.weight[o * inWidth + i]) * in[row * inWidth + i];
         out[row * s.outDim + o] = acc;
         squares += acc * acc;
       }
@@ -361,17 +413,27 @@ GradReport checkGradients(const TrainerConfig& config, const Parameters& params,
     size_t significantHere = 0;
     for (size_t i : entries) {
       const float original = values[i];
-      const float up = original + 1e-3f, down = original - 1e-3f;
-      values[i] = up;
-      const double fUp = referenceObjective(config, probe, batch);
-      values[i] = down;
-      const double fDown = referenceObjective(config, probe, batch);
-      values[i] = original;
-      const double numeric = (fUp - fDown) / (double(up) - double(down));
+      auto central = [&](float step) {
+        const float up = original + step, down = original - step;
+        values[i] = up;
+        const double fUp = referenceObjective(config, probe, batch);
+        values[i] = down;
+        const double fDown = referenceObjective(config, probe, batch);
+        values[i] = original;
+        return (fUp - fDown) / (double(up) - double(down));
+      };
       const double a2 = scale * g[i];
+      auto differs = [&](double numeric) {
+        return std::fabs(a2 - numeric) > 1e-2 * std::max(std::fabs(a2), std::fabs(numeric)) + 2e-5;
+      };
+      double numeric = central(1e-3f);
+      // A ReLU kink within the step makes the difference quotient mix two slopes: retry with
+      // smaller steps, which a kink is less likely to straddle (the reference is in double).
+      if (differs(numeric)) numeric = central(1e-4f);
+      if (differs(numeric)) numeric = central(1e-5f);
       ++report.checked;
       if (std::fabs(numeric) > 1e-3) ++significantHere;
-      if (std::fabs(a2 - numeric) > 1e-2 * std::max(std::fabs(a2), std::fabs(numeric)) + 2e-5) {
+      if (differs(numeric)) {
         if (report.failed++ == 0) {
           report.firstFailure = name + "[" + std::to_string(i) + "]: analytic " + std::to_string(a2) + " numeric " +
                                 std::to_string(numeric);
@@ -392,8 +454,38 @@ std::string joined(const std::vector<std::string>& v) {
   return s;
 }
 
+void gradientCase(const TrainerConfig& config, size_t extra, uint32_t seed);
+
+// The tiny model with a mixture of experts in both towers: the query tower's experts (two
+// layers, the second with LayerNorm) read its shared layers, the item tower's (one linear
+// layer each) read the features directly. One gate per head: two in each tower.
+TrainerConfig tinyMixtureConfig(bool uncertainty, bool logQ, bool mask) {
+  TrainerConfig c = tinyConfig(uncertainty, logQ, mask);
+  c.towers[0].experts = 3;
+  c.towers[0].expertLayers = {layer(6, 5, true, false, false), layer(5, 4, true, true, false)};
+  c.towers[0].heads = {{4, 5, true}, {4, 5, false}};
+  c.towers[1].layers.clear();
+  c.towers[1].experts = 2;
+  c.towers[1].expertLayers = {layer(8, 6, false, false, false)};
+  return c;
+}
+
+// Experts over dense inputs only, with no shared layers: nothing below the gates and experts
+// takes a gradient.
+TrainerConfig denseMixtureConfig() {
+  TrainerConfig c = tinyMixtureConfig(false, false, true);
+  c.towers[1].inputs = {dense(3)};
+  c.towers[1].experts = 4;
+  c.towers[1].expertLayers = {layer(3, 6, true, false, false)};
+  return c;
+}
+
 void gradientCase(bool uncertainty, bool logQ, bool mask, size_t extra, uint32_t seed) {
-  const TrainerConfig config = tinyConfig(uncertainty, logQ, mask);
+  gradientCase(tinyConfig(uncertainty, logQ, mask), extra, seed);
+}
+
+void gradientCase(const TrainerConfig& config, size_t extra, uint32_t seed) {
+  const bool uncertainty = config.uncertaintyWeighting;
   Parameters params = randomParameters(config, seed);
   if (uncertainty) params.taskLogVariance = {0.3f, -0.4f, 0.1f};
   Trainer trainer(config, params);
@@ -423,6 +515,20 @@ void gradientCase(bool uncertainty, bool logQ, bool mask, size_t extra, uint32_t
     for (float x : v) squares += double(x) * x;
   });
   CHECK(std::fabs(std::sqrt(squares) - r.gradNorm) < 1e-6 * (1 + r.gradNorm));
+  // A planted 5% error in only the gates, or in only one expert's first layer, is caught.
+  for (size_t role = 0; role < 2; ++role) {
+    if (config.towers[role].experts == 0) continue;
+    Parameters planted = analytic;
+    for (HeadParams& g : planted.towers[role].gates) for (float& v : g.weight) v *= 1.05f;
+    const GradReport gates = checkGradients(config, params, batch, planted, 1.0, quiet);
+    CHECK_MSG(gates.failed > 0 && gates.firstFailure.find(".gates[") != std::string::npos,
+              "a 5% error in the gates went unnoticed: " << gates.firstFailure);
+    planted = analytic;
+    for (float& v : planted.towers[role].experts.back()[0].weight) v *= 1.05f;
+    const GradReport expert = checkGradients(config, params, batch, planted, 1.0, quiet);
+    CHECK_MSG(expert.failed > 0 && expert.firstFailure.find(".experts[") != std::string::npos,
+              "a 5% error in an expert went unnoticed: " << expert.firstFailure);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -504,9 +610,37 @@ TEST_CASE("train.gradients_plain_retrieval_no_extra_negatives_uncertainty") { gr
 
 TEST_CASE("train.gradients_logq_without_masking") { gradientCase(false, true, false, 3, 31); }
 
+TEST_CASE("train.mixture_gradients_match_finite_differences") {
+  gradientCase(tinyMixtureConfig(false, true, true), 5, 52);
+  gradientCase(tinyMixtureConfig(true, false, false), 0, 61);
+}
+
+TEST_CASE("train.mixture_over_dense_inputs_only") { gradientCase(denseMixtureConfig(), 3, 72); }
+
+TEST_CASE("train.mixture_forward_matches_reference") {
+  const TrainerConfig config = tinyMixtureConfig(false, true, true);
+  const Parameters params = randomParameters(config, 9);
+  Trainer trainer(config, params);
+  std::mt19937 rng(10);
+  for (int role = 0; role < 2; ++role) {
+    const size_t rows = 41;
+    const OwnedInputs in = randomInputs(config, static_cast<Role>(role), rows, rng);
+    const std::vector<Matrix> ref = referenceHeads(config, params, static_cast<Role>(role), in.view(), rows);
+    for (size_t h = 0; h < config.towers[role].heads.size(); ++h) {
+      const size_t out = config.towers[role].heads[h].outDim;
+      std::vector<float> got(rows * out);
+      trainer.embed(static_cast<Role>(role), in.view(), rows, h, got.data());
+      for (size_t i = 0; i < got.size(); ++i) {
+        CHECK_MSG(std::fabs(got[i] - ref[h][i]) < 1e-5 * (1 + std::fabs(ref[h][i])),
+                  "role " << role << " head " << h << " [" << i << "] " << got[i] << " vs " << ref[h][i]);
+      }
+    }
+  }
+}
+
 TEST_CASE("train.gradients_on_every_simd_level") {
   // The tile kernels differ by level (scalar, AVX2, AVX-512): the products must be right on each.
-  const TrainerConfig config = tinyConfig(true, true, true);
+  for (const TrainerConfig& config : {tinyConfig(true, true, true), tinyMixtureConfig(true, true, true)}) {
   const Parameters params = randomParameters(config, 41);
   const OwnedBatch owned = tinyBatch(config, 4, 42);
   for (simd::Level level : simd::supportedLevels()) {
@@ -515,6 +649,7 @@ TEST_CASE("train.gradients_on_every_simd_level") {
     trainer.gradients(owned.view(), analytic);
     const GradReport r = checkGradients(config, params, owned.view(), analytic, 1.0);
     CHECK_MSG(r.failed == 0, simd::levelName(level) << ": " << r.firstFailure);
+  }
   }
 }
 
@@ -626,11 +761,23 @@ TEST_CASE("train.learns_synthetic_retrieval") {
   CHECK_MSG(recall >= 0.95, "recall@1 " << recall);
 }
 
+// The WordNet-sized config with a mixture of 3 experts in each tower (one gate per head).
+void addMixture(TrainerConfig& c, size_t expertWidth) {
+  for (TowerSpec& t : c.towers) {
+    const size_t in = t.layers.back().outDim;
+    t.experts = 3;
+    t.expertLayers = {layer(in, expertWidth, true, false, false)};
+    for (HeadSpec& h : t.heads) h.inDim = expertWidth;
+  }
+}
+
 TEST_CASE("train.bit_identical_for_any_thread_count") {
-  for (SparseOptimizer sparse : {SparseOptimizer::Adam, SparseOptimizer::Adagrad}) {
+  for (int variant = 0; variant < 3; ++variant) {
+    const SparseOptimizer sparse = variant == 1 ? SparseOptimizer::Adagrad : SparseOptimizer::Adam;
     std::vector<std::vector<uint8_t>> states;
     for (unsigned threads : {1u, 2u, 4u}) {
       TrainerConfig c = wordnetConfig(4096, 32, 64, 32, sparse, threads);
+      if (variant == 2) addMixture(c, 48);
       c.tasks.push_back(task(TaskKind::Bce, 0, 0, 0.5f, 1.0f, false, false));
       c.towers[0].layers[0].layerNorm = true;
       c.uncertaintyWeighting = true;
@@ -651,8 +798,10 @@ TEST_CASE("train.bit_identical_for_any_thread_count") {
 }
 
 TEST_CASE("train.checkpoint_resumes_bit_identically") {
-  for (SparseOptimizer sparse : {SparseOptimizer::Adam, SparseOptimizer::Adagrad}) {
+  for (int variant = 0; variant < 3; ++variant) {
+    const SparseOptimizer sparse = variant == 1 ? SparseOptimizer::Adagrad : SparseOptimizer::Adam;
     TrainerConfig c = wordnetConfig(2048, 16, 32, 16, sparse, 2);
+    if (variant == 2) addMixture(c, 24);
     c.uncertaintyWeighting = true;
     const Parameters init = wordnetParameters(c, 4);
     std::vector<OwnedBatch> batches;
@@ -805,6 +954,18 @@ TEST_CASE("train.invalid_config_is_refused") {
   refused([](TrainerConfig& c) { c.tasks.clear(); });
   refused([](TrainerConfig& c) { c.optimizer.beta2 = 1.0f; });
   refused([](TrainerConfig& c) { c.tables[0].rows = 0; });
+  // Mixtures: experts without layers, layers without experts, a first expert layer that does
+  // not read the shared layers' width, heads that do not read the experts' width, too many.
+  const auto mixture = [](TrainerConfig& c) {
+    c.towers[0].experts = 2;
+    c.towers[0].expertLayers = {layer(6, 4, true, false, false)};
+    c.towers[0].heads = {{4, 5, true}, {4, 5, false}};
+  };
+  refused([&](TrainerConfig& c) { mixture(c); c.towers[0].expertLayers.clear(); });
+  refused([&](TrainerConfig& c) { mixture(c); c.towers[0].experts = 0; });
+  refused([&](TrainerConfig& c) { mixture(c); c.towers[0].expertLayers[0].inDim = 9; });
+  refused([&](TrainerConfig& c) { mixture(c); c.towers[0].heads[1].inDim = 6; });
+  refused([&](TrainerConfig& c) { mixture(c); c.towers[0].experts = 5000; });
   // Parameters of the wrong shape, or not finite.
   const TrainerConfig c = tinyConfig(false, true, true);
   Parameters p = randomParameters(c, 1);
@@ -817,6 +978,25 @@ TEST_CASE("train.invalid_config_is_refused") {
   CHECK_THROWS_CODE(t.setParameters(p), ErrorCode::InvalidVector);
   p.towers[0].layers[0].gamma.push_back(1);
   CHECK_THROWS_CODE(t.setParameters(p), ErrorCode::DimMismatch);
+  // A mixture's gates and experts are checked too.
+  const TrainerConfig m = tinyMixtureConfig(false, true, true);
+  Trainer tm(m, randomParameters(m, 1));
+  Parameters q = randomParameters(m, 2);
+  q.towers[0].gates.pop_back();
+  CHECK_THROWS_CODE(tm.setParameters(q), ErrorCode::DimMismatch);
+  q = randomParameters(m, 2);
+  q.towers[1].gates[0].weight.pop_back();
+  CHECK_THROWS_CODE(tm.setParameters(q), ErrorCode::DimMismatch);
+  q = randomParameters(m, 2);
+  q.towers[0].experts[2][1].beta.clear();
+  CHECK_THROWS_CODE(tm.setParameters(q), ErrorCode::DimMismatch);
+  q = randomParameters(m, 2);
+  q.towers[1].gates[1].bias[0] = std::nanf("");
+  CHECK_THROWS_CODE(tm.setParameters(q), ErrorCode::InvalidVector);
+  q = randomParameters(m, 2);
+  tm.setParameters(q);
+  CHECK(tm.parameters().towers[0].gates[1].weight == q.towers[0].gates[1].weight);
+  CHECK(tm.parameters().towers[0].experts[1][1].gamma == q.towers[0].experts[1][1].gamma);
 }
 
 TEST_CASE("train.invalid_batch_is_refused") {

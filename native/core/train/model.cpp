@@ -13,6 +13,7 @@ namespace {
 constexpr size_t kMaxElements = size_t(1) << 40;
 constexpr size_t kMaxWidth = size_t(1) << 24;
 constexpr size_t kMaxBagLength = size_t(1) << 20;
+constexpr size_t kMaxExperts = 1024;
 
 const char* roleName(size_t role) { return role == 0 ? "query" : "item"; }
 
@@ -56,6 +57,27 @@ void checkFinite(const float* values, size_t count, const std::string& what) {
   }
 }
 
+// Checks a stack of layers that receives `width` values per row; returns its output width.
+size_t checkLayers(const std::vector<LayerSpec>& layers, size_t width, const std::string& name, const char* first) {
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerSpec& layer = layers[l];
+    const std::string what = name + "[" + std::to_string(l) + "]";
+    if (layer.inDim != width) {
+      spec(what + ".inDim is " + std::to_string(layer.inDim) + " but it receives " + std::to_string(width) +
+           " values per row (" + (l == 0 ? std::string(first) : "the previous layer's outDim") + ")");
+    }
+    if (layer.outDim == 0 || layer.outDim > kMaxWidth) spec(what + " needs an outDim from 1 to 2^24");
+    checkedProduct(layer.inDim, layer.outDim, what + ".weight");
+    if (layer.residual && layer.inDim != layer.outDim) {
+      spec(what + " is residual but its inDim (" + std::to_string(layer.inDim) + ") differs from its outDim (" +
+           std::to_string(layer.outDim) + ")");
+    }
+    if (layer.layerNorm && !finitePositive(layer.epsilon)) spec(what + ".layerNorm.epsilon must be a positive number");
+    width = layer.outDim;
+  }
+  return width;
+}
+
 }  // namespace
 
 size_t featureWidth(const TowerSpec& tower, const std::vector<TableSpec>& tables) {
@@ -64,8 +86,13 @@ size_t featureWidth(const TowerSpec& tower, const std::vector<TableSpec>& tables
   return width;
 }
 
-size_t trunkWidth(const TowerSpec& tower, const std::vector<TableSpec>& tables) {
+size_t bottomWidth(const TowerSpec& tower, const std::vector<TableSpec>& tables) {
   return tower.layers.empty() ? featureWidth(tower, tables) : tower.layers.back().outDim;
+}
+
+size_t trunkWidth(const TowerSpec& tower, const std::vector<TableSpec>& tables) {
+  if (tower.experts > 0 && !tower.expertLayers.empty()) return tower.expertLayers.back().outDim;
+  return bottomWidth(tower, tables);
 }
 
 void validateConfig(const TrainerConfig& config) {
@@ -102,21 +129,13 @@ void validateConfig(const TrainerConfig& config) {
       width += config.tables[input.table].dim;
     }
     if (width > kMaxWidth) spec(name + " concatenates " + std::to_string(width) + " features per row, above 2^24");
-    for (size_t l = 0; l < tower.layers.size(); ++l) {
-      const LayerSpec& layer = tower.layers[l];
-      const std::string what = name + ".layers[" + std::to_string(l) + "]";
-      if (layer.inDim != width) {
-        spec(what + ".inDim is " + std::to_string(layer.inDim) + " but it receives " + std::to_string(width) +
-             " values per row (" + (l == 0 ? std::string("the concatenated input features") : "the previous layer's outDim") + ")");
-      }
-      if (layer.outDim == 0 || layer.outDim > kMaxWidth) spec(what + " needs an outDim from 1 to 2^24");
-      checkedProduct(layer.inDim, layer.outDim, what + ".weight");
-      if (layer.residual && layer.inDim != layer.outDim) {
-        spec(what + " is residual but its inDim (" + std::to_string(layer.inDim) + ") differs from its outDim (" +
-             std::to_string(layer.outDim) + ")");
-      }
-      if (layer.layerNorm && !finitePositive(layer.epsilon)) spec(what + ".layerNorm.epsilon must be a positive number");
-      width = layer.outDim;
+    width = checkLayers(tower.layers, width, name + ".layers", "the concatenated input features");
+    if (tower.experts > kMaxExperts) spec(name + " has " + std::to_string(tower.experts) + " experts, above " + std::to_string(kMaxExperts));
+    if (tower.experts > 0) {
+      if (tower.expertLayers.empty()) spec(name + " has experts but no expert layers");
+      width = checkLayers(tower.expertLayers, width, name + ".expertLayers", "the shared layers' output");
+    } else if (!tower.expertLayers.empty()) {
+      spec(name + " has expert layers but no experts");
     }
     if (tower.heads.empty()) spec(name + " has no heads");
     for (size_t h = 0; h < tower.heads.size(); ++h) {
@@ -162,6 +181,40 @@ void validateConfig(const TrainerConfig& config) {
   if (!(std::isfinite(o.weightDecay) && o.weightDecay >= 0.0f)) spec("optimizer.weightDecay must be a finite number >= 0");
 }
 
+namespace {
+
+void checkLayerParams(const std::vector<LayerSpec>& specs, const std::vector<LayerParams>& p, const std::string& name,
+                      ErrorCode code, bool requireFinite) {
+  if (p.size() != specs.size()) {
+    throw Error(code, name + " needs " + std::to_string(specs.size()) + " layers but received " + std::to_string(p.size()));
+  }
+  for (size_t l = 0; l < specs.size(); ++l) {
+    const LayerSpec& s = specs[l];
+    const std::string what = name + "[" + std::to_string(l) + "]";
+    checkArray(p[l].weight, s.outDim * s.inDim, what + ".weight", code, requireFinite);
+    checkArray(p[l].bias, s.outDim, what + ".bias", code, requireFinite);
+    checkArray(p[l].gamma, s.layerNorm ? s.outDim : 0, what + ".gamma", code, requireFinite);
+    checkArray(p[l].beta, s.layerNorm ? s.outDim : 0, what + ".beta", code, requireFinite);
+  }
+}
+
+std::vector<LayerParams> zeroLayers(const std::vector<LayerSpec>& specs) {
+  std::vector<LayerParams> layers;
+  for (const LayerSpec& l : specs) {
+    LayerParams lp;
+    lp.weight.assign(l.outDim * l.inDim, 0.0f);
+    lp.bias.assign(l.outDim, 0.0f);
+    if (l.layerNorm) {
+      lp.gamma.assign(l.outDim, 0.0f);
+      lp.beta.assign(l.outDim, 0.0f);
+    }
+    layers.push_back(std::move(lp));
+  }
+  return layers;
+}
+
+}  // namespace
+
 void validateParameters(const TrainerConfig& config, const Parameters& params, ErrorCode code, bool requireFinite) {
   if (params.tables.size() != config.tables.size()) {
     throw Error(code, "Expected " + std::to_string(config.tables.size()) + " tables but received " +
@@ -179,13 +232,22 @@ void validateParameters(const TrainerConfig& config, const Parameters& params, E
       throw Error(code, name + " needs " + std::to_string(tower.layers.size()) + " layers and " +
                             std::to_string(tower.heads.size()) + " heads");
     }
-    for (size_t l = 0; l < tower.layers.size(); ++l) {
-      const LayerSpec& s = tower.layers[l];
-      const std::string what = name + ".layers[" + std::to_string(l) + "]";
-      checkArray(p.layers[l].weight, s.outDim * s.inDim, what + ".weight", code, requireFinite);
-      checkArray(p.layers[l].bias, s.outDim, what + ".bias", code, requireFinite);
-      checkArray(p.layers[l].gamma, s.layerNorm ? s.outDim : 0, what + ".gamma", code, requireFinite);
-      checkArray(p.layers[l].beta, s.layerNorm ? s.outDim : 0, what + ".beta", code, requireFinite);
+    checkLayerParams(tower.layers, p.layers, name + ".layers", code, requireFinite);
+    if (p.experts.size() != tower.experts) {
+      throw Error(code, name + " needs " + std::to_string(tower.experts) + " experts but received " + std::to_string(p.experts.size()));
+    }
+    for (size_t e = 0; e < tower.experts; ++e) {
+      checkLayerParams(tower.expertLayers, p.experts[e], name + ".experts[" + std::to_string(e) + "]", code, requireFinite);
+    }
+    const size_t gates = tower.experts > 0 ? tower.heads.size() : 0;
+    if (p.gates.size() != gates) {
+      throw Error(code, name + " needs " + std::to_string(gates) + " gates but received " + std::to_string(p.gates.size()));
+    }
+    const size_t bottom = bottomWidth(tower, config.tables);
+    for (size_t h = 0; h < gates; ++h) {
+      const std::string what = name + ".gates[" + std::to_string(h) + "]";
+      checkArray(p.gates[h].weight, tower.experts * bottom, what + ".weight", code, requireFinite);
+      checkArray(p.gates[h].bias, tower.experts, what + ".bias", code, requireFinite);
     }
     for (size_t h = 0; h < tower.heads.size(); ++h) {
       const HeadSpec& s = tower.heads[h];
@@ -201,15 +263,13 @@ std::array<TowerParams, 2> zeroTowers(const TrainerConfig& config) {
   std::array<TowerParams, 2> towers;
   for (size_t role = 0; role < 2; ++role) {
     const TowerSpec& tower = config.towers[role];
-    for (const LayerSpec& l : tower.layers) {
-      LayerParams lp;
-      lp.weight.assign(l.outDim * l.inDim, 0.0f);
-      lp.bias.assign(l.outDim, 0.0f);
-      if (l.layerNorm) {
-        lp.gamma.assign(l.outDim, 0.0f);
-        lp.beta.assign(l.outDim, 0.0f);
+    towers[role].layers = zeroLayers(tower.layers);
+    for (size_t e = 0; e < tower.experts; ++e) towers[role].experts.push_back(zeroLayers(tower.expertLayers));
+    if (tower.experts > 0) {
+      const size_t bottom = bottomWidth(tower, config.tables);
+      for (size_t h = 0; h < tower.heads.size(); ++h) {
+        towers[role].gates.push_back({std::vector<float>(tower.experts * bottom, 0.0f), std::vector<float>(tower.experts, 0.0f)});
       }
-      towers[role].layers.push_back(std::move(lp));
     }
     for (const HeadSpec& h : tower.heads) {
       towers[role].heads.push_back({std::vector<float>(h.outDim * h.inDim, 0.0f), std::vector<float>(h.outDim, 0.0f)});

@@ -8,7 +8,10 @@
 //     dense → the input as is;
 //   per layer: y = x Wᵀ + b → LayerNorm (optional; biased variance, ε as given) → ReLU
 //              (optional) → x + y (optional residual, inDim == outDim);
-//   per head:  h = x Wᵀ + b, then h / max(‖h‖₂, 1e-12) when normalised.
+//   mixture of experts (optional, MMoE): E experts, each its own stack of layers of the shapes
+//              in `expertLayers` (same semantics as above) over x; head h has a gate
+//              g = softmax(x Gₕᵀ + cₕ) over the experts and reads m = Σ_e g[e]·expert_e(x);
+//   per head:  h = m Wᵀ + b (m = x without experts), then h / max(‖h‖₂, 1e-12) when normalised.
 // Embedding tables are global and shared by both towers: an input names a table by index,
 // and several inputs (in either tower) may read one table.
 #pragma once
@@ -59,6 +62,8 @@ struct HeadSpec {
 struct TowerSpec {
   std::vector<InputSpec> inputs;
   std::vector<LayerSpec> layers;
+  size_t experts = 0;                   // 0: no mixture, the heads read the layers' output
+  std::vector<LayerSpec> expertLayers;  // every expert's layers (at least one when experts > 0)
   std::vector<HeadSpec> heads;
 };
 
@@ -110,6 +115,8 @@ struct HeadParams {
 
 struct TowerParams {
   std::vector<LayerParams> layers;
+  std::vector<std::vector<LayerParams>> experts;  // [expert][layer]
+  std::vector<HeadParams> gates;                  // one per head with experts: experts × the layers' output width
   std::vector<HeadParams> heads;
 };
 
@@ -141,6 +148,9 @@ struct Batch {
 };
 
 size_t featureWidth(const TowerSpec& tower, const std::vector<TableSpec>& tables);
+// Width of the shared layers' output (the features without layers): what experts and gates read.
+size_t bottomWidth(const TowerSpec& tower, const std::vector<TableSpec>& tables);
+// Width the heads read: the experts' output width, or bottomWidth without experts.
 size_t trunkWidth(const TowerSpec& tower, const std::vector<TableSpec>& tables);
 
 // Throws Error(InvalidSpec) naming the first inconsistency: sizes, table indexes, layer and

@@ -88,32 +88,22 @@ void buildFeatures(const Compute& compute, const TowerView& tower, const TowerIn
   }, serialRows(width));
 }
 
-}  // namespace
-
-const float* layerOutput(const TowerView& tower, const TowerState& state, int layer) {
-  if (layer < 0) return state.features.data();
-  const TowerState::Layer& l = state.layers[static_cast<size_t>(layer)];
-  return tower.spec.layers[static_cast<size_t>(layer)].residual ? l.out.data() : l.act.data();
+// The output of layer l of a stack, or its input for l = -1.
+const float* stackOutput(const std::vector<LayerSpec>& specs, const std::vector<TowerState::Layer>& states, int l,
+                         const float* input) {
+  if (l < 0) return input;
+  const size_t i = static_cast<size_t>(l);
+  return specs[i].residual ? states[i].out.data() : states[i].act.data();
 }
 
-const float* headOutput(const TowerView& tower, const TowerState& state, size_t head) {
-  const TowerState::Head& h = state.heads[head];
-  return tower.spec.heads[head].normalize ? h.out.data() : h.linear.data();
-}
-
-void forwardTower(const Compute& compute, const TowerView& tower, const TowerInputs& inputs, size_t rows,
-                  const std::vector<char>& wantHeads, TowerState& state, Gemm& gemm) {
-  const TowerSpec& spec = tower.spec;
-  state.rows = rows;
-  state.features.resize(rows * featureWidth(spec, tower.tables));
-  buildFeatures(compute, tower, inputs, rows, state.features.data());
-
-  state.layers.resize(spec.layers.size());
-  for (size_t l = 0; l < spec.layers.size(); ++l) {
-    const LayerSpec& ls = spec.layers[l];
-    const LayerParams& lp = tower.params.layers[l];
-    TowerState::Layer& st = state.layers[l];
-    const float* x = layerOutput(tower, state, static_cast<int>(l) - 1);
+void forwardLayers(const Compute& compute, const std::vector<LayerSpec>& specs, const std::vector<LayerParams>& params,
+                   const float* input, size_t rows, std::vector<TowerState::Layer>& states, Gemm& gemm) {
+  states.resize(specs.size());
+  for (size_t l = 0; l < specs.size(); ++l) {
+    const LayerSpec& ls = specs[l];
+    const LayerParams& lp = params[l];
+    TowerState::Layer& st = states[l];
+    const float* x = stackOutput(specs, states, static_cast<int>(l) - 1, input);
     const size_t in = ls.inDim, out = ls.outDim;
     st.act.resize(rows * out);
     gemm.run(compute, rows, out, in, rowMajor(x, in), rowMajor(lp.weight.data(), in), lp.bias.data(), st.act.data(), out,
@@ -154,120 +144,40 @@ void forwardTower(const Compute& compute, const TowerView& tower, const TowerInp
       }
     }, serialRows(out));
   }
+}
 
-  const float* trunk = layerOutput(tower, state, static_cast<int>(spec.layers.size()) - 1);
-  const size_t width = trunkWidth(spec, tower.tables);
-  state.heads.resize(spec.heads.size());
-  for (size_t h = 0; h < spec.heads.size(); ++h) {
-    TowerState::Head& st = state.heads[h];
-    st.computed = h < wantHeads.size() && wantHeads[h];
-    if (!st.computed) continue;
-    const HeadSpec& hs = spec.heads[h];
-    const HeadParams& hp = tower.params.heads[h];
-    const size_t out = hs.outDim;
-    st.linear.resize(rows * out);
-    gemm.run(compute, rows, out, width, rowMajor(trunk, width), rowMajor(hp.weight.data(), width), hp.bias.data(),
-             st.linear.data(), out, false);
-    if (!hs.normalize) continue;
-    st.norm.resize(rows);
-    st.out.resize(rows * out);
-    compute.blocks(rows, kRowBlock, [&](size_t begin, size_t end) {
-      for (size_t r = begin; r < end; ++r) {
-        const float* v = st.linear.data() + r * out;
-        double squares = 0.0;
-        for (size_t d = 0; d < out; ++d) squares += static_cast<double>(v[d]) * v[d];
-        const double norm = std::sqrt(squares);
-        st.norm[r] = static_cast<float>(norm);
-        const double divisor = std::max(norm, static_cast<double>(kNormalizeFloor));
-        float* o = st.out.data() + r * out;
-        for (size_t d = 0; d < out; ++d) o[d] = static_cast<float>(v[d] / divisor);
-      }
-    }, serialRows(out));
+void zeroLayerGrads(std::vector<LayerParams>& grads) {
+  for (LayerParams& g : grads) {
+    for (auto* v : {&g.weight, &g.bias, &g.gamma, &g.beta}) std::fill(v->begin(), v->end(), 0.0f);
   }
 }
 
-void backwardTower(const Compute& compute, const TowerView& tower, const TowerState& state,
-                   const std::vector<const float*>& headGrads, TowerParams& grads, std::vector<float>& dFeatures,
-                   BackwardScratch& s, Gemm& gemm) {
-  const TowerSpec& spec = tower.spec;
-  const size_t rows = state.rows;
-  const size_t width = trunkWidth(spec, tower.tables);
-  const float* trunk = layerOutput(tower, state, static_cast<int>(spec.layers.size()) - 1);
-  const bool needFeatures = hasTableInputs(spec);
-
-  // Heads: dW = dHᵀ X, db = Σ_r dH, dX = Σ_heads dH W (heads in order).
-  bool any = false;
-  s.dx.resize(rows * width);
-  for (size_t h = 0; h < spec.heads.size(); ++h) {
-    const HeadSpec& hs = spec.heads[h];
-    HeadParams& g = grads.heads[h];
-    const float* dOut = h < headGrads.size() ? headGrads[h] : nullptr;
-    if (dOut == nullptr) {
-      std::fill(g.weight.begin(), g.weight.end(), 0.0f);
-      std::fill(g.bias.begin(), g.bias.end(), 0.0f);
-      continue;
-    }
-    const size_t out = hs.outDim;
-    const float* dh = dOut;
-    if (hs.normalize) {
-      const TowerState::Head& st = state.heads[h];
-      s.dh.resize(rows * out);
-      compute.blocks(rows, kRowBlock, [&](size_t begin, size_t end) {
-        for (size_t r = begin; r < end; ++r) {
-          const float* e = st.out.data() + r * out;
-          const float* gr = dOut + r * out;
-          float* d = s.dh.data() + r * out;
-          const float norm = st.norm[r];
-          if (norm > kNormalizeFloor) {
-            // e = h / ‖h‖: ∂e/∂h = (I − e eᵀ) / ‖h‖.
-            double eg = 0.0;
-            for (size_t k = 0; k < out; ++k) eg += static_cast<double>(e[k]) * gr[k];
-            const float dot = static_cast<float>(eg);
-            for (size_t k = 0; k < out; ++k) d[k] = (gr[k] - e[k] * dot) / norm;
-          } else {
-            // Below the floor the divisor is the constant 1e-12.
-            for (size_t k = 0; k < out; ++k) d[k] = gr[k] / kNormalizeFloor;
-          }
-        }
-      }, serialRows(out));
-      dh = s.dh.data();
-    }
-    gemm.run(compute, out, width, rows, transposeOf(dh, out), transposeOf(trunk, width), nullptr, g.weight.data(), width,
-             false);
-    columnSums(dh, rows, out, s.sums, g.bias.data());
-    gemm.run(compute, rows, width, out, rowMajor(dh, out), transposeOf(tower.params.heads[h].weight.data(), width), nullptr,
-             s.dx.data(), width, any);
-    any = true;
-  }
-
-  if (!any) {
-    for (LayerParams& g : grads.layers) {
-      for (auto* v : {&g.weight, &g.bias, &g.gamma, &g.beta}) std::fill(v->begin(), v->end(), 0.0f);
-    }
-    dFeatures.assign(rows * featureWidth(spec, tower.tables), 0.0f);
-    return;
-  }
-
-  for (size_t li = spec.layers.size(); li-- > 0;) {
-    const LayerSpec& ls = spec.layers[li];
-    const LayerParams& lp = tower.params.layers[li];
-    const TowerState::Layer& st = state.layers[li];
-    LayerParams& g = grads.layers[li];
+// d: the gradient w.r.t. the stack's output (rows × the last outDim). Writes the layers'
+// parameter gradients; when wantInput, d holds the gradient w.r.t. the stack's input on return
+// (otherwise its contents are unspecified).
+void backwardLayers(const Compute& compute, const std::vector<LayerSpec>& specs, const std::vector<LayerParams>& params,
+                    const std::vector<TowerState::Layer>& states, const float* input, size_t rows, std::vector<float>& d,
+                    bool wantInput, std::vector<LayerParams>& grads, BackwardScratch& s, Gemm& gemm) {
+  for (size_t li = specs.size(); li-- > 0;) {
+    const LayerSpec& ls = specs[li];
+    const LayerParams& lp = params[li];
+    const TowerState::Layer& st = states[li];
+    LayerParams& g = grads[li];
     const size_t in = ls.inDim, out = ls.outDim;
-    const float* x = layerOutput(tower, state, static_cast<int>(li) - 1);
-    const float* dOut = s.dx.data();  // rows × out
+    const float* x = stackOutput(specs, states, static_cast<int>(li) - 1, input);
+    const float* dOut = d.data();  // rows × out
 
     // Through the residual (its input side is added below), ReLU and LayerNorm's affine part.
     s.dz.resize(rows * out);
     compute.blocks(rows, kRowBlock, [&](size_t begin, size_t end) {
       for (size_t r = begin; r < end; ++r) {
-        const float* d = dOut + r * out;
+        const float* dr = dOut + r * out;
         const float* a = st.act.data() + r * out;
         float* dz = s.dz.data() + r * out;
         if (ls.relu) {
-          for (size_t k = 0; k < out; ++k) dz[k] = a[k] > 0.0f ? d[k] : 0.0f;
+          for (size_t k = 0; k < out; ++k) dz[k] = a[k] > 0.0f ? dr[k] : 0.0f;
         } else {
-          std::memcpy(dz, d, out * sizeof(float));
+          std::memcpy(dz, dr, out * sizeof(float));
         }
       }
     }, serialRows(out));
@@ -295,14 +205,249 @@ void backwardTower(const Compute& compute, const TowerView& tower, const TowerSt
     // Linear: dW = dZᵀ X, db = Σ_r dZ, dX = dZ W (+ dOut through the residual).
     gemm.run(compute, out, in, rows, transposeOf(s.dz.data(), out), transposeOf(x, in), nullptr, g.weight.data(), in, false);
     columnSums(s.dz.data(), rows, out, s.sums, g.bias.data());
-    if (li == 0 && !needFeatures) break;
+    if (li == 0 && !wantInput) break;
     s.dxNext.resize(rows * in);
     if (ls.residual) std::memcpy(s.dxNext.data(), dOut, rows * in * sizeof(float));
     gemm.run(compute, rows, in, out, rowMajor(s.dz.data(), out), transposeOf(lp.weight.data(), in), nullptr,
              s.dxNext.data(), in, ls.residual);
-    std::swap(s.dx, s.dxNext);
+    std::swap(d, s.dxNext);
+  }
+}
+
+}  // namespace
+
+const float* layerOutput(const TowerView& tower, const TowerState& state, int layer) {
+  return stackOutput(tower.spec.layers, state.layers, layer, state.features.data());
+}
+
+const float* headInput(const TowerView& tower, const TowerState& state, size_t head) {
+  if (tower.spec.experts > 0) return state.heads[head].mixed.data();
+  return layerOutput(tower, state, static_cast<int>(tower.spec.layers.size()) - 1);
+}
+
+const float* headOutput(const TowerView& tower, const TowerState& state, size_t head) {
+  const TowerState::Head& h = state.heads[head];
+  return tower.spec.heads[head].normalize ? h.out.data() : h.linear.data();
+}
+
+void forwardTower(const Compute& compute, const TowerView& tower, const TowerInputs& inputs, size_t rows,
+                  const std::vector<char>& wantHeads, TowerState& state, Gemm& gemm) {
+  const TowerSpec& spec = tower.spec;
+  state.rows = rows;
+  state.features.resize(rows * featureWidth(spec, tower.tables));
+  buildFeatures(compute, tower, inputs, rows, state.features.data());
+  forwardLayers(compute, spec.layers, tower.params.layers, state.features.data(), rows, state.layers, gemm);
+
+  const float* bottom = layerOutput(tower, state, static_cast<int>(spec.layers.size()) - 1);
+  const size_t bottomW = bottomWidth(spec, tower.tables);
+  const size_t width = trunkWidth(spec, tower.tables);
+  const size_t experts = spec.experts;
+  bool anyHead = false;
+  for (size_t h = 0; h < spec.heads.size(); ++h) anyHead = anyHead || (h < wantHeads.size() && wantHeads[h]);
+  if (experts > 0 && anyHead) {
+    state.experts.resize(experts);
+    for (size_t e = 0; e < experts; ++e) {
+      forwardLayers(compute, spec.expertLayers, tower.params.experts[e], bottom, rows, state.experts[e], gemm);
+    }
   }
 
+  state.heads.resize(spec.heads.size());
+  for (size_t h = 0; h < spec.heads.size(); ++h) {
+    TowerState::Head& st = state.heads[h];
+    st.computed = h < wantHeads.size() && wantHeads[h];
+    if (!st.computed) continue;
+    const HeadSpec& hs = spec.heads[h];
+    const HeadParams& hp = tower.params.heads[h];
+    const size_t out = hs.outDim;
+    if (experts > 0) {
+      // The gate: softmax over the experts of a linear map of the bottom, then the mixture.
+      const HeadParams& gp = tower.params.gates[h];
+      st.gate.resize(rows * experts);
+      gemm.run(compute, rows, experts, bottomW, rowMajor(bottom, bottomW), rowMajor(gp.weight.data(), bottomW),
+               gp.bias.data(), st.gate.data(), experts, false);
+      st.mixed.resize(rows * width);
+      compute.blocks(rows, kRowBlock, [&](size_t begin, size_t end) {
+        for (size_t r = begin; r < end; ++r) {
+          float* g = st.gate.data() + r * experts;
+          double top = g[0];
+          for (size_t e = 1; e < experts; ++e) top = std::max(top, static_cast<double>(g[e]));
+          double sum = 0.0;
+          for (size_t e = 0; e < experts; ++e) sum += std::exp(g[e] - top);
+          for (size_t e = 0; e < experts; ++e) g[e] = static_cast<float>(std::exp(g[e] - top) / sum);
+          float* m = st.mixed.data() + r * width;
+          std::fill(m, m + width, 0.0f);
+          for (size_t e = 0; e < experts; ++e) {
+            const float* y = stackOutput(spec.expertLayers, state.experts[e], static_cast<int>(spec.expertLayers.size()) - 1,
+                                         bottom) + r * width;
+            const float ge = g[e];
+            for (size_t d = 0; d < width; ++d) m[d] += ge * y[d];
+          }
+        }
+      }, serialRows(width * experts));
+    }
+    const float* trunk = headInput(tower, state, h);
+    st.linear.resize(rows * out);
+    gemm.run(compute, rows, out, width, rowMajor(trunk, width), rowMajor(hp.weight.data(), width), hp.bias.data(),
+             st.linear.data(), out, false);
+    if (!hs.normalize) continue;
+    st.norm.resize(rows);
+    st.out.resize(rows * out);
+    compute.blocks(rows, kRowBlock, [&](size_t begin, size_t end) {
+      for (size_t r = begin; r < end; ++r) {
+        const float* v = st.linear.data() + r * out;
+        double squares = 0.0;
+        for (size_t d = 0; d < out; ++d) squares += static_cast<double>(v[d]) * v[d];
+        const double norm = std::sqrt(squares);
+        st.norm[r] = static_cast<float>(norm);
+        const double divisor = std::max(norm, static_cast<double>(kNormalizeFloor));
+        float* o = st.out.data() + r * out;
+        for (size_t d = 0; d < out; ++d) o[d] = static_cast<float>(v[d] / divisor);
+      }
+    }, serialRows(out));
+  }
+}
+
+void backwardTower(const Compute& compute, const TowerView& tower, const TowerState& state,
+                   const std::vector<const float*>& headGrads, TowerParams& grads, std::vector<float>& dFeatures,
+                   BackwardScratch& s, Gemm& gemm) {
+  const TowerSpec& spec = tower.spec;
+  const size_t rows = state.rows;
+  const size_t width = trunkWidth(spec, tower.tables);
+  const size_t bottomW = bottomWidth(spec, tower.tables);
+  const float* bottom = layerOutput(tower, state, static_cast<int>(spec.layers.size()) - 1);
+  const bool needFeatures = hasTableInputs(spec);
+  const size_t experts = spec.experts;
+  // Whether anything below the experts and gates has a gradient to receive.
+  const bool needBottom = !spec.layers.empty() || needFeatures;
+
+  // Heads: dW = dHᵀ X, db = Σ_r dH, dX = Σ_heads dH W (heads in order). With experts, X is the
+  // head's mixture: its gradient goes to the gate (into the bottom) and to every expert.
+  bool any = false;        // s.dx (rows × bottomW) holds a gradient
+  bool anyExpert = false;  // s.dExpert holds gradients
+  s.dx.resize(rows * bottomW);
+  if (experts > 0) s.dExpert.resize(experts);
+  for (size_t h = 0; h < spec.heads.size(); ++h) {
+    const HeadSpec& hs = spec.heads[h];
+    HeadParams& g = grads.heads[h];
+    const float* dOut = h < headGrads.size() ? headGrads[h] : nullptr;
+    if (dOut == nullptr) {
+      std::fill(g.weight.begin(), g.weight.end(), 0.0f);
+      std::fill(g.bias.begin(), g.bias.end(), 0.0f);
+      if (experts > 0) {
+        std::fill(grads.gates[h].weight.begin(), grads.gates[h].weight.end(), 0.0f);
+        std::fill(grads.gates[h].bias.begin(), grads.gates[h].bias.end(), 0.0f);
+      }
+      continue;
+    }
+    const size_t out = hs.outDim;
+    const float* dh = dOut;
+    if (hs.normalize) {
+      const TowerState::Head& st = state.heads[h];
+      s.dh.resize(rows * out);
+      compute.blocks(rows, kRowBlock, [&](size_t begin, size_t end) {
+        for (size_t r = begin; r < end; ++r) {
+          const float* e = st.out.data() + r * out;
+          const float* gr = dOut + r * out;
+          float* d = s.dh.data() + r * out;
+          const float norm = st.norm[r];
+          if (norm > kNormalizeFloor) {
+            // e = h / ‖h‖: ∂e/∂h = (I − e eᵀ) / ‖h‖.
+            double eg = 0.0;
+            for (size_t k = 0; k < out; ++k) eg += static_cast<double>(e[k]) * gr[k];
+            const float dot = static_cast<float>(eg);
+            for (size_t k = 0; k < out; ++k) d[k] = (gr[k] - e[k] * dot) / norm;
+          } else {
+            // Below the floor the divisor is the constant 1e-12.
+            for (size_t k = 0; k < out; ++k) d[k] = gr[k] / kNormalizeFloor;
+          }
+        }
+      }, serialRows(out));
+      dh = s.dh.data();
+    }
+    const float* trunk = headInput(tower, state, h);
+    gemm.run(compute, out, width, rows, transposeOf(dh, out), transposeOf(trunk, width), nullptr, g.weight.data(), width,
+             false);
+    columnSums(dh, rows, out, s.sums, g.bias.data());
+    if (experts == 0) {
+      gemm.run(compute, rows, width, out, rowMajor(dh, out), transposeOf(tower.params.heads[h].weight.data(), width),
+               nullptr, s.dx.data(), width, any);
+      any = true;
+      continue;
+    }
+
+    s.dMixed.resize(rows * width);
+    gemm.run(compute, rows, width, out, rowMajor(dh, out), transposeOf(tower.params.heads[h].weight.data(), width),
+             nullptr, s.dMixed.data(), width, false);
+    // m = Σ_e g_e y_e: ∂/∂g_e = dM·y_e; through the softmax ∂/∂z_e = g_e (∂/∂g_e − Σ_k g_k ∂/∂g_k).
+    // Each expert's output receives g_e·dM, summed over the heads in order.
+    const TowerState::Head& st = state.heads[h];
+    s.dGate.resize(rows * experts);
+    for (size_t e = 0; e < experts; ++e) s.dExpert[e].resize(rows * width);
+    const bool first = !anyExpert;
+    compute.blocks(rows, kRowBlock, [&](size_t begin, size_t end) {
+      for (size_t r = begin; r < end; ++r) {
+        const float* dm = s.dMixed.data() + r * width;
+        const float* gr = st.gate.data() + r * experts;
+        float* dz = s.dGate.data() + r * experts;
+        double mean = 0.0;
+        for (size_t e = 0; e < experts; ++e) {
+          const float* y = stackOutput(spec.expertLayers, state.experts[e], static_cast<int>(spec.expertLayers.size()) - 1,
+                                       bottom) + r * width;
+          double dot = 0.0;
+          for (size_t d = 0; d < width; ++d) dot += static_cast<double>(dm[d]) * y[d];
+          dz[e] = static_cast<float>(dot);
+          mean += static_cast<double>(gr[e]) * dot;
+          float* de = s.dExpert[e].data() + r * width;
+          const float ge = gr[e];
+          if (first) {
+            for (size_t d = 0; d < width; ++d) de[d] = ge * dm[d];
+          } else {
+            for (size_t d = 0; d < width; ++d) de[d] += ge * dm[d];
+          }
+        }
+        for (size_t e = 0; e < experts; ++e) dz[e] = static_cast<float>(gr[e] * (dz[e] - mean));
+      }
+    }, serialRows(width * experts));
+    anyExpert = true;
+    HeadParams& gg = grads.gates[h];
+    gemm.run(compute, experts, bottomW, rows, transposeOf(s.dGate.data(), experts), transposeOf(bottom, bottomW), nullptr,
+             gg.weight.data(), bottomW, false);
+    columnSums(s.dGate.data(), rows, experts, s.sums, gg.bias.data());
+    if (needBottom) {
+      gemm.run(compute, rows, bottomW, experts, rowMajor(s.dGate.data(), experts),
+               transposeOf(tower.params.gates[h].weight.data(), bottomW), nullptr, s.dx.data(), bottomW, any);
+      any = true;
+    }
+  }
+
+  if (experts > 0) {
+    for (size_t e = 0; e < experts; ++e) {
+      if (!anyExpert) {
+        zeroLayerGrads(grads.experts[e]);
+        continue;
+      }
+      backwardLayers(compute, spec.expertLayers, tower.params.experts[e], state.experts[e], bottom, rows, s.dExpert[e],
+                     needBottom, grads.experts[e], s, gemm);
+      if (!needBottom) continue;
+      // Experts in order: the sum into the bottom does not depend on the thread count.
+      const float* de = s.dExpert[e].data();
+      float* dx = s.dx.data();
+      const bool assign = !any;
+      compute.blocks(rows, kRowBlock, [&](size_t begin, size_t end) {
+        for (size_t i = begin * bottomW; i < end * bottomW; ++i) dx[i] = assign ? de[i] : dx[i] + de[i];
+      }, serialRows(bottomW));
+      any = true;
+    }
+  }
+
+  if (!any) {
+    zeroLayerGrads(grads.layers);
+    dFeatures.assign(rows * featureWidth(spec, tower.tables), 0.0f);
+    return;
+  }
+
+  backwardLayers(compute, spec.layers, tower.params.layers, state.layers, state.features.data(), rows, s.dx, needFeatures,
+                 grads.layers, s, gemm);
   if (!needFeatures) {
     dFeatures.clear();
     return;

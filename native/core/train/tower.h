@@ -27,8 +27,11 @@ struct TowerState {
     std::vector<float> out;   // residual layers only: input + act
   };
   std::vector<Layer> layers;
+  std::vector<std::vector<Layer>> experts;  // [expert][layer], with experts
   struct Head {
     bool computed = false;
+    std::vector<float> gate;   // with experts: softmax weights, rows × experts
+    std::vector<float> mixed;  // with experts: Σ_e gate·expert output, rows × trunk width
     std::vector<float> linear;  // x Wᵀ + b
     std::vector<float> norm;    // normalised heads: ‖linear row‖₂
     std::vector<float> out;     // normalised heads: the output
@@ -45,6 +48,8 @@ struct TowerView {
 
 // The output of layer l (l < layers), or the features for l = -1.
 const float* layerOutput(const TowerView& tower, const TowerState& state, int layer);
+// What head h reads: its mixture of the experts, or the last layer's output.
+const float* headInput(const TowerView& tower, const TowerState& state, size_t head);
 const float* headOutput(const TowerView& tower, const TowerState& state, size_t head);
 
 // Forward pass over `rows` rows of validated inputs; computes the heads marked in `wantHeads`.
@@ -53,6 +58,9 @@ void forwardTower(const Compute& compute, const TowerView& tower, const TowerInp
 
 struct BackwardScratch {
   std::vector<float> dx;
+  std::vector<float> dMixed;
+  std::vector<float> dGate;
+  std::vector<std::vector<float>> dExpert;
   std::vector<float> dxNext;
   std::vector<float> dz;
   std::vector<float> dh;

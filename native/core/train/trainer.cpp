@@ -45,19 +45,34 @@ Trainer::Trainer(TrainerConfig config, Parameters initial, const simd::Kernels* 
   for (size_t role = 0; role < 2; ++role) {
     const std::string tower = std::string("towers[") + std::to_string(role) + "]";
     const TowerSpec& spec = config_.towers[role];
-    for (size_t l = 0; l < spec.layers.size(); ++l) {
-      const LayerSpec& ls = spec.layers[l];
-      const std::string name = tower + ".layers[" + std::to_string(l) + "]";
-      LayerParams& p = params_.towers[role].layers[l];
-      LayerParams& g = grads_[role].layers[l];
-      LayerParams& m = denseM_[role].layers[l];
-      LayerParams& v = denseV_[role].layers[l];
-      dense_.push_back({name + ".weight", p.weight.data(), g.weight.data(), m.weight.data(), v.weight.data(), ls.outDim, ls.inDim, true});
-      dense_.push_back({name + ".bias", p.bias.data(), g.bias.data(), m.bias.data(), v.bias.data(), 1, ls.outDim, false});
-      if (ls.layerNorm) {
-        dense_.push_back({name + ".gamma", p.gamma.data(), g.gamma.data(), m.gamma.data(), v.gamma.data(), 1, ls.outDim, false});
-        dense_.push_back({name + ".beta", p.beta.data(), g.beta.data(), m.beta.data(), v.beta.data(), 1, ls.outDim, false});
+    auto addLayers = [&](const std::vector<LayerSpec>& specs, const std::string& prefix, std::vector<LayerParams>& p,
+                         std::vector<LayerParams>& g, std::vector<LayerParams>& m, std::vector<LayerParams>& v) {
+      for (size_t l = 0; l < specs.size(); ++l) {
+        const LayerSpec& ls = specs[l];
+        const std::string name = prefix + "[" + std::to_string(l) + "]";
+        dense_.push_back({name + ".weight", p[l].weight.data(), g[l].weight.data(), m[l].weight.data(), v[l].weight.data(), ls.outDim, ls.inDim, true});
+        dense_.push_back({name + ".bias", p[l].bias.data(), g[l].bias.data(), m[l].bias.data(), v[l].bias.data(), 1, ls.outDim, false});
+        if (ls.layerNorm) {
+          dense_.push_back({name + ".gamma", p[l].gamma.data(), g[l].gamma.data(), m[l].gamma.data(), v[l].gamma.data(), 1, ls.outDim, false});
+          dense_.push_back({name + ".beta", p[l].beta.data(), g[l].beta.data(), m[l].beta.data(), v[l].beta.data(), 1, ls.outDim, false});
+        }
       }
+    };
+    addLayers(spec.layers, tower + ".layers", params_.towers[role].layers, grads_[role].layers, denseM_[role].layers,
+              denseV_[role].layers);
+    for (size_t e = 0; e < spec.experts; ++e) {
+      addLayers(spec.expertLayers, tower + ".experts[" + std::to_string(e) + "]", params_.towers[role].experts[e],
+                grads_[role].experts[e], denseM_[role].experts[e], denseV_[role].experts[e]);
+    }
+    const size_t bottom = bottomWidth(spec, config_.tables);
+    for (size_t h = 0; h < params_.towers[role].gates.size(); ++h) {
+      const std::string name = tower + ".gates[" + std::to_string(h) + "]";
+      HeadParams& p = params_.towers[role].gates[h];
+      HeadParams& g = grads_[role].gates[h];
+      HeadParams& m = denseM_[role].gates[h];
+      HeadParams& v = denseV_[role].gates[h];
+      dense_.push_back({name + ".weight", p.weight.data(), g.weight.data(), m.weight.data(), v.weight.data(), spec.experts, bottom, true});
+      dense_.push_back({name + ".bias", p.bias.data(), g.bias.data(), m.bias.data(), v.bias.data(), 1, spec.experts, false});
     }
     for (size_t h = 0; h < spec.heads.size(); ++h) {
       const HeadSpec& hs = spec.heads[h];
@@ -233,13 +248,21 @@ void Trainer::setParameters(const Parameters& params) {
   // In place: the dense slots point into these arrays.
   for (size_t t = 0; t < params.tables.size(); ++t) copyInPlace(params_.tables[t], params.tables[t]);
   for (size_t role = 0; role < 2; ++role) {
-    for (size_t l = 0; l < params.towers[role].layers.size(); ++l) {
-      const LayerParams& src = params.towers[role].layers[l];
-      LayerParams& dst = params_.towers[role].layers[l];
-      copyInPlace(dst.weight, src.weight);
-      copyInPlace(dst.bias, src.bias);
-      copyInPlace(dst.gamma, src.gamma);
-      copyInPlace(dst.beta, src.beta);
+    auto copyLayers = [](std::vector<LayerParams>& dst, const std::vector<LayerParams>& src) {
+      for (size_t l = 0; l < src.size(); ++l) {
+        copyInPlace(dst[l].weight, src[l].weight);
+        copyInPlace(dst[l].bias, src[l].bias);
+        copyInPlace(dst[l].gamma, src[l].gamma);
+        copyInPlace(dst[l].beta, src[l].beta);
+      }
+    };
+    copyLayers(params_.towers[role].layers, params.towers[role].layers);
+    for (size_t e = 0; e < params.towers[role].experts.size(); ++e) {
+      copyLayers(params_.towers[role].experts[e], params.towers[role].experts[e]);
+    }
+    for (size_t h = 0; h < params.towers[role].gates.size(); ++h) {
+      copyInPlace(params_.towers[role].gates[h].weight, params.towers[role].gates[h].weight);
+      copyInPlace(params_.towers[role].gates[h].bias, params.towers[role].gates[h].bias);
     }
     for (size_t h = 0; h < params.towers[role].heads.size(); ++h) {
       copyInPlace(params_.towers[role].heads[h].weight, params.towers[role].heads[h].weight);
