@@ -304,24 +304,28 @@ ${ITEM_OPTIONS.replace('JSONL, one item record per line', 'JSONL item records, r
   },
   start: {
     summary: 'the main job: train (once), index and serve WordNet search on localhost',
-    usage: `ebrix start [--dir DIR] [--host ADDR] [--port N]
+    usage: `ebrix start [--dir DIR] [--host ADDR] [--port N] [--index hnsw|flat]
 
 Runs the embedded default end to end (npm start runs this): trains the WordNet model into
 DIR/wordnet if there is none (about a minute and a half on 2 cores), embeds every synset
-into one exact index per task, saved as DIR/wordnet.<task>.index (mapped on later starts),
+into one index per task output: an HNSW graph (default) saved as DIR/wordnet.<task>.hnsw.index,
+or with --index flat an exact scan saved as DIR/wordnet.<task>.index (mapped on later starts),
 and serves the search page and the HTTP API on http://127.0.0.1:8080, printing three
 example queries. DIR defaults to ./models. EBRIX_TOKEN in the environment requires a bearer token. SIGINT or SIGTERM stops it.`,
-    options: { dir: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' } },
+    options: { dir: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, index: { type: 'string' } },
     async run(values) {
-      const { runWordNetJob } = await import('./serve/wordnet-job.js');
+      const { runWordNetJob, WORDNET_INDEX_KINDS } = await import('./serve/wordnet-job.js');
       const port = integer(values.port, 'port', 8080)!;
       if (port > 65535) throw new UsageError(`--port takes 0 to 65535, not ${port}`);
+      const index = (values.index ?? 'hnsw') as (typeof WORDNET_INDEX_KINDS)[number];
+      if (!WORDNET_INDEX_KINDS.includes(index)) throw new UsageError(`--index takes ${WORDNET_INDEX_KINDS.join(' or ')}, not ${String(values.index)}`);
       const token = process.env.EBRIX_TOKEN;
       await untilSignal((until) =>
         runWordNetJob({
           ...(typeof values.dir === 'string' ? { dir: values.dir } : {}),
           host: typeof values.host === 'string' ? values.host : '127.0.0.1',
           port,
+          index,
           ...(token ? { token } : {}),
           log: say,
           until,

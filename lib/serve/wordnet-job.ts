@@ -4,8 +4,9 @@
  *   1. the model package: trained (lib/train/wordnet-model.ts) into <dir>/wordnet when there is
  *      none, else loaded;
  *   2. the indexes: every synset embedded with each of the item tower's task outputs into an
- *      exact FlatIndex bound to the model version and saved to <dir>/wordnet.<task>.index;
- *      later starts map those files, and a file built by another model version is rebuilt;
+ *      HNSW graph (default) or an exact FlatIndex, bound to the model version and saved to
+ *      <dir>/wordnet.<task>.hnsw.index (flat: wordnet.<task>.index); later starts map those
+ *      files, and a file built by another model version is rebuilt;
  *   3. a Retriever (query tower → top 100 → an exact-name re-ranker → top 10) behind the HTTP
  *      service and its search page, with three example queries printed on start.
  */
@@ -222,7 +223,7 @@ async function openOrBuildIndex(
   log: (line: string) => void,
 ): Promise<WordNetIndex> {
   if (existsSync(file)) {
-    const opened = await FlatIndex.open(file);
+    const opened = kind === 'flat' ? await FlatIndex.open(file) : await HnswIndex.open(file);
     if (opened.modelVersion === model.version && opened.size === records.length) return opened;
     log(`${file} was built by model ${opened.modelVersion ?? '(none)'}: rebuilding it for ${model.version}`);
     opened.dispose();
@@ -247,7 +248,7 @@ async function openOrBuildIndex(
   }
   try {
     await index.add(ids, vectors);
-    if (index instanceof FlatIndex) await index.save(file);
+    await index.save(file);
   } catch (error) {
     index.dispose();
     throw error;

@@ -809,7 +809,7 @@ size_t HnswIndex::compact(unsigned threads) {
   // read where they are now, which needs no gate: only writers change them, and they wait.
   // usearch calls back once a node exists and before any link reaches it, and the vector is
   // placed at its slot then.
-  const unsigned parallelism = threads == 0 ? m.threads : threads;
+  const unsigned parallelism = ThreadPool::shared().resolve(threads == 0 ? m.threadsOption : threads);
   m.withMetricAt(packed.data(), [&](const auto& metric) {
     ThreadPool::shared().parallelFor(liveRows.size(), parallelism, [&](size_t i, unsigned) {
       ContextLease context(m.contexts);
