@@ -286,8 +286,10 @@ const ms = (v: number): string => (Number.isFinite(v) ? v.toFixed(2) : '–');
 /** The suite as report lines (console and Markdown alike). */
 export function serveLines(r: ServeSuiteResult): string[] {
   const lines = [
-    `${r.description}; ${r.ranker}; ${r.candidates} candidates → k ${r.k}; built in ${r.buildSeconds.toFixed(1)} s; ` +
+    `${r.description}; ${r.ranker}; ${r.candidates} candidates → k ${r.k}; prepared (opened or built) in ${r.buildSeconds.toFixed(1)} s; ` +
       `indexes: ${SERVE_INDEXES.map((i) => `${i} = ${r.indexes[i]}`).join(', ')}`,
+    `end-to-end p99 at ${r.p99Target.connections} connections, target < ${r.p99Target.ms} ms: ` +
+      SERVE_INDEXES.map((i) => `${i} ${r.p99Target.pass[i] === undefined ? 'not run' : r.p99Target.pass[i] ? 'met' : 'missed'}`).join(', '),
   ];
   const load = (x: ServeLoad | undefined): string => (x ? `${x.requestsPerSecond.toFixed(0)} QPS p50 ${ms(x.p50Ms)} / p99 ${ms(x.p99Ms)} ms` : '–');
   for (const [transport, rows] of [['http', r.http], ['in-process', r.inProcess]] as const) {
