@@ -46,7 +46,7 @@ export interface CompileFilterOptions {
    * of the rows is selected: 0 never, 1 always. Default 0.01.
    */
   rowListBelow?: number;
-  /** Native threads evaluating chunks of 65,536 rows (default: all hardware threads). */
+  /** Native threads evaluating chunks of 65,536 rows (default: the native pool's size, see `configure({ threads })`). */
   threads?: number;
 }
 

@@ -14,6 +14,7 @@ import { openOnGpu } from '../gpu.js';
 import { SIMD_LEVELS, type SimdLevel } from '../machine.js';
 import { native, type NativeFlatIndex, type NativeGpuFlatIndex, type NativeOpenedHandle } from '../native.js';
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
+import { openArgs } from './open-args.js';
 import { toIdArray, type Ids } from './ids.js';
 import { bindVersion } from './model-version.js';
 import { SearchResult } from './search-result.js';
@@ -327,14 +328,7 @@ export class FlatIndex implements Disposable {
    * index comes back on the CPU, with its model version bound and its attributes, if saved.
    */
   static async open(path: string, options: FlatIndexOpenOptions = {}): Promise<FlatIndex> {
-    if (typeof path !== 'string' || path.length === 0) throw invalid('a file path', 'path', path);
-    if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
-    const mmap = options.mmap ?? true;
-    if (typeof mmap !== 'boolean') throw invalid('a boolean', 'options.mmap', options.mmap);
-    const verify = options.verify ?? false;
-    if (typeof verify !== 'boolean') throw invalid('a boolean', 'options.verify', options.verify);
-    const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'options.threads', MAX_THREADS);
-    const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'options.simd');
+    const { mmap, verify, threads, simd } = openArgs(path, options);
     const opened = await awaitNative(native().openFlatIndexAsync(path, mmap, verify, simd, threads));
     const init: ConstructorOptions = {
       dim: opened.dim,

@@ -18,6 +18,7 @@ import {
   type NativeOpenedHandle,
 } from '../native.js';
 import { invalid, requireOneOf, requirePositiveInteger } from '../validate.js';
+import { openArgs } from './open-args.js';
 import type { Attributes } from './attributes.js';
 import type { AttributeSchema, Filter } from './filter.js';
 import { METRICS, VECTOR_STORAGES, type MemoryUsage, type Metric, type VectorStorage } from './flat.js';
@@ -101,7 +102,7 @@ export interface HnswIndexOpenOptions {
   mmap?: boolean;
   /** With mmap, check the vectors' checksum too (reads every page once). Default false. */
   verify?: boolean;
-  /** Native threads an add or search may use (default: all hardware threads). */
+  /** Native threads an add or search may use (default: the native pool's size, following `configure({ threads })`; capped at it). */
   threads?: number;
   /** Force a SIMD level (default: `EBRIX_SIMD`, else the best supported). */
   simd?: SimdLevel;
@@ -235,14 +236,7 @@ export class HnswIndex implements Disposable {
    * index comes back with its model version bound and its attributes, if it had any.
    */
   static async open(path: string, options: HnswIndexOpenOptions = {}): Promise<HnswIndex> {
-    if (typeof path !== 'string' || path.length === 0) throw invalid('a file path', 'path', path);
-    if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
-    const mmap = options.mmap ?? true;
-    if (typeof mmap !== 'boolean') throw invalid('a boolean', 'options.mmap', options.mmap);
-    const verify = options.verify ?? false;
-    if (typeof verify !== 'boolean') throw invalid('a boolean', 'options.verify', options.verify);
-    const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'options.threads', MAX_THREADS);
-    const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'options.simd');
+    const { mmap, verify, threads, simd } = openArgs(path, options);
     const opened = await awaitNative(native().openHnswIndexAsync(path, mmap, verify, simd, threads));
     const init: ConstructorOptions = {
       dim: opened.dim,

@@ -23,6 +23,7 @@ import {
   type NativeOpenedHandle,
 } from '../native.js';
 import { invalid, requireNonNegativeInteger, requireOneOf, requirePositiveInteger } from '../validate.js';
+import { openArgs } from './open-args.js';
 import { DEVICE_PREFERENCES, METRICS, type Device, type DevicePreference, type Metric } from './flat.js';
 import { toIdArray, type Ids } from './ids.js';
 import { bindVersion } from './model-version.js';
@@ -270,10 +271,8 @@ export class IvfPqIndex implements Disposable {
 
   /** Reads an index file `save` wrote into memory, checking every section (EBRIX_CORRUPT_FILE, EBRIX_IO). */
   static async open(path: string, options: IvfPqOpenOptions = {}): Promise<IvfPqIndex> {
-    if (typeof path !== 'string' || path.length === 0) throw invalid('a file path', 'path', path);
-    if (options === null || typeof options !== 'object') throw invalid('an options object', 'options', options);
-    const threads = options.threads === undefined ? 0 : requirePositiveInteger(options.threads, 'options.threads', MAX_THREADS);
-    const simd = options.simd === undefined ? undefined : requireOneOf(options.simd, SIMD_LEVELS, 'options.simd');
+    // IVF-PQ files are read, never mapped: only threads and simd apply.
+    const { threads, simd } = openArgs(path, options === null || typeof options !== 'object' ? options : { threads: options.threads, simd: options.simd });
     const opened = await awaitNative(native().openIvfPqIndexAsync(path, simd, threads));
     const init: ConstructorOptions = {
       dim: opened.dim,

@@ -58,7 +58,7 @@ export interface OpenIndexOptions {
    * `open`). IvfPqIndex reads it.
    */
   mmap?: boolean;
-  /** Native threads a search may use (default: all hardware threads). */
+  /** Native threads a search may use (default: the native pool's size, following `configure({ threads })`; capped at it). */
   threads?: number;
 }
 

@@ -36,7 +36,7 @@ export interface TrainerOptions {
   clipNorm?: number;
   /** Decoupled weight decay of the dense layers (default 0). */
   weightDecay?: number;
-  /** Native threads (default: all hardware threads). Results do not depend on it. */
+  /** Native threads (default: the native pool's size when the trainer is made). Results do not depend on it. */
   threads?: number;
 }
 
