@@ -720,12 +720,7 @@ FlatIndex::Opened FlatIndex::open(const std::string& path, bool map, bool verify
     return Error(ErrorCode::CorruptFile, "Corrupt index file " + path + ": " + what);
   };
   if (file->type() != IndexType::Flat) throw corrupt("not a flat index (type " + std::to_string(int(file->type())) + ")");
-  const SectionEntry* metaEntry = file->find(kMeta);
-  if (metaEntry == nullptr || metaEntry->bytes < kMetaFixedBytes || metaEntry->bytes > kMetaFixedBytes + kMaxModelVersionBytes) {
-    throw corrupt("missing or malformed meta section");
-  }
-  std::vector<uint8_t> meta(metaEntry->bytes);
-  file->read(*metaEntry, meta.data());
+  const std::vector<uint8_t> meta = file->readBetween(kMeta, kMetaFixedBytes, kMetaFixedBytes + kMaxModelVersionBytes, "meta");
   uint32_t fixed[4];
   uint64_t count;
   uint32_t versionBytes;

@@ -1011,13 +1011,7 @@ HnswIndex::Opened HnswIndex::open(const std::string& path, bool map, bool verify
     return Error(ErrorCode::CorruptFile, "Corrupt index file " + path + ": " + what);
   };
   if (file->type() != IndexType::Hnsw) throw corrupt("not an HNSW index (type " + str(size_t(file->type())) + ")");
-  const SectionEntry* metaEntry = file->find(kMeta);
-  if (metaEntry == nullptr || metaEntry->bytes < kMetaFixedBytes ||
-      metaEntry->bytes > kMetaFixedBytes + kMaxModelVersionBytes) {
-    throw corrupt("missing or malformed meta section");
-  }
-  std::vector<uint8_t> meta(metaEntry->bytes);
-  file->read(*metaEntry, meta.data());
+  const std::vector<uint8_t> meta = file->readBetween(kMeta, kMetaFixedBytes, kMetaFixedBytes + kMaxModelVersionBytes, "meta");
   uint32_t fixed[6];
   std::memcpy(fixed, meta.data(), 24);
   const uint64_t rows = loadAt<uint64_t>(meta.data() + 24), nodes = loadAt<uint64_t>(meta.data() + 32);

@@ -199,6 +199,16 @@ void FileWriter::commit() {
   }
 }
 
+std::vector<uint8_t> IndexFile::readBetween(uint32_t kind, uint64_t minBytes, uint64_t maxBytes, const char* what) const {
+  const SectionEntry* entry = find(kind);
+  if (entry == nullptr || entry->bytes < minBytes || entry->bytes > maxBytes) {
+    corrupt(std::string("missing or malformed ") + what + " section");
+  }
+  std::vector<uint8_t> bytes(entry->bytes);
+  read(*entry, bytes.data());
+  return bytes;
+}
+
 void IndexFile::corrupt(const std::string& what) const {
   throw Error(ErrorCode::CorruptFile, "Corrupt index file " + path_ + ": " + what);
 }

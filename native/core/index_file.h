@@ -96,6 +96,9 @@ class IndexFile {
   const SectionEntry& require(uint32_t kind, uint64_t bytes, const char* what) const;
   // Copies a section into dst (section.bytes bytes) and checks its checksum.
   void read(const SectionEntry& section, void* dst) const;
+  // The bytes of the section of a kind, which must exist and hold from minBytes to maxBytes
+  // bytes (checksum checked); `what` names it in the CorruptFile error otherwise.
+  std::vector<uint8_t> readBetween(uint32_t kind, uint64_t minBytes, uint64_t maxBytes, const char* what) const;
   // A mapped file's section, its checksum checked first when `verify`.
   const uint8_t* view(const SectionEntry& section, bool verify) const;
   // Checks every section's checksum (a mapped file's pages are read once).

@@ -1438,13 +1438,7 @@ IvfPqIndex::Opened IvfPqIndex::open(const std::string& path, simd::Level level, 
     return Error(ErrorCode::CorruptFile, "Corrupt index file " + path + ": " + what);
   };
   if (file->type() != IndexType::IvfPq) throw corrupt("not an IVF-PQ index (type " + str(size_t(file->type())) + ")");
-  const SectionEntry* metaEntry = file->find(kMeta);
-  if (metaEntry == nullptr || metaEntry->bytes < kMetaFixedBytes ||
-      metaEntry->bytes > kMetaFixedBytes + kMaxModelVersionBytes) {
-    throw corrupt("missing or malformed meta section");
-  }
-  std::vector<uint8_t> meta(metaEntry->bytes);
-  file->read(*metaEntry, meta.data());
+  const std::vector<uint8_t> meta = file->readBetween(kMeta, kMetaFixedBytes, kMetaFixedBytes + kMaxModelVersionBytes, "meta");
   uint32_t fixed[8];
   uint64_t count;
   uint32_t versionBytes;
