@@ -202,7 +202,6 @@ describe('Retriever', () => {
       const a = await retriever.retrieve({ text: 'desk' });
       expect(a.items.every((i) => i.id < 1100n)).toBe(true);
       await store.publish(second);
-      // (Attributes are not saved with index files yet, so a store's versions take no filters.)
       const b = await retriever.retrieve({ text: 'desk' });
       expect(b.items.every((i) => i.id >= 6000n)).toBe(true);
       using foreign = await catalogIndex(other, 20);

@@ -123,7 +123,7 @@ export class EbrixServer {
   readonly #options: ServerOptions;
   readonly #index: RetrievalIndex | undefined;
   readonly #httpRequests = new Map<string, number>();
-  /** Upserts and deletes run one at a time (an upsert on HnswIndex is a remove, then an add). */
+  /** Upserts and deletes run one at a time, so a delete answers 404 or 200 from the state it saw. */
   #mutations: Promise<unknown> = Promise.resolve();
   #dirty = false;
   #closing: Promise<void> | undefined;
