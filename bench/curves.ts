@@ -111,8 +111,15 @@ export interface BatchPoint {
 export interface SweepPoint {
   /** The knob's value (nprobe or ef). */
   value: number;
+  /** ebrix IVF-PQ: the refine factor the point ran with (the suite sweeps it next to nprobe). */
+  refineFactor?: number;
   single: SinglePoint;
   batch: BatchPoint;
+}
+
+/** A sweep point's settings in words: `nprobe 8`, or `nprobe 8, refine × 16` for a point with a refine factor. */
+export function knobOf(param: string, p: SweepPoint): string {
+  return `${param} ${p.value}${p.refineFactor === undefined ? '' : `, refine × ${p.refineFactor}`}`;
 }
 
 /**

@@ -11,7 +11,7 @@ import type { CurveResult, IvfPqDatasetResult, IvfPqSuiteResult, TargetSummary }
 import { lifecycleLines, type LifecycleSuiteResult } from './suites/lifecycle.js';
 import { trainLines, type TrainSuiteResult } from './suites/train.js';
 import { serveLines, type ServeSuiteResult } from './suites/serve.js';
-import type { CurveReading } from './curves.js';
+import { knobOf, type CurveReading } from './curves.js';
 
 export interface BenchReport {
   tool: 'ebrix-bench';
@@ -419,7 +419,7 @@ function ivfpqPointsTable(curves: readonly CurveResult[]): Table {
     rows: curves.flatMap((c) =>
       c.points.map((p) => [
         c.engine,
-        `${c.param} ${p.value}`,
+        knobOf(c.param, p),
         fixed(p.single.recall.tieAware, 3),
         significant(p.single.qps),
         significant(p.single.p50Ms),
@@ -498,7 +498,7 @@ function ivfpqNotes(suite: IvfPqSuiteResult): string[] {
       `ebrix nlist ${d.nlist}, trained on ${d.trainPoints.toLocaleString('en-US')} vectors`,
   );
   notes.push(
-    `ebrix: nprobe ${s.nprobes.join(', ')} (clamped to nlist), refine f16 × ${s.refineFactor}, training ≤ ${s.trainIterations} iterations on ≤ nlist × ${s.trainPointsPerList} vectors; ` +
+    `ebrix: nprobe ${s.nprobes.join(', ')} (clamped to nlist), each with refine f16 × ${s.refineFactors.join(', ')} (every pair swept), training ≤ ${s.trainIterations} iterations on ≤ nlist × ${s.trainPointsPerList} vectors; ` +
       `HNSW peers: connectivity/M ${s.graph.connectivity}, expansion_add/efConstruction ${s.graph.expansionAdd}, ef ${s.efs.join(', ')}`,
   );
   return notes;

@@ -211,7 +211,7 @@ async function main(): Promise<void> {
   }
   if (options.suites.includes('ivfpq')) {
     // Loaded only when asked for: it needs IvfPqIndex and the hnswlib-node addon.
-    const { runIvfPqSuite, NPROBES, EFS } = await import('./suites/ivfpq.js');
+    const { runIvfPqSuite, NPROBES, EFS, REFINE_FACTORS } = await import('./suites/ivfpq.js');
     const ivfpqOptions: IvfPqSuiteOptions = {
       datasets: [
         ...(options.mnist ? [{ kind: 'mnist' } as const] : []),
@@ -223,7 +223,7 @@ async function main(): Promise<void> {
       threads: options.threads,
       nprobes: options.quick ? [1, 2, 4, 8, 16, 32] : NPROBES,
       efs: options.quick ? [10, 16, 32, 64, 128, 256] : EFS,
-      refineFactor: 4,
+      refineFactors: REFINE_FACTORS,
       trainPointsPerList: options.quick ? 8 : 32,
       trainIterations: options.quick ? 4 : 10,
       graph: options.quick ? { connectivity: 16, expansionAdd: 64 } : { connectivity: 16, expansionAdd: 100 },

@@ -13,6 +13,7 @@ import { buildHnswlib, buildUsearchHnsw, type GraphBuildSettings, type GraphPeer
 import {
   exactGroundTruth,
   exactScorer,
+  knobOf,
   qpsAtRecall,
   sweep,
   type CurveMetric,
@@ -29,6 +30,8 @@ import type { DatasetPlan } from './flat.js';
 export const TARGET_RECALL = 0.95;
 export const NPROBES = [1, 2, 4, 8, 16, 32, 64, 128] as const;
 export const EFS = [10, 16, 32, 64, 128, 256, 512] as const;
+/** Refine factors swept with every nprobe (k × factor candidates re-ranked on the f16 vectors). */
+export const REFINE_FACTORS = [4, 16, 64] as const;
 
 /** 'ebrix': IvfPqIndex; 'ebrix-hnsw': HnswIndex; the rest are peers. */
 export type CurveFamily = 'ebrix' | 'ebrix-hnsw' | 'usearch' | 'hnswlib';
@@ -42,8 +45,12 @@ export interface IvfPqSuiteSettings {
   nprobes: readonly number[];
   /** ef / expansion_search values swept for the HNSW peers (values below k are raised to k). */
   efs: readonly number[];
-  /** ebrix refine re-ranks k × refineFactor candidates. */
-  refineFactor: number;
+  /**
+   * ebrix refine re-ranks k × refineFactor candidates: each factor is swept with every nprobe
+   * (how many candidates the codes must hand over depends on how well they rank the data, so
+   * the bench reads the frontier over both knobs, as a user tuning for a recall would).
+   */
+  refineFactors: readonly number[];
   /** ebrix trains on the first min(n, nlist × this) base rows... */
   trainPointsPerList: number;
   /** ...with at most this many Lloyd iterations (coarse k-means and PQ codebooks). */
@@ -179,7 +186,7 @@ export interface IvfPqSuiteResult {
   settings: {
     nprobes: readonly number[];
     efs: readonly number[];
-    refineFactor: number;
+    refineFactors: readonly number[];
     trainPointsPerList: number;
     trainIterations: number;
     graph: GraphBuildSettings;
@@ -244,7 +251,7 @@ function readings(points: readonly SweepPoint[]): CurveResult['atTarget'] {
 
 function pointLine(param: string, p: SweepPoint): string {
   return (
-    `${param} ${p.value}: recall ${p.batch.recall.tieAware.toFixed(3)}, ` +
+    `${knobOf(param, p)}: recall ${p.batch.recall.tieAware.toFixed(3)}, ` +
     `1-thread ${Math.round(p.single.qps).toLocaleString('en-US')} q/s, batch ${Math.round(p.batch.qps).toLocaleString('en-US')} q/s`
   );
 }
@@ -299,7 +306,7 @@ async function runEbrixConfig(
 ): Promise<{ curve: CurveResult; scoring: ScoringTiming }> {
   const { data, metric, reference, score, label } = ctx;
   const { n, dim, base, queries } = data;
-  const { k, threads, refineFactor, log } = settings;
+  const { k, threads, refineFactors, log } = settings;
   const engine = `ebrix IVF-PQ ${config.nbits}-bit`;
   const index = new IvfPqIndex({ dim, metric, nlist, m: config.m, nbits: config.nbits, refine: 'f16', threads });
   try {
@@ -314,6 +321,7 @@ async function runEbrixConfig(
     const memory = index.memoryUsage();
 
     let nprobe = 1;
+    let refineFactor = refineFactors[0]!;
     const one = (q: number): Float32Array => queries.subarray(q * dim, (q + 1) * dim);
     const target: SweepTarget = {
       set(value) {
@@ -328,10 +336,15 @@ async function runEbrixConfig(
       },
     };
     const nprobes = [...new Set(settings.nprobes.map((v) => Math.min(v, nlist)))];
-    log(`${label}: ${engine}: sweep nprobe ${nprobes.join(', ')}`);
-    const points = await sweep(target, nprobes, data, reference, score, k, settings.sweep, (p) =>
-      log(`${label}: ${engine}: ${pointLine('nprobe', p)}`),
-    );
+    const points: SweepPoint[] = [];
+    for (const factor of refineFactors) {
+      refineFactor = factor;
+      log(`${label}: ${engine}: refine × ${factor}, sweep nprobe ${nprobes.join(', ')}`);
+      const swept = await sweep(target, nprobes, data, reference, score, k, settings.sweep, (p) =>
+        log(`${label}: ${engine}: ${pointLine('nprobe', { ...p, refineFactor: factor })}`),
+      );
+      points.push(...swept.map((p) => ({ ...p, refineFactor: factor })));
+    }
 
     // Every list probed, 1 thread, one query: the whole scan plus the per-list costs.
     log(`${label}: ${engine}: nprobe = nlist = ${nlist}`);
@@ -340,7 +353,7 @@ async function runEbrixConfig(
     const curve: CurveResult = {
       engine,
       family: 'ebrix',
-      config: `nlist ${nlist}, m ${config.m} × ${config.nbits} bits (${(config.m * config.nbits) / 8} B codes), refine f16 × ${refineFactor}`,
+      config: `nlist ${nlist}, m ${config.m} × ${config.nbits} bits (${(config.m * config.nbits) / 8} B codes), refine f16 × ${refineFactors.join(' / ')}`,
       param: 'nprobe',
       trainSeconds,
       buildSeconds: addSeconds,
@@ -667,7 +680,7 @@ export async function runIvfPqSuite(options: IvfPqSuiteOptions): Promise<IvfPqSu
     settings: {
       nprobes: options.nprobes,
       efs: options.efs,
-      refineFactor: options.refineFactor,
+      refineFactors: options.refineFactors,
       trainPointsPerList: options.trainPointsPerList,
       trainIterations: options.trainIterations,
       graph: options.graph,
