@@ -31,7 +31,7 @@ export const TARGET_RECALL = 0.95;
 export const NPROBES = [1, 2, 4, 8, 16, 32, 64, 128] as const;
 export const EFS = [10, 16, 32, 64, 128, 256, 512] as const;
 /** Refine factors swept with every nprobe (k × factor candidates re-ranked on the f16 vectors). */
-export const REFINE_FACTORS = [4, 16, 64] as const;
+export const REFINE_FACTORS = [4, 8, 16, 32, 64] as const;
 
 /** 'ebrix': IvfPqIndex; 'ebrix-hnsw': HnswIndex; the rest are peers. */
 export type CurveFamily = 'ebrix' | 'ebrix-hnsw' | 'usearch' | 'hnswlib';
