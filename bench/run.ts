@@ -277,6 +277,7 @@ async function main(): Promise<void> {
       extraNegatives: 512,
       threads: options.threads,
       seed: options.seed,
+      modelSeeds: options.quick ? 1 : 3,
       singleTask: true,
       log,
     });
