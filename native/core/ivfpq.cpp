@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <string>
@@ -184,7 +185,7 @@ struct IvfPqIndex::Impl {
     out.k = k;
     out.ids.assign(n * k, kNoId);
     out.scores.assign(n * k, -std::numeric_limits<float>::infinity());
-    std::vector<float> scores(p.nlist);
+    std::vector<float> scores(p.nlist), scratch;
     std::vector<Candidate> best;
     TopKHeap collector;
     const float* bias = p.metric == Metric::L2 ? centroidBias.data() : nullptr;
@@ -202,15 +203,41 @@ struct IvfPqIndex::Impl {
       best.clear();
       collector.drainInto(best);
     };
+    // The `keep` best of the nlist scores, in no order. The keep-th best maximum of blocks of
+    // 16 scores is a floor under the keep-th best score (keep blocks reach it), so only the
+    // scores at or above it go to the heap: about a block's worth per kept list instead of a
+    // few hundred admitted one by one while the heap fills and tightens (2,048 lists, keep 40:
+    // the heap over every score cost as much as the scan; nth_element over a copy of all the
+    // scores cost more). A NaN block maximum (an overflowed score) counts as -inf.
+    constexpr size_t kBlock = 16;
+    const size_t blocks = (p.nlist + kBlock - 1) / kBlock;
+    const auto bestOfAll = [&](size_t keep) {
+      float floor = kNegInf;
+      if (keep < blocks) {
+        scratch.resize(blocks);
+        for (size_t b = 0; b < blocks; ++b) {
+          float m = kNegInf;
+          const size_t end = std::min(p.nlist, (b + 1) * kBlock);
+          for (size_t l = b * kBlock; l < end; ++l) m = scores[l] > m ? scores[l] : m;
+          scratch[b] = m;
+        }
+        std::nth_element(scratch.begin(), scratch.begin() + static_cast<std::ptrdiff_t>(keep - 1), scratch.end(),
+                         std::greater<float>());
+        floor = scratch[keep - 1];
+      }
+      collect(keep, [&](auto&& offer) {
+        for (size_t l = 0; l < p.nlist; ++l) {
+          if (scores[l] >= floor) offer(scores[l], l);
+        }
+      });
+    };
     for (size_t i = 0; i < n; ++i) {
       const float* q = vectors + i * p.dim;
       if (sketch) {
         const I8Query prepared = centroidSq.prepareQuery(q, bytes.data());
         kernels->i8.scanRows(bytes.data(), centroidCodes.data(), p.nlist, p.dim, prepared.scale, prepared.offset, bias,
                              scores.data());
-        collect(sketchShortlist(k), [&](auto&& offer) {
-          for (size_t l = 0; l < p.nlist; ++l) offer(scores[l], l);
-        });
+        bestOfAll(sketchShortlist(k));
         std::vector<Candidate> shortlist;
         shortlist.swap(best);
         collect(k, [&](auto&& offer) {
@@ -221,9 +248,7 @@ struct IvfPqIndex::Impl {
         });
       } else {
         simd::scanRowsCachedOr(*kernels)(q, centroids.data(), p.nlist, p.dim, bias, scores.data());
-        collect(k, [&](auto&& offer) {
-          for (size_t l = 0; l < p.nlist; ++l) offer(scores[l], l);
-        });
+        bestOfAll(k);
       }
       selectBest(best, k);  // sorted best first
       for (size_t j = 0; j < best.size(); ++j) {
