@@ -186,7 +186,7 @@ struct IvfPqIndex::Impl {
     out.ids.assign(n * k, kNoId);
     out.scores.assign(n * k, -std::numeric_limits<float>::infinity());
     std::vector<float> scores(p.nlist), scratch;
-    std::vector<Candidate> best;
+    std::vector<Candidate> best, shortlist;
     TopKHeap collector;
     const float* bias = p.metric == Metric::L2 ? centroidBias.data() : nullptr;
     const bool sketch = !centroidCodes.empty() && sketchShortlist(k) < p.nlist;
@@ -238,7 +238,6 @@ struct IvfPqIndex::Impl {
         kernels->i8.scanRows(bytes.data(), centroidCodes.data(), p.nlist, p.dim, prepared.scale, prepared.offset, bias,
                              scores.data());
         bestOfAll(sketchShortlist(k));
-        std::vector<Candidate> shortlist;
         shortlist.swap(best);
         collect(k, [&](auto&& offer) {
           for (const Candidate& c : shortlist) {
