@@ -16,6 +16,7 @@
 #include "flat.h"  // requireFinite, requireNewIds, requireF16Range
 #include "index_file.h"
 #include "kmeans.h"
+#include "prefetch.h"
 #include "row_bits.h"
 #include "simd/dispatch.h"
 #include "sq.h"
@@ -367,6 +368,28 @@ struct IvfPqIndex::Impl {
       unpackFastScan(list.packed.data(), position, 1, p.m, code.data());
       pq.scan(table, code.data(), 1, bias, &c.score);
       c.id = list.ids[position];
+    }
+  }
+
+  // Starts loading a refine vector into the cache, every line of it: the refine reads one
+  // vector per candidate at a random place, so each waits on memory (on 200,000 x 768 f16,
+  // about 290 ns a vector; with the next vectors' lines requested while one is scored, about 200).
+  void prefetchRefine(uint32_t row) const {
+    const size_t slot = refineSlot(row);
+    const char* x = p.refine == RefineStorage::F32 ? reinterpret_cast<const char*>(refineF32.data() + slot * p.dim)
+                                                   : reinterpret_cast<const char*>(refineF16.data() + slot * p.dim);
+    prefetchBytes(x, p.dim * (p.refine == RefineStorage::F32 ? sizeof(float) : sizeof(uint16_t)));
+  }
+
+  // Exact scores of `best` on their refine vectors, loading a few vectors ahead of the one scored.
+  void refineAll(const float* query, std::vector<Candidate>& best) const {
+    constexpr size_t kAhead = 4;
+    for (size_t i = 0; i < std::min(kAhead, best.size()); ++i) prefetchRefine(best[i].row);
+    for (size_t i = 0; i < best.size(); ++i) {
+      if (i + kAhead < best.size()) prefetchRefine(best[i + kAhead].row);
+      Candidate& c = best[i];
+      c.score = refineScore(query, c.row);
+      if (std::isnan(c.score)) c.score = kNegInf;
     }
   }
 
@@ -1184,11 +1207,7 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
         }
         if (refined) {
           keepBest(best, keep);
-          const float* query = chunkQueries + q * dim;
-          for (auto& c : best) {
-            c.score = refineScore(query, c.row);
-            if (std::isnan(c.score)) c.score = kNegInf;
-          }
+          refineAll(chunkQueries + q * dim, best);
         }
         selectBest(best, sp.k);
         const size_t base = (q0 + q) * sp.k;
