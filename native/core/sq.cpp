@@ -54,7 +54,7 @@ int ScalarQuantizer::queryLimit(size_t dim) {
   return static_cast<int>(std::clamp<size_t>(limit, 1, 127));
 }
 
-I8Query ScalarQuantizer::prepareQuery(const float* q, int8_t* out) const {
+I8Query ScalarQuantizer::prepareQuery(const float* q, int8_t* out, int maxMagnitude) const {
   const size_t n = min_.size();
   double offset = 0.0;
   float maxAbs = 0.0f;
@@ -68,7 +68,7 @@ I8Query ScalarQuantizer::prepareQuery(const float* q, int8_t* out) const {
     std::fill(out, out + n, int8_t{0});
     return prepared;
   }
-  const int limit = queryLimit(n);
+  const int limit = std::clamp(std::min(queryLimit(n), maxMagnitude), 1, 127);
   // The inverse in double: a tiny maxAbs would make a float inverse infinite.
   const double inverse = limit / static_cast<double>(maxAbs);
   for (size_t d = 0; d < n; ++d) {

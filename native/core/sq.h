@@ -56,8 +56,9 @@ class ScalarQuantizer {
   // `out` (dim bytes) and returns the scale and offset that turn their integer dot with a
   // row's codes into an approximation of q · decode(row). The rounding error of a weight is
   // at most scale / 2, so the approximation is within scale / 2 * sum_d c_d of the decoded
-  // product. A zero query (or zero range) gives zero bytes and scale 0.
-  I8Query prepareQuery(const float* q, int8_t* out) const;
+  // product. A zero query (or zero range) gives zero bytes and scale 0. `maxMagnitude` caps
+  // the bytes further (kSmallQueryLimit for KernelsI8::scanRowsSmallQuery).
+  I8Query prepareQuery(const float* q, int8_t* out, int maxMagnitude = 127) const;
 
   // The largest query byte magnitude for which 255 × |q| × dim, the largest possible
   // |dot|, fits int32: 127 up to dim 66311, less beyond (8 at dim 2^20).

@@ -258,12 +258,21 @@ int32_t dotI8(const uint8_t* x, const int8_t* q, size_t dim) {
   return sum;
 }
 
-// Four rows at a time: each query block is split into 16-bit lanes once for the four rows,
-// and the four sums are reduced together. The four rows are adjacent, so their loads still
-// form one forward stream for the prefetchers.
-void scanRowsI8(const int8_t* query, const uint8_t* rows, size_t count, size_t dim, float scale, float offset,
-                const float* bias, float* scores) {
+// 32 codes against 32 query bytes of magnitude at most kSmallQueryLimit: vpmaddubsw's pair
+// sums (at most 2 × 255 × 63) fit its 16-bit lanes without saturating.
+inline __m256i dotSmallI8x32(const uint8_t* x, __m256i q, __m256i ones16, __m256i acc) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(v, q), ones16));
+}
+
+// Four rows at a time: each query block is split into 16-bit lanes once for the four rows
+// (or, for a small query, loaded as bytes), and the four sums are reduced together. The
+// four rows are adjacent, so their loads still form one forward stream for the prefetchers.
+template <bool SmallQuery>
+void scanRowsI8T(const int8_t* query, const uint8_t* rows, size_t count, size_t dim, float scale, float offset,
+                 const float* bias, float* scores) {
   const __m256i lowBytes = _mm256_set1_epi16(0x00FF);
+  const __m256i ones16 = _mm256_set1_epi16(1);
   size_t r = 0;
   for (; r + 4 <= count; r += 4) {
     const uint8_t* x0 = rows + r * dim;
@@ -274,11 +283,19 @@ void scanRowsI8(const int8_t* query, const uint8_t* rows, size_t count, size_t d
             a3 = _mm256_setzero_si256();
     size_t i = 0;
     for (; i + 32 <= dim; i += 32) {
-      const QueryLanes q = queryLanes(query + i);
-      a0 = dotI8x32(x0 + i, q, lowBytes, a0);
-      a1 = dotI8x32(x1 + i, q, lowBytes, a1);
-      a2 = dotI8x32(x2 + i, q, lowBytes, a2);
-      a3 = dotI8x32(x3 + i, q, lowBytes, a3);
+      if constexpr (SmallQuery) {
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(query + i));
+        a0 = dotSmallI8x32(x0 + i, q, ones16, a0);
+        a1 = dotSmallI8x32(x1 + i, q, ones16, a1);
+        a2 = dotSmallI8x32(x2 + i, q, ones16, a2);
+        a3 = dotSmallI8x32(x3 + i, q, ones16, a3);
+      } else {
+        const QueryLanes q = queryLanes(query + i);
+        a0 = dotI8x32(x0 + i, q, lowBytes, a0);
+        a1 = dotI8x32(x1 + i, q, lowBytes, a1);
+        a2 = dotI8x32(x2 + i, q, lowBytes, a2);
+        a3 = dotI8x32(x3 + i, q, lowBytes, a3);
+      }
     }
     if (i + 16 <= dim) {
       a0 = dotI8x16(x0 + i, query + i, a0);
@@ -308,6 +325,16 @@ void scanRowsI8(const int8_t* query, const uint8_t* rows, size_t count, size_t d
   }
 }
 
+void scanRowsI8(const int8_t* query, const uint8_t* rows, size_t count, size_t dim, float scale, float offset,
+                const float* bias, float* scores) {
+  scanRowsI8T<false>(query, rows, count, dim, scale, offset, bias, scores);
+}
+
+void scanRowsI8SmallQuery(const int8_t* query, const uint8_t* rows, size_t count, size_t dim, float scale,
+                          float offset, const float* bias, float* scores) {
+  scanRowsI8T<true>(query, rows, count, dim, scale, offset, bias, scores);
+}
+
 constexpr int kFmaChains = 12;
 
 float fmaLoop(size_t iterations) {
@@ -329,7 +356,7 @@ const Kernels kTable = {
      floatsToF16, f16ToFloats},
     {dot16<widenBf16x8>, l2sq16<widenBf16x8>, scanRows16<widenBf16x8>, packPanel16<widenBf16x8, bf16ToFloat>,
      floatsToBf16Scalar, bf16ToFloatsScalar},
-    {"avx2", dotI8, scanRowsI8},
+    {"avx2", dotI8, scanRowsI8, scanRowsI8SmallQuery},
     scanRowsCached,
 };
 

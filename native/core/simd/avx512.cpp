@@ -248,7 +248,7 @@ const Kernels kTable = {
      f16ToFloats},
     {dot16<bf16Lanes>, l2sq16<bf16Lanes>, scanRows16<bf16Lanes>, packPanel16<widenBf16x8, bf16ToFloat>,
      floatsToBf16Scalar, bf16ToFloatsScalar},
-    {"avx512", dotI8, scanRowsI8},
+    {"avx512", dotI8, scanRowsI8, scanRowsI8},
     scanRowsCached,
 };
 

@@ -47,7 +47,7 @@ void scanRows(const int8_t* query, const uint8_t* rows, size_t count, size_t dim
   }
 }
 
-const KernelsI8 kTable = {"avx512-vnni", dot, scanRows};
+const KernelsI8 kTable = {"avx512-vnni", dot, scanRows, scanRows};
 
 }  // namespace
 

@@ -207,7 +207,7 @@ const Kernels kTable = {
      floatsToF16, f16ToFloats},
     {dot16<widenBf16x4, bf16ToFloat>, l2sq16<widenBf16x4, bf16ToFloat>, scanRows16<widenBf16x4, bf16ToFloat>,
      nullptr, floatsToBf16Scalar, bf16ToFloatsScalar},
-    {"neon", dotI8, scanRowsI8},
+    {"neon", dotI8, scanRowsI8, scanRowsI8},
 };
 
 }  // namespace

@@ -110,7 +110,7 @@ const Kernels kTable = {
     {dot16<f16ToFloat>, l2sq16<f16ToFloat>, scanRows16<f16ToFloat>, nullptr, floatsToF16Scalar, f16ToFloatsScalar},
     {dot16<bf16ToFloat>, l2sq16<bf16ToFloat>, scanRows16<bf16ToFloat>, nullptr, floatsToBf16Scalar,
      bf16ToFloatsScalar},
-    {"scalar", dotI8, scanRowsI8},
+    {"scalar", dotI8, scanRowsI8, scanRowsI8},
 };
 
 }  // namespace

@@ -109,6 +109,75 @@ TEST_CASE("i8.kernels_match_scalar_every_variant") {
   }
 }
 
+TEST_CASE("i8.small_query_scan_matches_scalar_every_variant") {
+  // scanRowsSmallQuery on queries within ±kSmallQueryLimit: the scores of the exact integer
+  // dot, on random bytes and on the extremes (every code 255, every query byte ±63), where a
+  // 16-bit pair sum is largest.
+  const simd::KernelsI8& scalar = simd::scalarKernels().i8;
+  for (const simd::KernelsI8* k : simd::supportedI8Kernels()) {
+    for (size_t dim : awkwardDims()) {
+      for (size_t count : {size_t{1}, size_t{4}, size_t{7}, size_t{37}}) {
+        for (int pattern = 0; pattern < 3; ++pattern) {
+          auto q = randomQuery(dim, simd::kSmallQueryLimit, 5 + static_cast<uint32_t>(dim + pattern));
+          auto rows = randomCodes(count * dim, 6 + static_cast<uint32_t>(dim + count));
+          if (pattern > 0) {
+            for (auto& x : rows) x = 255;
+            for (size_t i = 0; i < dim; ++i) {
+              const int sign = pattern == 1 ? 1 : (i % 2 == 0 ? 1 : -1);
+              q[i] = static_cast<int8_t>(sign * simd::kSmallQueryLimit);
+            }
+          }
+          const auto bias = randomVectors(1, count, 10);
+          const float scale = 0.0071f, offset = 0.25f;
+          std::vector<float> scores(count), reference(count);
+          k->scanRowsSmallQuery(q.data(), rows.data(), count, dim, scale, offset, bias.data(), scores.data());
+          scalar.scanRows(q.data(), rows.data(), count, dim, scale, offset, bias.data(), reference.data());
+          for (size_t r = 0; r < count; ++r) {
+            const int64_t exact = dotRef(rows.data() + r * dim, q.data(), dim);
+            const double want = double(exact) * scale + offset + bias[r];
+            const double tol = 1e-6 * (std::fabs(double(exact) * scale) + std::fabs(offset) + std::fabs(bias[r]) + 1.0);
+            CHECK_MSG(std::fabs(scores[r] - want) <= tol, k->name << " dim " << dim << " count " << count << " pattern "
+                                                                 << pattern << " row " << r << ": " << scores[r]
+                                                                 << " vs " << want);
+            CHECK(std::fabs(reference[r] - want) <= tol);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("i8.prepare_query_caps_the_bytes") {
+  const size_t dim = 96;
+  const auto data = randomVectors(200, dim, 12);
+  const ScalarQuantizer sq = ScalarQuantizer::train(data.data(), 200, dim);
+  const auto q = randomVectors(1, dim, 13);
+  std::vector<int8_t> full(dim), small(dim);
+  const I8Query a = sq.prepareQuery(q.data(), full.data());
+  const I8Query b = sq.prepareQuery(q.data(), small.data(), simd::kSmallQueryLimit);
+  int maxFull = 0, maxSmall = 0;
+  for (size_t d = 0; d < dim; ++d) {
+    maxFull = std::max(maxFull, std::abs(int{full[d]}));
+    maxSmall = std::max(maxSmall, std::abs(int{small[d]}));
+  }
+  CHECK(maxFull == 127);
+  CHECK(maxSmall == simd::kSmallQueryLimit);
+  CHECK(std::fabs(b.scale * simd::kSmallQueryLimit - a.scale * 127) <= 1e-6f * a.scale * 127);
+  CHECK(a.offset == b.offset);
+  // Both approximate q · decode(row) within their rounding bound.
+  std::vector<float> decoded(dim);
+  std::vector<uint8_t> codes(dim);
+  sq.encode(data.data(), codes.data());
+  sq.decode(codes.data(), decoded.data());
+  double exact = 0.0, codeSum = 0.0;
+  for (size_t d = 0; d < dim; ++d) {
+    exact += double(q[d]) * decoded[d];
+    codeSum += codes[d];
+  }
+  const double approx = double(dotRef(codes.data(), small.data(), dim)) * b.scale + b.offset;
+  CHECK(std::fabs(approx - exact) <= b.scale / 2 * codeSum + 1e-4);
+}
+
 TEST_CASE("i8.kernels_never_saturate_at_the_extremes") {
   // Every product at its largest magnitude, at the largest dim queryLimit allows 127 for
   // and past it: a saturating 16-bit step (vpmaddubsw) or a lost carry would show here.
