@@ -270,10 +270,10 @@ async function main(): Promise<void> {
   if (options.suites.includes('train')) {
     // Loaded only when asked for: it reads WordNet and needs minisearch.
     const { runTrainSuite } = await import('./suites/train.js');
-    const { WORDNET_EPOCHS } = await import('../lib/train/wordnet-model.js');
+    const { WORDNET_BATCH_SIZE, WORDNET_EPOCHS } = await import('../lib/train/wordnet-model.js');
     suites.train = await runTrainSuite({
       epochs: options.quick ? 1 : WORDNET_EPOCHS,
-      batchSize: 512,
+      batchSize: WORDNET_BATCH_SIZE,
       extraNegatives: 512,
       threads: options.threads,
       seed: options.seed,

