@@ -308,7 +308,7 @@ ${ITEM_OPTIONS.replace('JSONL, one item record per line', 'JSONL item records, r
     usage: `ebrix start [--dir DIR] [--host ADDR] [--port N] [--index hnsw|flat]
 
 Runs the embedded default end to end (npm start runs this): trains the WordNet model into
-DIR/wordnet if there is none (about a minute and a half on 2 cores), embeds every synset
+DIR/wordnet if there is none (under 2 minutes on 2 cores), embeds every synset
 into one index per task output: an HNSW graph (default) saved as DIR/wordnet.<task>.hnsw.index,
 or with --index flat an exact scan saved as DIR/wordnet.<task>.index (mapped on later starts),
 and serves the search page and the HTTP API on http://127.0.0.1:8080, printing three

@@ -125,7 +125,7 @@ export async function prepareWordNet(options: PrepareWordNetOptions = {}): Promi
   const dir = path.resolve(options.dir ?? 'models');
   const modelDir = path.join(dir, 'wordnet');
   if (!existsSync(path.join(modelDir, MANIFEST_FILE))) {
-    log(`no model in ${modelDir}: training the WordNet model (once; about a minute and a half on 2 cores)`);
+    log(`no model in ${modelDir}: training the WordNet model (once; under 2 minutes on 2 cores)`);
     const result = await trainWordNet({ out: modelDir, evaluate: true, log });
     for (const [task, m] of Object.entries(result.test?.perTask ?? {})) {
       log(`  held-out ${task.padEnd(8)} recall@10 ${m.recallAt[10]!.toFixed(3)}  MRR ${m.mrr.toFixed(3)}`);
