@@ -58,7 +58,7 @@ export interface WordNetModelOptions {
  */
 export const WORDNET_EPOCHS = 5;
 export const WORDNET_BATCH_SIZE = 1024;
-/** Validation queries per task scored after each epoch (a seeded subset; all when fewer). */
+/** Validation queries per task scored after each epoch (an even stride over them; all when fewer). */
 export const WORDNET_VALIDATION_QUERIES = 3000;
 export const WORDNET_TRAINER_OPTIONS: TrainerOptions = { learningRate: 2e-3, sparseLearningRate: 0.01 };
 /**

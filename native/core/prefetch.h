@@ -1,7 +1,8 @@
 #pragma once
-// A read prefetch of one cache line that the compiler keeps: GCC drops a loop whose body is
-// only __builtin_prefetch calls once the loop is inlined (the refine's whole-vector prefetch
-// compiled to nothing at -O1 and above), so the hint is an asm statement where the ISA is known.
+// A read prefetch of one cache line that the compiler keeps. GCC 12 compiled the IVF-PQ
+// refine's loop of __builtin_prefetch calls over a vector's lines to nothing at -O1 and
+// above (no prefetch instruction in the object), so the hint is an asm statement where the
+// ISA is known.
 
 #include <cstddef>
 
