@@ -6,6 +6,7 @@
 
 #include "half.h"
 #include "kernels.h"
+#include "../prefetch.h"
 
 namespace ebrix::simd {
 namespace {
@@ -283,6 +284,15 @@ void scanRowsI8T(const int8_t* query, const uint8_t* rows, size_t count, size_t 
             a3 = _mm256_setzero_si256();
     size_t i = 0;
     for (; i + 32 <= dim; i += 32) {
+      // The next four rows, a line each per line read here: the four interleaved streams
+      // outrun the hardware prefetcher (200,000 x 768 IVF-PQ, whose 768 KiB coarse sketch
+      // streams from L3: about 5% more queries a second).
+      if ((i & 63) == 0 && r + 8 <= count) {
+        prefetchLine(x0 + 4 * dim + i);
+        prefetchLine(x1 + 4 * dim + i);
+        prefetchLine(x2 + 4 * dim + i);
+        prefetchLine(x3 + 4 * dim + i);
+      }
       if constexpr (SmallQuery) {
         const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(query + i));
         a0 = dotSmallI8x32(x0 + i, q, ones16, a0);
