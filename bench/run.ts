@@ -31,7 +31,7 @@
 // compares held-out recall with a BM25 baseline over the same text. Suite serve runs the main
 // job's WordNet service on loopback (its model and indexes in ./models, trained and built there
 // when missing; autocannon at 1, 16 and 64 connections: query tower → flat or HNSW index →
-// exact-name re-ranker) against tower inference alone, over HTTP and in process (--quick: 2 s runs).
+// hybrid re-ranker) against tower inference alone, over HTTP and in process (--quick: 2 s runs).
 
 import { parseArgs } from 'node:util';
 import { hardwareThreads } from '../lib/index.js';

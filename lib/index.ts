@@ -215,6 +215,7 @@ export {
   type RankerFunction,
   type RankerObject,
 } from './serve/ranker.js';
+export { Bm25Scorer, type Bm25Options } from './serve/lexical.js';
 export {
   LATENCY_BUCKETS_SECONDS,
   STAGES,

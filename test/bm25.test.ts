@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import { BM25_B, BM25_K1, bm25Evaluate, bm25Scores } from '../bench/baselines/bm25.js';
 import { InvalidArgumentError } from '../lib/errors.js';
+import { Bm25Scorer } from '../lib/serve/lexical.js';
 import { loadWordNet, wordnetQueries } from '../lib/train/wordnet.js';
 
 // Distinct-token lengths: 5, 4 ('cat' twice), 4, 5, 5, 5.
@@ -100,5 +101,61 @@ describe('bm25Evaluate', () => {
       const b = bm25Evaluate(docs, taskQueries, { engine: 'minisearch' });
       expect(a).toEqual(b);
     }
+  });
+});
+
+// The serving scorer (lib/serve/lexical.ts) keeps a forward index and scores only the
+// candidates it is given; MiniSearch, through the bench's engine, is its reference.
+describe('Bm25Scorer', () => {
+  it('scores candidates as MiniSearch scores them, 0 where nothing matches, on a WordNet sample', async () => {
+    const wordnet = await loadWordNet();
+    const sample = wordnet.filter((_, i) => i % 25 === 0);
+    const texts = sample.map((i) => `${i.lemmas} ${i.hypernyms} ${i.lexfile}`);
+    const scorer = new Bm25Scorer(texts);
+    expect(scorer.size).toBe(texts.length);
+    const split = wordnetQueries(sample, { valid: 0, test: 0.1 });
+    const queries = split.test.filter((q) => q.task !== 'usage').slice(0, 300).map((q) => q.text);
+    const reference = bm25Scores(texts.map((text) => ({ text })), queries, 'minisearch');
+    let worst = 0;
+    let matched = 0;
+    queries.forEach((query, q) => {
+      // Every item MiniSearch matched, and as many it did not (in bigint form too).
+      const hits = [...reference[q]!.keys()];
+      const misses = Array.from({ length: hits.length + 5 }, (_, i) => (i * 37 + q) % texts.length).filter((p) => !reference[q]!.has(p));
+      const got = scorer.scores(query, [...hits, ...misses.map(BigInt)]);
+      hits.forEach((position, i) => {
+        const want = reference[q]!.get(position)!;
+        worst = Math.max(worst, Math.abs(got[i]! - want) / want);
+      });
+      for (let i = hits.length; i < got.length; i++) expect(got[i]).toBe(0);
+      matched += hits.length;
+    });
+    expect(matched).toBeGreaterThan(1000);
+    expect(worst).toBeLessThan(1e-12);
+  });
+
+  it('counts a repeated query word again, uses k1 and b, and checks its arguments', () => {
+    const scorer = new Bm25Scorer(items.map((i) => i.text));
+    const [once] = scorer.scores('cat', [1]);
+    expect(scorer.scores('cat cat', [1])[0]).toBeCloseTo(2 * once!, 12);
+    expect(scorer.scores('', [0, 1])).toEqual(new Float64Array(2));
+    expect(scorer.scores('cat', [])).toEqual(new Float64Array(0));
+    // b = 0: no length normalisation, so the single 'cat' of item 0 weighs the same wherever it is.
+    const flat = new Bm25Scorer(['cat', 'cat dog bird fish'], { b: 0 });
+    const [short, long] = flat.scores('cat', [0, 1]);
+    expect(short).toBeCloseTo(long!, 12);
+    expect(new Bm25Scorer(['cat', 'cat dog bird fish']).scores('cat', [0, 1])[0]).toBeGreaterThan(long!);
+    expect(new Bm25Scorer([]).scores('cat', [])).toEqual(new Float64Array(0));
+
+    expect(() => scorer.scores('cat', [6])).toThrow('Expected an item position from 0 to 5 for positions[0] but received 6');
+    expect(() => scorer.scores('cat', [0, -1])).toThrow(InvalidArgumentError);
+    expect(() => scorer.scores('cat', [1.5])).toThrow(InvalidArgumentError);
+    expect(() => scorer.scores('cat', [7n])).toThrow(InvalidArgumentError);
+    expect(() => scorer.scores(3 as unknown as string, [0])).toThrow('Expected a string for query but received 3');
+    expect(() => scorer.scores('cat', null as unknown as number[])).toThrow(InvalidArgumentError);
+    expect(() => new Bm25Scorer('cat' as unknown as string[])).toThrow(InvalidArgumentError);
+    expect(() => new Bm25Scorer(['cat', 5 as unknown as string])).toThrow('Expected a string for texts[1] but received 5');
+    expect(() => new Bm25Scorer(['cat'], { b: 2 })).toThrow(InvalidArgumentError);
+    expect(() => new Bm25Scorer(['cat'], { k1: -1 })).toThrow(InvalidArgumentError);
   });
 });

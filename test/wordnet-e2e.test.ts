@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { FlatIndex } from '../lib/index/flat.js';
 import { TwoTowerModel } from '../lib/model/two-tower.js';
 import { Retriever } from '../lib/serve/retriever.js';
-import { exactNameRanker, runWordNetJob } from '../lib/serve/wordnet-job.js';
+import { runWordNetJob, wordnetRanker } from '../lib/serve/wordnet-job.js';
 import { trainWordNet, wordnetItemRecord, type TrainWordNetResult } from '../lib/train/wordnet-model.js';
 import { loadWordNet, wordnetQueries } from '../lib/train/wordnet.js';
 
@@ -55,7 +55,8 @@ describe('WordNet end to end', () => {
         await model.embedItems(part),
       );
     }
-    const retriever = new Retriever({ model, index, items: records, ranker: exactNameRanker, candidates: 100, k: 10 });
+    // The job's ranker: tower score + BM25 + exact-name bonus.
+    const retriever = new Retriever({ model, index, items: records, ranker: wordnetRanker(records), candidates: 100, k: 10 });
     // The held-out gloss queries, each with its synsets (a few definitions are shared).
     const relevant = new Map<string, Set<number>>();
     for (const q of split.test) if (q.task === 'gloss') relevant.set(q.text, (relevant.get(q.text) ?? new Set()).add(q.item));

@@ -3,8 +3,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { beforeAll, describe, expect, it } from 'vitest';
-import { EXACT_NAME_BONUS, exactNameRanker } from '../lib/serve/wordnet-job.js';
-import type { WordNetItemRecord } from '../lib/train/wordnet-model.js';
+import { EXACT_NAME_BONUS, LEXICAL_WEIGHT, exactNameRanker, wordnetRanker } from '../lib/serve/wordnet-job.js';
+import { Bm25Scorer } from '../lib/serve/lexical.js';
+import { wordnetItemText, type WordNetItemRecord } from '../lib/train/wordnet-model.js';
 
 import { CorruptFileError, InvalidArgumentError, IoError } from '../lib/errors.js';
 import {
@@ -331,5 +332,41 @@ describe('the main job’s exact-name ranker', () => {
     expect(exactNameRanker({ text: 'a machine for driving' }, candidates)).toEqual([0.9, 0.8, 0.7]);
     expect(exactNameRanker({ text: '' }, candidates)).toEqual([0.9, 0.8, 0.7]);
     expect(exactNameRanker({}, candidates)).toEqual([0.9, 0.8, 0.7]);
+  });
+});
+
+describe('the main job’s hybrid ranker', () => {
+  const records: WordNetItemRecord[] = [
+    { key: 'a', lemmas: 'tiger Panthera_tigris', words: ['tiger', 'Panthera_tigris'], hypernyms: 'big_cat cat', pos: 'noun', lexfile: 'noun.animal' },
+    { key: 'b', lemmas: 'lion', words: ['lion'], hypernyms: 'big_cat cat', pos: 'noun', lexfile: 'noun.animal' },
+    { key: 'c', lemmas: 'coat', words: ['coat'], hypernyms: 'overgarment', pos: 'noun', lexfile: 'noun.artifact' },
+    { key: 'd', lemmas: 'stripe', words: ['stripe'], hypernyms: 'band', pos: 'noun', lexfile: 'noun.shape' },
+  ];
+  const candidates = (scores: number[]) => scores.map((towerScore, i) => ({ id: BigInt(i), towerScore, record: records[i] }));
+
+  it('adds the weighted BM25 score of the query against each synset’s text, and the exact-name bonus', () => {
+    const ranker = wordnetRanker(records);
+    const bm25 = new Bm25Scorer(records.map(wordnetItemText));
+    const query = 'a striped big cat, a tiger';
+    const lexical = bm25.scores(query, [0, 1, 2, 3]);
+    expect(lexical[0]).toBeGreaterThan(lexical[1]!); // 'tiger' on top of the shared 'big' and 'cat'
+    expect(lexical[1]).toBeGreaterThan(0);
+    expect(lexical[2]).toBe(0);
+    const scores = ranker({ text: query }, candidates([0.5, 0.6, 0.7, 0.55]));
+    [0.5, 0.6, 0.7, 0.55].forEach((tower, i) => expect(scores[i]).toBeCloseTo(tower + LEXICAL_WEIGHT * lexical[i]!, 12));
+    // 'coat' names synset c: the bonus, and its BM25 score.
+    const named = ranker({ text: 'COAT' }, candidates([0.5, 0.6, 0.7, 0.55]));
+    expect(named[2]).toBeCloseTo(0.7 + EXACT_NAME_BONUS + LEXICAL_WEIGHT * bm25.scores('coat', [2])[0]!, 12);
+    expect(named[0]).toBeCloseTo(0.5, 12);
+    // No text: the tower's scores.
+    expect(ranker({}, candidates([0.5, 0.6, 0.7, 0.55]))).toEqual([0.5, 0.6, 0.7, 0.55]);
+  });
+
+  it('changes the order where the words match: a close second by tower score overtakes on them', () => {
+    const ranker = wordnetRanker(records);
+    const list = candidates([0.5, 0.505, 0.2, 0.2]);
+    const order = (scores: ArrayLike<number>) => [...list.keys()].sort((a, b) => scores[b]! - scores[a]!);
+    expect(order(list.map((c) => c.towerScore))).toEqual([1, 0, 2, 3]);
+    expect(order(ranker({ text: 'a large wild cat, a tiger' }, list))).toEqual([0, 1, 2, 3]);
   });
 });

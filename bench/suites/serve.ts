@@ -4,7 +4,7 @@
 // The bench serves what `npm start` serves: the WordNet default model (trained into
 // `<models>/wordnet` if missing, as the job does) and one index per item-tower output, opened
 // or built by the job's own code (lib/serve/wordnet-job.ts), behind the HTTP service with the
-// job's exact-name re-ranker (100 candidates → k 10). It runs once with the exact FlatIndex and
+// job's hybrid re-ranker (tower score + BM25 + exact-name bonus; 100 candidates → k 10). It runs once with the exact FlatIndex and
 // once with the job's HNSW graphs, and sends held-out queries of all three tasks (the seed-1
 // split's test queries, each with its task):
 //
@@ -265,7 +265,7 @@ export async function runServeSuite(options: ServeSuiteOptions): Promise<ServeSu
     dim,
     candidates: options.candidates,
     k: options.k,
-    ranker: `the job's exact-name re-ranker (TypeScript)`,
+    ranker: `the job's hybrid re-ranker: tower + BM25 + exact-name bonus (TypeScript)`,
     indexes: {
       flat: 'FlatIndex (ip, f32, exact)',
       hnsw: `HnswIndex (ip, f32, M ${WORDNET_HNSW.connectivity}, efConstruction ${WORDNET_HNSW.expansionAdd}, ef ${WORDNET_HNSW.expansion})`,

@@ -29,6 +29,7 @@ import {
   WORDNET_TRAINER_OPTIONS,
   wordnetExamples,
   wordnetItemRecord,
+  wordnetItemText,
   wordnetModelSpec,
   wordnetPairs,
   wordnetValidation,
@@ -133,7 +134,7 @@ export async function runTrainSuite(options: TrainSuiteOptions): Promise<TrainSu
     if (options.singleTask) for (const task of WORDNET_TASKS) singleTask[task] = await train([task], modelSeed);
     seeds.push({ modelSeed, multiTask, singleTask });
   }
-  const itemText = records.map((r, id) => ({ id, text: `${r.lemmas} ${r.hypernyms} ${r.lexfile.replace('.', ' ')}` }));
+  const itemText = records.map((r, id) => ({ id, text: wordnetItemText(r) }));
   const bm25: Record<string, RetrievalMetrics> = {};
   for (const task of WORDNET_TASKS) {
     const test = split.test.filter((q) => q.task === task);

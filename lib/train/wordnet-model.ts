@@ -31,6 +31,11 @@ export function wordnetItemRecord(item: WordNetItem): WordNetItemRecord {
   return { key: item.key, lemmas: item.words.join(' '), words: item.words, hypernyms: item.hypernyms, pos: item.pos, lexfile: item.lexfile };
 }
 
+/** A synset as one text, for lexical scoring: its words, its hypernyms' words and its lexicographer file ('noun animal'). */
+export function wordnetItemText(record: WordNetItemRecord): string {
+  return `${record.lemmas} ${record.hypernyms} ${record.lexfile.replace('.', ' ')}`;
+}
+
 export interface WordNetModelOptions {
   /** Output embedding width (default 128). */
   dim?: number;
