@@ -4,9 +4,9 @@
 // The bench serves what `npm start` serves: the WordNet default model (trained into
 // `<models>/wordnet` if missing, as the job does) and one index per item-tower output, opened
 // or built by the job's own code (lib/serve/wordnet-job.ts), behind the HTTP service with the
-// job's hybrid re-ranker (tower score + BM25 + exact-name bonus; 100 candidates → k 10). It runs once with the exact FlatIndex and
-// once with the job's HNSW graphs, and sends held-out queries of all three tasks (the seed-1
-// split's test queries, each with its task):
+// job's hybrid re-ranker (tower score + BM25 + exact-name bonus; 100 candidates → k 10). It
+// runs once with the exact FlatIndex and once with the job's HNSW graphs, and sends held-out
+// queries of all three tasks (the seed-1 split's test queries, each with its task):
 //
 //   1. HTTP: autocannon (in a worker thread, so that the load generator does not share the
 //      server's event loop) at 1, 16 and 64 connections against POST /v1/search (query tower →
