@@ -161,7 +161,8 @@ struct IvfPqIndex::Impl {
   // the float scan being compute-bound there like the byte scan). The query is rounded to
   // ±kSmallQueryLimit, which lets AVX2 multiply the bytes directly: 200,000 × 128 with 2,048
   // lists (a 256 KiB sketch, held in L2), nprobe 8: about 41 → 39 µs a query; at 768-d with
-  // 1,024 lists the scan streams its 768 KiB from L3 and stays where it was.
+  // 1,024 lists the scan streams its 768 KiB from L3, where what helped instead was the AVX2
+  // scan's prefetch of the rows ahead (7-10% more queries a second).
   static constexpr size_t kCoarseSketchMinBytes = size_t{256} << 10;
   ScalarQuantizer centroidSq;
   std::vector<uint8_t> centroidCodes;  // nlist × dim; empty: no sketch

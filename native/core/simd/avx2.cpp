@@ -268,7 +268,8 @@ inline __m256i dotSmallI8x32(const uint8_t* x, __m256i q, __m256i ones16, __m256
 
 // Four rows at a time: each query block is split into 16-bit lanes once for the four rows
 // (or, for a small query, loaded as bytes), and the four sums are reduced together. The
-// four rows are adjacent, so their loads still form one forward stream for the prefetchers.
+// four rows are adjacent, but their loads interleave four streams, so the next four rows are
+// prefetched in software (below).
 template <bool SmallQuery>
 void scanRowsI8T(const int8_t* query, const uint8_t* rows, size_t count, size_t dim, float scale, float offset,
                  const float* bias, float* scores) {
