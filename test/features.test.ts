@@ -122,6 +122,20 @@ describe('textTerms', () => {
     expect(textTerms('solo', 3)).toEqual(['solo']);
     expect(textTerms('', 3)).toEqual([]);
   });
+
+  it('adds the prefixes of longer words after the words, before the n-grams', () => {
+    expect(textTerms('Striped stripes strip', 1, Infinity, 5)).toEqual(['striped', 'stripes', 'strip', 'strip', 'strip']);
+    expect(textTerms('big striped cats', 2, Infinity, 3)).toEqual(['big', 'striped', 'cats', 'str', 'cat', 'big striped', 'striped cats']);
+    expect(textTerms('big striped cats', 2, 4, 3)).toEqual(['big', 'striped', 'cats', 'str']);
+    expect(textTerms('big striped cats', 2, 2, 3)).toEqual(['big', 'striped']);
+    // Code points, not code units: a surrogate pair is one and is never split.
+    expect(textTerms('𝐀𝐁𝐂𝐃x', 1, Infinity, 2)).toEqual(['abcdx', 'ab']); // NFKC folds the bold letters
+    expect(textTerms('𠀀𠀁𠀂', 1, Infinity, 2)).toEqual(['𠀀𠀁𠀂', '𠀀𠀁']);
+    expect(textTerms('𠀀𠀁', 1, Infinity, 2)).toEqual(['𠀀𠀁']);
+    expect(textTerms('Crème brûlée', 1, Infinity, 3)).toEqual(['crème', 'brûlée', 'crè', 'brû']);
+    expectThrows(() => textTerms('a', 1, Infinity, -1), InvalidArgumentError, /prefixLength/);
+    expectThrows(() => textTerms('a', 1, Infinity, 1.5), InvalidArgumentError, /prefixLength/);
+  });
 });
 
 describe('hashToken', () => {
@@ -222,6 +236,14 @@ describe('FeatureEncoder: categorical', () => {
 });
 
 describe('FeatureEncoder: text', () => {
+  it('gives a prefix the id of the same word in the vocabulary', () => {
+    const spec = title({ maxLength: 6, prefixLength: 5, vocabulary: ['strip', 'stripes', 'cat'], buckets: undefined });
+    const out = new FeatureEncoder([validateFeatureSpec(spec)]).encode([{ title: 'Striped cat' }, { title: 'stripes' }]);
+    // 'striped' is unknown (0) but its prefix 'strip' is word 1; 'cat' is no longer than 5 and adds nothing.
+    expect(Array.from(out['title.ids']!.data)).toEqual([0, 3, 1, 0, 0, 0, 2, 1, 0, 0, 0, 0]);
+    expect(Array.from(out['title.mask']!.data)).toEqual([1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0]);
+  });
+
   it('pads ids and mask with 0 after the last term, and gives empty text no terms', () => {
     const spec = title({ maxLength: 4, vocabulary: ['red', 'fox', 'quick'], buckets: undefined });
     const out = new FeatureEncoder([spec]).encode([{ title: 'Quick red FOX' }, { title: '' }, { title: '!!' }]);
@@ -254,16 +276,17 @@ describe('FeatureEncoder: text', () => {
     const next = rng(3);
     const texts = ['', 'one', 'New York pizza', 'Crème BRÛLÉE à la carte', '東京 タワー 🙂 night view', 'a b c d e f g h i j k l'];
     for (let i = 0; i < 40; i++) texts.push(randomText(next, 40));
-    for (const ngrams of [1, 2, 3]) {
+    for (const [ngrams, prefixLength] of [[1, 0], [2, 0], [3, 0], [1, 2], [3, 4]] as const) {
       for (const maxLength of [1, 3, 8, 30]) {
-        const encoder = new FeatureEncoder([title({ ngrams, maxLength, buckets: 997 })]);
+        const spec = title({ ngrams, maxLength, buckets: 997, ...(prefixLength > 0 ? { prefixLength } : {}) });
+        const encoder = new FeatureEncoder([spec]);
         const out = encoder.encode(texts.map((t) => ({ title: t })));
         texts.forEach((text, r) => {
-          const terms = textTerms(text, ngrams, maxLength);
+          const terms = textTerms(text, ngrams, maxLength, prefixLength);
           const expected = new Array<number>(maxLength).fill(0);
           terms.forEach((term, k) => (expected[k] = 1 + (hashToken(term) % 997)));
           const row = Array.from(out['title.ids']!.data.subarray(r * maxLength, (r + 1) * maxLength));
-          expect(row, `${JSON.stringify(text)} ngrams=${ngrams} maxLength=${maxLength}`).toEqual(expected);
+          expect(row, `${JSON.stringify(text)} ngrams=${ngrams} maxLength=${maxLength} prefixLength=${prefixLength}`).toEqual(expected);
           const mask = Array.from(out['title.mask']!.data.subarray(r * maxLength, (r + 1) * maxLength));
           expect(mask).toEqual(expected.map((_, k) => (k < terms.length ? 1 : 0)));
         });
@@ -410,7 +433,7 @@ describe('validateFeatureSpec', () => {
     ['no name', without(categorical, 'name'), 'Expected a non-empty string for the name of the feature spec but received undefined'],
     ['an empty name', { ...categorical, name: '' }, /for the name of the feature spec but received ""$/],
     ['an unknown kind', { ...categorical, kind: 'sparse' }, `Expected 'categorical', 'text' or 'dense' for the kind of feature "c" but received "sparse"`],
-    ['an unknown property', { ...text, ngram: 2 }, 'Expected only kind, name, field, maxLength, ngrams, vocabulary, buckets for the properties of feature "t" but received "ngram"'],
+    ['an unknown property', { ...text, ngram: 2 }, 'Expected only kind, name, field, maxLength, ngrams, prefixLength, vocabulary, buckets for the properties of feature "t" but received "ngram"'],
     ['no field', without(categorical, 'field'), 'Expected a non-empty string for field of feature "c" but received undefined'],
     ['both vocabulary and buckets', { ...categorical, vocabulary: ['a'] }, 'Expected exactly one of vocabulary or buckets for feature "c" but received both'],
     ['neither vocabulary nor buckets', without(text, 'buckets'), 'Expected exactly one of vocabulary or buckets for feature "t" but received neither'],
@@ -432,6 +455,8 @@ describe('validateFeatureSpec', () => {
     ['ngrams 0', { ...text, ngrams: 0 }, 'Expected an integer from 1 to 3 for ngrams of feature "t" but received 0'],
     ['fractional ngrams', { ...text, ngrams: 1.5 }, /for ngrams of feature "t" but received 1.5$/],
     ['ngrams 4', { ...text, ngrams: 4 }, /for ngrams of feature "t" but received 4$/],
+    ['prefixLength 0', { ...text, prefixLength: 0 }, 'Expected an integer from 1 to 64 for prefixLength of feature "t" but received 0'],
+    ['string prefixLength', { ...text, prefixLength: '5' }, /for prefixLength of feature "t" but received/],
     ['empty fields', { ...dense, fields: [], mean: [], std: [] }, 'Expected a non-empty array of field names for fields of feature "d" but received an array of length 0'],
     ['a repeated field', { ...dense, fields: ['x', 'x'] }, /a field not listed before for fields\[1\] of feature "d" but received "x"$/],
     ['short mean', { ...dense, mean: [0] }, 'Expected an array of 2 numbers (one per field) for mean of feature "d" but received an array of length 1'],

@@ -22,9 +22,10 @@
  * null) value included: the model was never trained on an "unknown" that it could fall back to.
  *
  * Text: the field must be a string; '' is fine and has no terms. Its terms are
- * textTerms(text, ngrams, maxLength) from tokenize.ts: NFKC, toLowerCase, maximal runs of
- * \p{L}\p{M}\p{N} as tokens; then all bigrams, then all trigrams (words joined by one space);
- * then the first maxLength of those. Term k of record r sets ids[r, k] and mask[r, k] = 1;
+ * textTerms(text, ngrams, maxLength, prefixLength) from tokenize.ts: NFKC, toLowerCase,
+ * maximal runs of \p{L}\p{M}\p{N} as tokens; then, with prefixLength P, the first P code
+ * points of each token longer than P; then all bigrams, then all trigrams (words joined by one
+ * space); then the first maxLength of those. Term k of record r sets ids[r, k] and mask[r, k] = 1;
  * later positions are padding, id 0 and mask 0. An out-of-vocabulary term keeps mask 1 with
  * id 0, so a model can tell an unknown word from no word. A text vocabulary therefore holds
  * terms: lower-case runs of \p{L}\p{M}\p{N}, one to three of them joined by single spaces
@@ -40,7 +41,7 @@
 import { InvalidArgumentError, InvalidRecordError, InvalidSpecError } from '../errors.js';
 import { describe, invalid, requirePositiveInteger } from '../validate.js';
 import { FNV_OFFSET_BASIS, continueHash, continueHashByte, hashToken } from './hash.js';
-import { TokenSpans, termsOf, tokenize } from './tokenize.js';
+import { TokenSpans, prefixEnd, termsOf, tokenize } from './tokenize.js';
 
 export { hashToken, tokenize };
 
@@ -66,6 +67,13 @@ export interface TextFeature {
   maxLength: number;
   /** 1 (default) to 3: also emit word n-grams up to this order, joined with a single space. */
   ngrams?: number;
+  /**
+   * Also emit the first `prefixLength` code points of every word longer than that, after the
+   * words (a truncation stem: with 5, 'striped' and 'stripes' both add 'strip'). Words that
+   * differ only in their endings then share a term, which helps a bag-of-words tower with
+   * words rare or unseen in training. Default: none.
+   */
+  prefixLength?: number;
   /** Known terms, id 1 + position (exactly one of vocabulary / buckets). */
   vocabulary?: string[];
   /** Hashing trick: id 1 + hashToken(term) mod buckets. */
@@ -101,12 +109,14 @@ const MAX_BUCKETS = 2 ** 31 - 2;
 const MAX_TEXT_LENGTH = 1 << 16;
 const STD_FLOOR = 1e-6;
 const MAX_NGRAMS = 3;
+/** Longer prefixes would be whole words nearly always. */
+const MAX_PREFIX_LENGTH = 64;
 /** Checked on the raw word: tokenize would normalise it first and hide what is wrong. */
 const TERM_SHAPE = /^[\p{L}\p{M}\p{N}]+(?: [\p{L}\p{M}\p{N}]+)*$/u;
 
 const PROPERTIES: Record<FeatureSpec['kind'], readonly string[]> = {
   categorical: ['kind', 'name', 'field', 'vocabulary', 'buckets'],
-  text: ['kind', 'name', 'field', 'maxLength', 'ngrams', 'vocabulary', 'buckets'],
+  text: ['kind', 'name', 'field', 'maxLength', 'ngrams', 'prefixLength', 'vocabulary', 'buckets'],
   dense: ['kind', 'name', 'fields', 'mean', 'std'],
 };
 
@@ -179,8 +189,16 @@ function validateSpec(spec: unknown, where: string): FeatureSpec {
   ) {
     throw specError(`an integer from 1 to ${MAX_NGRAMS}`, `ngrams of ${label}`, ngrams);
   }
+  const prefixLength = s.prefixLength;
+  if (
+    prefixLength !== undefined &&
+    (typeof prefixLength !== 'number' || !Number.isInteger(prefixLength) || prefixLength < 1 || prefixLength > MAX_PREFIX_LENGTH)
+  ) {
+    throw specError(`an integer from 1 to ${MAX_PREFIX_LENGTH}`, `prefixLength of ${label}`, prefixLength);
+  }
   const text: TextFeature = { kind, name, field, maxLength };
   if (ngrams !== undefined) text.ngrams = ngrams;
+  if (prefixLength !== undefined) text.prefixLength = prefixLength;
   return { ...text, ...validateIds(s, label, true) };
 }
 
@@ -447,6 +465,7 @@ class TextColumn implements Column {
   readonly #field: string;
   readonly #maxLength: number;
   readonly #ngrams: number;
+  readonly #prefixLength: number;
   readonly #idOf: Map<string, number> | undefined;
   readonly #buckets: number;
   // Scratch reused across records and batches: encode is synchronous, so no two use it at once.
@@ -460,6 +479,7 @@ class TextColumn implements Column {
     this.#field = spec.field;
     this.#maxLength = spec.maxLength;
     this.#ngrams = spec.ngrams ?? 1;
+    this.#prefixLength = spec.prefixLength ?? 0;
     this.#idOf = spec.vocabulary && vocabularyIds(spec.vocabulary);
     this.#buckets = spec.buckets ?? 0;
   }
@@ -484,7 +504,7 @@ class TextColumn implements Column {
 
   #vocabularyRow(spans: TokenSpans, ids: Int32Array, offset: number): number {
     const idOf = this.#idOf!;
-    const terms = termsOf(spans, this.#ngrams, this.#maxLength);
+    const terms = termsOf(spans, this.#ngrams, this.#maxLength, this.#prefixLength);
     for (let k = 0; k < terms.length; k++) ids[offset + k] = idOf.get(terms[k]!) ?? 0;
     return terms.length;
   }
@@ -509,6 +529,10 @@ class TextColumn implements Column {
       const h = continueHash(FNV_OFFSET_BASIS, text, starts[i]!, ends[i]!);
       unigrams[i] = h;
       ids[offset + k++] = 1 + (h % buckets);
+    }
+    for (let i = 0; this.#prefixLength > 0 && i < count && k < width; i++) {
+      const end = prefixEnd(text, starts[i]!, ends[i]!, this.#prefixLength);
+      if (end >= 0) ids[offset + k++] = 1 + (continueHash(FNV_OFFSET_BASIS, text, starts[i]!, end) % buckets);
     }
     if (this.#ngrams < 2) return k;
     for (let i = 0; i + 1 < count && k < width; i++) {

@@ -6,8 +6,10 @@
  * (spaces, punctuation, symbols, emoji) only separates tokens. So 'Crème BRÛLÉE!' gives
  * ['crème', 'brûlée'], 'ﬁne' (the ligature) gives ['fine'], and 'a🙂b' gives ['a', 'b'].
  *
- * textTerms adds word n-grams: all unigrams first, then every bigram (two consecutive tokens
- * joined by one space), then every trigram, and keeps the first `maxLength` of that list.
+ * textTerms adds terms: all unigrams first; then, with a prefix length P, the first P code
+ * points of every token longer than that (a truncation stem: 'striped' and 'stripes' both
+ * give 'strip', which is also the word 'strip'); then every bigram (two consecutive tokens
+ * joined by one space), then every trigram; and keeps the first `maxLength` of that list.
  *
  * Pure-ASCII text, the common case on the request path, is already NFKC-stable and its only
  * letters and digits are [A-Za-z0-9], so it skips normalisation. No text is run through a
@@ -156,23 +158,29 @@ export function tokenize(text: string): string[] {
 }
 
 /**
- * The terms a text feature sees, in the order it sees them: tokens, then bigrams, then
- * trigrams (up to `ngrams`), truncated to `maxLength`. Use it to fit a text vocabulary.
+ * The terms a text feature sees, in the order it sees them: tokens, their prefixes (with
+ * `prefixLength` > 0), bigrams, then trigrams (up to `ngrams`), truncated to `maxLength`. Use
+ * it to fit a text vocabulary.
  */
-export function textTerms(text: string, ngrams = 1, maxLength = Infinity): string[] {
+export function textTerms(text: string, ngrams = 1, maxLength = Infinity, prefixLength = 0): string[] {
   if (typeof text !== 'string') throw invalid('a string', 'text', text);
   if (ngrams !== 1 && ngrams !== 2 && ngrams !== 3) throw invalid('1, 2 or 3', 'ngrams', ngrams);
   if (maxLength !== Infinity && !(Number.isInteger(maxLength) && maxLength >= 1)) {
     throw invalid('a positive integer or Infinity', 'maxLength', maxLength);
   }
-  return termsOf(new TokenSpans().scan(text, maxLength), ngrams, maxLength);
+  if (!(Number.isInteger(prefixLength) && prefixLength >= 0)) throw invalid('an integer ≥ 0', 'prefixLength', prefixLength);
+  return termsOf(new TokenSpans().scan(text, maxLength), ngrams, maxLength, prefixLength);
 }
 
 /** textTerms over already-scanned spans; the encoder's vocabulary path shares it. */
-export function termsOf(spans: TokenSpans, ngrams: number, maxLength: number): string[] {
+export function termsOf(spans: TokenSpans, ngrams: number, maxLength: number, prefixLength = 0): string[] {
   const n = spans.count;
   const terms: string[] = [];
   for (let i = 0; i < n && terms.length < maxLength; i++) terms.push(spans.token(i));
+  for (let i = 0; prefixLength > 0 && i < n && terms.length < maxLength; i++) {
+    const end = prefixEnd(spans.text, spans.starts[i]!, spans.ends[i]!, prefixLength);
+    if (end >= 0) terms.push(spans.text.slice(spans.starts[i], end));
+  }
   // The n-gram loops only run while terms.length < maxLength, that is once all n tokens are
   // in terms[0, n): they read their words from there.
   for (let i = 0; ngrams >= 2 && i + 1 < n && terms.length < maxLength; i++) {
@@ -182,4 +190,20 @@ export function termsOf(spans: TokenSpans, ngrams: number, maxLength: number): s
     terms.push(`${terms[i]} ${terms[i + 1]} ${terms[i + 2]}`);
   }
   return terms;
+}
+
+/**
+ * Where the first `length` code points of the token text[start, end) end, or -1 when the
+ * token has no more than `length` code points (it is its own prefix and adds no term). A
+ * surrogate pair counts as one code point and is never split.
+ */
+export function prefixEnd(text: string, start: number, end: number, length: number): number {
+  if (end - start <= length) return -1;
+  let i = start;
+  for (let points = 0; points < length; points++) {
+    const c = text.charCodeAt(i);
+    i += c >= 0xd800 && c <= 0xdbff && i + 1 < end ? 2 : 1;
+    if (i >= end) return -1;
+  }
+  return i;
 }
