@@ -1,5 +1,6 @@
-// End to end on the embedded default: the WordNet model trained (one epoch, to keep the suite
-// short; `npm start` trains five), exported, served by a Retriever and by the main job.
+// End to end on the embedded default: the WordNet model trained as `npm start` trains it (five
+// epochs, the best on the validation synsets kept; about 100 s on 2 cores), exported, served by
+// a Retriever and by the main job, whose first example query must find the tiger.
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,22 +24,24 @@ describe('WordNet end to end', () => {
 
   it('trains and exports the default model, reporting held-out recall per task', async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'ebrix-wordnet-'));
-    trained = await trainWordNet({ out: path.join(dir, 'wordnet'), epochs: 1 });
+    trained = await trainWordNet({ out: path.join(dir, 'wordnet') });
     const test = trained.test!;
     console.info(
-      `WordNet, 1 epoch: ${trained.fit.seconds.toFixed(1)} s, ${Math.round(trained.fit.examplesPerSecond)} examples/s; held-out recall@10 ` +
+      `WordNet, ${trained.fit.steps} steps: ${trained.fit.seconds.toFixed(1)} s, ${Math.round(trained.fit.examplesPerSecond)} examples/s; held-out recall@10 ` +
         Object.entries(test.perTask).map(([task, m]) => `${task} ${m.recallAt[10]!.toFixed(3)}`).join(', '),
     );
     expect(trained.items).toBe(117_791);
     expect(Object.keys(test.perTask).sort()).toEqual(['gloss', 'synonym', 'usage']);
-    // Far above chance (10 / 117,791) after one epoch; BM25 over the same text gets 0.16 and 0.92.
-    expect(test.perTask.gloss!.recallAt[10]).toBeGreaterThan(0.1);
-    expect(test.perTask.synonym!.recallAt[10]).toBeGreaterThan(0.6);
-    // The epoch was scored on the validation synsets: the mean of the three tasks' recall@10
-    // (gloss and synonym as above, usage near 0).
+    // BM25 over the same text gets 0.16 and 0.92 (the README's table: 0.38 and 0.91 for this
+    // model); chance is 10 / 117,791.
+    expect(test.perTask.gloss!.recallAt[10]).toBeGreaterThan(0.3);
+    expect(test.perTask.synonym!.recallAt[10]).toBeGreaterThan(0.85);
+    // Each epoch was scored on the validation synsets (the mean of the three tasks' recall@10:
+    // gloss and synonym as above, usage near 0), and the trainer ends holding the best one's
+    // parameters (its step count is that epoch's).
     const validation = trained.fit.bestValidation!;
     expect(validation.step).toBe(trained.fit.steps);
-    expect(validation.metric).toBeGreaterThan(0.25);
+    expect(validation.metric).toBeGreaterThan(0.35);
     expect(validation.metric).toBeLessThan(0.6);
   }, 300_000);
 
@@ -107,7 +110,11 @@ describe('WordNet end to end', () => {
     lines.length = 0;
     const second = await start();
     expect(lines.some((l) => l.startsWith('embedding'))).toBe(false);
-    expect(lines.filter((l) => l.startsWith('  [')).length).toBe(3);
+    const examples = lines.filter((l) => l.startsWith('  ['));
+    expect(examples.length).toBe(3);
+    // The issue's example: the definition-like query finds the tiger among the five printed.
+    expect(examples[0]).toContain('"a large wild cat with a striped coat" →');
+    expect(examples[0]).toMatch(/(→|;) tiger Panthera tigris \(/);
     console.info(`main job start-up with a trained model: ${first.seconds.toFixed(1)} s building the index, ${second.seconds.toFixed(1)} s from the saved files`);
     expect(second.seconds).toBeLessThan(10);
   }, 300_000);

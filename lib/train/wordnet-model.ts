@@ -75,9 +75,21 @@ export const WORDNET_TRAINER_OPTIONS: TrainerOptions = { learningRate: 2e-3, spa
  */
 export const WORDNET_TASK_WEIGHTS: Readonly<Partial<Record<WordNetTask, number>>> = { gloss: 2 };
 
-const QUERY_LENGTH = 32;
-const LEMMA_LENGTH = 12;
-const HYPERNYM_LENGTH = 12;
+/**
+ * Every text feature of the model also reads the first 5 letters of each longer word (a
+ * truncation stem, TextFeature.prefixLength), so that 'striped' in a query meets 'stripes' in
+ * a definition, and a word unseen in training still brings the stem it shares with seen ones.
+ * On the validation split (seed 1, exact search, all queries) gloss recall@10 rose from 0.315
+ * to 0.389, usage from 0.009 to 0.011, and synonym went from 0.909 to 0.903; the mean that
+ * picks the epoch, 0.409 → 0.432. Prefixes of 6 scored 0.426 on that mean. Training time is
+ * unchanged (about 100 s on 2 cores).
+ */
+export const WORDNET_PREFIX_LENGTH = 5;
+// Term slots, words first and then their prefixes (32, 12 and 12 before prefixes were added;
+// the validation figures above are with these lengths).
+const QUERY_LENGTH = 48;
+const LEMMA_LENGTH = 20;
+const HYPERNYM_LENGTH = 20;
 
 /**
  * The spec of the WordNet model. Query text, item lemmas and hypernym lemmas share one word
@@ -85,12 +97,13 @@ const HYPERNYM_LENGTH = 12;
  * every term of the item text and of the training queries (held-out queries add none).
  */
 export function wordnetModelSpec(items: readonly WordNetItem[], train: readonly WordNetQuery[], options: WordNetModelOptions = {}): ModelSpec {
+  const prefix = WORDNET_PREFIX_LENGTH;
   const terms = function* (): Generator<string> {
     for (const item of items) {
-      yield* textTerms(item.words.join(' '));
-      yield* textTerms(item.hypernyms);
+      yield* textTerms(item.words.join(' '), 1, Infinity, prefix);
+      yield* textTerms(item.hypernyms, 1, Infinity, prefix);
     }
-    for (const q of train) yield* textTerms(q.text);
+    for (const q of train) yield* textTerms(q.text, 1, Infinity, prefix);
   };
   const vocabulary = fitVocabulary(terms());
   const lexfiles = [...new Set(items.map((i) => i.lexfile))].sort();
@@ -116,15 +129,15 @@ export function wordnetModelSpec(items: readonly WordNetItem[], train: readonly 
     dim: options.dim ?? 128,
     seed: options.seed ?? 1,
     query: {
-      features: [{ kind: 'text', name: 'text', field: 'text', maxLength: QUERY_LENGTH, vocabulary }],
+      features: [{ kind: 'text', name: 'text', field: 'text', maxLength: QUERY_LENGTH, prefixLength: prefix, vocabulary }],
       embeddingDim: options.embeddingDim ?? 128,
       hidden: options.hidden ?? [],
       tables: { text: 'words' },
     },
     item: {
       features: [
-        { kind: 'text', name: 'lemmas', field: 'lemmas', maxLength: LEMMA_LENGTH, vocabulary },
-        { kind: 'text', name: 'hypernyms', field: 'hypernyms', maxLength: HYPERNYM_LENGTH, vocabulary },
+        { kind: 'text', name: 'lemmas', field: 'lemmas', maxLength: LEMMA_LENGTH, prefixLength: prefix, vocabulary },
+        { kind: 'text', name: 'hypernyms', field: 'hypernyms', maxLength: HYPERNYM_LENGTH, prefixLength: prefix, vocabulary },
         { kind: 'categorical', name: 'pos', field: 'pos', vocabulary: ['noun', 'verb', 'adj', 'adv'] },
         { kind: 'categorical', name: 'lexfile', field: 'lexfile', vocabulary: lexfiles },
       ],
