@@ -938,13 +938,14 @@ SearchOutput IvfPqIndex::search(const float* queries, size_t queryCount, const I
 
 namespace {
 
-// Per-thread state of a search: a collector per query of the chunk and scan scratch. Heaps:
-// a query's probed lists offer few candidates for k × refineFactor kept (see TopKHeap).
+// Per-thread state of a search: a collector per query of the chunk and scan scratch. A heap
+// for the few candidates of a small k × refineFactor, a buffered selection for large ones
+// (TopKSelector).
 struct SlotState {
-  std::vector<TopKHeap> perQuery;
+  std::vector<TopKSelector> perQuery;
   // 4-bit: the best approximate candidates of each query over all its lists; the candidate's
   // id holds (list << 32 | position in the list) until it is re-scored at the merge.
-  std::vector<TopKHeap> approxPerQuery;
+  std::vector<TopKSelector> approxPerQuery;
   // One scan step's scores (8-bit) or sums (4-bit; whole blocks: kScanStep is a multiple of
   // kFastScanBlock), held here rather than allocated per search.
   std::array<float, kScanStep> scores;
@@ -1127,7 +1128,7 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
     }
 
     for (auto& slot : state) {
-      std::vector<TopKHeap>& collectors = fast ? slot.approxPerQuery : slot.perQuery;
+      std::vector<TopKSelector>& collectors = fast ? slot.approxPerQuery : slot.perQuery;
       if (collectors.size() < n) collectors.resize(n);
       for (size_t q = 0; q < n; ++q) collectors[q].reset(fast ? approxKeep : keep);
     }
@@ -1142,7 +1143,7 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
         const size_t q = byList[pi].query;
         const float* table = tables.data() + q * m * ksub;
         const float bias = byList[pi].bias;
-        TopKHeap& collector = slot.perQuery[q];
+        TopKSelector& collector = slot.perQuery[q];
         if (!fast) {
           for (size_t r0 = 0; r0 < size; r0 += kScanStep) {
             const size_t step = std::min(kScanStep, size - r0);
@@ -1164,7 +1165,7 @@ SearchOutput IvfPqIndex::Impl::search(const float* queries, size_t queryCount, c
         // Fast-scan: approximate scores (comparable across lists: the float value of the
         // quantized sum, plus the list constant) pick each query's best candidates over all
         // its lists; only those are re-scored exactly, at the merge.
-        TopKHeap& approx = slot.approxPerQuery[q];
+        TopKSelector& approx = slot.approxPerQuery[q];
         const QuantizedTable* qt = &quantized[q];
         const size_t bb = blockBytes();
         const float scale = qt->scale, offset = qt->offset + bias;

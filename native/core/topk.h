@@ -89,6 +89,49 @@ class TopKHeap {
   std::vector<Candidate> heap_;
 };
 
+// TopKHeap for small k, TopKCollector above kHeapMaxK: the heap's O(log k) per admitted
+// candidate grows with k while the collector's amortised cost does not. Measured on 4-bit
+// IVF-PQ shortlists (k × max(refineFactor, 4) kept; 117,791 × 128, nprobe 16, one query at a
+// time): the same search time at 40 kept, 6% less at 100, 17% less at 400 and 21% at 800.
+// Both select the same candidates.
+class TopKSelector {
+ public:
+  static constexpr size_t kHeapMaxK = 64;
+
+  void reset(size_t k) {
+    useHeap_ = k <= kHeapMaxK;
+    if (useHeap_) {
+      heap_.reset(k);
+    } else {
+      collector_.reset(k);
+    }
+  }
+
+  float threshold() const { return useHeap_ ? heap_.threshold() : collector_.threshold(); }
+
+  void offer(float score, uint32_t row, uint64_t id) {
+    if (useHeap_) {
+      heap_.offer(score, row, id);
+    } else {
+      collector_.offer(score, row, id);
+    }
+  }
+
+  // Appends the held candidates (unordered, at most k) to `out`.
+  void drainInto(std::vector<Candidate>& out) {
+    if (useHeap_) {
+      heap_.drainInto(out);
+    } else {
+      collector_.drainInto(out);
+    }
+  }
+
+ private:
+  bool useHeap_ = true;
+  TopKHeap heap_;
+  TopKCollector collector_;
+};
+
 // Sorts candidates best first and keeps at most k of them.
 void selectBest(std::vector<Candidate>& candidates, size_t k);
 

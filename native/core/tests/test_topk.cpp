@@ -74,3 +74,31 @@ TEST_CASE("topk.heap_equals_full_sort_with_ties") {
     }
   }
 }
+
+// TopKSelector picks the heap or the collector by k, and either way selects what a full sort
+// does, including when one selector object is reset from a small k to a large one and back.
+TEST_CASE("topk.selector_equals_full_sort_across_resets") {
+  std::mt19937 rng(11);
+  TopKSelector selector;
+  for (size_t k : {size_t{1}, TopKSelector::kHeapMaxK, TopKSelector::kHeapMaxK + 1, size_t{400}, size_t{10}, size_t{800}}) {
+    for (size_t n : {size_t{0}, size_t{63}, size_t{65}, size_t{3000}}) {
+      std::uniform_int_distribution<int> score(0, 50);
+      std::vector<Candidate> all;
+      selector.reset(k);
+      for (size_t i = 0; i < n; ++i) {
+        const Candidate c{static_cast<float>(score(rng)), static_cast<uint32_t>(i), (i * 7919) % 10007};
+        all.push_back(c);
+        if (c.score >= selector.threshold()) selector.offer(c.score, c.row, c.id);
+      }
+      std::vector<Candidate> got;
+      selector.drainInto(got);
+      selectBest(got, k);
+      std::sort(all.begin(), all.end(), ranksBefore);
+      all.resize(std::min(n, k));
+      CHECK_MSG(got.size() == all.size(), "k " << k << " n " << n);
+      for (size_t i = 0; i < all.size() && i < got.size(); ++i) {
+        CHECK_MSG(got[i].id == all[i].id && got[i].score == all[i].score, "k " << k << " n " << n << " at " << i);
+      }
+    }
+  }
+}
