@@ -6,6 +6,30 @@
 
 using namespace ebrix;
 
+namespace {
+
+// Offers `offered` in order to a freshly reset selector (skipping what is below its threshold,
+// as the scans do) and checks that it keeps what a full sort keeps.
+template <class Selector>
+void checkSelectsLikeSort(Selector& selector, size_t k, std::vector<Candidate> offered) {
+  selector.reset(k);
+  for (const Candidate& c : offered) {
+    if (c.score >= selector.threshold()) selector.offer(c.score, c.row, c.id);
+  }
+  std::vector<Candidate> got;
+  selector.drainInto(got);
+  selectBest(got, k);
+  std::sort(offered.begin(), offered.end(), ranksBefore);
+  offered.resize(std::min(offered.size(), k));
+  const size_t n = offered.size();
+  CHECK_MSG(got.size() == n, "k " << k << " kept " << n);
+  for (size_t i = 0; i < n && i < got.size(); ++i) {
+    CHECK_MSG(got[i].id == offered[i].id && got[i].score == offered[i].score, "k " << k << " at " << i);
+  }
+}
+
+}  // namespace
+
 TEST_CASE("topk.collector_equals_full_sort_with_ties") {
   std::mt19937 rng(42);
   for (size_t k : {size_t{1}, size_t{5}, size_t{64}, size_t{300}}) {
@@ -16,22 +40,9 @@ TEST_CASE("topk.collector_equals_full_sort_with_ties") {
       std::vector<uint64_t> ids(n);
       for (size_t i = 0; i < n; ++i) ids[i] = i * 7 + 3;
       std::shuffle(ids.begin(), ids.end(), rng);
+      for (size_t i = 0; i < n; ++i) all.push_back({static_cast<float>(score(rng)), static_cast<uint32_t>(i), ids[i]});
       TopKCollector collector;
-      collector.reset(k);
-      for (size_t i = 0; i < n; ++i) {
-        const Candidate c{static_cast<float>(score(rng)), static_cast<uint32_t>(i), ids[i]};
-        all.push_back(c);
-        if (c.score >= collector.threshold()) collector.offer(c.score, c.row, c.id);
-      }
-      std::vector<Candidate> got;
-      collector.drainInto(got);
-      selectBest(got, k);
-      std::sort(all.begin(), all.end(), ranksBefore);
-      all.resize(std::min(n, k));
-      CHECK_MSG(got.size() == all.size(), "k " << k << " n " << n);
-      for (size_t i = 0; i < all.size(); ++i) {
-        CHECK_MSG(got[i].id == all[i].id && got[i].score == all[i].score, "k " << k << " n " << n << " at " << i);
-      }
+      checkSelectsLikeSort(collector, k, all);
     }
   }
 }
@@ -84,21 +95,8 @@ TEST_CASE("topk.selector_equals_full_sort_across_resets") {
     for (size_t n : {size_t{0}, size_t{63}, size_t{65}, size_t{3000}}) {
       std::uniform_int_distribution<int> score(0, 50);
       std::vector<Candidate> all;
-      selector.reset(k);
-      for (size_t i = 0; i < n; ++i) {
-        const Candidate c{static_cast<float>(score(rng)), static_cast<uint32_t>(i), (i * 7919) % 10007};
-        all.push_back(c);
-        if (c.score >= selector.threshold()) selector.offer(c.score, c.row, c.id);
-      }
-      std::vector<Candidate> got;
-      selector.drainInto(got);
-      selectBest(got, k);
-      std::sort(all.begin(), all.end(), ranksBefore);
-      all.resize(std::min(n, k));
-      CHECK_MSG(got.size() == all.size(), "k " << k << " n " << n);
-      for (size_t i = 0; i < all.size() && i < got.size(); ++i) {
-        CHECK_MSG(got[i].id == all[i].id && got[i].score == all[i].score, "k " << k << " n " << n << " at " << i);
-      }
+      for (size_t i = 0; i < n; ++i) all.push_back({static_cast<float>(score(rng)), static_cast<uint32_t>(i), (i * 7919) % 10007});
+      checkSelectsLikeSort(selector, k, all);
     }
   }
 }
